@@ -1,0 +1,52 @@
+//! # plugboard-core
+//!
+//! The traits and types that Plugboard plugin authors and host applications share, and
+//! nothing else: no IO, no async runtime, no engine. An [`Event`] is a contract (a name,
+//! a section, docs and a typed, serialisable state); a [`Plugin`] takes that state and
+//! replies [`Reply::Continue`] or [`Reply::Halt`]; a [`PluginRecord`] is what the runtime
+//! keeps about a registered plugin. The [`reference`] module holds the 32 reference events
+//! of Mishka Installer 0.0.3.
+//!
+//! ```
+//! use plugboard_core::{Context, Plugin, Reply};
+//!
+//! plugboard_core::event! {
+//!     /// Fires when a comment is posted.
+//!     pub struct OnComment("on_comment", section = "content") {
+//!         /// The comment's text.
+//!         pub text: String,
+//!     }
+//! }
+//!
+//! /// Refuses comments that shout.
+//! struct NoShouting;
+//!
+//! impl Plugin<OnComment> for NoShouting {
+//!     fn call(&self, state: OnComment, _cx: &Context<'_>) -> Reply<OnComment> {
+//!         if state.text.chars().any(char::is_lowercase) {
+//!             Reply::Continue(state)
+//!         } else {
+//!             Reply::Halt(state)
+//!         }
+//!     }
+//! }
+//! ```
+//!
+//! The engine that runs plugins lives in `plugboard-engine`; most users depend on the
+//! `plugboard` facade, which re-exports both.
+
+mod event;
+mod plugin;
+mod record;
+pub mod reference;
+
+pub use event::{Event, EventInfo, Json, schema_of};
+pub use plugin::{
+    AsyncPlugin, Context, EMPTY_META, FnPlugin, Meta, Plugin, Reason, Reply, from_fn,
+};
+pub use record::{DependType, PluginRecord, Priority, PriorityError, Registration, Status};
+
+/// Re-exported so that hosts and plugins name the same versions.
+pub use serde_json;
+pub use time;
+pub use uuid;

@@ -1,0 +1,612 @@
+//! Compiled chains and dispatch: the hot path.
+//!
+//! Each event has a [`Slot`] holding an immutable [`Chain`] behind an `ArcSwap`. The
+//! control path builds a new chain whenever the event's active plugins change and swaps it
+//! in whole; a call loads the current chain without a lock and walks it. A call that runs
+//! during a change sees the whole old chain or the whole new one.
+
+use std::any::{TypeId, type_name};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use plugboard_core::{Context, EventInfo, Meta, Reply};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::code::{BoxFuture, CatchUnwind, Code, Runner};
+use crate::engine::Shared;
+use crate::error::{CallError, Failure};
+
+/// What happens to a call when one of its plugins fails (panics, or replies with an
+/// invalid state).
+///
+/// Whatever the policy, the failure is counted against the plugin, published, and the
+/// plugin is stopped once its consecutive failures reach the engine's threshold.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFailure {
+    /// The call returns [`CallError::PluginFailed`] naming the plugin. Costs nothing on
+    /// calls that do not fail, which is why it is the default: Rust states are moved
+    /// through the chain, so keeping a copy to fall back on would cost a clone per call.
+    #[default]
+    Error,
+    /// The call returns its input unchanged, as Mishka did. Costs one clone of the state
+    /// per call (before the chain runs).
+    ReturnInput,
+    /// The failing plugin is skipped and the chain goes on with the state it was given.
+    /// Costs one clone of the state per plugin.
+    Skip,
+}
+
+/// Counters kept per plugin across chain rebuilds.
+#[derive(Default)]
+pub(crate) struct Stats {
+    pub(crate) consecutive: AtomicU32,
+    pub(crate) failures: AtomicU64,
+    pub(crate) calls: AtomicU64,
+    pub(crate) nanos: AtomicU64,
+    pub(crate) max_nanos: AtomicU64,
+    pub(crate) last_error: Mutex<Option<Failure>>,
+}
+
+impl Stats {
+    #[inline]
+    fn succeeded(&self) {
+        // A load first so that healthy plugins do not write a shared cache line per call.
+        if self.consecutive.load(Relaxed) != 0 {
+            self.consecutive.store(0, Relaxed);
+        }
+    }
+
+    fn timed(&self, elapsed: Duration) {
+        let ns = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        self.calls.fetch_add(1, Relaxed);
+        self.nanos.fetch_add(ns, Relaxed);
+        self.max_nanos.fetch_max(ns, Relaxed);
+    }
+}
+
+/// One plugin in a compiled chain.
+pub(crate) struct Step<S> {
+    pub(crate) name: Arc<str>,
+    pub(crate) runner: Runner<S>,
+    pub(crate) stats: Arc<Stats>,
+}
+
+/// An event's compiled chain: immutable once built.
+pub(crate) struct Chain<S> {
+    pub(crate) steps: Box<[Step<S>]>,
+    /// The first async plugin, if any: a sync call must refuse the chain.
+    pub(crate) first_async: Option<Arc<str>>,
+    pub(crate) policy: OnFailure,
+    pub(crate) profiling: bool,
+}
+
+impl<S> Chain<S> {
+    fn empty(policy: OnFailure) -> Self {
+        Chain {
+            steps: Box::new([]),
+            first_async: None,
+            policy,
+            profiling: false,
+        }
+    }
+}
+
+/// What the control path hands a slot to build a chain from.
+pub(crate) struct PlanStep {
+    pub(crate) name: Arc<str>,
+    pub(crate) code: Code,
+    pub(crate) stats: Arc<Stats>,
+}
+
+/// How one step of a traced call ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum StepOutcome {
+    /// The plugin replied continue.
+    Continued,
+    /// The plugin replied halt; the chain stopped.
+    Halted,
+    /// The plugin failed.
+    Failed {
+        /// What happened.
+        failure: Failure,
+    },
+}
+
+/// One step of a traced call.
+#[derive(Clone, Debug, Serialize)]
+pub struct TraceStep {
+    /// The plugin.
+    pub plugin: String,
+    /// How long it took.
+    #[serde(serialize_with = "ser_micros")]
+    pub elapsed: Duration,
+    /// How it ended.
+    #[serde(flatten)]
+    pub outcome: StepOutcome,
+}
+
+fn ser_micros<Ser: serde::Serializer>(d: &Duration, s: Ser) -> Result<Ser::Ok, Ser::Error> {
+    s.serialize_f64(d.as_secs_f64() * 1e6)
+}
+
+/// A call with a per-plugin account: which plugins ran, in what order, how long each
+/// took, and who halted.
+#[derive(Debug)]
+pub struct Trace<S> {
+    /// The call's result.
+    pub result: Result<S, CallError>,
+    /// The steps that ran, in order.
+    pub steps: Vec<TraceStep>,
+    /// The plugin that halted the chain, if one did.
+    pub halted_by: Option<String>,
+}
+
+/// A plugin's share of an event's time, from [`Engine::profile`](crate::Engine::profile).
+#[derive(Clone, Debug, Serialize)]
+pub struct PluginProfile {
+    /// The plugin.
+    pub plugin: String,
+    /// Its position in the chain (0 runs first).
+    pub position: usize,
+    /// Calls timed since profiling was turned on.
+    pub calls: u64,
+    /// Mean time per call, in microseconds.
+    pub mean_us: f64,
+    /// Longest call, in microseconds.
+    pub max_us: f64,
+    /// Failures since registration.
+    pub failures: u64,
+}
+
+/// Receives each step of a call; the plain call's observer does nothing and compiles away.
+trait Observer {
+    const TIMED: bool;
+    fn step(&mut self, name: &Arc<str>, elapsed: Duration, outcome: StepOutcome);
+}
+
+struct Quiet;
+
+impl Observer for Quiet {
+    const TIMED: bool = false;
+    #[inline(always)]
+    fn step(&mut self, _: &Arc<str>, _: Duration, _: StepOutcome) {}
+}
+
+#[derive(Default)]
+struct Recorder {
+    steps: Vec<TraceStep>,
+    halted_by: Option<String>,
+}
+
+impl Observer for Recorder {
+    const TIMED: bool = true;
+    fn step(&mut self, name: &Arc<str>, elapsed: Duration, outcome: StepOutcome) {
+        if outcome == StepOutcome::Halted {
+            self.halted_by = Some(name.to_string());
+        }
+        self.steps.push(TraceStep {
+            plugin: name.to_string(),
+            elapsed,
+            outcome,
+        });
+    }
+}
+
+/// One event's chain holder.
+pub(crate) struct Slot<S> {
+    pub(crate) info: EventInfo,
+    chain: ArcSwap<Chain<S>>,
+    shared: Weak<Shared>,
+}
+
+/// The state bound every slot needs.
+pub(crate) trait State: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {}
+impl<T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static> State for T {}
+
+impl<S: State> Slot<S> {
+    pub(crate) fn new(info: EventInfo, shared: Weak<Shared>, policy: OnFailure) -> Self {
+        Slot {
+            info,
+            chain: ArcSwap::from_pointee(Chain::empty(policy)),
+            shared,
+        }
+    }
+
+    pub(crate) fn shared(&self) -> Option<Arc<Shared>> {
+        self.shared.upgrade()
+    }
+
+    /// The synchronous call: the hot path.
+    #[inline]
+    pub(crate) fn call(&self, state: S, meta: &Meta) -> Result<S, CallError> {
+        let chain = self.chain.load();
+        if chain.steps.is_empty() {
+            return Ok(state);
+        }
+        self.run(&chain, state, meta, &mut Quiet)
+    }
+
+    pub(crate) fn trace(&self, state: S, meta: &Meta) -> Trace<S> {
+        let chain = self.chain.load_full();
+        let mut rec = Recorder::default();
+        let result = self.run(&chain, state, meta, &mut rec);
+        Trace {
+            result,
+            steps: rec.steps,
+            halted_by: rec.halted_by,
+        }
+    }
+
+    fn run<O: Observer>(
+        &self,
+        chain: &Chain<S>,
+        mut state: S,
+        meta: &Meta,
+        obs: &mut O,
+    ) -> Result<S, CallError> {
+        if let Some(plugin) = &chain.first_async {
+            return Err(CallError::NeedsAsync {
+                event: self.info.name.to_string(),
+                plugin: plugin.to_string(),
+            });
+        }
+        let mut input = (chain.policy == OnFailure::ReturnInput).then(|| state.clone());
+        for step in chain.steps.iter() {
+            let Runner::Sync(runner) = &step.runner else {
+                // Excluded above: `first_async` is set whenever any step is async.
+                continue;
+            };
+            let cx = Context::new(&self.info.name, &step.name, meta);
+            let backup = (chain.policy == OnFailure::Skip).then(|| state.clone());
+            let timed = O::TIMED || chain.profiling;
+            let started = timed.then(Instant::now);
+            let out = catch_unwind(AssertUnwindSafe(|| runner.run(state, &cx)))
+                .unwrap_or_else(|payload| Err(Failure::from_panic(&*payload)));
+            let elapsed = started.map(|t| t.elapsed()).unwrap_or_default();
+            if chain.profiling {
+                step.stats.timed(elapsed);
+            }
+            match out {
+                Ok(Reply::Continue(next)) => {
+                    step.stats.succeeded();
+                    obs.step(&step.name, elapsed, StepOutcome::Continued);
+                    state = next;
+                }
+                Ok(Reply::Halt(last)) => {
+                    step.stats.succeeded();
+                    obs.step(&step.name, elapsed, StepOutcome::Halted);
+                    return Ok(last);
+                }
+                Err(failure) => {
+                    self.failed(step, &failure);
+                    obs.step(&step.name, elapsed, StepOutcome::Failed { failure: failure.clone() });
+                    match (chain.policy, input.take(), backup) {
+                        (OnFailure::ReturnInput, Some(input), _) => return Ok(input),
+                        (OnFailure::Skip, _, Some(backup)) => state = backup,
+                        _ => return Err(self.error(step, failure)),
+                    }
+                }
+            }
+        }
+        Ok(state)
+    }
+
+    /// The async call: runs sync steps inline and awaits async ones.
+    pub(crate) async fn call_async(&self, state: S, meta: &Meta) -> Result<S, CallError> {
+        let chain = self.chain.load_full();
+        if chain.steps.is_empty() {
+            return Ok(state);
+        }
+        self.run_async(&chain, state, meta, &mut Quiet).await
+    }
+
+    pub(crate) async fn trace_async(&self, state: S, meta: &Meta) -> Trace<S> {
+        let chain = self.chain.load_full();
+        let mut rec = Recorder::default();
+        let result = self.run_async(&chain, state, meta, &mut rec).await;
+        Trace {
+            result,
+            steps: rec.steps,
+            halted_by: rec.halted_by,
+        }
+    }
+
+    async fn run_async<O: Observer + Send>(
+        &self,
+        chain: &Chain<S>,
+        mut state: S,
+        meta: &Meta,
+        obs: &mut O,
+    ) -> Result<S, CallError> {
+        let mut input = (chain.policy == OnFailure::ReturnInput).then(|| state.clone());
+        for step in chain.steps.iter() {
+            let cx = Context::new(&self.info.name, &step.name, meta);
+            let backup = (chain.policy == OnFailure::Skip).then(|| state.clone());
+            let timed = O::TIMED || chain.profiling;
+            let started = timed.then(Instant::now);
+            let out = match &step.runner {
+                Runner::Sync(runner) => catch_unwind(AssertUnwindSafe(|| runner.run(state, &cx)))
+                    .unwrap_or_else(|payload| Err(Failure::from_panic(&*payload))),
+                Runner::Async(runner) => {
+                    match catch_unwind(AssertUnwindSafe(|| runner.run(state, &cx))) {
+                        Ok(fut) => CatchUnwind(fut).await.unwrap_or_else(Err),
+                        Err(payload) => Err(Failure::from_panic(&*payload)),
+                    }
+                }
+            };
+            let elapsed = started.map(|t| t.elapsed()).unwrap_or_default();
+            if chain.profiling {
+                step.stats.timed(elapsed);
+            }
+            match out {
+                Ok(Reply::Continue(next)) => {
+                    step.stats.succeeded();
+                    obs.step(&step.name, elapsed, StepOutcome::Continued);
+                    state = next;
+                }
+                Ok(Reply::Halt(last)) => {
+                    step.stats.succeeded();
+                    obs.step(&step.name, elapsed, StepOutcome::Halted);
+                    return Ok(last);
+                }
+                Err(failure) => {
+                    self.failed(step, &failure);
+                    obs.step(&step.name, elapsed, StepOutcome::Failed { failure: failure.clone() });
+                    match (chain.policy, input.take(), backup) {
+                        (OnFailure::ReturnInput, Some(input), _) => return Ok(input),
+                        (OnFailure::Skip, _, Some(backup)) => state = backup,
+                        _ => return Err(self.error(step, failure)),
+                    }
+                }
+            }
+        }
+        Ok(state)
+    }
+
+    fn error(&self, step: &Step<S>, failure: Failure) -> CallError {
+        CallError::PluginFailed {
+            event: self.info.name.to_string(),
+            plugin: step.name.to_string(),
+            failure,
+        }
+    }
+
+    /// The failure path: count, publish, and stop the plugin past the threshold.
+    #[cold]
+    fn failed(&self, step: &Step<S>, failure: &Failure) {
+        let consecutive = step.stats.consecutive.fetch_add(1, Relaxed).saturating_add(1);
+        step.stats.failures.fetch_add(1, Relaxed);
+        if let Ok(mut last) = step.stats.last_error.lock() {
+            *last = Some(failure.clone());
+        }
+        if let Some(shared) = self.shared.upgrade() {
+            shared.plugin_failed(&self.info.name, &step.name, failure, consecutive);
+        }
+    }
+
+    /// Builds and swaps in a new chain.
+    pub(crate) fn install(&self, plan: &[PlanStep], policy: OnFailure, profiling: bool) {
+        let mut first_async = None;
+        let steps: Vec<Step<S>> = plan
+            .iter()
+            .filter_map(|p| {
+                // The control path checked state types at registration; a plugin whose
+                // code cannot run on this state is left out rather than trusted.
+                let runner = p.code.runner::<S>()?;
+                if matches!(runner, Runner::Async(_)) && first_async.is_none() {
+                    first_async = Some(p.name.clone());
+                }
+                Some(Step {
+                    name: p.name.clone(),
+                    runner,
+                    stats: p.stats.clone(),
+                })
+            })
+            .collect();
+        self.chain.store(Arc::new(Chain {
+            steps: steps.into_boxed_slice(),
+            first_async,
+            policy,
+            profiling,
+        }));
+    }
+
+    /// The plugins in the current chain, in order.
+    pub(crate) fn names(&self) -> Vec<String> {
+        self.chain.load().steps.iter().map(|s| s.name.to_string()).collect()
+    }
+
+    pub(crate) fn profile(&self) -> Vec<PluginProfile> {
+        self.chain
+            .load()
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(position, s)| {
+                let calls = s.stats.calls.load(Relaxed);
+                let nanos = s.stats.nanos.load(Relaxed);
+                PluginProfile {
+                    plugin: s.name.to_string(),
+                    position,
+                    calls,
+                    mean_us: if calls == 0 {
+                        0.0
+                    } else {
+                        nanos as f64 / calls as f64 / 1e3
+                    },
+                    max_us: s.stats.max_nanos.load(Relaxed) as f64 / 1e3,
+                    failures: s.stats.failures.load(Relaxed),
+                }
+            })
+            .collect()
+    }
+}
+
+/// Options of a call by name with a JSON state.
+#[derive(Clone, Debug, Default)]
+pub struct CallOptions {
+    /// Read-only meta for the plugins.
+    pub meta: Meta,
+    /// Top-level fields of the state that the plugins may not change: they are restored
+    /// from the input after the chain (Mishka's `private`).
+    pub private: Vec<String>,
+    /// Run the chain but return the input (Mishka's `return`/`no_return`).
+    pub return_input: bool,
+}
+
+/// A slot seen without its state type, for calls by name and for the control path.
+pub(crate) trait AnySlot: Send + Sync {
+    fn info(&self) -> &EventInfo;
+    fn state_type(&self) -> TypeId;
+    fn state_name(&self) -> &'static str;
+    fn install(&self, plan: &[PlanStep], policy: OnFailure, profiling: bool);
+    fn names(&self) -> Vec<String>;
+    fn profile(&self) -> Vec<PluginProfile>;
+    fn call_json(&self, state: Value, opts: &CallOptions) -> Result<Value, CallError>;
+    fn trace_json(&self, state: Value, opts: &CallOptions) -> Trace<Value>;
+    fn call_json_async<'a>(
+        &'a self,
+        state: Value,
+        opts: &'a CallOptions,
+    ) -> BoxFuture<'a, Result<Value, CallError>>;
+    fn trace_json_async<'a>(
+        &'a self,
+        state: Value,
+        opts: &'a CallOptions,
+    ) -> BoxFuture<'a, Trace<Value>>;
+    fn has_async(&self) -> bool;
+}
+
+impl<S: State> Slot<S> {
+    fn decode(&self, state: &Value) -> Result<S, CallError> {
+        S::deserialize(state).map_err(|source| CallError::InvalidState {
+            event: self.info.name.to_string(),
+            source,
+        })
+    }
+
+    fn encode(&self, state: S, input: &Value, opts: &CallOptions) -> Result<Value, CallError> {
+        if opts.return_input {
+            return Ok(input.clone());
+        }
+        let mut out = serde_json::to_value(state).map_err(|source| CallError::InvalidState {
+            event: self.info.name.to_string(),
+            source,
+        })?;
+        restore_private(&mut out, input, &opts.private);
+        Ok(out)
+    }
+}
+
+/// Puts the input's private fields back over the output.
+fn restore_private(out: &mut Value, input: &Value, private: &[String]) {
+    if let (Value::Object(out), Value::Object(input)) = (out, input) {
+        for key in private {
+            match input.get(key) {
+                Some(v) => {
+                    out.insert(key.clone(), v.clone());
+                }
+                None => {
+                    out.remove(key);
+                }
+            }
+        }
+    }
+}
+
+impl<S: State> AnySlot for Slot<S> {
+    fn info(&self) -> &EventInfo {
+        &self.info
+    }
+
+    fn state_type(&self) -> TypeId {
+        TypeId::of::<S>()
+    }
+
+    fn state_name(&self) -> &'static str {
+        type_name::<S>()
+    }
+
+    fn install(&self, plan: &[PlanStep], policy: OnFailure, profiling: bool) {
+        Slot::install(self, plan, policy, profiling)
+    }
+
+    fn names(&self) -> Vec<String> {
+        Slot::names(self)
+    }
+
+    fn profile(&self) -> Vec<PluginProfile> {
+        Slot::profile(self)
+    }
+
+    fn call_json(&self, state: Value, opts: &CallOptions) -> Result<Value, CallError> {
+        let typed = self.decode(&state)?;
+        let out = self.call(typed, &opts.meta)?;
+        self.encode(out, &state, opts)
+    }
+
+    fn trace_json(&self, state: Value, opts: &CallOptions) -> Trace<Value> {
+        match self.decode(&state) {
+            Ok(typed) => {
+                let t = self.trace(typed, &opts.meta);
+                Trace {
+                    result: t.result.and_then(|s| self.encode(s, &state, opts)),
+                    steps: t.steps,
+                    halted_by: t.halted_by,
+                }
+            }
+            Err(e) => Trace {
+                result: Err(e),
+                steps: Vec::new(),
+                halted_by: None,
+            },
+        }
+    }
+
+    fn call_json_async<'a>(
+        &'a self,
+        state: Value,
+        opts: &'a CallOptions,
+    ) -> BoxFuture<'a, Result<Value, CallError>> {
+        Box::pin(async move {
+            let typed = self.decode(&state)?;
+            let out = self.call_async(typed, &opts.meta).await?;
+            self.encode(out, &state, opts)
+        })
+    }
+
+    fn trace_json_async<'a>(
+        &'a self,
+        state: Value,
+        opts: &'a CallOptions,
+    ) -> BoxFuture<'a, Trace<Value>> {
+        Box::pin(async move {
+            match self.decode(&state) {
+                Ok(typed) => {
+                    let t = self.trace_async(typed, &opts.meta).await;
+                    Trace {
+                        result: t.result.and_then(|s| self.encode(s, &state, opts)),
+                        steps: t.steps,
+                        halted_by: t.halted_by,
+                    }
+                }
+                Err(e) => Trace {
+                    result: Err(e),
+                    steps: Vec::new(),
+                    halted_by: None,
+                },
+            }
+        })
+    }
+
+    fn has_async(&self) -> bool {
+        self.chain.load().first_async.is_some()
+    }
+}

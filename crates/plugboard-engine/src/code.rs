@@ -1,0 +1,306 @@
+//! Plugin code, erased: what the registry keeps for each plugin, and the runners that
+//! chains call.
+
+use std::any::{Any, TypeId, type_name};
+use std::future::Future;
+use std::marker::PhantomData;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+
+use plugboard_core::{AsyncPlugin, Context, Event, Json, Plugin, PluginRecord, Reason, Reply};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::error::{Failure, FailureKind, Op};
+
+/// A boxed, sendable future.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What kind of code a plugin runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CodeKind {
+    /// A native, synchronous plugin.
+    Native,
+    /// A native async plugin.
+    NativeAsync,
+    /// A plugin that works on JSON (a dynamic plugin or a bridge such as WebAssembly).
+    Json,
+}
+
+/// A synchronous step of a chain over state `S`.
+///
+/// Implemented by the engine for native plugins; other crates (e.g. the WebAssembly host)
+/// implement it for `S = serde_json::Value` to join any chain through a JSON bridge, and
+/// report their own failures (traps, timeouts) as [`Failure`]s.
+pub trait SyncStep<S>: Send + Sync + 'static {
+    /// Runs the step.
+    fn run(&self, state: S, cx: &Context<'_>) -> Result<Reply<S>, Failure>;
+}
+
+/// An async step of a chain over state `S`.
+pub trait AsyncStep<S>: Send + Sync + 'static {
+    /// Runs the step.
+    fn run<'a>(&'a self, state: S, cx: &'a Context<'a>) -> BoxFuture<'a, Result<Reply<S>, Failure>>;
+}
+
+/// The callbacks of a plugin, without its event type.
+pub trait Callbacks: Send + Sync + 'static {
+    /// Runs the callback for `op` (`initial` for [`Op::Register`]).
+    fn lifecycle(&self, op: Op, record: &PluginRecord) -> Result<(), Reason>;
+    /// Runs the health check.
+    fn health_check(&self) -> Result<(), Reason>;
+}
+
+/// A step, sync or async.
+pub(crate) enum Runner<S> {
+    Sync(Arc<dyn SyncStep<S>>),
+    Async(Arc<dyn AsyncStep<S>>),
+}
+
+impl<S> Clone for Runner<S> {
+    fn clone(&self) -> Self {
+        match self {
+            Runner::Sync(r) => Runner::Sync(r.clone()),
+            Runner::Async(r) => Runner::Async(r.clone()),
+        }
+    }
+}
+
+/// A registered plugin's code: its callbacks plus a runner over its own state type.
+#[derive(Clone)]
+pub struct Code {
+    kind: CodeKind,
+    state_type: TypeId,
+    state_name: &'static str,
+    callbacks: Arc<dyn Callbacks>,
+    /// A `Runner<S>` for the plugin's state type `S`.
+    runner: Arc<dyn Any + Send + Sync>,
+}
+
+impl Code {
+    /// Code for a native plugin on event `E`.
+    pub(crate) fn native<E: Event, P: Plugin<E>>(plugin: P) -> Self {
+        let inner = Arc::new(Native::<E, P>(plugin, PhantomData));
+        Code {
+            kind: CodeKind::Native,
+            state_type: TypeId::of::<E::State>(),
+            state_name: type_name::<E::State>(),
+            callbacks: inner.clone(),
+            runner: Arc::new(Runner::<E::State>::Sync(inner)),
+        }
+    }
+
+    /// Code for a native async plugin on event `E`.
+    pub(crate) fn native_async<E: Event, P: AsyncPlugin<E>>(plugin: P) -> Self {
+        let inner = Arc::new(NativeAsync::<E, P>(plugin, PhantomData));
+        Code {
+            kind: CodeKind::NativeAsync,
+            state_type: TypeId::of::<E::State>(),
+            state_name: type_name::<E::State>(),
+            callbacks: inner.clone(),
+            runner: Arc::new(Runner::<E::State>::Async(inner)),
+        }
+    }
+
+    /// Code for a plugin that runs on JSON and may fail in its own ways (for example a
+    /// sandboxed WebAssembly plugin). It can join any event's chain.
+    pub fn json_step<T>(step: Arc<T>) -> Self
+    where
+        T: SyncStep<Value> + Callbacks,
+    {
+        Code {
+            kind: CodeKind::Json,
+            state_type: TypeId::of::<Value>(),
+            state_name: type_name::<Value>(),
+            callbacks: step.clone(),
+            runner: Arc::new(Runner::<Value>::Sync(step)),
+        }
+    }
+
+    /// Code for a native `Plugin<Json>`.
+    pub(crate) fn json<P: Plugin<Json>>(plugin: P) -> Self {
+        let mut code = Code::native::<Json, P>(plugin);
+        code.kind = CodeKind::Json;
+        code
+    }
+
+    /// The kind of code.
+    pub fn kind(&self) -> CodeKind {
+        self.kind
+    }
+
+    pub(crate) fn state_type(&self) -> TypeId {
+        self.state_type
+    }
+
+    pub(crate) fn state_name(&self) -> &'static str {
+        self.state_name
+    }
+
+    pub(crate) fn callbacks(&self) -> &dyn Callbacks {
+        &*self.callbacks
+    }
+
+    /// Whether two codes are the same loaded code (for change detection).
+    pub(crate) fn same(&self, other: &Code) -> bool {
+        Arc::ptr_eq(&self.runner, &other.runner)
+    }
+
+    /// The runner over state `S`: the plugin's own, or a JSON bridge around a JSON plugin.
+    pub(crate) fn runner<S>(&self) -> Option<Runner<S>>
+    where
+        S: Serialize + DeserializeOwned + Send + 'static,
+    {
+        if let Some(r) = self.runner.downcast_ref::<Runner<S>>() {
+            return Some(r.clone());
+        }
+        let json = self.runner.downcast_ref::<Runner<Value>>()?;
+        Some(match json {
+            Runner::Sync(inner) => Runner::Sync(Arc::new(Bridge {
+                inner: inner.clone(),
+                _s: PhantomData::<fn(S) -> S>,
+            })),
+            Runner::Async(inner) => Runner::Async(Arc::new(Bridge {
+                inner: inner.clone(),
+                _s: PhantomData::<fn(S) -> S>,
+            })),
+        })
+    }
+}
+
+struct Native<E, P>(P, PhantomData<fn() -> E>);
+
+impl<E: Event, P: Plugin<E>> SyncStep<E::State> for Native<E, P> {
+    #[inline]
+    fn run(&self, state: E::State, cx: &Context<'_>) -> Result<Reply<E::State>, Failure> {
+        Ok(self.0.call(state, cx))
+    }
+}
+
+impl<E: Event, P: Plugin<E>> Callbacks for Native<E, P> {
+    fn lifecycle(&self, op: Op, record: &PluginRecord) -> Result<(), Reason> {
+        guarded(|| match op {
+            Op::Register => self.0.initial(record),
+            Op::Start | Op::Enable => self.0.start(record),
+            Op::Stop => self.0.stop(record),
+            Op::Restart => self.0.restart(record),
+            Op::Delete => self.0.delete(record),
+            Op::Unregister => self.0.unregister(record),
+        })
+    }
+
+    fn health_check(&self) -> Result<(), Reason> {
+        guarded(|| self.0.health_check())
+    }
+}
+
+struct NativeAsync<E, P>(P, PhantomData<fn() -> E>);
+
+impl<E: Event, P: AsyncPlugin<E>> AsyncStep<E::State> for NativeAsync<E, P> {
+    fn run<'a>(
+        &'a self,
+        state: E::State,
+        cx: &'a Context<'a>,
+    ) -> BoxFuture<'a, Result<Reply<E::State>, Failure>> {
+        Box::pin(async move { Ok(self.0.call(state, cx).await) })
+    }
+}
+
+impl<E: Event, P: AsyncPlugin<E>> Callbacks for NativeAsync<E, P> {
+    fn lifecycle(&self, op: Op, record: &PluginRecord) -> Result<(), Reason> {
+        guarded(|| match op {
+            Op::Register => self.0.initial(record),
+            Op::Start | Op::Enable => self.0.start(record),
+            Op::Stop => self.0.stop(record),
+            Op::Restart => self.0.restart(record),
+            Op::Delete => self.0.delete(record),
+            Op::Unregister => self.0.unregister(record),
+        })
+    }
+
+    fn health_check(&self) -> Result<(), Reason> {
+        guarded(|| self.0.health_check())
+    }
+}
+
+/// A callback that panics refuses, with the panic's message; it never poisons the engine.
+fn guarded(f: impl FnOnce() -> Result<(), Reason>) -> Result<(), Reason> {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|payload| {
+        Err(Reason(format!(
+            "callback panicked: {}",
+            Failure::from_panic(&*payload).message
+        )))
+    })
+}
+
+/// Runs a JSON plugin inside a typed chain: the state is serialised only around this step.
+struct Bridge<I: ?Sized, S> {
+    inner: Arc<I>,
+    _s: PhantomData<fn(S) -> S>,
+}
+
+fn to_json<S: Serialize>(state: &S) -> Result<Value, Failure> {
+    serde_json::to_value(state).map_err(|e| {
+        Failure::new(
+            FailureKind::InvalidReply,
+            format!("state could not be turned into JSON: {e}"),
+        )
+    })
+}
+
+fn from_json<S: DeserializeOwned>(reply: Reply<Value>) -> Result<Reply<S>, Failure> {
+    let halt = reply.is_halt();
+    let state = serde_json::from_value(reply.into_state()).map_err(|e| {
+        Failure::new(
+            FailureKind::InvalidReply,
+            format!("reply is not a valid state for the event: {e}"),
+        )
+    })?;
+    Ok(if halt {
+        Reply::Halt(state)
+    } else {
+        Reply::Continue(state)
+    })
+}
+
+impl<S> SyncStep<S> for Bridge<dyn SyncStep<Value>, S>
+where
+    S: Serialize + DeserializeOwned + Send + 'static,
+{
+    fn run(&self, state: S, cx: &Context<'_>) -> Result<Reply<S>, Failure> {
+        let json = to_json(&state)?;
+        from_json(self.inner.run(json, cx)?)
+    }
+}
+
+impl<S> AsyncStep<S> for Bridge<dyn AsyncStep<Value>, S>
+where
+    S: Serialize + DeserializeOwned + Send + 'static,
+{
+    fn run<'a>(&'a self, state: S, cx: &'a Context<'a>) -> BoxFuture<'a, Result<Reply<S>, Failure>> {
+        Box::pin(async move {
+            let json = to_json(&state)?;
+            from_json(self.inner.run(json, cx).await?)
+        })
+    }
+}
+
+/// Polls a future, turning a panic into an error instead of unwinding into the caller.
+pub(crate) struct CatchUnwind<F>(pub(crate) F);
+
+impl<F: Future + Unpin> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, Failure>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let fut = &mut self.0;
+        match catch_unwind(AssertUnwindSafe(|| Pin::new(&mut *fut).poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+            Err(payload) => Poll::Ready(Err(Failure::from_panic(&*payload))),
+        }
+    }
+}

@@ -1,0 +1,1202 @@
+//! The engine: registry, lifecycle, dependency resolution, and the handles that call events.
+
+use std::any::{Any, TypeId, type_name};
+use std::cell::Cell;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::marker::PhantomData;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use arc_swap::ArcSwap;
+use plugboard_core::{
+    AsyncPlugin, DependType, EMPTY_META, Event, EventInfo, Json, Meta, Plugin, PluginRecord,
+    Reason, Registration, Status,
+};
+use serde::Serialize;
+use serde_json::Value;
+use time::OffsetDateTime;
+use tokio::sync::broadcast;
+
+use crate::background::{Background, Spawned};
+use crate::chain::{AnySlot, CallOptions, OnFailure, PlanStep, PluginProfile, Slot, Stats, Trace};
+use crate::change::{Cause, LifecycleEvent};
+use crate::code::{Code, CodeKind};
+use crate::error::{CallError, EngineError, Failure, Op};
+use crate::graph::{Node, active_set, chain_order, find_cycle};
+
+/// Which plugins a lifecycle operation applies to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target<'a> {
+    /// One plugin, by name.
+    Plugin(&'a str),
+    /// Every plugin registered on an event.
+    Event(&'a str),
+    /// Every plugin.
+    All,
+}
+
+impl<'a> From<&'a str> for Target<'a> {
+    fn from(name: &'a str) -> Self {
+        Target::Plugin(name)
+    }
+}
+
+impl<'a> From<&'a String> for Target<'a> {
+    fn from(name: &'a String) -> Self {
+        Target::Plugin(name)
+    }
+}
+
+/// What a lifecycle operation did.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// The records the operation itself changed, as they are now.
+    pub changed: Vec<PluginRecord>,
+    /// For operations on an event or on all plugins: the plugins it could not change, and
+    /// why (e.g. `start` on a stopped plugin). Each plugin's change is all or nothing.
+    pub skipped: Vec<(String, EngineError)>,
+}
+
+/// Everything known about one plugin.
+#[derive(Clone, Debug, Serialize)]
+pub struct PluginInfo {
+    /// The registered record.
+    #[serde(flatten)]
+    pub record: PluginRecord,
+    /// Whether its code is loaded (false after `delete`, or for a record whose code is missing).
+    pub loaded: bool,
+    /// The kind of code, when loaded.
+    pub kind: Option<CodeKind>,
+    /// Whether it is in its event's chain now.
+    pub in_chain: bool,
+    /// Hard dependencies that are not active (why a plugin is held).
+    pub waiting_for: Vec<String>,
+    /// Plugins that depend on this one.
+    pub dependents: Vec<String>,
+    /// Failures since registration.
+    pub failures: u64,
+    /// Failures in a row.
+    pub consecutive_failures: u32,
+    /// The last failure.
+    pub last_error: Option<Failure>,
+}
+
+/// A plugin's health.
+#[derive(Clone, Debug, Serialize)]
+pub struct Health {
+    /// The plugin.
+    pub plugin: String,
+    /// Its status.
+    pub status: Status,
+    /// Whether its code is loaded.
+    pub loaded: bool,
+    /// Whether its health check passed (false when its code is not loaded).
+    pub healthy: bool,
+    /// Why not.
+    pub reason: Option<String>,
+    /// Failures in a row.
+    pub consecutive_failures: u32,
+}
+
+/// Builds an [`Engine`] with non-default settings.
+#[derive(Clone, Debug)]
+pub struct EngineBuilder {
+    failure_threshold: u32,
+    on_failure: OnFailure,
+    background_limit: usize,
+    reference_events: bool,
+    broadcast_capacity: usize,
+}
+
+impl Default for EngineBuilder {
+    fn default() -> Self {
+        EngineBuilder {
+            failure_threshold: 5,
+            on_failure: OnFailure::default(),
+            background_limit: 1024,
+            reference_events: true,
+            broadcast_capacity: 1024,
+        }
+    }
+}
+
+impl EngineBuilder {
+    /// Stops a plugin after this many failures in a row; 0 never stops. Default 5.
+    pub fn failure_threshold(mut self, n: u32) -> Self {
+        self.failure_threshold = n;
+        self
+    }
+
+    /// The failure policy of events that do not set their own. Default [`OnFailure::Error`].
+    pub fn on_failure(mut self, policy: OnFailure) -> Self {
+        self.on_failure = policy;
+        self
+    }
+
+    /// How many fire-and-forget calls may be in flight before new ones are dropped. Default 1024.
+    pub fn background_limit(mut self, n: usize) -> Self {
+        self.background_limit = n;
+        self
+    }
+
+    /// Whether to declare the 32 reference events at start. Default true.
+    pub fn reference_events(mut self, yes: bool) -> Self {
+        self.reference_events = yes;
+        self
+    }
+
+    /// How many lifecycle events a slow subscriber may lag behind. Default 1024.
+    pub fn broadcast_capacity(mut self, n: usize) -> Self {
+        self.broadcast_capacity = n.max(1);
+        self
+    }
+
+    /// Builds the engine.
+    pub fn build(self) -> Engine {
+        let (changes, _) = broadcast::channel(self.broadcast_capacity);
+        let shared = Arc::new(Shared {
+            control: Mutex::new(Control::default()),
+            slots: ArcSwap::from_pointee(Slots::default()),
+            changes,
+            threshold: self.failure_threshold,
+            default_policy: self.on_failure,
+            background: Background::new(self.background_limit),
+        });
+        let engine = Engine { shared };
+        if self.reference_events {
+            struct Declare<'a>(&'a Engine);
+            impl plugboard_core::reference::Visit for Declare<'_> {
+                fn visit<E: Event>(&mut self) {
+                    // A fresh engine has no conflicting names.
+                    let _ = self.0.declare::<E>();
+                }
+            }
+            plugboard_core::reference::for_each(&mut Declare(&engine));
+        }
+        engine
+    }
+}
+
+/// The plugin engine. Cheap to clone; clones share everything.
+///
+/// ```
+/// use plugboard_engine::{Engine, Registration};
+/// use plugboard_core::{Reply, from_fn, reference::{OnContentPrepare, Payload}};
+///
+/// let engine = Engine::new();
+/// engine.register::<OnContentPrepare, _>(
+///     Registration::new("stamp"),
+///     from_fn(|mut s: Payload, _cx: &plugboard_core::Context<'_>| {
+///         s.extra.insert("stamped".into(), true.into());
+///         Reply::Continue(s)
+///     }),
+/// ).unwrap();
+/// engine.start("stamp").unwrap();
+/// let out = engine.call::<OnContentPrepare>(Payload::default()).unwrap();
+/// assert_eq!(out.extra["stamped"], true);
+/// ```
+#[derive(Clone)]
+pub struct Engine {
+    shared: Arc<Shared>,
+}
+
+impl Default for Engine {
+    fn default() -> Self {
+        Engine::new()
+    }
+}
+
+pub(crate) struct Shared {
+    control: Mutex<Control>,
+    slots: ArcSwap<Slots>,
+    changes: broadcast::Sender<LifecycleEvent>,
+    threshold: u32,
+    default_policy: OnFailure,
+    background: Background,
+}
+
+#[derive(Clone, Default)]
+struct Slots {
+    by_name: HashMap<String, Arc<dyn AnySlot>>,
+    /// Typed slots by the event type's `TypeId`, as `Arc<Slot<E::State>>`.
+    by_type: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
+}
+
+#[derive(Default)]
+struct Control {
+    plugins: BTreeMap<String, Entry>,
+    installed: HashMap<String, Installed>,
+    policies: HashMap<String, OnFailure>,
+    profiling: HashSet<String>,
+}
+
+struct Entry {
+    name: Arc<str>,
+    record: PluginRecord,
+    code: Option<Code>,
+    stats: Arc<Stats>,
+}
+
+/// What a slot was last given, to rebuild only chains that changed.
+struct Installed {
+    steps: Vec<(Arc<str>, Code)>,
+    policy: OnFailure,
+    profiling: bool,
+}
+
+impl Installed {
+    fn same(&self, steps: &[PlanStep], policy: OnFailure, profiling: bool) -> bool {
+        self.policy == policy
+            && self.profiling == profiling
+            && self.steps.len() == steps.len()
+            && self
+                .steps
+                .iter()
+                .zip(steps)
+                .all(|((n, c), p)| *n == p.name && c.same(&p.code))
+    }
+}
+
+thread_local! {
+    static IN_CONTROL: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Marks the thread as inside a control operation, so that a plugin callback that calls
+/// back into the engine gets an error instead of a deadlock.
+struct ControlGuard;
+
+impl ControlGuard {
+    fn enter(op: Op) -> Result<Self, EngineError> {
+        if IN_CONTROL.with(|c| c.replace(true)) {
+            return Err(EngineError::Reentrant(op));
+        }
+        Ok(ControlGuard)
+    }
+}
+
+impl Drop for ControlGuard {
+    fn drop(&mut self) {
+        IN_CONTROL.with(|c| c.set(false));
+    }
+}
+
+fn validate_name(what: &'static str, name: &str) -> Result<(), EngineError> {
+    let why = if name.is_empty() {
+        Some("it is empty")
+    } else if name.len() > 128 {
+        Some("it is longer than 128 bytes")
+    } else if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':' | '/'))
+    {
+        Some("only ASCII letters, digits and `_ - . : /` are allowed")
+    } else {
+        None
+    };
+    match why {
+        Some(why) => Err(EngineError::InvalidName {
+            what,
+            name: name.to_owned(),
+            why,
+        }),
+        None => Ok(()),
+    }
+}
+
+impl Engine {
+    /// An engine with default settings and the reference events declared.
+    pub fn new() -> Self {
+        EngineBuilder::default().build()
+    }
+
+    /// A builder for non-default settings.
+    pub fn builder() -> EngineBuilder {
+        EngineBuilder::default()
+    }
+
+    // ----- events -----
+
+    /// Declares a typed event, making it callable by name. Registering a plugin on it or
+    /// asking for its [`Hook`] declares it too.
+    pub fn declare<E: Event>(&self) -> Result<(), EngineError> {
+        self.typed_slot::<E>().map(|_| ())
+    }
+
+    /// Declares a dynamic event: one defined at run time, whose state is free JSON.
+    pub fn declare_dynamic(&self, info: EventInfo) -> Result<(), EngineError> {
+        validate_name("event", &info.name)?;
+        let _ctl = self.shared.lock();
+        let slots = self.shared.slots.load();
+        if let Some(existing) = slots.by_name.get(info.name.as_ref()) {
+            if existing.state_type() == TypeId::of::<Value>() {
+                return Ok(());
+            }
+            return Err(EngineError::EventConflict {
+                event: info.name.into_owned(),
+                existing: existing.state_name().to_owned(),
+                requested: type_name::<Value>().to_owned(),
+            });
+        }
+        let mut next = Slots::clone(&slots);
+        let slot: Arc<Slot<Value>> = Arc::new(Slot::new(
+            info.clone(),
+            Arc::downgrade(&self.shared),
+            self.shared.default_policy,
+        ));
+        next.by_name.insert(info.name.into_owned(), slot);
+        self.shared.slots.store(Arc::new(next));
+        Ok(())
+    }
+
+    fn typed_slot<E: Event>(&self) -> Result<Arc<Slot<E::State>>, EngineError> {
+        if let Some(slot) = self.lookup::<E>() {
+            return Ok(slot);
+        }
+        let _ctl = self.shared.lock();
+        let slots = self.shared.slots.load();
+        if let Some(slot) = slots.by_type.get(&TypeId::of::<E>()) {
+            if let Ok(slot) = slot.clone().downcast::<Slot<E::State>>() {
+                return Ok(slot);
+            }
+        }
+        if let Some(existing) = slots.by_name.get(E::NAME) {
+            return Err(EngineError::EventConflict {
+                event: E::NAME.to_owned(),
+                existing: existing.state_name().to_owned(),
+                requested: type_name::<E::State>().to_owned(),
+            });
+        }
+        let slot: Arc<Slot<E::State>> = Arc::new(Slot::new(
+            E::info(),
+            Arc::downgrade(&self.shared),
+            self.shared.default_policy,
+        ));
+        let mut next = Slots::clone(&slots);
+        next.by_name.insert(E::NAME.to_owned(), slot.clone());
+        next.by_type.insert(TypeId::of::<E>(), slot.clone());
+        self.shared.slots.store(Arc::new(next));
+        Ok(slot)
+    }
+
+    fn lookup<E: Event>(&self) -> Option<Arc<Slot<E::State>>> {
+        self.shared
+            .slots
+            .load()
+            .by_type
+            .get(&TypeId::of::<E>())
+            .and_then(|s| s.clone().downcast::<Slot<E::State>>().ok())
+    }
+
+    /// A typed handle on event `E`: the fast way to call it. Declares the event if needed.
+    pub fn hook<E: Event>(&self) -> Result<Hook<E>, EngineError> {
+        Ok(Hook {
+            slot: self.typed_slot::<E>()?,
+            _e: PhantomData,
+        })
+    }
+
+    /// Every declared event, by name.
+    pub fn events(&self) -> Vec<EventInfo> {
+        let mut all: Vec<EventInfo> = self
+            .shared
+            .slots
+            .load()
+            .by_name
+            .values()
+            .map(|s| s.info().clone())
+            .collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    /// One event's description.
+    pub fn event(&self, name: &str) -> Option<EventInfo> {
+        self.shared.slots.load().by_name.get(name).map(|s| s.info().clone())
+    }
+
+    /// The plugins in an event's chain now, in the order they run.
+    pub fn chain(&self, event: &str) -> Result<Vec<String>, EngineError> {
+        self.slot(event)
+            .map(|s| s.names())
+            .map_err(|_| EngineError::UnknownEvent(event.to_owned()))
+    }
+
+    fn slot(&self, event: &str) -> Result<Arc<dyn AnySlot>, CallError> {
+        self.shared
+            .slots
+            .load()
+            .by_name
+            .get(event)
+            .cloned()
+            .ok_or_else(|| CallError::UnknownEvent(event.to_owned()))
+    }
+
+    /// Sets an event's failure policy.
+    pub fn set_failure_policy(&self, event: &str, policy: OnFailure) -> Result<(), EngineError> {
+        self.configure(event, |ctl| {
+            ctl.policies.insert(event.to_owned(), policy);
+        })
+    }
+
+    /// Turns per-plugin timing on or off for an event; see [`Engine::profile`].
+    pub fn set_profiling(&self, event: &str, on: bool) -> Result<(), EngineError> {
+        self.configure(event, |ctl| {
+            if on {
+                ctl.profiling.insert(event.to_owned());
+            } else {
+                ctl.profiling.remove(event);
+            }
+        })
+    }
+
+    fn configure(&self, event: &str, f: impl FnOnce(&mut Control)) -> Result<(), EngineError> {
+        if self.event(event).is_none() {
+            return Err(EngineError::UnknownEvent(event.to_owned()));
+        }
+        let _g = ControlGuard::enter(Op::Register)?;
+        let mut ctl = self.shared.lock();
+        f(&mut ctl);
+        let mut events = Vec::new();
+        self.shared.rebuild(&mut ctl, &mut events);
+        self.shared.publish(events);
+        Ok(())
+    }
+
+    /// Each plugin's time in an event's chain, collected while profiling is on.
+    pub fn profile(&self, event: &str) -> Result<Vec<PluginProfile>, EngineError> {
+        self.slot(event)
+            .map(|s| s.profile())
+            .map_err(|_| EngineError::UnknownEvent(event.to_owned()))
+    }
+
+    // ----- registration -----
+
+    /// Registers (or re-registers) a native plugin on event `E`.
+    ///
+    /// Registration is an upsert: the fields from code (priority, dependencies, extra) and
+    /// the code itself replace the old ones; the runtime status is kept. A new plugin is
+    /// `registered` and joins its chain once started.
+    pub fn register<E: Event, P: Plugin<E>>(
+        &self,
+        registration: Registration,
+        plugin: P,
+    ) -> Result<PluginRecord, EngineError> {
+        self.typed_slot::<E>()?;
+        self.register_code(E::NAME, registration, Code::native::<E, P>(plugin))
+    }
+
+    /// Registers (or re-registers) a native async plugin on event `E`.
+    pub fn register_async<E: Event, P: AsyncPlugin<E>>(
+        &self,
+        registration: Registration,
+        plugin: P,
+    ) -> Result<PluginRecord, EngineError> {
+        self.typed_slot::<E>()?;
+        self.register_code(E::NAME, registration, Code::native_async::<E, P>(plugin))
+    }
+
+    /// Registers a plugin that works on JSON on any declared event, by name. On a typed
+    /// event the state is converted to JSON around this plugin's step only.
+    pub fn register_json<P: Plugin<Json>>(
+        &self,
+        event: &str,
+        registration: Registration,
+        plugin: P,
+    ) -> Result<PluginRecord, EngineError> {
+        self.register_code(event, registration, Code::json(plugin))
+    }
+
+    /// Registers prepared code (for hosts of other plugin kinds, such as WebAssembly).
+    pub fn register_code(
+        &self,
+        event: &str,
+        registration: Registration,
+        code: Code,
+    ) -> Result<PluginRecord, EngineError> {
+        let _g = ControlGuard::enter(Op::Register)?;
+        validate_name("plugin", &registration.name)?;
+        for d in &registration.depends {
+            validate_name("plugin", d)?;
+        }
+        let slot = self
+            .slot(event)
+            .map_err(|_| EngineError::UnknownEvent(event.to_owned()))?;
+        if code.state_type() != slot.state_type() && code.state_type() != TypeId::of::<Value>() {
+            return Err(EngineError::StateMismatch {
+                plugin: registration.name,
+                event: event.to_owned(),
+                expected: slot.state_name().to_owned(),
+                found: code.state_name().to_owned(),
+            });
+        }
+        let mut ctl = self.shared.lock();
+        let name = registration.name.clone();
+        let others: BTreeMap<String, Vec<String>> = ctl
+            .plugins
+            .iter()
+            .filter(|(n, _)| **n != name)
+            .map(|(n, e)| (n.clone(), e.record.depends.clone()))
+            .collect();
+        if let Some(cycle) = find_cycle(&name, &registration.depends, &others) {
+            return Err(EngineError::Cycle(cycle));
+        }
+        let now = OffsetDateTime::now_utc();
+        let existing = ctl.plugins.get(&name);
+        let record = PluginRecord {
+            name: name.clone(),
+            event: event.to_owned(),
+            priority: registration.priority,
+            status: existing.map_or(Status::Registered, |e| e.record.status),
+            depend_type: registration.depend_type,
+            depends: registration.depends,
+            extra: registration.extra,
+            inserted_at: existing.map_or(now, |e| e.record.inserted_at),
+            updated_at: now,
+        };
+        code.callbacks()
+            .lifecycle(Op::Register, &record)
+            .map_err(|reason| EngineError::Refused {
+                plugin: name.clone(),
+                op: Op::Register,
+                reason,
+            })?;
+        let before = statuses(&ctl);
+        let replaced = existing.is_some();
+        let stats = match ctl.plugins.get(&name) {
+            Some(e) => {
+                // New code starts with a clean failure streak.
+                e.stats.consecutive.store(0, Relaxed);
+                e.stats.clone()
+            }
+            None => Arc::default(),
+        };
+        ctl.plugins.insert(
+            name.clone(),
+            Entry {
+                name: Arc::from(name.as_str()),
+                record: record.clone(),
+                code: Some(code),
+                stats,
+            },
+        );
+        let mut events = vec![LifecycleEvent::Registered { record, replaced }];
+        self.shared.settle(&mut ctl, &before, &[], None, &mut events);
+        self.shared.rebuild(&mut ctl, &mut events);
+        let record = ctl.plugins[&name].record.clone();
+        self.shared.publish(events);
+        Ok(record)
+    }
+
+    // ----- lifecycle -----
+
+    /// Starts plugins: `registered` or `held` ones become `started` (or `held`, while a
+    /// hard dependency is not active). Refuses a stopped plugin: use [`Engine::enable`].
+    pub fn start<'a>(&self, target: impl Into<Target<'a>>) -> Result<Report, EngineError> {
+        self.shared.operate(target.into(), Op::Start, None)
+    }
+
+    /// Stops plugins, from any status. Sticky: only [`Engine::enable`] leaves `stopped`.
+    /// Every plugin that depends on a stopped one (hard, transitively) is held.
+    pub fn stop<'a>(&self, target: impl Into<Target<'a>>) -> Result<Report, EngineError> {
+        self.shared.operate(target.into(), Op::Stop, None)
+    }
+
+    /// Restarts plugins (status `restarted`). Refuses a stopped plugin.
+    pub fn restart<'a>(&self, target: impl Into<Target<'a>>) -> Result<Report, EngineError> {
+        self.shared.operate(target.into(), Op::Restart, None)
+    }
+
+    /// Takes plugins out of `stopped` (status `restarted`, or `held`); on other plugins it
+    /// is [`Engine::start`].
+    pub fn enable<'a>(&self, target: impl Into<Target<'a>>) -> Result<Report, EngineError> {
+        self.shared.operate(target.into(), Op::Enable, None)
+    }
+
+    /// Unloads plugins' code, keeping their records (and statuses); dependents are held.
+    /// Registering the code again brings a plugin back as it was.
+    pub fn delete<'a>(&self, target: impl Into<Target<'a>>) -> Result<Report, EngineError> {
+        self.shared.operate(target.into(), Op::Delete, None)
+    }
+
+    /// Removes plugins' records. Dependents are held, never removed.
+    pub fn unregister<'a>(&self, target: impl Into<Target<'a>>) -> Result<Report, EngineError> {
+        self.shared.operate(target.into(), Op::Unregister, None)
+    }
+
+    // ----- queries -----
+
+    /// Every plugin, by name.
+    pub fn plugins(&self) -> Vec<PluginInfo> {
+        let ctl = self.shared.lock();
+        let active = active_of(&ctl);
+        ctl.plugins.values().map(|e| info_of(&ctl, e, &active)).collect()
+    }
+
+    /// One plugin.
+    pub fn plugin(&self, name: &str) -> Option<PluginInfo> {
+        let ctl = self.shared.lock();
+        let active = active_of(&ctl);
+        ctl.plugins.get(name).map(|e| info_of(&ctl, e, &active))
+    }
+
+    /// Runs a plugin's health check (outside the engine's lock).
+    pub fn health(&self, name: &str) -> Result<Health, EngineError> {
+        let (record, code, consecutive) = {
+            let ctl = self.shared.lock();
+            let e = ctl
+                .plugins
+                .get(name)
+                .ok_or_else(|| EngineError::UnknownPlugin(name.to_owned()))?;
+            (e.record.clone(), e.code.clone(), e.stats.consecutive.load(Relaxed))
+        };
+        let check = match &code {
+            Some(code) => code.callbacks().health_check(),
+            None => Err(Reason::from("code not loaded")),
+        };
+        Ok(Health {
+            plugin: record.name,
+            status: record.status,
+            loaded: code.is_some(),
+            healthy: check.is_ok(),
+            reason: check.err().map(|r| r.0),
+            consecutive_failures: consecutive,
+        })
+    }
+
+    /// Subscribes to lifecycle events.
+    pub fn subscribe(&self) -> broadcast::Receiver<LifecycleEvent> {
+        self.shared.changes.subscribe()
+    }
+
+    /// Fire-and-forget calls dropped because the background queue was full.
+    pub fn background_dropped(&self) -> u64 {
+        self.shared.background.dropped()
+    }
+
+    // ----- calls -----
+
+    /// Calls typed event `E`. An event that was never declared has no plugins, so its
+    /// input comes back unchanged. On a hot path, keep a [`Hook`] instead.
+    pub fn call<E: Event>(&self, state: E::State) -> Result<E::State, CallError> {
+        match self.lookup::<E>() {
+            Some(slot) => slot.call(state, &EMPTY_META),
+            None => Ok(state),
+        }
+    }
+
+    /// Calls an event by name with a JSON state (typed events too).
+    pub fn call_json(
+        &self,
+        event: &str,
+        state: Value,
+        opts: &CallOptions,
+    ) -> Result<Value, CallError> {
+        self.slot(event)?.call_json(state, opts)
+    }
+
+    /// Calls an event by name with a JSON state, awaiting async plugins.
+    pub async fn call_json_async(
+        &self,
+        event: &str,
+        state: Value,
+        opts: &CallOptions,
+    ) -> Result<Value, CallError> {
+        self.slot(event)?.call_json_async(state, opts).await
+    }
+
+    /// Calls an event by name and reports each plugin's step.
+    pub fn trace_json(&self, event: &str, state: Value, opts: &CallOptions) -> Trace<Value> {
+        match self.slot(event) {
+            Ok(slot) if slot.has_async() => Trace {
+                result: Err(CallError::NeedsAsync {
+                    event: event.to_owned(),
+                    plugin: String::new(),
+                }),
+                steps: Vec::new(),
+                halted_by: None,
+            },
+            Ok(slot) => slot.trace_json(state, opts),
+            Err(e) => Trace {
+                result: Err(e),
+                steps: Vec::new(),
+                halted_by: None,
+            },
+        }
+    }
+
+    /// Calls an event by name and reports each plugin's step, awaiting async plugins.
+    pub async fn trace_json_async(
+        &self,
+        event: &str,
+        state: Value,
+        opts: &CallOptions,
+    ) -> Trace<Value> {
+        match self.slot(event) {
+            Ok(slot) => slot.trace_json_async(state, opts).await,
+            Err(e) => Trace {
+                result: Err(e),
+                steps: Vec::new(),
+                halted_by: None,
+            },
+        }
+    }
+
+    /// Hands a call by name to the background and returns at once.
+    pub fn spawn_json(&self, event: &str, state: Value, opts: CallOptions) -> Result<Spawned, CallError> {
+        let slot = self.slot(event)?;
+        let name = event.to_owned();
+        let spawned = self.shared.background.submit(Box::pin(async move {
+            if let Err(e) = slot.call_json_async(state, &opts).await {
+                tracing::debug!(event = %name, error = %e, "background call failed");
+            }
+        }));
+        self.shared.note_spawn(event, spawned);
+        Ok(spawned)
+    }
+}
+
+/// A typed handle on one event: the hot path. Cheap to clone.
+///
+/// A call loads the event's current chain without a lock and runs it; it does no lookup by
+/// name and allocates nothing of its own for native plugins.
+pub struct Hook<E: Event> {
+    slot: Arc<Slot<E::State>>,
+    _e: PhantomData<fn() -> E>,
+}
+
+impl<E: Event> Clone for Hook<E> {
+    fn clone(&self) -> Self {
+        Hook {
+            slot: self.slot.clone(),
+            _e: PhantomData,
+        }
+    }
+}
+
+impl<E: Event> Hook<E> {
+    /// Runs the chain and returns its result.
+    #[inline]
+    pub fn call(&self, state: E::State) -> Result<E::State, CallError> {
+        self.slot.call(state, &EMPTY_META)
+    }
+
+    /// Runs the chain with read-only meta for the plugins.
+    #[inline]
+    pub fn call_with(&self, state: E::State, meta: &Meta) -> Result<E::State, CallError> {
+        self.slot.call(state, meta)
+    }
+
+    /// Runs the chain, then puts back the part of the state that `private` selects, so
+    /// that plugins cannot change it (Mishka's `private`). Only that part is cloned.
+    pub fn call_keeping<P: Clone>(
+        &self,
+        mut state: E::State,
+        private: impl Fn(&mut E::State) -> &mut P,
+    ) -> Result<E::State, CallError> {
+        let kept = private(&mut state).clone();
+        let mut out = self.slot.call(state, &EMPTY_META)?;
+        *private(&mut out) = kept;
+        Ok(out)
+    }
+
+    /// Runs the chain for its effects and returns the input (Mishka's `no_return`).
+    /// Failures are still counted and published.
+    pub fn call_no_return(&self, state: E::State) -> E::State {
+        let _ = self.slot.call(state.clone(), &EMPTY_META);
+        state
+    }
+
+    /// Hands the call to a background task and returns at once. The call never blocks,
+    /// slows or fails the caller: when the background is full it is dropped and counted.
+    pub fn spawn(&self, state: E::State) -> Spawned {
+        let slot = self.slot.clone();
+        let spawned = match self.slot.shared() {
+            Some(shared) => {
+                let s = shared.background.submit(Box::pin(async move {
+                    if let Err(e) = slot.call_async(state, &EMPTY_META).await {
+                        tracing::debug!(event = E::NAME, error = %e, "background call failed");
+                    }
+                }));
+                shared.note_spawn(E::NAME, s);
+                s
+            }
+            None => Spawned::Dropped,
+        };
+        spawned
+    }
+
+    /// Runs a chain that may contain async plugins.
+    pub async fn call_async(&self, state: E::State) -> Result<E::State, CallError> {
+        self.slot.call_async(state, &EMPTY_META).await
+    }
+
+    /// Runs a chain that may contain async plugins, with meta.
+    pub async fn call_async_with(&self, state: E::State, meta: &Meta) -> Result<E::State, CallError> {
+        self.slot.call_async(state, meta).await
+    }
+
+    /// Runs the chain and reports each plugin's step.
+    pub fn trace(&self, state: E::State) -> Trace<E::State> {
+        self.slot.trace(state, &EMPTY_META)
+    }
+
+    /// Runs a chain that may contain async plugins and reports each plugin's step.
+    pub async fn trace_async(&self, state: E::State) -> Trace<E::State> {
+        self.slot.trace_async(state, &EMPTY_META).await
+    }
+
+    /// The plugins in the chain now, in order.
+    pub fn plugins(&self) -> Vec<String> {
+        self.slot.names()
+    }
+}
+
+fn statuses(ctl: &Control) -> HashMap<String, Status> {
+    ctl.plugins
+        .iter()
+        .map(|(n, e)| (n.clone(), e.record.status))
+        .collect()
+}
+
+fn nodes(ctl: &Control) -> HashMap<&str, Node<'_>> {
+    ctl.plugins
+        .iter()
+        .map(|(n, e)| {
+            (
+                n.as_str(),
+                Node {
+                    record: &e.record,
+                    loaded: e.code.is_some(),
+                },
+            )
+        })
+        .collect()
+}
+
+fn active_of(ctl: &Control) -> HashSet<String> {
+    active_set(&nodes(ctl))
+        .into_iter()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn waiting_for(record: &PluginRecord, active: &HashSet<String>) -> Vec<String> {
+    if record.depend_type != DependType::Hard {
+        return Vec::new();
+    }
+    record
+        .depends
+        .iter()
+        .filter(|d| !active.contains(*d))
+        .cloned()
+        .collect()
+}
+
+fn info_of(ctl: &Control, e: &Entry, active: &HashSet<String>) -> PluginInfo {
+    let last_error = e.stats.last_error.lock().ok().and_then(|l| l.clone());
+    PluginInfo {
+        record: e.record.clone(),
+        loaded: e.code.is_some(),
+        kind: e.code.as_ref().map(Code::kind),
+        in_chain: active.contains(&e.record.name) && e.record.status.is_active(),
+        waiting_for: waiting_for(&e.record, active),
+        dependents: ctl
+            .plugins
+            .values()
+            .filter(|o| o.record.depends.contains(&e.record.name))
+            .map(|o| o.record.name.clone())
+            .collect(),
+        failures: e.stats.failures.load(Relaxed),
+        consecutive_failures: e.stats.consecutive.load(Relaxed),
+        last_error,
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Control> {
+        // Callbacks run under catch_unwind, so a poisoned lock can only come from a bug in
+        // the engine itself; the data is still consistent between operations.
+        self.control.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn publish(&self, events: Vec<LifecycleEvent>) {
+        for ev in events {
+            tracing::info!(target: "plugboard::lifecycle", event = ?ev);
+            // No subscriber is not an error.
+            let _ = self.changes.send(ev);
+        }
+    }
+
+    fn note_spawn(&self, event: &str, spawned: Spawned) {
+        if spawned == Spawned::Dropped {
+            let total = self.background.dropped();
+            tracing::warn!(event, total, "background queue full; call dropped");
+            let _ = self.changes.send(LifecycleEvent::BackgroundDropped {
+                event: event.to_owned(),
+                total,
+            });
+        }
+    }
+
+    /// The failure path of a call: publish, and stop the plugin past the threshold.
+    pub(crate) fn plugin_failed(
+        self: &Arc<Self>,
+        event: &str,
+        plugin: &str,
+        failure: &Failure,
+        consecutive: u32,
+    ) {
+        tracing::warn!(event, plugin, kind = %failure.kind, message = %failure.message, consecutive, "plugin failed");
+        let _ = self.changes.send(LifecycleEvent::PluginFailed {
+            plugin: plugin.to_owned(),
+            event: event.to_owned(),
+            failure: failure.clone(),
+            consecutive,
+        });
+        if self.threshold == 0 || consecutive < self.threshold {
+            return;
+        }
+        let cause = Cause::FailureThreshold {
+            failures: consecutive,
+        };
+        if IN_CONTROL.with(Cell::get) {
+            // The call runs inside a plugin callback, under the engine's lock: stop the
+            // plugin from the background instead of deadlocking.
+            let shared = self.clone();
+            let plugin = plugin.to_owned();
+            let _ = self.background.submit(Box::pin(async move {
+                let _ = shared.operate(Target::Plugin(&plugin), Op::Stop, Some(cause));
+            }));
+        } else {
+            let _ = self.operate(Target::Plugin(plugin), Op::Stop, Some(cause));
+        }
+    }
+
+    /// Applies one lifecycle operation to its target, then settles dependencies and
+    /// rebuilds the chains that changed. With `forced`, callbacks cannot refuse (the
+    /// failure threshold stops a plugin whatever it says).
+    fn operate(&self, target: Target<'_>, op: Op, forced: Option<Cause>) -> Result<Report, EngineError> {
+        let _g = ControlGuard::enter(op)?;
+        let mut ctl = self.lock();
+        let names: Vec<String> = match target {
+            Target::Plugin(name) => {
+                if !ctl.plugins.contains_key(name) {
+                    return Err(EngineError::UnknownPlugin(name.to_owned()));
+                }
+                vec![name.to_owned()]
+            }
+            Target::Event(event) => {
+                let names: Vec<String> = ctl
+                    .plugins
+                    .values()
+                    .filter(|e| e.record.event == event)
+                    .map(|e| e.record.name.clone())
+                    .collect();
+                if names.is_empty() && !self.slots.load().by_name.contains_key(event) {
+                    return Err(EngineError::UnknownEvent(event.to_owned()));
+                }
+                names
+            }
+            Target::All => ctl.plugins.keys().cloned().collect(),
+        };
+        let single = matches!(target, Target::Plugin(_));
+        let before = statuses(&ctl);
+        let mut events = Vec::new();
+        let mut report = Report::default();
+        let mut touched = Vec::new();
+        for name in names {
+            match apply(&mut ctl, &name, op, forced.is_some(), &mut events) {
+                Ok(true) => touched.push(name),
+                Ok(false) => {}
+                Err(e) if single => return Err(e),
+                Err(e) => report.skipped.push((name, e)),
+            }
+        }
+        let cause = forced.unwrap_or(Cause::Operator { op });
+        self.settle(&mut ctl, &before, &touched, Some(cause), &mut events);
+        self.rebuild(&mut ctl, &mut events);
+        report.changed = touched
+            .iter()
+            .filter_map(|n| ctl.plugins.get(n).map(|e| e.record.clone()))
+            .collect();
+        self.publish(events);
+        Ok(report)
+    }
+
+    /// Holds plugins whose hard dependencies are not active and releases held ones whose
+    /// dependencies are, then reports every status that differs from `before`.
+    fn settle(
+        &self,
+        ctl: &mut Control,
+        before: &HashMap<String, Status>,
+        touched: &[String],
+        cause: Option<Cause>,
+        events: &mut Vec<LifecycleEvent>,
+    ) {
+        let active = active_of(ctl);
+        let now = OffsetDateTime::now_utc();
+        let mut moved: Vec<(String, Status, Cause)> = Vec::new();
+        for (name, e) in &ctl.plugins {
+            if e.code.is_none() || !e.record.status.wants_to_run() {
+                continue;
+            }
+            let waiting = waiting_for(&e.record, &active);
+            match (e.record.status, waiting.first()) {
+                (Status::Started | Status::Restarted, Some(dep)) => moved.push((
+                    name.clone(),
+                    Status::Held,
+                    Cause::DependencyDown {
+                        dependency: dep.clone(),
+                    },
+                )),
+                (Status::Held, None) => {
+                    moved.push((name.clone(), Status::Restarted, Cause::DependenciesUp))
+                }
+                _ => {}
+            }
+        }
+        let mut auto: HashMap<String, Cause> = HashMap::new();
+        for (name, to, why) in moved {
+            if let Some(e) = ctl.plugins.get_mut(&name) {
+                e.record.status = to;
+                e.record.updated_at = now;
+            }
+            auto.insert(name, why);
+        }
+        for (name, e) in &ctl.plugins {
+            let from = before.get(name).copied();
+            let to = e.record.status;
+            let Some(from) = from else { continue };
+            if from == to {
+                continue;
+            }
+            let why = if touched.contains(name) {
+                cause.clone().unwrap_or(Cause::Operator { op: Op::Register })
+            } else {
+                auto.get(name).cloned().unwrap_or(Cause::DependenciesUp)
+            };
+            events.push(LifecycleEvent::StatusChanged {
+                plugin: name.clone(),
+                event: e.record.event.clone(),
+                from,
+                to,
+                cause: why,
+            });
+        }
+    }
+
+    /// Compiles each event's chain from the active plugins and swaps in those that changed.
+    fn rebuild(&self, ctl: &mut Control, events: &mut Vec<LifecycleEvent>) {
+        let active = active_of(ctl);
+        let mut per_event: HashMap<&str, Vec<&PluginRecord>> = HashMap::new();
+        for e in ctl.plugins.values() {
+            if active.contains(&e.record.name) && e.record.status.is_active() {
+                per_event.entry(e.record.event.as_str()).or_default().push(&e.record);
+            }
+        }
+        let slots = self.slots.load();
+        let mut updates = Vec::new();
+        for (event, slot) in &slots.by_name {
+            let members = per_event.get(event.as_str()).map(Vec::as_slice).unwrap_or(&[]);
+            let plan: Vec<PlanStep> = chain_order(members)
+                .into_iter()
+                .filter_map(|r| {
+                    let e = ctl.plugins.get(&r.name)?;
+                    Some(PlanStep {
+                        name: e.name.clone(),
+                        code: e.code.clone()?,
+                        stats: e.stats.clone(),
+                    })
+                })
+                .collect();
+            let policy = ctl.policies.get(event).copied().unwrap_or(self.default_policy);
+            let profiling = ctl.profiling.contains(event);
+            let unchanged = match ctl.installed.get(event) {
+                Some(i) => i.same(&plan, policy, profiling),
+                None => plan.is_empty() && policy == self.default_policy && !profiling,
+            };
+            if unchanged {
+                continue;
+            }
+            slot.install(&plan, policy, profiling);
+            events.push(LifecycleEvent::ChainRebuilt {
+                event: event.clone(),
+                plugins: plan.iter().map(|p| p.name.to_string()).collect(),
+            });
+            updates.push((
+                event.clone(),
+                Installed {
+                    steps: plan.into_iter().map(|p| (p.name, p.code)).collect(),
+                    policy,
+                    profiling,
+                },
+            ));
+        }
+        for (event, installed) in updates {
+            ctl.installed.insert(event, installed);
+        }
+    }
+}
+
+/// Applies `op` to one plugin. Returns whether anything changed; an error changes nothing.
+fn apply(
+    ctl: &mut Control,
+    name: &str,
+    op: Op,
+    forced: bool,
+    events: &mut Vec<LifecycleEvent>,
+) -> Result<bool, EngineError> {
+    let Some(entry) = ctl.plugins.get_mut(name) else {
+        return Err(EngineError::UnknownPlugin(name.to_owned()));
+    };
+    let from = entry.record.status;
+    let to = match (op, from) {
+        (Op::Start | Op::Restart, Status::Stopped) => {
+            return Err(EngineError::Stopped(name.to_owned()));
+        }
+        (Op::Start | Op::Enable, Status::Started | Status::Restarted) => return Ok(false),
+        (Op::Start | Op::Enable, Status::Registered | Status::Held) => Some(Status::Started),
+        (Op::Enable, Status::Stopped) | (Op::Restart, _) => Some(Status::Restarted),
+        (Op::Stop, Status::Stopped) => return Ok(false),
+        (Op::Stop, _) => Some(Status::Stopped),
+        (Op::Delete, _) if entry.code.is_none() => return Ok(false),
+        (Op::Delete | Op::Unregister, _) => None,
+        (Op::Register, _) => return Ok(false),
+    };
+    if let Some(code) = &entry.code {
+        if let Err(reason) = code.callbacks().lifecycle(op, &entry.record) {
+            if !forced {
+                return Err(EngineError::Refused {
+                    plugin: name.to_owned(),
+                    op,
+                    reason,
+                });
+            }
+            tracing::warn!(plugin = name, %op, %reason, "callback refused a forced operation");
+        }
+    }
+    match op {
+        Op::Delete => {
+            entry.code = None;
+            events.push(LifecycleEvent::Deleted {
+                plugin: name.to_owned(),
+                event: entry.record.event.clone(),
+            });
+        }
+        Op::Unregister => {
+            let event = entry.record.event.clone();
+            ctl.plugins.remove(name);
+            events.push(LifecycleEvent::Unregistered {
+                plugin: name.to_owned(),
+                event,
+            });
+        }
+        _ => {
+            if let Some(to) = to {
+                entry.record.status = to;
+                entry.record.updated_at = OffsetDateTime::now_utc();
+            }
+        }
+    }
+    Ok(true)
+}
