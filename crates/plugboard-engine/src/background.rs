@@ -85,7 +85,9 @@ impl Background {
 /// The engine's own worker, for callers outside any tokio runtime.
 fn spawn_worker(limit: usize) -> Option<SyncSender<Job>> {
     let (tx, rx) = sync_channel::<Job>(limit);
+    // enable_all: async plugins may use whichever tokio drivers the host compiled in.
     let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
         .build()
         .map_err(|e| tracing::error!(error = %e, "cannot build the background runtime"))
         .ok()?;

@@ -1,0 +1,140 @@
+//! Isolation: panics are contained, counted, published, and stop a plugin past the threshold.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use plugboard_core::{Context, Plugin, Reply, Status};
+use plugboard_engine::{
+    CallError, Cause, Engine, FailureKind, LifecycleEvent, OnFailure, Registration,
+};
+
+use crate::{OnTest, Tag, status};
+
+/// Panics while its switch is on.
+struct Flaky(Arc<AtomicBool>);
+
+impl Plugin<OnTest> for Flaky {
+    fn call(&self, mut s: OnTest, _: &Context<'_>) -> Reply<OnTest> {
+        if self.0.load(Ordering::SeqCst) {
+            panic!("flaky plugin exploded");
+        }
+        s.trail.push("flaky".into());
+        Reply::Continue(s)
+    }
+}
+
+fn setup(policy: OnFailure, threshold: u32) -> (Engine, Arc<AtomicBool>) {
+    let e = Engine::builder()
+        .reference_events(false)
+        .on_failure(policy)
+        .failure_threshold(threshold)
+        .build();
+    let on = Arc::new(AtomicBool::new(true));
+    e.register(Registration::new("before").priority(1), Tag::new("before")).unwrap();
+    e.register(Registration::new("flaky").priority(2), Flaky(on.clone())).unwrap();
+    e.register(Registration::new("after").priority(3), Tag::new("after")).unwrap();
+    e.start(plugboard_engine::Target::All).unwrap();
+    (e, on)
+}
+
+#[test]
+fn default_policy_reports_the_failing_plugin() {
+    let (e, _) = setup(OnFailure::default(), 5);
+    let err = e.call::<OnTest>(OnTest::new()).unwrap_err();
+    match err {
+        CallError::PluginFailed { event, plugin, failure } => {
+            assert_eq!((event.as_str(), plugin.as_str()), ("on_test", "flaky"));
+            assert_eq!(failure.kind, FailureKind::Panic);
+            assert_eq!(failure.message, "flaky plugin exploded");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    let info = e.plugin("flaky").unwrap();
+    assert_eq!((info.failures, info.consecutive_failures), (1, 1));
+    assert_eq!(info.last_error.unwrap().message, "flaky plugin exploded");
+}
+
+#[test]
+fn return_input_policy_gives_back_the_input() {
+    let (e, _) = setup(OnFailure::ReturnInput, 5);
+    let out = e.call::<OnTest>(OnTest::new()).unwrap();
+    assert!(out.trail.is_empty());
+    assert_eq!(out.secret, "s3cret");
+}
+
+#[test]
+fn skip_policy_goes_on_without_the_failing_plugin() {
+    let (e, _) = setup(OnFailure::Skip, 5);
+    let out = e.call::<OnTest>(OnTest::new()).unwrap();
+    assert_eq!(out.trail, ["before", "after"]);
+}
+
+#[test]
+fn policy_can_be_set_per_event() {
+    let (e, _) = setup(OnFailure::Error, 0);
+    assert!(e.call::<OnTest>(OnTest::new()).is_err());
+    e.set_failure_policy("on_test", OnFailure::Skip).unwrap();
+    assert_eq!(e.call::<OnTest>(OnTest::new()).unwrap().trail, ["before", "after"]);
+}
+
+#[test]
+fn consecutive_failures_stop_the_plugin_at_the_threshold() {
+    let (e, on) = setup(OnFailure::Skip, 3);
+    let mut rx = e.subscribe();
+    // Two failures, then a success resets the streak.
+    for _ in 0..2 {
+        e.call::<OnTest>(OnTest::new()).unwrap();
+    }
+    on.store(false, Ordering::SeqCst);
+    assert_eq!(e.call::<OnTest>(OnTest::new()).unwrap().trail, ["before", "flaky", "after"]);
+    assert_eq!(e.plugin("flaky").unwrap().consecutive_failures, 0);
+    on.store(true, Ordering::SeqCst);
+    for _ in 0..2 {
+        e.call::<OnTest>(OnTest::new()).unwrap();
+    }
+    assert_eq!(status(&e, "flaky"), Status::Started);
+    e.call::<OnTest>(OnTest::new()).unwrap();
+    assert_eq!(status(&e, "flaky"), Status::Stopped);
+    assert_eq!(e.plugin("flaky").unwrap().failures, 5);
+    assert_eq!(e.call::<OnTest>(OnTest::new()).unwrap().trail, ["before", "after"]);
+
+    let mut failed = 0;
+    let mut stopped = None;
+    while let Ok(ev) = rx.try_recv() {
+        match ev {
+            LifecycleEvent::PluginFailed { plugin, .. } if plugin == "flaky" => failed += 1,
+            LifecycleEvent::StatusChanged { plugin, to: Status::Stopped, cause, .. } if plugin == "flaky" => stopped = Some(cause),
+            _ => {}
+        }
+    }
+    assert_eq!(failed, 5);
+    assert_eq!(stopped, Some(Cause::FailureThreshold { failures: 3 }));
+}
+
+#[test]
+fn a_panic_inside_a_thread_does_not_reach_the_caller() {
+    let (e, _) = setup(OnFailure::ReturnInput, 0);
+    let handle = std::thread::spawn(move || e.call::<OnTest>(OnTest::new()).map(|s| s.trail.len()));
+    assert_eq!(handle.join().expect("the caller's thread survived").unwrap(), 0);
+}
+
+struct PanicsInCallbacks;
+impl Plugin<OnTest> for PanicsInCallbacks {
+    fn call(&self, s: OnTest, _: &Context<'_>) -> Reply<OnTest> {
+        Reply::Continue(s)
+    }
+    fn start(&self, _: &plugboard_core::PluginRecord) -> Result<(), plugboard_core::Reason> {
+        panic!("start blew up")
+    }
+}
+
+#[test]
+fn a_panicking_callback_is_a_refusal_and_the_engine_stays_usable() {
+    let e = crate::engine();
+    e.register(Registration::new("p"), PanicsInCallbacks).unwrap();
+    let err = e.start("p").unwrap_err();
+    assert_eq!(err.to_string(), "plugin `p` refused to start: callback panicked: start blew up");
+    assert_eq!(status(&e, "p"), Status::Registered);
+    crate::started(&e, &[("ok", 1)]);
+    assert_eq!(crate::trail(&e), ["ok"]);
+}
