@@ -1,0 +1,177 @@
+//! Call overhead against a bare loop over the same closures, the cost of a lifecycle
+//! change, and throughput while plugins toggle. Run with `cargo bench -p plugboard-engine`;
+//! `cargo xtask bench-report` turns the medians into the table in BENCHMARKS.md.
+#![allow(missing_docs, clippy::unwrap_used)]
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
+use plugboard_core::{Context, Reply, from_fn};
+use plugboard_engine::{Engine, OnFailure, Registration};
+
+plugboard_core::event! {
+    /// A seven-field state, the size the reference figures used.
+    pub struct OnBench("on_bench", section = "bench") {
+        /// User id.
+        pub user_id: u64,
+        /// Email.
+        pub email: String,
+        /// Display name.
+        pub name: String,
+        /// Role.
+        pub role: String,
+        /// Counter the plugins bump.
+        pub hits: u32,
+        /// Score the plugins adjust.
+        pub score: i64,
+        /// Whether a plugin flagged it.
+        pub flagged: bool,
+    }
+}
+
+fn state() -> OnBench {
+    OnBench {
+        user_id: 42,
+        email: "ada@example.com".into(),
+        name: "Ada".into(),
+        role: "editor".into(),
+        hits: 0,
+        score: 0,
+        flagged: false,
+    }
+}
+
+/// The body every plugin runs, in the baseline and in the engine alike.
+fn body(i: usize) -> impl Fn(OnBench) -> Reply<OnBench> + Clone + Send + Sync + 'static {
+    move |mut s: OnBench| {
+        s.hits += 1;
+        s.score += i as i64;
+        s.flagged |= s.email.len() == i;
+        Reply::Continue(s)
+    }
+}
+
+fn engine_with(n: usize, policy: OnFailure) -> Engine {
+    let e = Engine::builder().reference_events(false).on_failure(policy).build();
+    for i in 0..n {
+        let f = body(i);
+        let name = format!("p{i:03}");
+        e.register::<OnBench, _>(
+            Registration::new(name.clone()).priority((i % 100) as u8),
+            from_fn(move |s, _cx: &Context<'_>| f(s)),
+        )
+        .unwrap();
+        e.start(name.as_str()).unwrap();
+    }
+    e
+}
+
+type Baseline = Vec<Box<dyn Fn(OnBench) -> Reply<OnBench>>>;
+
+fn baseline(n: usize) -> Baseline {
+    (0..n).map(|i| Box::new(body(i)) as Box<dyn Fn(OnBench) -> Reply<OnBench>>).collect()
+}
+
+fn run_baseline(v: &Baseline, mut s: OnBench) -> OnBench {
+    for f in v {
+        match f(s) {
+            Reply::Continue(next) => s = next,
+            Reply::Halt(last) => return last,
+        }
+    }
+    s
+}
+
+fn call_overhead(c: &mut Criterion) {
+    let mut g = c.benchmark_group("call");
+    for n in [1usize, 10, 100] {
+        let base = baseline(n);
+        g.bench_with_input(BenchmarkId::new("baseline", n), &n, |b, _| {
+            b.iter_batched(state, |s| run_baseline(black_box(&base), s), BatchSize::SmallInput)
+        });
+        let e = engine_with(n, OnFailure::Error);
+        let hook = e.hook::<OnBench>().unwrap();
+        g.bench_with_input(BenchmarkId::new("hook", n), &n, |b, _| {
+            b.iter_batched(state, |s| black_box(&hook).call(s).unwrap(), BatchSize::SmallInput)
+        });
+        g.bench_with_input(BenchmarkId::new("engine_call", n), &n, |b, _| {
+            b.iter_batched(state, |s| black_box(&e).call::<OnBench>(s).unwrap(), BatchSize::SmallInput)
+        });
+        let e = engine_with(n, OnFailure::ReturnInput);
+        let hook = e.hook::<OnBench>().unwrap();
+        g.bench_with_input(BenchmarkId::new("hook_return_input", n), &n, |b, _| {
+            b.iter_batched(state, |s| black_box(&hook).call(s).unwrap(), BatchSize::SmallInput)
+        });
+    }
+    g.finish();
+}
+
+fn lifecycle_change(c: &mut Criterion) {
+    let mut g = c.benchmark_group("lifecycle");
+    for n in [10usize, 100] {
+        let e = engine_with(n, OnFailure::Error);
+        // One stop plus one enable: two rebuilds and swaps of the event's chain.
+        g.bench_with_input(BenchmarkId::new("stop_enable", n), &n, |b, _| {
+            b.iter(|| {
+                e.stop("p000").unwrap();
+                e.enable("p000").unwrap();
+            })
+        });
+    }
+    g.finish();
+}
+
+/// Wall time for `iters` calls split over two threads, optionally with a third thread
+/// toggling a plugin every millisecond.
+fn two_threads(e: &Engine, iters: u64, toggle: bool) -> Duration {
+    let stop = Arc::new(AtomicBool::new(false));
+    let toggler = toggle.then(|| {
+        let (e, stop) = (e.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                e.stop("p005").unwrap();
+                std::thread::sleep(Duration::from_millis(1));
+                e.enable("p005").unwrap();
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        })
+    });
+    let start = Instant::now();
+    let workers: Vec<_> = (0..2)
+        .map(|_| {
+            let hook = e.hook::<OnBench>().unwrap();
+            std::thread::spawn(move || {
+                for _ in 0..iters / 2 {
+                    black_box(hook.call(state()).unwrap());
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    let elapsed = start.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    if let Some(t) = toggler {
+        t.join().unwrap();
+    }
+    elapsed
+}
+
+fn contended(c: &mut Criterion) {
+    let mut g = c.benchmark_group("two_threads");
+    let e = engine_with(10, OnFailure::Error);
+    g.bench_function("calls", |b| b.iter_custom(|iters| two_threads(&e, iters, false)));
+    g.bench_function("calls_while_toggling", |b| b.iter_custom(|iters| two_threads(&e, iters, true)));
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
+    targets = call_overhead, lifecycle_change, contended
+}
+criterion_main!(benches);

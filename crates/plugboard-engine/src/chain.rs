@@ -6,6 +6,7 @@
 //! during a change sees the whole old chain or the whole new one.
 
 use std::any::{TypeId, type_name};
+use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, Weak};
@@ -19,7 +20,7 @@ use serde_json::Value;
 
 use crate::code::{BoxFuture, CatchUnwind, Code, Runner};
 use crate::engine::Shared;
-use crate::error::{CallError, Failure};
+use crate::error::{CallError, Failure, FailureKind};
 
 /// What happens to a call when one of its plugins fails (panics, or replies with an
 /// invalid state).
@@ -84,6 +85,9 @@ pub(crate) struct Chain<S> {
     pub(crate) first_async: Option<Arc<str>>,
     pub(crate) policy: OnFailure,
     pub(crate) profiling: bool,
+    /// Every step is native, the policy is `Error` and profiling is off: the call can take
+    /// the short walk, with nothing to keep per step.
+    pub(crate) plain: bool,
 }
 
 impl<S> Chain<S> {
@@ -93,6 +97,7 @@ impl<S> Chain<S> {
             first_async: None,
             policy,
             profiling: false,
+            plain: true,
         }
     }
 }
@@ -199,9 +204,19 @@ impl Observer for Recorder {
     }
 }
 
+/// Where a sync walk is, kept outside its `catch_unwind` so that a panic can be
+/// attributed to its step and the walk resumed after it.
+struct Walk<S> {
+    pos: usize,
+    backup: Option<S>,
+    started: Option<Instant>,
+}
+
 /// One event's chain holder.
 pub(crate) struct Slot<S> {
     pub(crate) info: EventInfo,
+    /// The event's name, out of its `Cow` so that building a step's context is a copy.
+    name: Box<str>,
     chain: ArcSwap<Chain<S>>,
     shared: Weak<Shared>,
 }
@@ -213,6 +228,7 @@ impl<T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static> State for 
 impl<S: State> Slot<S> {
     pub(crate) fn new(info: EventInfo, shared: Weak<Shared>, policy: OnFailure) -> Self {
         Slot {
+            name: info.name.clone().into(),
             info,
             chain: ArcSwap::from_pointee(Chain::empty(policy)),
             shared,
@@ -230,7 +246,50 @@ impl<S: State> Slot<S> {
         if chain.steps.is_empty() {
             return Ok(state);
         }
+        if chain.plain {
+            return self.run_plain(&chain, state, meta);
+        }
         self.run(&chain, state, meta, &mut Quiet)
+    }
+
+    /// The short walk of a plain chain: native steps only, and a panic ends the call.
+    #[inline]
+    fn run_plain(&self, chain: &Chain<S>, state: S, meta: &Meta) -> Result<S, CallError> {
+        let pos = Cell::new(0usize);
+        let out = catch_unwind(AssertUnwindSafe(|| {
+            let mut state = state;
+            for (i, step) in chain.steps.iter().enumerate() {
+                pos.set(i);
+                let Runner::Native(runner) = &step.runner else {
+                    // `plain` is only set when every step is native.
+                    continue;
+                };
+                let cx = Context::new(&self.name, &step.name, meta);
+                state = match runner.run(state, &cx) {
+                    Reply::Continue(next) => next,
+                    Reply::Halt(last) => {
+                        step.stats.succeeded();
+                        return last;
+                    }
+                };
+                step.stats.succeeded();
+            }
+            state
+        }));
+        out.map_err(|payload| {
+            let failure = Failure::from_panic(&*payload);
+            match chain.steps.get(pos.get()) {
+                Some(step) => {
+                    self.failed(step, &failure);
+                    self.error(step, failure)
+                }
+                None => CallError::PluginFailed {
+                    event: self.info.name.to_string(),
+                    plugin: String::new(),
+                    failure,
+                },
+            }
+        })
     }
 
     pub(crate) fn trace(&self, state: S, meta: &Meta) -> Trace<S> {
@@ -244,10 +303,13 @@ impl<S: State> Slot<S> {
         }
     }
 
+    /// Walks the chain under a single `catch_unwind` (one per call, not one per step:
+    /// each would copy the state in and out of the unwinding frame). When a step panics,
+    /// the walk resumes after it if the policy says to skip.
     fn run<O: Observer>(
         &self,
         chain: &Chain<S>,
-        mut state: S,
+        state: S,
         meta: &Meta,
         obs: &mut O,
     ) -> Result<S, CallError> {
@@ -258,44 +320,126 @@ impl<S: State> Slot<S> {
             });
         }
         let mut input = (chain.policy == OnFailure::ReturnInput).then(|| state.clone());
-        for step in chain.steps.iter() {
-            let Runner::Sync(runner) = &step.runner else {
-                // Excluded above: `first_async` is set whenever any step is async.
-                continue;
+        let mut walk = Walk {
+            pos: 0,
+            backup: None,
+            started: None,
+        };
+        let mut state = state;
+        loop {
+            let out = catch_unwind(AssertUnwindSafe(|| {
+                self.walk(chain, state, meta, obs, &mut walk, &mut input)
+            }));
+            let payload = match out {
+                Ok(result) => return result,
+                Err(payload) => payload,
             };
-            let cx = Context::new(&self.info.name, &step.name, meta);
-            let backup = (chain.policy == OnFailure::Skip).then(|| state.clone());
-            let timed = O::TIMED || chain.profiling;
-            let started = timed.then(Instant::now);
-            let out = catch_unwind(AssertUnwindSafe(|| runner.run(state, &cx)))
-                .unwrap_or_else(|payload| Err(Failure::from_panic(&*payload)));
-            let elapsed = started.map(|t| t.elapsed()).unwrap_or_default();
+            let Some(step) = chain.steps.get(walk.pos) else {
+                // Not a plugin's panic (the engine's own code is not expected to panic);
+                // report it against the event rather than unwind into the caller.
+                return Err(CallError::PluginFailed {
+                    event: self.info.name.to_string(),
+                    plugin: String::new(),
+                    failure: Failure::from_panic(&*payload),
+                });
+            };
+            let failure = Failure::from_panic(&*payload);
+            let elapsed = walk.started.map(|t| t.elapsed()).unwrap_or_default();
+            match self.on_failure(chain, step, failure, elapsed, obs, &mut input, &mut walk.backup) {
+                Ok(next) => {
+                    state = next;
+                    walk.pos += 1;
+                }
+                Err(done) => return done,
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn walk<O: Observer>(
+        &self,
+        chain: &Chain<S>,
+        mut state: S,
+        meta: &Meta,
+        obs: &mut O,
+        walk: &mut Walk<S>,
+        input: &mut Option<S>,
+    ) -> Result<S, CallError> {
+        let timed = O::TIMED || chain.profiling;
+        let skip = chain.policy == OnFailure::Skip;
+        while let Some(step) = chain.steps.get(walk.pos) {
+            let cx = Context::new(&self.name, &step.name, meta);
+            if skip {
+                walk.backup = Some(state.clone());
+            }
+            if timed {
+                walk.started = Some(Instant::now());
+            }
+            // Native steps reply without a `Result` around the state: on this path every
+            // wrapper is another copy of the state.
+            let reply = match &step.runner {
+                Runner::Native(runner) => runner.run(state, &cx),
+                Runner::Sync(runner) => match runner.run(state, &cx) {
+                    Ok(reply) => reply,
+                    Err(failure) => {
+                        let elapsed = walk.started.map(|t| t.elapsed()).unwrap_or_default();
+                        match self.on_failure(chain, step, failure, elapsed, obs, input, &mut walk.backup) {
+                            Ok(next) => state = next,
+                            Err(done) => return done,
+                        }
+                        walk.pos += 1;
+                        continue;
+                    }
+                },
+                // Excluded by the caller: `first_async` is set whenever a step is async.
+                Runner::Async(_) => {
+                    return Err(self.error(step, Failure::new(FailureKind::InvalidReply, "async step in a sync call")));
+                }
+            };
+            let elapsed = if timed {
+                walk.started.map(|t| t.elapsed()).unwrap_or_default()
+            } else {
+                Duration::ZERO
+            };
             if chain.profiling {
                 step.stats.timed(elapsed);
             }
-            match out {
-                Ok(Reply::Continue(next)) => {
-                    step.stats.succeeded();
+            step.stats.succeeded();
+            state = match reply {
+                Reply::Continue(next) => {
                     obs.step(&step.name, elapsed, StepOutcome::Continued);
-                    state = next;
+                    next
                 }
-                Ok(Reply::Halt(last)) => {
-                    step.stats.succeeded();
+                Reply::Halt(last) => {
                     obs.step(&step.name, elapsed, StepOutcome::Halted);
                     return Ok(last);
                 }
-                Err(failure) => {
-                    self.failed(step, &failure);
-                    obs.step(&step.name, elapsed, StepOutcome::Failed { failure: failure.clone() });
-                    match (chain.policy, input.take(), backup) {
-                        (OnFailure::ReturnInput, Some(input), _) => return Ok(input),
-                        (OnFailure::Skip, _, Some(backup)) => state = backup,
-                        _ => return Err(self.error(step, failure)),
-                    }
-                }
-            }
+            };
+            walk.pos += 1;
         }
         Ok(state)
+    }
+
+    /// Counts a failure and applies the policy: `Ok(state)` to go on with, or the call's end.
+    #[allow(clippy::too_many_arguments)]
+    #[cold]
+    fn on_failure<O: Observer>(
+        &self,
+        chain: &Chain<S>,
+        step: &Step<S>,
+        failure: Failure,
+        elapsed: Duration,
+        obs: &mut O,
+        input: &mut Option<S>,
+        backup: &mut Option<S>,
+    ) -> Result<S, Result<S, CallError>> {
+        self.failed(step, &failure);
+        obs.step(&step.name, elapsed, StepOutcome::Failed { failure: failure.clone() });
+        match (chain.policy, input.take(), backup.take()) {
+            (OnFailure::ReturnInput, Some(input), _) => Err(Ok(input)),
+            (OnFailure::Skip, _, Some(backup)) => Ok(backup),
+            _ => Err(Err(self.error(step, failure))),
+        }
     }
 
     /// The async call: runs sync steps inline and awaits async ones.
@@ -327,11 +471,13 @@ impl<S: State> Slot<S> {
     ) -> Result<S, CallError> {
         let mut input = (chain.policy == OnFailure::ReturnInput).then(|| state.clone());
         for step in chain.steps.iter() {
-            let cx = Context::new(&self.info.name, &step.name, meta);
+            let cx = Context::new(&self.name, &step.name, meta);
             let backup = (chain.policy == OnFailure::Skip).then(|| state.clone());
             let timed = O::TIMED || chain.profiling;
             let started = timed.then(Instant::now);
             let out = match &step.runner {
+                Runner::Native(runner) => catch_unwind(AssertUnwindSafe(|| runner.run(state, &cx)))
+                    .map_err(|payload| Failure::from_panic(&*payload)),
                 Runner::Sync(runner) => catch_unwind(AssertUnwindSafe(|| runner.run(state, &cx)))
                     .unwrap_or_else(|payload| Err(Failure::from_panic(&*payload))),
                 Runner::Async(runner) => {
@@ -410,11 +556,15 @@ impl<S: State> Slot<S> {
                 })
             })
             .collect();
+        let plain = policy == OnFailure::Error
+            && !profiling
+            && steps.iter().all(|s| matches!(s.runner, Runner::Native(_)));
         self.chain.store(Arc::new(Chain {
             steps: steps.into_boxed_slice(),
             first_async,
             policy,
             profiling,
+            plain,
         }));
     }
 

@@ -55,8 +55,15 @@ pub trait Callbacks: Send + Sync + 'static {
     fn health_check(&self) -> Result<(), Reason>;
 }
 
-/// A step, sync or async.
+/// A native step: cannot fail except by panicking, so it replies without a `Result`
+/// wrapper (the state is moved one time fewer per step on the hot path).
+pub(crate) trait NativeStep<S>: Send + Sync + 'static {
+    fn run(&self, state: S, cx: &Context<'_>) -> Reply<S>;
+}
+
+/// A step, native, fallible (JSON bridges, sandboxed plugins) or async.
 pub(crate) enum Runner<S> {
+    Native(Arc<dyn NativeStep<S>>),
     Sync(Arc<dyn SyncStep<S>>),
     Async(Arc<dyn AsyncStep<S>>),
 }
@@ -64,6 +71,7 @@ pub(crate) enum Runner<S> {
 impl<S> Clone for Runner<S> {
     fn clone(&self) -> Self {
         match self {
+            Runner::Native(r) => Runner::Native(r.clone()),
             Runner::Sync(r) => Runner::Sync(r.clone()),
             Runner::Async(r) => Runner::Async(r.clone()),
         }
@@ -90,7 +98,7 @@ impl Code {
             state_type: TypeId::of::<E::State>(),
             state_name: type_name::<E::State>(),
             callbacks: inner.clone(),
-            runner: Arc::new(Runner::<E::State>::Sync(inner)),
+            runner: Arc::new(Runner::<E::State>::Native(inner)),
         }
     }
 
@@ -160,6 +168,10 @@ impl Code {
         }
         let json = self.runner.downcast_ref::<Runner<Value>>()?;
         Some(match json {
+            Runner::Native(inner) => Runner::Sync(Arc::new(Bridge {
+                inner: inner.clone(),
+                _s: PhantomData::<fn(S) -> S>,
+            })),
             Runner::Sync(inner) => Runner::Sync(Arc::new(Bridge {
                 inner: inner.clone(),
                 _s: PhantomData::<fn(S) -> S>,
@@ -174,10 +186,10 @@ impl Code {
 
 struct Native<E, P>(P, PhantomData<fn() -> E>);
 
-impl<E: Event, P: Plugin<E>> SyncStep<E::State> for Native<E, P> {
+impl<E: Event, P: Plugin<E>> NativeStep<E::State> for Native<E, P> {
     #[inline]
-    fn run(&self, state: E::State, cx: &Context<'_>) -> Result<Reply<E::State>, Failure> {
-        Ok(self.0.call(state, cx))
+    fn run(&self, state: E::State, cx: &Context<'_>) -> Reply<E::State> {
+        self.0.call(state, cx)
     }
 }
 
@@ -274,6 +286,16 @@ where
     fn run(&self, state: S, cx: &Context<'_>) -> Result<Reply<S>, Failure> {
         let json = to_json(&state)?;
         from_json(self.inner.run(json, cx)?)
+    }
+}
+
+impl<S> SyncStep<S> for Bridge<dyn NativeStep<Value>, S>
+where
+    S: Serialize + DeserializeOwned + Send + 'static,
+{
+    fn run(&self, state: S, cx: &Context<'_>) -> Result<Reply<S>, Failure> {
+        let json = to_json(&state)?;
+        from_json(self.inner.run(json, cx))
     }
 }
 
