@@ -101,8 +101,9 @@ impl JsonSchema for Ip {
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         json_schema!({
             "description": "An IP address: a string, or a tuple of 4 bytes (IPv4) or 8 16-bit groups (IPv6).",
-            "oneOf": [
-                { "type": "string", "format": "ip" },
+            "anyOf": [
+                { "type": "string", "format": "ipv4" },
+                { "type": "string", "format": "ipv6" },
                 { "type": "array", "items": { "type": "integer", "minimum": 0, "maximum": 255 }, "minItems": 4, "maxItems": 4 },
                 { "type": "array", "items": { "type": "integer", "minimum": 0, "maximum": 65535 }, "minItems": 8, "maxItems": 8 }
             ]

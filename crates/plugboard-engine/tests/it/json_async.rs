@@ -180,7 +180,7 @@ fn the_reference_catalogue_has_all_32_events_in_their_sections() {
     let count = |section: &str| events.iter().filter(|i| i.section == section).count();
     assert_eq!((count("content"), count("user"), count("installer")), (13, 16, 1));
     let f = e.event("on_user_after_save_failure").unwrap();
-    assert_eq!(f.fields(), ["conn", "endpoint", "error", "extra", "ip", "modifier_user", "status"]);
+    assert_eq!(f.fields(), ["error", "ip", "endpoint", "status", "conn", "modifier_user", "extra"]);
     assert_eq!(reference::catalogue().len(), 32);
 }
 

@@ -1,6 +1,7 @@
 //! Integration tests of the engine: one binary, topic modules, shared fixtures.
 #![allow(clippy::unwrap_used, missing_docs, unreachable_pub)]
 
+mod alloc;
 mod calls;
 mod failures;
 mod json_async;
