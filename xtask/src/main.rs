@@ -24,9 +24,16 @@ fn root() -> PathBuf {
 
 /// The median of one benchmark, in nanoseconds.
 fn median(id: &str) -> Result<f64> {
-    let path = root().join("target/criterion").join(id).join("new/estimates.json");
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("reading {} (run `cargo bench -p plugboard-engine` first)", path.display()))?;
+    let path = root()
+        .join("target/criterion")
+        .join(id)
+        .join("new/estimates.json");
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "reading {} (run `cargo bench -p plugboard-engine` first)",
+            path.display()
+        )
+    })?;
     let v: serde_json::Value = serde_json::from_str(&text)?;
     v["median"]["point_estimate"]
         .as_f64()
@@ -44,7 +51,9 @@ fn fmt_ns(ns: f64) -> String {
 }
 
 fn bench_report() -> Result<()> {
-    println!("| plugins | bare loop (baseline) | `Hook::call` | ratio | `Engine::call::<E>` | ratio | `Hook::call`, `ReturnInput` | ratio |");
+    println!(
+        "| plugins | bare loop (baseline) | `Hook::call` | ratio | `Engine::call::<E>` | ratio | `Hook::call`, `ReturnInput` | ratio |"
+    );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     for n in [1, 10, 100] {
         let base = median(&format!("call/baseline/{n}"))?;
@@ -67,7 +76,16 @@ fn bench_report() -> Result<()> {
     let busy = median("two_threads/calls_while_toggling")?;
     println!("| 2 threads calling a 10-plugin chain | per call | calls/s |");
     println!("|---|---:|---:|");
-    println!("| alone (baseline) | {} | {:.1} M |", fmt_ns(calm), 1e3 / calm);
-    println!("| while a third thread toggles a plugin every ms | {} | {:.1} M ({:.2}× the baseline's time) |", fmt_ns(busy), 1e3 / busy, busy / calm);
+    println!(
+        "| alone (baseline) | {} | {:.1} M |",
+        fmt_ns(calm),
+        1e3 / calm
+    );
+    println!(
+        "| while a third thread toggles a plugin every ms | {} | {:.1} M ({:.2}× the baseline's time) |",
+        fmt_ns(busy),
+        1e3 / busy,
+        busy / calm
+    );
     Ok(())
 }

@@ -22,9 +22,17 @@ struct Audit {
 }
 
 impl Plugin<OnUserAfterSaveFailure> for Audit {
-    fn call(&self, mut s: OnUserAfterSaveFailure, _: &Context<'_>) -> Reply<OnUserAfterSaveFailure> {
+    fn call(
+        &self,
+        mut s: OnUserAfterSaveFailure,
+        _: &Context<'_>,
+    ) -> Reply<OnUserAfterSaveFailure> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        set(&mut s.extra, "audit", json!({ "id": id, "code": s.error.code, "ip": s.ip.to_string() }));
+        set(
+            &mut s.extra,
+            "audit",
+            json!({ "id": id, "code": s.error.code, "ip": s.ip.to_string() }),
+        );
         Reply::Continue(s)
     }
 }
@@ -36,7 +44,11 @@ struct RateGuard {
 }
 
 impl Plugin<OnUserAfterSaveFailure> for RateGuard {
-    fn call(&self, mut s: OnUserAfterSaveFailure, _: &Context<'_>) -> Reply<OnUserAfterSaveFailure> {
+    fn call(
+        &self,
+        mut s: OnUserAfterSaveFailure,
+        _: &Context<'_>,
+    ) -> Reply<OnUserAfterSaveFailure> {
         let n = match self.seen.lock() {
             Ok(mut seen) => {
                 let n = seen.entry(s.ip.to_string()).or_default();
@@ -82,7 +94,11 @@ struct Markdown;
 
 impl Plugin<OnContentPrepare> for Markdown {
     fn call(&self, mut s: Payload, _: &Context<'_>) -> Reply<Payload> {
-        let body = s.data.get("body").and_then(Value::as_str).unwrap_or_default();
+        let body = s
+            .data
+            .get("body")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         let html: String = body
             .lines()
             .map(|l| match l.strip_prefix("# ") {
@@ -100,7 +116,11 @@ struct Toc;
 
 impl Plugin<OnContentPrepare> for Toc {
     fn call(&self, mut s: Payload, _: &Context<'_>) -> Reply<Payload> {
-        let html = s.extra.get("html").and_then(Value::as_str).unwrap_or_default();
+        let html = s
+            .extra
+            .get("html")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         let toc: Vec<&str> = html
             .split("<h1>")
             .skip(1)
@@ -144,7 +164,10 @@ fn failure(ip: &str) -> OnUserAfterSaveFailure {
 
 fn article() -> Payload {
     let mut p = Payload::default();
-    p.data.insert("body".into(), json!("# Plugboard\nEvents and plugins.\n# Chains\nOrdered, halting."));
+    p.data.insert(
+        "body".into(),
+        json!("# Plugboard\nEvents and plugins.\n# Chains\nOrdered, halting."),
+    );
     p
 }
 
@@ -152,23 +175,49 @@ fn article() -> Payload {
 pub(crate) fn run(out: &mut impl Write) -> Result<()> {
     let engine = Engine::new();
     let mut changes = engine.subscribe();
-    writeln!(out, "Plugboard demo: an in-process host with {} reference events.\n", engine.events().len())?;
+    writeln!(
+        out,
+        "Plugboard demo: an in-process host with {} reference events.\n",
+        engine.events().len()
+    )?;
 
     writeln!(out, "1. Register and start the sample plugins")?;
-    engine.register(Registration::new("audit").priority(10), Audit { next_id: AtomicU64::new(1) })?;
-    engine.register(Registration::new("rate_guard").priority(20).hard_depends(["audit"]), RateGuard::default())?;
+    engine.register(
+        Registration::new("audit").priority(10),
+        Audit {
+            next_id: AtomicU64::new(1),
+        },
+    )?;
+    engine.register(
+        Registration::new("rate_guard")
+            .priority(20)
+            .hard_depends(["audit"]),
+        RateGuard::default(),
+    )?;
     engine.register(Registration::new("captcha").priority(10), Captcha)?;
     engine.register(Registration::new("remember_me").priority(20), RememberMe)?;
     // Registered before its dependency on purpose: it waits, held, until `markdown` runs.
-    engine.register(Registration::new("toc").priority(5).hard_depends(["markdown"]), Toc)?;
+    engine.register(
+        Registration::new("toc")
+            .priority(5)
+            .hard_depends(["markdown"]),
+        Toc,
+    )?;
     engine.register(Registration::new("markdown").priority(10), Markdown)?;
     engine.start(Target::All)?;
     drain(&mut changes);
-    for event in ["on_user_after_save_failure", "on_user_before_login", "on_content_prepare"] {
+    for event in [
+        "on_user_after_save_failure",
+        "on_user_before_login",
+        "on_content_prepare",
+    ] {
         chain(out, &engine, event)?;
     }
 
-    writeln!(out, "\n2. A sign-up fails validation three times from one address")?;
+    writeln!(
+        out,
+        "\n2. A sign-up fails validation three times from one address"
+    )?;
     let hook = engine.hook::<OnUserAfterSaveFailure>()?;
     for _ in 0..3 {
         let t = hook.trace(failure("203.0.113.9"));
@@ -176,7 +225,10 @@ pub(crate) fn run(out: &mut impl Write) -> Result<()> {
         writeln!(out, "   extra = {}", t.result?.extra)?;
     }
 
-    writeln!(out, "\n3. The login page is opened without a captcha, then with one")?;
+    writeln!(
+        out,
+        "\n3. The login page is opened without a captcha, then with one"
+    )?;
     let login = engine.hook::<OnUserBeforeLogin>()?;
     let page = OnUserBeforeLogin {
         ip: Ip::LOCALHOST,
@@ -187,14 +239,22 @@ pub(crate) fn run(out: &mut impl Write) -> Result<()> {
     let t = login.trace(page.clone());
     steps(out, &t.steps)?;
     let s = t.result?;
-    writeln!(out, "   halted by {}: output = {:?}; remember_me did not run", t.halted_by.unwrap_or_default(), s.output.unwrap_or_default())?;
+    writeln!(
+        out,
+        "   halted by {}: output = {:?}; remember_me did not run",
+        t.halted_by.unwrap_or_default(),
+        s.output.unwrap_or_default()
+    )?;
     let mut solved = page;
     solved.input.insert("captcha".into(), json!("7"));
     let t = login.trace(solved);
     steps(out, &t.steps)?;
     writeln!(out, "   assigns = {}", Value::Object(t.result?.assigns))?;
 
-    writeln!(out, "\n4. An article is prepared: toc runs after markdown although its priority is lower")?;
+    writeln!(
+        out,
+        "\n4. An article is prepared: toc runs after markdown although its priority is lower"
+    )?;
     let content = engine.hook::<OnContentPrepare>()?;
     let t = content.trace(article());
     steps(out, &t.steps)?;
@@ -205,15 +265,31 @@ pub(crate) fn run(out: &mut impl Write) -> Result<()> {
     report(out, &mut changes)?;
     chain(out, &engine, "on_content_prepare")?;
     let t = content.trace(article());
-    writeln!(out, "   {} plugins ran; the article came back unchanged: {}", t.steps.len(), t.result?.extra.is_empty())?;
-    writeln!(out, "   `start markdown` is refused: {}", engine.start("markdown").err().map(|e| e.to_string()).unwrap_or_default())?;
+    writeln!(
+        out,
+        "   {} plugins ran; the article came back unchanged: {}",
+        t.steps.len(),
+        t.result?.extra.is_empty()
+    )?;
+    writeln!(
+        out,
+        "   `start markdown` is refused: {}",
+        engine
+            .start("markdown")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    )?;
 
     writeln!(out, "\n6. The operator enables `markdown`")?;
     engine.enable("markdown")?;
     report(out, &mut changes)?;
     chain(out, &engine, "on_content_prepare")?;
 
-    writeln!(out, "\n7. A broken plugin joins the chain; the event skips it, and after 5 failures in a row it is stopped")?;
+    writeln!(
+        out,
+        "\n7. A broken plugin joins the chain; the event skips it, and after 5 failures in a row it is stopped"
+    )?;
     engine.set_failure_policy("on_content_prepare", OnFailure::Skip)?;
     engine.register(Registration::new("broken").priority(50), Broken)?;
     engine.start("broken")?;
@@ -222,16 +298,27 @@ pub(crate) fn run(out: &mut impl Write) -> Result<()> {
     std::panic::set_hook(Box::new(|_| {}));
     for i in 1..=6 {
         let t = content.trace(article());
-        let ran: Vec<String> = t.steps.iter().map(|s| format!("{}:{}", s.plugin, outcome(&s.outcome))).collect();
+        let ran: Vec<String> = t
+            .steps
+            .iter()
+            .map(|s| format!("{}:{}", s.plugin, outcome(&s.outcome)))
+            .collect();
         writeln!(out, "   call {i}: {}", ran.join(" "))?;
     }
     std::panic::set_hook(quiet);
     report(out, &mut changes)?;
     if let Some(info) = engine.plugin("broken") {
         let last = info.last_error.map(|f| f.message).unwrap_or_default();
-        writeln!(out, "   broken: status {}, {} failures, last: {last}", info.record.status, info.failures)?;
+        writeln!(
+            out,
+            "   broken: status {}, {} failures, last: {last}",
+            info.record.status, info.failures
+        )?;
     }
-    writeln!(out, "\nDone. The host never saw a panic; every change above was published to subscribers.")?;
+    writeln!(
+        out,
+        "\nDone. The host never saw a panic; every change above was published to subscribers."
+    )?;
     Ok(())
 }
 
@@ -241,13 +328,21 @@ fn chain(out: &mut impl Write, engine: &Engine, event: &str) -> Result<()> {
         .iter()
         .map(|n| match engine.plugin(n) {
             Some(p) if !p.record.depends.is_empty() => {
-                format!("{n} ({}, needs {})", p.record.priority, p.record.depends.join(", "))
+                format!(
+                    "{n} ({}, needs {})",
+                    p.record.priority,
+                    p.record.depends.join(", ")
+                )
             }
             Some(p) => format!("{n} ({})", p.record.priority),
             None => n.clone(),
         })
         .collect();
-    let shown = if shown.is_empty() { "(no plugin runs)".to_owned() } else { shown.join(" -> ") };
+    let shown = if shown.is_empty() {
+        "(no plugin runs)".to_owned()
+    } else {
+        shown.join(" -> ")
+    };
     writeln!(out, "   {event:28} {shown}")?;
     Ok(())
 }
@@ -262,7 +357,13 @@ fn outcome(o: &StepOutcome) -> String {
 
 fn steps(out: &mut impl Write, steps: &[TraceStep]) -> Result<()> {
     for s in steps {
-        writeln!(out, "   {:12} {:10} {:>8.1} µs", s.plugin, outcome(&s.outcome), s.elapsed.as_secs_f64() * 1e6)?;
+        writeln!(
+            out,
+            "   {:12} {:10} {:>8.1} µs",
+            s.plugin,
+            outcome(&s.outcome),
+            s.elapsed.as_secs_f64() * 1e6
+        )?;
     }
     Ok(())
 }
@@ -273,10 +374,19 @@ fn drain(rx: &mut Receiver<LifecycleEvent>) {
 
 fn report(out: &mut impl Write, rx: &mut Receiver<LifecycleEvent>) -> Result<()> {
     while let Ok(ev) = rx.try_recv() {
-        if let LifecycleEvent::StatusChanged { plugin, from, to, cause, .. } = ev {
+        if let LifecycleEvent::StatusChanged {
+            plugin,
+            from,
+            to,
+            cause,
+            ..
+        } = ev
+        {
             let why = match cause {
                 Cause::Operator { op } => format!("operator: {op}"),
-                Cause::DependencyDown { dependency } => format!("dependency `{dependency}` is not active"),
+                Cause::DependencyDown { dependency } => {
+                    format!("dependency `{dependency}` is not active")
+                }
                 Cause::DependenciesUp => "dependencies active again".into(),
                 Cause::FailureThreshold { failures } => format!("{failures} failures in a row"),
             };

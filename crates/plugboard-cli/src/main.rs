@@ -46,16 +46,32 @@ enum EventsCommand {
 fn main() -> Result<()> {
     match run() {
         // A closed pipe (`plugboard events | head`) is the reader's choice, not an error.
-        Err(e) if e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) => Ok(()),
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            Ok(())
+        }
         other => other,
     }
 }
 
 fn run() -> Result<()> {
     let cli = Cli::parse();
+    // Lifecycle changes are traced at `info`; `RUST_LOG=plugboard=info` shows them.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let mut out = std::io::stdout().lock();
     match cli.command {
-        Command::Events { show: Some(EventsCommand::Show { name }), .. } => {
+        Command::Events {
+            show: Some(EventsCommand::Show { name }),
+            ..
+        } => {
             let engine = Engine::new();
             let info = engine.event(&name).with_context(|| {
                 format!("no event named `{name}`; `plugboard events` lists them")

@@ -55,7 +55,10 @@ fn body(i: usize) -> impl Fn(OnBench) -> Reply<OnBench> + Clone + Send + Sync + 
 }
 
 fn engine_with(n: usize, policy: OnFailure) -> Engine {
-    let e = Engine::builder().reference_events(false).on_failure(policy).build();
+    let e = Engine::builder()
+        .reference_events(false)
+        .on_failure(policy)
+        .build();
     for i in 0..n {
         let f = body(i);
         let name = format!("p{i:03}");
@@ -72,7 +75,9 @@ fn engine_with(n: usize, policy: OnFailure) -> Engine {
 type Baseline = Vec<Box<dyn Fn(OnBench) -> Reply<OnBench>>>;
 
 fn baseline(n: usize) -> Baseline {
-    (0..n).map(|i| Box::new(body(i)) as Box<dyn Fn(OnBench) -> Reply<OnBench>>).collect()
+    (0..n)
+        .map(|i| Box::new(body(i)) as Box<dyn Fn(OnBench) -> Reply<OnBench>>)
+        .collect()
 }
 
 fn run_baseline(v: &Baseline, mut s: OnBench) -> OnBench {
@@ -90,20 +95,36 @@ fn call_overhead(c: &mut Criterion) {
     for n in [1usize, 10, 100] {
         let base = baseline(n);
         g.bench_with_input(BenchmarkId::new("baseline", n), &n, |b, _| {
-            b.iter_batched(state, |s| run_baseline(black_box(&base), s), BatchSize::SmallInput)
+            b.iter_batched(
+                state,
+                |s| run_baseline(black_box(&base), s),
+                BatchSize::SmallInput,
+            )
         });
         let e = engine_with(n, OnFailure::Error);
         let hook = e.hook::<OnBench>().unwrap();
         g.bench_with_input(BenchmarkId::new("hook", n), &n, |b, _| {
-            b.iter_batched(state, |s| black_box(&hook).call(s).unwrap(), BatchSize::SmallInput)
+            b.iter_batched(
+                state,
+                |s| black_box(&hook).call(s).unwrap(),
+                BatchSize::SmallInput,
+            )
         });
         g.bench_with_input(BenchmarkId::new("engine_call", n), &n, |b, _| {
-            b.iter_batched(state, |s| black_box(&e).call::<OnBench>(s).unwrap(), BatchSize::SmallInput)
+            b.iter_batched(
+                state,
+                |s| black_box(&e).call::<OnBench>(s).unwrap(),
+                BatchSize::SmallInput,
+            )
         });
         let e = engine_with(n, OnFailure::ReturnInput);
         let hook = e.hook::<OnBench>().unwrap();
         g.bench_with_input(BenchmarkId::new("hook_return_input", n), &n, |b, _| {
-            b.iter_batched(state, |s| black_box(&hook).call(s).unwrap(), BatchSize::SmallInput)
+            b.iter_batched(
+                state,
+                |s| black_box(&hook).call(s).unwrap(),
+                BatchSize::SmallInput,
+            )
         });
     }
     g.finish();
@@ -164,8 +185,12 @@ fn two_threads(e: &Engine, iters: u64, toggle: bool) -> Duration {
 fn contended(c: &mut Criterion) {
     let mut g = c.benchmark_group("two_threads");
     let e = engine_with(10, OnFailure::Error);
-    g.bench_function("calls", |b| b.iter_custom(|iters| two_threads(&e, iters, false)));
-    g.bench_function("calls_while_toggling", |b| b.iter_custom(|iters| two_threads(&e, iters, true)));
+    g.bench_function("calls", |b| {
+        b.iter_custom(|iters| two_threads(&e, iters, false))
+    });
+    g.bench_function("calls_while_toggling", |b| {
+        b.iter_custom(|iters| two_threads(&e, iters, true))
+    });
     g.finish();
 }
 

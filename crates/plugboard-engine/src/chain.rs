@@ -222,7 +222,10 @@ pub(crate) struct Slot<S> {
 }
 
 /// The state bound every slot needs.
-pub(crate) trait State: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {}
+pub(crate) trait State:
+    Serialize + DeserializeOwned + Clone + Send + Sync + 'static
+{
+}
 impl<T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static> State for T {}
 
 impl<S: State> Slot<S> {
@@ -345,7 +348,15 @@ impl<S: State> Slot<S> {
             };
             let failure = Failure::from_panic(&*payload);
             let elapsed = walk.started.map(|t| t.elapsed()).unwrap_or_default();
-            match self.on_failure(chain, step, failure, elapsed, obs, &mut input, &mut walk.backup) {
+            match self.on_failure(
+                chain,
+                step,
+                failure,
+                elapsed,
+                obs,
+                &mut input,
+                &mut walk.backup,
+            ) {
                 Ok(next) => {
                     state = next;
                     walk.pos += 1;
@@ -383,7 +394,15 @@ impl<S: State> Slot<S> {
                     Ok(reply) => reply,
                     Err(failure) => {
                         let elapsed = walk.started.map(|t| t.elapsed()).unwrap_or_default();
-                        match self.on_failure(chain, step, failure, elapsed, obs, input, &mut walk.backup) {
+                        match self.on_failure(
+                            chain,
+                            step,
+                            failure,
+                            elapsed,
+                            obs,
+                            input,
+                            &mut walk.backup,
+                        ) {
                             Ok(next) => state = next,
                             Err(done) => return done,
                         }
@@ -393,7 +412,10 @@ impl<S: State> Slot<S> {
                 },
                 // Excluded by the caller: `first_async` is set whenever a step is async.
                 Runner::Async(_) => {
-                    return Err(self.error(step, Failure::new(FailureKind::InvalidReply, "async step in a sync call")));
+                    return Err(self.error(
+                        step,
+                        Failure::new(FailureKind::InvalidReply, "async step in a sync call"),
+                    ));
                 }
             };
             let elapsed = if timed {
@@ -434,7 +456,13 @@ impl<S: State> Slot<S> {
         backup: &mut Option<S>,
     ) -> Result<S, Result<S, CallError>> {
         self.failed(step, &failure);
-        obs.step(&step.name, elapsed, StepOutcome::Failed { failure: failure.clone() });
+        obs.step(
+            &step.name,
+            elapsed,
+            StepOutcome::Failed {
+                failure: failure.clone(),
+            },
+        );
         match (chain.policy, input.take(), backup.take()) {
             (OnFailure::ReturnInput, Some(input), _) => Err(Ok(input)),
             (OnFailure::Skip, _, Some(backup)) => Ok(backup),
@@ -504,7 +532,13 @@ impl<S: State> Slot<S> {
                 }
                 Err(failure) => {
                     self.failed(step, &failure);
-                    obs.step(&step.name, elapsed, StepOutcome::Failed { failure: failure.clone() });
+                    obs.step(
+                        &step.name,
+                        elapsed,
+                        StepOutcome::Failed {
+                            failure: failure.clone(),
+                        },
+                    );
                     match (chain.policy, input.take(), backup) {
                         (OnFailure::ReturnInput, Some(input), _) => return Ok(input),
                         (OnFailure::Skip, _, Some(backup)) => state = backup,
@@ -527,7 +561,11 @@ impl<S: State> Slot<S> {
     /// The failure path: count, publish, and stop the plugin past the threshold.
     #[cold]
     fn failed(&self, step: &Step<S>, failure: &Failure) {
-        let consecutive = step.stats.consecutive.fetch_add(1, Relaxed).saturating_add(1);
+        let consecutive = step
+            .stats
+            .consecutive
+            .fetch_add(1, Relaxed)
+            .saturating_add(1);
         step.stats.failures.fetch_add(1, Relaxed);
         if let Ok(mut last) = step.stats.last_error.lock() {
             *last = Some(failure.clone());
@@ -570,7 +608,12 @@ impl<S: State> Slot<S> {
 
     /// The plugins in the current chain, in order.
     pub(crate) fn names(&self) -> Vec<String> {
-        self.chain.load().steps.iter().map(|s| s.name.to_string()).collect()
+        self.chain
+            .load()
+            .steps
+            .iter()
+            .map(|s| s.name.to_string())
+            .collect()
     }
 
     pub(crate) fn profile(&self) -> Vec<PluginProfile> {

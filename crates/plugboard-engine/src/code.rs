@@ -44,7 +44,8 @@ pub trait SyncStep<S>: Send + Sync + 'static {
 /// An async step of a chain over state `S`.
 pub trait AsyncStep<S>: Send + Sync + 'static {
     /// Runs the step.
-    fn run<'a>(&'a self, state: S, cx: &'a Context<'a>) -> BoxFuture<'a, Result<Reply<S>, Failure>>;
+    fn run<'a>(&'a self, state: S, cx: &'a Context<'a>)
+    -> BoxFuture<'a, Result<Reply<S>, Failure>>;
 }
 
 /// The callbacks of a plugin, without its event type.
@@ -303,7 +304,11 @@ impl<S> AsyncStep<S> for Bridge<dyn AsyncStep<Value>, S>
 where
     S: Serialize + DeserializeOwned + Send + 'static,
 {
-    fn run<'a>(&'a self, state: S, cx: &'a Context<'a>) -> BoxFuture<'a, Result<Reply<S>, Failure>> {
+    fn run<'a>(
+        &'a self,
+        state: S,
+        cx: &'a Context<'a>,
+    ) -> BoxFuture<'a, Result<Reply<S>, Failure>> {
         Box::pin(async move {
             let json = to_json(&state)?;
             from_json(self.inner.run(json, cx).await?)

@@ -411,7 +411,12 @@ impl Engine {
 
     /// One event's description.
     pub fn event(&self, name: &str) -> Option<EventInfo> {
-        self.shared.slots.load().by_name.get(name).map(|s| s.info().clone())
+        self.shared
+            .slots
+            .load()
+            .by_name
+            .get(name)
+            .map(|s| s.info().clone())
     }
 
     /// The plugins in an event's chain now, in the order they run.
@@ -580,7 +585,8 @@ impl Engine {
             },
         );
         let mut events = vec![LifecycleEvent::Registered { record, replaced }];
-        self.shared.settle(&mut ctl, &before, &[], None, &mut events);
+        self.shared
+            .settle(&mut ctl, &before, &[], None, &mut events);
         self.shared.rebuild(&mut ctl, &mut events);
         let record = ctl.plugins[&name].record.clone();
         self.shared.publish(events);
@@ -629,7 +635,10 @@ impl Engine {
     pub fn plugins(&self) -> Vec<PluginInfo> {
         let ctl = self.shared.lock();
         let active = active_of(&ctl);
-        ctl.plugins.values().map(|e| info_of(&ctl, e, &active)).collect()
+        ctl.plugins
+            .values()
+            .map(|e| info_of(&ctl, e, &active))
+            .collect()
     }
 
     /// One plugin.
@@ -647,7 +656,11 @@ impl Engine {
                 .plugins
                 .get(name)
                 .ok_or_else(|| EngineError::UnknownPlugin(name.to_owned()))?;
-            (e.record.clone(), e.code.clone(), e.stats.consecutive.load(Relaxed))
+            (
+                e.record.clone(),
+                e.code.clone(),
+                e.stats.consecutive.load(Relaxed),
+            )
         };
         let check = match &code {
             Some(code) => code.callbacks().health_check(),
@@ -742,7 +755,12 @@ impl Engine {
     }
 
     /// Hands a call by name to the background and returns at once.
-    pub fn spawn_json(&self, event: &str, state: Value, opts: CallOptions) -> Result<Spawned, CallError> {
+    pub fn spawn_json(
+        &self,
+        event: &str,
+        state: Value,
+        opts: CallOptions,
+    ) -> Result<Spawned, CallError> {
         let slot = self.slot(event)?;
         let name = event.to_owned();
         let spawned = self.shared.background.submit(Box::pin(async move {
@@ -810,7 +828,7 @@ impl<E: Event> Hook<E> {
     /// slows or fails the caller: when the background is full it is dropped and counted.
     pub fn spawn(&self, state: E::State) -> Spawned {
         let slot = self.slot.clone();
-        let spawned = match self.slot.shared() {
+        match self.slot.shared() {
             Some(shared) => {
                 let s = shared.background.submit(Box::pin(async move {
                     if let Err(e) = slot.call_async(state, &EMPTY_META).await {
@@ -821,8 +839,7 @@ impl<E: Event> Hook<E> {
                 s
             }
             None => Spawned::Dropped,
-        };
-        spawned
+        }
     }
 
     /// Runs a chain that may contain async plugins.
@@ -831,7 +848,11 @@ impl<E: Event> Hook<E> {
     }
 
     /// Runs a chain that may contain async plugins, with meta.
-    pub async fn call_async_with(&self, state: E::State, meta: &Meta) -> Result<E::State, CallError> {
+    pub async fn call_async_with(
+        &self,
+        state: E::State,
+        meta: &Meta,
+    ) -> Result<E::State, CallError> {
         self.slot.call_async(state, meta).await
     }
 
@@ -975,7 +996,12 @@ impl Shared {
     /// Applies one lifecycle operation to its target, then settles dependencies and
     /// rebuilds the chains that changed. With `forced`, callbacks cannot refuse (the
     /// failure threshold stops a plugin whatever it says).
-    fn operate(&self, target: Target<'_>, op: Op, forced: Option<Cause>) -> Result<Report, EngineError> {
+    fn operate(
+        &self,
+        target: Target<'_>,
+        op: Op,
+        forced: Option<Cause>,
+    ) -> Result<Report, EngineError> {
         let _g = ControlGuard::enter(op)?;
         let mut ctl = self.lock();
         let names: Vec<String> = match target {
@@ -1071,7 +1097,9 @@ impl Shared {
                 continue;
             }
             let why = if touched.contains(name) {
-                cause.clone().unwrap_or(Cause::Operator { op: Op::Register })
+                cause
+                    .clone()
+                    .unwrap_or(Cause::Operator { op: Op::Register })
             } else {
                 auto.get(name).cloned().unwrap_or(Cause::DependenciesUp)
             };
@@ -1091,13 +1119,19 @@ impl Shared {
         let mut per_event: HashMap<&str, Vec<&PluginRecord>> = HashMap::new();
         for e in ctl.plugins.values() {
             if active.contains(&e.record.name) && e.record.status.is_active() {
-                per_event.entry(e.record.event.as_str()).or_default().push(&e.record);
+                per_event
+                    .entry(e.record.event.as_str())
+                    .or_default()
+                    .push(&e.record);
             }
         }
         let slots = self.slots.load();
         let mut updates = Vec::new();
         for (event, slot) in &slots.by_name {
-            let members = per_event.get(event.as_str()).map(Vec::as_slice).unwrap_or(&[]);
+            let members = per_event
+                .get(event.as_str())
+                .map(Vec::as_slice)
+                .unwrap_or(&[]);
             let plan: Vec<PlanStep> = chain_order(members)
                 .into_iter()
                 .filter_map(|r| {
@@ -1109,7 +1143,11 @@ impl Shared {
                     })
                 })
                 .collect();
-            let policy = ctl.policies.get(event).copied().unwrap_or(self.default_policy);
+            let policy = ctl
+                .policies
+                .get(event)
+                .copied()
+                .unwrap_or(self.default_policy);
             let profiling = ctl.profiling.contains(event);
             let unchanged = match ctl.installed.get(event) {
                 Some(i) => i.same(&plan, policy, profiling),

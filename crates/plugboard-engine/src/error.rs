@@ -192,7 +192,9 @@ pub enum CallError {
         source: serde_json::Error,
     },
     /// A synchronous call met an async plugin.
-    #[error("event `{event}` has the async plugin `{plugin}` in its chain; call it with `call_async`")]
+    #[error(
+        "event `{event}` has the async plugin `{plugin}` in its chain; call it with `call_async`"
+    )]
     NeedsAsync {
         /// The event.
         event: String,

@@ -14,7 +14,11 @@ fn plugboard(args: &[&str]) -> Output {
 }
 
 fn stdout(out: &Output) -> String {
-    assert!(out.status.success(), "failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout.clone()).unwrap()
 }
 
@@ -26,28 +30,55 @@ fn events_lists_the_catalogue() {
 
 #[test]
 fn events_json_has_32_events_with_fields() {
-    let v: serde_json::Value = serde_json::from_str(&stdout(&plugboard(&["events", "--json"]))).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&stdout(&plugboard(&["events", "--json"]))).unwrap();
     let list = v.as_array().unwrap();
     assert_eq!(list.len(), 32);
-    let f = list.iter().find(|e| e["name"] == "on_user_after_save_failure").unwrap();
+    let f = list
+        .iter()
+        .find(|e| e["name"] == "on_user_after_save_failure")
+        .unwrap();
     assert_eq!(f["section"], "user");
-    assert_eq!(f["fields"], serde_json::json!(["error", "ip", "endpoint", "status", "conn", "modifier_user", "extra"]));
+    assert_eq!(
+        f["fields"],
+        serde_json::json!([
+            "error",
+            "ip",
+            "endpoint",
+            "status",
+            "conn",
+            "modifier_user",
+            "extra"
+        ])
+    );
 }
 
 #[test]
 fn events_show_prints_the_json_schema() {
-    let schema: serde_json::Value =
-        serde_json::from_str(&stdout(&plugboard(&["events", "show", "on_user_after_save_failure"]))).unwrap();
+    let schema: serde_json::Value = serde_json::from_str(&stdout(&plugboard(&[
+        "events",
+        "show",
+        "on_user_after_save_failure",
+    ])))
+    .unwrap();
     assert_eq!(schema["title"], "OnUserAfterSaveFailure");
     let props = schema["properties"].as_object().unwrap();
     assert_eq!(props.len(), 7);
     assert_eq!(schema["properties"]["endpoint"]["$ref"], "#/$defs/Endpoint");
     let consts = |def: &str| -> Vec<String> {
-        schema["$defs"][def]["oneOf"].as_array().unwrap().iter().map(|v| v["const"].as_str().unwrap().to_owned()).collect()
+        schema["$defs"][def]["oneOf"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["const"].as_str().unwrap().to_owned())
+            .collect()
     };
     assert_eq!(consts("Endpoint"), ["html", "api"]);
     assert_eq!(consts("SaveStatus"), ["added", "edited"]);
-    assert_eq!(schema["required"], serde_json::json!(["error", "ip", "endpoint", "status", "conn", "modifier_user"]));
+    assert_eq!(
+        schema["required"],
+        serde_json::json!(["error", "ip", "endpoint", "status", "conn", "modifier_user"])
+    );
 }
 
 #[test]
@@ -55,7 +86,10 @@ fn events_show_unknown_is_a_clear_error() {
     let out = plugboard(&["events", "show", "on_nothing"]);
     assert!(!out.status.success());
     let err = String::from_utf8(out.stderr).unwrap();
-    assert!(err.contains("no event named `on_nothing`; `plugboard events` lists them"), "{err}");
+    assert!(
+        err.contains("no event named `on_nothing`; `plugboard events` lists them"),
+        "{err}"
+    );
 }
 
 #[test]

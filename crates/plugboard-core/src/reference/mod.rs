@@ -24,7 +24,9 @@ pub const ROUTER: &str = "router";
 pub const LOGIN: &str = "login";
 
 /// What `on_change_dependency` reports about a package.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum DependencyChange {
     /// A package is being added.
@@ -34,7 +36,9 @@ pub enum DependencyChange {
 }
 
 /// The kind of route `on_router` adds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum RouteAction {
     /// `GET`.
@@ -52,7 +56,9 @@ pub enum RouteAction {
 }
 
 /// How a user identified themself at login.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum LoginType {
     /// By email address.
@@ -364,14 +370,38 @@ pub fn for_each<V: Visit>(visitor: &mut V) {
         ($($ty:ty),* $(,)?) => { $( visitor.visit::<$ty>(); )* };
     }
     visit!(
-        OnChangeDependency, OnRouter, OnUserAfterDeleteRole, OnUserAfterSaveRole,
-        OnUserAfterLogin, OnUserAfterLogout, OnUserAfterSave, OnUserAfterSaveFailure,
-        OnUserAuthorisation, OnUserAuthorisationFailure, OnUserBeforeLogin, OnUserLoginFailure,
-        OnCheckAnswer, OnDisplay, OnInit, OnPrivacyCollectAdminCapabilities, OnUserAfterDelete,
-        OnUserBeforeSave, OnUserLogin, OnContentPrepare, OnContentAfterTitle,
-        OnContentBeforeDisplay, OnContentAfterDisplay, OnContentBeforeSave, OnContentAfterSave,
-        OnContentPrepareForm, OnContentPrepareData, OnContentBeforeDelete, OnContentAfterDelete,
-        OnContentChangeState, OnContentSearch, OnContentSearchAreas,
+        OnChangeDependency,
+        OnRouter,
+        OnUserAfterDeleteRole,
+        OnUserAfterSaveRole,
+        OnUserAfterLogin,
+        OnUserAfterLogout,
+        OnUserAfterSave,
+        OnUserAfterSaveFailure,
+        OnUserAuthorisation,
+        OnUserAuthorisationFailure,
+        OnUserBeforeLogin,
+        OnUserLoginFailure,
+        OnCheckAnswer,
+        OnDisplay,
+        OnInit,
+        OnPrivacyCollectAdminCapabilities,
+        OnUserAfterDelete,
+        OnUserBeforeSave,
+        OnUserLogin,
+        OnContentPrepare,
+        OnContentAfterTitle,
+        OnContentBeforeDisplay,
+        OnContentAfterDisplay,
+        OnContentBeforeSave,
+        OnContentAfterSave,
+        OnContentPrepareForm,
+        OnContentPrepareData,
+        OnContentBeforeDelete,
+        OnContentAfterDelete,
+        OnContentChangeState,
+        OnContentSearch,
+        OnContentSearchAreas,
     );
 }
 

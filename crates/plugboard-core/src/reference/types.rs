@@ -156,9 +156,11 @@ impl<'de> Deserialize<'de> for ModifierUser {
         if s == "self" {
             return Ok(ModifierUser::SelfUser);
         }
-        Uuid::parse_str(&s)
-            .map(ModifierUser::User)
-            .map_err(|_| de::Error::custom(format!("modifier_user must be a UUID or \"self\", got {s:?}")))
+        Uuid::parse_str(&s).map(ModifierUser::User).map_err(|_| {
+            de::Error::custom(format!(
+                "modifier_user must be a UUID or \"self\", got {s:?}"
+            ))
+        })
     }
 }
 
@@ -201,7 +203,10 @@ impl ErrorPayload {
 
     /// Adds a message for one field.
     pub fn field(mut self, field: impl Into<String>, message: impl Into<String>) -> Self {
-        self.fields.entry(field.into()).or_default().push(message.into());
+        self.fields
+            .entry(field.into())
+            .or_default()
+            .push(message.into());
         self
     }
 }
@@ -243,7 +248,8 @@ impl Conn {
 
     /// Adds a header (the name is lower-cased).
     pub fn header(mut self, name: impl AsRef<str>, value: impl Into<String>) -> Self {
-        self.headers.insert(name.as_ref().to_ascii_lowercase(), value.into());
+        self.headers
+            .insert(name.as_ref().to_ascii_lowercase(), value.into());
         self
     }
 

@@ -41,14 +41,18 @@ fn allocations() -> u64 {
 }
 
 fn chain_of(n: usize, policy: OnFailure) -> Engine {
-    let e = Engine::builder().reference_events(false).on_failure(policy).build();
+    let e = Engine::builder()
+        .reference_events(false)
+        .on_failure(policy)
+        .build();
     for i in 0..n {
         let name = format!("p{i}");
         // Plugins that change the state without allocating.
         e.register::<OnTest, _>(
             Registration::new(name.clone()).priority(i as u8),
             from_fn(move |mut s: OnTest, _: &Context<'_>| {
-                s.secret.truncate(s.secret.len().saturating_sub(usize::from(i % 2 == 0)));
+                s.secret
+                    .truncate(s.secret.len().saturating_sub(usize::from(i % 2 == 0)));
                 Reply::Continue(s)
             }),
         )

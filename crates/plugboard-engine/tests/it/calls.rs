@@ -9,9 +9,15 @@ use crate::{OnTest, Tag, engine, started, trail};
 #[test]
 fn halt_at_priority_two_keeps_one_and_two_never_hundred() {
     let e = engine();
-    e.register(Registration::new("one").priority(1), Tag::new("one")).unwrap();
-    e.register(Registration::new("two").priority(2), Tag::halting("two")).unwrap();
-    e.register(Registration::new("hundred").priority(100), Tag::new("hundred")).unwrap();
+    e.register(Registration::new("one").priority(1), Tag::new("one"))
+        .unwrap();
+    e.register(Registration::new("two").priority(2), Tag::halting("two"))
+        .unwrap();
+    e.register(
+        Registration::new("hundred").priority(100),
+        Tag::new("hundred"),
+    )
+    .unwrap();
     e.start(plugboard_engine::Target::All).unwrap();
     assert_eq!(trail(&e), ["one", "two"]);
 }
@@ -24,16 +30,24 @@ fn no_plugins_returns_the_input_unchanged() {
     assert!(out.trail.is_empty());
     assert_eq!(out.secret, "s3cret");
     // Declared, registered but not started.
-    e.register(Registration::new("idle"), Tag::new("idle")).unwrap();
+    e.register(Registration::new("idle"), Tag::new("idle"))
+        .unwrap();
     assert!(trail(&e).is_empty());
     let v = json!({"trail": ["x"], "secret": "y"});
-    assert_eq!(e.call_json("on_test", v.clone(), &CallOptions::default()).unwrap(), v);
+    assert_eq!(
+        e.call_json("on_test", v.clone(), &CallOptions::default())
+            .unwrap(),
+        v
+    );
 }
 
 #[test]
 fn ties_are_broken_by_name() {
     let e = engine();
-    started(&e, &[("charlie", 10), ("alpha", 10), ("bravo", 10), ("first", 1)]);
+    started(
+        &e,
+        &[("charlie", 10), ("alpha", 10), ("bravo", 10), ("first", 1)],
+    );
     assert_eq!(trail(&e), ["first", "alpha", "bravo", "charlie"]);
 }
 
@@ -41,9 +55,15 @@ fn ties_are_broken_by_name() {
 fn dependencies_run_before_priority() {
     let e = engine();
     // `a` would run first by priority, but it depends (softly) on `z`, priority 90.
-    e.register(Registration::new("a").priority(1).soft_depends(["z"]), Tag::new("a")).unwrap();
-    e.register(Registration::new("m").priority(50), Tag::new("m")).unwrap();
-    e.register(Registration::new("z").priority(90), Tag::new("z")).unwrap();
+    e.register(
+        Registration::new("a").priority(1).soft_depends(["z"]),
+        Tag::new("a"),
+    )
+    .unwrap();
+    e.register(Registration::new("m").priority(50), Tag::new("m"))
+        .unwrap();
+    e.register(Registration::new("z").priority(90), Tag::new("z"))
+        .unwrap();
     e.start(plugboard_engine::Target::All).unwrap();
     assert_eq!(trail(&e), ["m", "z", "a"]);
     // A soft dependency that is absent only orders: `a` still runs.
@@ -64,10 +84,18 @@ fn private_part_is_restored_typed_and_json() {
         private: vec!["secret".into()],
         ..Default::default()
     };
-    let out = e.call_json("on_test", json!({"trail": [], "secret": "keep"}), &opts).unwrap();
+    let out = e
+        .call_json("on_test", json!({"trail": [], "secret": "keep"}), &opts)
+        .unwrap();
     assert_eq!(out, json!({"trail": ["one", "two"], "secret": "keep"}));
     // Without it, the plugins' change shows.
-    let out = e.call_json("on_test", json!({"trail": [], "secret": "keep"}), &CallOptions::default()).unwrap();
+    let out = e
+        .call_json(
+            "on_test",
+            json!({"trail": [], "secret": "keep"}),
+            &CallOptions::default(),
+        )
+        .unwrap();
     assert_eq!(out["secret"], "changed by two");
 }
 
@@ -80,7 +108,10 @@ fn no_return_runs_the_chain_and_returns_the_input() {
         Registration::new("count"),
         from_fn(move |s: OnTest, _: &Context<'_>| {
             s2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            Reply::Continue(OnTest { trail: vec!["x".into()], ..s })
+            Reply::Continue(OnTest {
+                trail: vec!["x".into()],
+                ..s
+            })
         }),
     )
     .unwrap();
@@ -100,9 +131,18 @@ fn no_return_runs_the_chain_and_returns_the_input() {
 struct ReadsMeta;
 impl Plugin<OnTest> for ReadsMeta {
     fn call(&self, mut s: OnTest, cx: &Context<'_>) -> Reply<OnTest> {
-        let who = cx.meta().get("request_id").and_then(|v| v.as_str()).unwrap_or("none");
-        let host = cx.meta().host::<String>().map(String::as_str).unwrap_or("no host");
-        s.trail.push(format!("{}:{}:{}:{}", cx.event(), cx.plugin(), who, host));
+        let who = cx
+            .meta()
+            .get("request_id")
+            .and_then(|v| v.as_str())
+            .unwrap_or("none");
+        let host = cx
+            .meta()
+            .host::<String>()
+            .map(String::as_str)
+            .unwrap_or("no host");
+        s.trail
+            .push(format!("{}:{}:{}:{}", cx.event(), cx.plugin(), who, host));
         Reply::Continue(s)
     }
 }
@@ -115,7 +155,11 @@ fn meta_reaches_plugins_and_never_the_result() {
     let meta = Meta::new()
         .with("request_id", "r-42")
         .with_host(std::sync::Arc::new("host object".to_owned()));
-    let out = e.hook::<OnTest>().unwrap().call_with(OnTest::new(), &meta).unwrap();
+    let out = e
+        .hook::<OnTest>()
+        .unwrap()
+        .call_with(OnTest::new(), &meta)
+        .unwrap();
     assert_eq!(out.trail, ["on_test:meta:r-42:host object"]);
     let out = e.hook::<OnTest>().unwrap().call(OnTest::new()).unwrap();
     assert_eq!(out.trail, ["on_test:meta:none:no host"]);
@@ -124,16 +168,33 @@ fn meta_reaches_plugins_and_never_the_result() {
 #[test]
 fn trace_reports_order_and_who_halted() {
     let e = engine();
-    e.register(Registration::new("one").priority(1), Tag::new("one")).unwrap();
-    e.register(Registration::new("two").priority(2), Tag::halting("two")).unwrap();
-    e.register(Registration::new("three").priority(3), Tag::new("three")).unwrap();
+    e.register(Registration::new("one").priority(1), Tag::new("one"))
+        .unwrap();
+    e.register(Registration::new("two").priority(2), Tag::halting("two"))
+        .unwrap();
+    e.register(Registration::new("three").priority(3), Tag::new("three"))
+        .unwrap();
     e.start(plugboard_engine::Target::Event("on_test")).unwrap();
     let t = e.hook::<OnTest>().unwrap().trace(OnTest::new());
     assert_eq!(t.result.unwrap().trail, ["one", "two"]);
-    let steps: Vec<_> = t.steps.iter().map(|s| (s.plugin.as_str(), s.outcome.clone())).collect();
-    assert_eq!(steps, [("one", StepOutcome::Continued), ("two", StepOutcome::Halted)]);
+    let steps: Vec<_> = t
+        .steps
+        .iter()
+        .map(|s| (s.plugin.as_str(), s.outcome.clone()))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("one", StepOutcome::Continued),
+            ("two", StepOutcome::Halted)
+        ]
+    );
     assert_eq!(t.halted_by.as_deref(), Some("two"));
-    let t = e.trace_json("on_test", serde_json::to_value(OnTest::new()).unwrap(), &CallOptions::default());
+    let t = e.trace_json(
+        "on_test",
+        serde_json::to_value(OnTest::new()).unwrap(),
+        &CallOptions::default(),
+    );
     assert_eq!(t.result.unwrap()["trail"], json!(["one", "two"]));
 }
 
@@ -150,6 +211,11 @@ fn profile_counts_calls_while_on() {
         trail(&e);
     }
     let p = e.profile("on_test").unwrap();
-    assert_eq!(p.iter().map(|p| (p.plugin.as_str(), p.position, p.calls)).collect::<Vec<_>>(), [("one", 0, 5), ("two", 1, 5)]);
+    assert_eq!(
+        p.iter()
+            .map(|p| (p.plugin.as_str(), p.position, p.calls))
+            .collect::<Vec<_>>(),
+        [("one", 0, 5), ("two", 1, 5)]
+    );
     assert!(p.iter().all(|p| p.max_us >= p.mean_us && p.mean_us > 0.0));
 }

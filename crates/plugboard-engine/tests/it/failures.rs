@@ -30,9 +30,12 @@ fn setup(policy: OnFailure, threshold: u32) -> (Engine, Arc<AtomicBool>) {
         .failure_threshold(threshold)
         .build();
     let on = Arc::new(AtomicBool::new(true));
-    e.register(Registration::new("before").priority(1), Tag::new("before")).unwrap();
-    e.register(Registration::new("flaky").priority(2), Flaky(on.clone())).unwrap();
-    e.register(Registration::new("after").priority(3), Tag::new("after")).unwrap();
+    e.register(Registration::new("before").priority(1), Tag::new("before"))
+        .unwrap();
+    e.register(Registration::new("flaky").priority(2), Flaky(on.clone()))
+        .unwrap();
+    e.register(Registration::new("after").priority(3), Tag::new("after"))
+        .unwrap();
     e.start(plugboard_engine::Target::All).unwrap();
     (e, on)
 }
@@ -42,7 +45,11 @@ fn default_policy_reports_the_failing_plugin() {
     let (e, _) = setup(OnFailure::default(), 5);
     let err = e.call::<OnTest>(OnTest::new()).unwrap_err();
     match err {
-        CallError::PluginFailed { event, plugin, failure } => {
+        CallError::PluginFailed {
+            event,
+            plugin,
+            failure,
+        } => {
             assert_eq!((event.as_str(), plugin.as_str()), ("on_test", "flaky"));
             assert_eq!(failure.kind, FailureKind::Panic);
             assert_eq!(failure.message, "flaky plugin exploded");
@@ -74,7 +81,10 @@ fn policy_can_be_set_per_event() {
     let (e, _) = setup(OnFailure::Error, 0);
     assert!(e.call::<OnTest>(OnTest::new()).is_err());
     e.set_failure_policy("on_test", OnFailure::Skip).unwrap();
-    assert_eq!(e.call::<OnTest>(OnTest::new()).unwrap().trail, ["before", "after"]);
+    assert_eq!(
+        e.call::<OnTest>(OnTest::new()).unwrap().trail,
+        ["before", "after"]
+    );
 }
 
 #[test]
@@ -86,7 +96,10 @@ fn consecutive_failures_stop_the_plugin_at_the_threshold() {
         e.call::<OnTest>(OnTest::new()).unwrap();
     }
     on.store(false, Ordering::SeqCst);
-    assert_eq!(e.call::<OnTest>(OnTest::new()).unwrap().trail, ["before", "flaky", "after"]);
+    assert_eq!(
+        e.call::<OnTest>(OnTest::new()).unwrap().trail,
+        ["before", "flaky", "after"]
+    );
     assert_eq!(e.plugin("flaky").unwrap().consecutive_failures, 0);
     on.store(true, Ordering::SeqCst);
     for _ in 0..2 {
@@ -96,14 +109,22 @@ fn consecutive_failures_stop_the_plugin_at_the_threshold() {
     e.call::<OnTest>(OnTest::new()).unwrap();
     assert_eq!(status(&e, "flaky"), Status::Stopped);
     assert_eq!(e.plugin("flaky").unwrap().failures, 5);
-    assert_eq!(e.call::<OnTest>(OnTest::new()).unwrap().trail, ["before", "after"]);
+    assert_eq!(
+        e.call::<OnTest>(OnTest::new()).unwrap().trail,
+        ["before", "after"]
+    );
 
     let mut failed = 0;
     let mut stopped = None;
     while let Ok(ev) = rx.try_recv() {
         match ev {
             LifecycleEvent::PluginFailed { plugin, .. } if plugin == "flaky" => failed += 1,
-            LifecycleEvent::StatusChanged { plugin, to: Status::Stopped, cause, .. } if plugin == "flaky" => stopped = Some(cause),
+            LifecycleEvent::StatusChanged {
+                plugin,
+                to: Status::Stopped,
+                cause,
+                ..
+            } if plugin == "flaky" => stopped = Some(cause),
             _ => {}
         }
     }
@@ -115,7 +136,13 @@ fn consecutive_failures_stop_the_plugin_at_the_threshold() {
 fn a_panic_inside_a_thread_does_not_reach_the_caller() {
     let (e, _) = setup(OnFailure::ReturnInput, 0);
     let handle = std::thread::spawn(move || e.call::<OnTest>(OnTest::new()).map(|s| s.trail.len()));
-    assert_eq!(handle.join().expect("the caller's thread survived").unwrap(), 0);
+    assert_eq!(
+        handle
+            .join()
+            .expect("the caller's thread survived")
+            .unwrap(),
+        0
+    );
 }
 
 struct PanicsInCallbacks;
@@ -131,9 +158,13 @@ impl Plugin<OnTest> for PanicsInCallbacks {
 #[test]
 fn a_panicking_callback_is_a_refusal_and_the_engine_stays_usable() {
     let e = crate::engine();
-    e.register(Registration::new("p"), PanicsInCallbacks).unwrap();
+    e.register(Registration::new("p"), PanicsInCallbacks)
+        .unwrap();
     let err = e.start("p").unwrap_err();
-    assert_eq!(err.to_string(), "plugin `p` refused to start: callback panicked: start blew up");
+    assert_eq!(
+        err.to_string(),
+        "plugin `p` refused to start: callback panicked: start blew up"
+    );
     assert_eq!(status(&e, "p"), Status::Registered);
     crate::started(&e, &[("ok", 1)]);
     assert_eq!(crate::trail(&e), ["ok"]);

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use plugboard_core::reference::{self, OnUserAfterSaveFailure};
 use plugboard_core::{AsyncPlugin, Context, EventInfo, Json, Plugin, Reply};
-use plugboard_engine::{CallError, CallOptions, Engine, EngineError, FailureKind, OnFailure, Registration, Spawned};
+use plugboard_engine::{
+    CallError, CallOptions, Engine, EngineError, FailureKind, OnFailure, Registration, Spawned,
+};
 use serde_json::{Value, json};
 
 use crate::{OnTest, Tag, engine, started, trail};
@@ -35,46 +37,77 @@ impl Plugin<Json> for Garbage {
 fn json_plugins_join_typed_chains() {
     let e = engine();
     started(&e, &[("a", 1), ("c", 3)]);
-    e.register_json("on_test", Registration::new("b").priority(2), JsonMark).unwrap();
+    e.register_json("on_test", Registration::new("b").priority(2), JsonMark)
+        .unwrap();
     e.start("b").unwrap();
     assert_eq!(trail(&e), ["a", "json", "c"]);
 }
 
 #[test]
 fn an_invalid_json_reply_is_a_typed_failure() {
-    let e = Engine::builder().reference_events(false).on_failure(OnFailure::Skip).build();
+    let e = Engine::builder()
+        .reference_events(false)
+        .on_failure(OnFailure::Skip)
+        .build();
     started(&e, &[("a", 1)]);
-    e.register_json("on_test", Registration::new("garbage").priority(2), Garbage).unwrap();
+    e.register_json("on_test", Registration::new("garbage").priority(2), Garbage)
+        .unwrap();
     e.start("garbage").unwrap();
     assert_eq!(trail(&e), ["a"]);
     let last = e.plugin("garbage").unwrap().last_error.unwrap();
     assert_eq!(last.kind, FailureKind::InvalidReply);
-    assert!(last.message.contains("invalid type: integer `42`"), "{}", last.message);
+    assert!(
+        last.message.contains("invalid type: integer `42`"),
+        "{}",
+        last.message
+    );
 }
 
 #[test]
 fn calls_by_name_validate_the_state() {
     let e = engine();
     started(&e, &[("a", 1)]);
-    let err = e.call_json("on_test", json!({"trail": "nope"}), &CallOptions::default()).unwrap_err();
+    let err = e
+        .call_json("on_test", json!({"trail": "nope"}), &CallOptions::default())
+        .unwrap_err();
     assert!(matches!(err, CallError::InvalidState { .. }));
-    assert!(err.to_string().starts_with("invalid state for event `on_test`:"), "{err}");
-    let err = e.call_json("on_missing", json!({}), &CallOptions::default()).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("invalid state for event `on_test`:"),
+        "{err}"
+    );
+    let err = e
+        .call_json("on_missing", json!({}), &CallOptions::default())
+        .unwrap_err();
     assert_eq!(err.to_string(), "no event named `on_missing` is declared");
 }
 
 #[test]
 fn dynamic_events_take_free_json() {
     let e = engine();
-    e.declare_dynamic(EventInfo::dynamic("on_custom", "custom", "A host's own event.")).unwrap();
-    e.register_json("on_custom", Registration::new("mark"), JsonMark).unwrap();
+    e.declare_dynamic(EventInfo::dynamic(
+        "on_custom",
+        "custom",
+        "A host's own event.",
+    ))
+    .unwrap();
+    e.register_json("on_custom", Registration::new("mark"), JsonMark)
+        .unwrap();
     e.start("mark").unwrap();
-    let out = e.call_json("on_custom", json!({"trail": [], "other": 1}), &CallOptions::default()).unwrap();
+    let out = e
+        .call_json(
+            "on_custom",
+            json!({"trail": [], "other": 1}),
+            &CallOptions::default(),
+        )
+        .unwrap();
     assert_eq!(out, json!({"trail": ["json"], "other": 1}));
     // A native typed plugin cannot join a JSON event's chain.
     let err = e.register(Registration::new("typed"), Tag::new("typed"));
     assert!(err.is_ok(), "OnTest is its own event");
-    let err = e.declare_dynamic(EventInfo::dynamic("on_test", "x", "y")).unwrap_err();
+    let err = e
+        .declare_dynamic(EventInfo::dynamic("on_test", "x", "y"))
+        .unwrap_err();
     assert!(matches!(err, EngineError::EventConflict { .. }));
 }
 
@@ -104,14 +137,28 @@ async fn async_chains_mix_sync_and_async_plugins() {
     let e = engine();
     let n = Arc::new(AtomicUsize::new(0));
     started(&e, &[("a", 1), ("c", 3)]);
-    e.register_async(Registration::new("b").priority(2), SlowAsync(n.clone())).unwrap();
+    e.register_async(Registration::new("b").priority(2), SlowAsync(n.clone()))
+        .unwrap();
     e.start("b").unwrap();
     let hook = e.hook::<OnTest>().unwrap();
-    assert_eq!(hook.call_async(OnTest::new()).await.unwrap().trail, ["a", "async:b", "c"]);
+    assert_eq!(
+        hook.call_async(OnTest::new()).await.unwrap().trail,
+        ["a", "async:b", "c"]
+    );
     // A sync call refuses the chain, naming the async plugin.
     let err = hook.call(OnTest::new()).unwrap_err();
-    assert_eq!(err.to_string(), "event `on_test` has the async plugin `b` in its chain; call it with `call_async`");
-    let out = e.call_json_async("on_test", json!({"trail": [], "secret": ""}), &CallOptions::default()).await.unwrap();
+    assert_eq!(
+        err.to_string(),
+        "event `on_test` has the async plugin `b` in its chain; call it with `call_async`"
+    );
+    let out = e
+        .call_json_async(
+            "on_test",
+            json!({"trail": [], "secret": ""}),
+            &CallOptions::default(),
+        )
+        .await
+        .unwrap();
     assert_eq!(out["trail"], json!(["a", "async:b", "c"]));
     let t = hook.trace_async(OnTest::new()).await;
     assert_eq!(t.steps.len(), 3);
@@ -120,21 +167,29 @@ async fn async_chains_mix_sync_and_async_plugins() {
 
 #[tokio::test]
 async fn async_panics_are_contained() {
-    let e = Engine::builder().reference_events(false).on_failure(OnFailure::ReturnInput).build();
-    e.register_async(Registration::new("p"), AsyncPanics).unwrap();
+    let e = Engine::builder()
+        .reference_events(false)
+        .on_failure(OnFailure::ReturnInput)
+        .build();
+    e.register_async(Registration::new("p"), AsyncPanics)
+        .unwrap();
     e.start("p").unwrap();
     let mut input = OnTest::new();
     input.secret = "boom".into();
     let out = e.hook::<OnTest>().unwrap().call_async(input).await.unwrap();
     assert_eq!(out.secret, "boom");
-    assert_eq!(e.plugin("p").unwrap().last_error.unwrap().message, "async boom");
+    assert_eq!(
+        e.plugin("p").unwrap().last_error.unwrap().message,
+        "async boom"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spawn_returns_at_once_and_runs_in_the_background() {
     let e = engine();
     let n = Arc::new(AtomicUsize::new(0));
-    e.register_async(Registration::new("slow"), SlowAsync(n.clone())).unwrap();
+    e.register_async(Registration::new("slow"), SlowAsync(n.clone()))
+        .unwrap();
     e.start("slow").unwrap();
     let hook = e.hook::<OnTest>().unwrap();
     let t0 = std::time::Instant::now();
@@ -154,14 +209,18 @@ async fn spawn_returns_at_once_and_runs_in_the_background() {
 
 #[test]
 fn spawn_outside_a_runtime_uses_the_engines_worker_and_drops_when_full() {
-    let e = Engine::builder().reference_events(false).background_limit(2).build();
+    let e = Engine::builder()
+        .reference_events(false)
+        .background_limit(2)
+        .build();
     let n = Arc::new(AtomicUsize::new(0));
-    e.register_async(Registration::new("slow"), SlowAsync(n.clone())).unwrap();
+    e.register_async(Registration::new("slow"), SlowAsync(n.clone()))
+        .unwrap();
     e.start("slow").unwrap();
     let hook = e.hook::<OnTest>().unwrap();
     let results: Vec<Spawned> = (0..5).map(|_| hook.spawn(OnTest::new())).collect();
     let queued = results.iter().filter(|s| **s == Spawned::Queued).count();
-    assert!(queued >= 1 && queued <= 2, "{results:?}");
+    assert!((1..=2).contains(&queued), "{results:?}");
     assert_eq!(e.background_dropped() as usize, 5 - queued);
     for _ in 0..200 {
         if n.load(Ordering::SeqCst) == queued {
@@ -178,9 +237,23 @@ fn the_reference_catalogue_has_all_32_events_in_their_sections() {
     let events = e.events();
     assert_eq!(events.len(), 32);
     let count = |section: &str| events.iter().filter(|i| i.section == section).count();
-    assert_eq!((count("content"), count("user"), count("installer")), (13, 16, 1));
+    assert_eq!(
+        (count("content"), count("user"), count("installer")),
+        (13, 16, 1)
+    );
     let f = e.event("on_user_after_save_failure").unwrap();
-    assert_eq!(f.fields(), ["error", "ip", "endpoint", "status", "conn", "modifier_user", "extra"]);
+    assert_eq!(
+        f.fields(),
+        [
+            "error",
+            "ip",
+            "endpoint",
+            "status",
+            "conn",
+            "modifier_user",
+            "extra"
+        ]
+    );
     assert_eq!(reference::catalogue().len(), 32);
 }
 
@@ -195,13 +268,20 @@ fn on_user_after_save_failure_accepts_mishka_shapes() {
         "conn": {"method": "POST", "path": "/users", "headers": {"user-agent": "t"}, "peer": "10.0.0.7:5555"},
         "modifier_user": "self",
     });
-    let out = e.call_json("on_user_after_save_failure", state, &CallOptions::default()).unwrap();
+    let out = e
+        .call_json("on_user_after_save_failure", state, &CallOptions::default())
+        .unwrap();
     assert_eq!(out["ip"], "10.0.0.7");
     assert_eq!(out["modifier_user"], "self");
     assert_eq!(out["extra"], Value::Null);
     let typed: OnUserAfterSaveFailure = serde_json::from_value(out).unwrap();
     assert_eq!(typed.error.fields["email"], ["is taken"]);
     let bad = json!({"error": {"code": "x", "message": "y"}, "ip": "nope", "endpoint": "api", "status": "added", "conn": {}, "modifier_user": "self"});
-    let err = e.call_json("on_user_after_save_failure", bad, &CallOptions::default()).unwrap_err();
-    assert!(err.to_string().contains("invalid IP address \"nope\""), "{err}");
+    let err = e
+        .call_json("on_user_after_save_failure", bad, &CallOptions::default())
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("invalid IP address \"nope\""),
+        "{err}"
+    );
 }

@@ -29,13 +29,18 @@ fn chain_of_five(e: &plugboard_engine::Engine) {
 #[test]
 fn hard_dependency_missing_holds_then_releases_when_it_starts() {
     let e = engine();
-    e.register(Registration::new("child").hard_depends(["parent"]), Tag::new("child")).unwrap();
+    e.register(
+        Registration::new("child").hard_depends(["parent"]),
+        Tag::new("child"),
+    )
+    .unwrap();
     e.start("child").unwrap();
     expect(&e, &[("child", Held)]);
     assert_eq!(e.plugin("child").unwrap().waiting_for, ["parent"]);
     assert!(trail(&e).is_empty());
 
-    e.register(Registration::new("parent"), Tag::new("parent")).unwrap();
+    e.register(Registration::new("parent"), Tag::new("parent"))
+        .unwrap();
     expect(&e, &[("child", Held), ("parent", Registered)]);
     e.start("parent").unwrap();
     expect(&e, &[("child", Restarted), ("parent", Started)]);
@@ -46,16 +51,40 @@ fn hard_dependency_missing_holds_then_releases_when_it_starts() {
 fn stopping_the_root_holds_all_four_and_enable_releases_them() {
     let e = engine();
     chain_of_five(&e);
-    expect(&e, &[("one", Started), ("two", Started), ("three", Started), ("four", Started), ("five", Started)]);
+    expect(
+        &e,
+        &[
+            ("one", Started),
+            ("two", Started),
+            ("three", Started),
+            ("four", Started),
+            ("five", Started),
+        ],
+    );
     assert_eq!(trail(&e), ["one", "two", "three", "four", "five"]);
 
     let mut rx = e.subscribe();
     e.stop("one").unwrap();
-    expect(&e, &[("one", Stopped), ("two", Held), ("three", Held), ("four", Held), ("five", Held)]);
+    expect(
+        &e,
+        &[
+            ("one", Stopped),
+            ("two", Held),
+            ("three", Held),
+            ("four", Held),
+            ("five", Held),
+        ],
+    );
     assert!(trail(&e).is_empty());
     let mut held = Vec::new();
     while let Ok(ev) = rx.try_recv() {
-        if let LifecycleEvent::StatusChanged { plugin, to: Held, cause: Cause::DependencyDown { .. }, .. } = ev {
+        if let LifecycleEvent::StatusChanged {
+            plugin,
+            to: Held,
+            cause: Cause::DependencyDown { .. },
+            ..
+        } = ev
+        {
             held.push(plugin);
         }
     }
@@ -68,7 +97,16 @@ fn stopping_the_root_holds_all_four_and_enable_releases_them() {
     expect(&e, &[("one", Stopped), ("two", Held)]);
 
     e.enable("one").unwrap();
-    expect(&e, &[("one", Restarted), ("two", Restarted), ("three", Restarted), ("four", Restarted), ("five", Restarted)]);
+    expect(
+        &e,
+        &[
+            ("one", Restarted),
+            ("two", Restarted),
+            ("three", Restarted),
+            ("four", Restarted),
+            ("five", Restarted),
+        ],
+    );
     assert_eq!(trail(&e), ["one", "two", "three", "four", "five"]);
 }
 
@@ -83,36 +121,60 @@ fn holds_cross_events() {
     }
     struct Other;
     impl plugboard_core::Plugin<OnOther> for Other {
-        fn call(&self, mut s: OnOther, _: &plugboard_core::Context<'_>) -> plugboard_core::Reply<OnOther> {
+        fn call(
+            &self,
+            mut s: OnOther,
+            _: &plugboard_core::Context<'_>,
+        ) -> plugboard_core::Reply<OnOther> {
             s.trail.push("other".into());
             plugboard_core::Reply::Continue(s)
         }
     }
     let e = engine();
     started(&e, &[("base", 1)]);
-    e.register(Registration::new("other").hard_depends(["base"]), Other).unwrap();
+    e.register(Registration::new("other").hard_depends(["base"]), Other)
+        .unwrap();
     e.start("other").unwrap();
     expect(&e, &[("other", Started)]);
     e.stop("base").unwrap();
     expect(&e, &[("other", Held)]);
-    assert!(e.call::<OnOther>(OnOther { trail: vec![] }).unwrap().trail.is_empty());
+    assert!(
+        e.call::<OnOther>(OnOther { trail: vec![] })
+            .unwrap()
+            .trail
+            .is_empty()
+    );
     e.enable("base").unwrap();
-    assert_eq!(e.call::<OnOther>(OnOther { trail: vec![] }).unwrap().trail, ["other"]);
+    assert_eq!(
+        e.call::<OnOther>(OnOther { trail: vec![] }).unwrap().trail,
+        ["other"]
+    );
 }
 
 #[test]
 fn a_cycle_is_rejected_naming_it_and_nothing_changes() {
     let e = engine();
-    e.register(Registration::new("a").hard_depends(["b"]), Tag::new("a")).unwrap();
-    e.register(Registration::new("b").soft_depends(["c"]), Tag::new("b")).unwrap();
-    let err = e.register(Registration::new("c").hard_depends(["a"]), Tag::new("c")).unwrap_err();
+    e.register(Registration::new("a").hard_depends(["b"]), Tag::new("a"))
+        .unwrap();
+    e.register(Registration::new("b").soft_depends(["c"]), Tag::new("b"))
+        .unwrap();
+    let err = e
+        .register(Registration::new("c").hard_depends(["a"]), Tag::new("c"))
+        .unwrap_err();
     assert_eq!(err.to_string(), "dependency cycle: c -> a -> b -> c");
     assert!(e.plugin("c").is_none());
-    let err = e.register(Registration::new("self").hard_depends(["self"]), Tag::new("self")).unwrap_err();
+    let err = e
+        .register(
+            Registration::new("self").hard_depends(["self"]),
+            Tag::new("self"),
+        )
+        .unwrap_err();
     assert_eq!(err.to_string(), "dependency cycle: self -> self");
     // Re-registering an existing plugin into a cycle leaves its old record.
     e.register(Registration::new("c"), Tag::new("c")).unwrap();
-    let err = e.register(Registration::new("c").hard_depends(["a"]), Tag::new("c")).unwrap_err();
+    let err = e
+        .register(Registration::new("c").hard_depends(["a"]), Tag::new("c"))
+        .unwrap_err();
     assert!(matches!(err, EngineError::Cycle(_)));
     assert!(e.plugin("c").unwrap().record.depends.is_empty());
 }
@@ -129,7 +191,13 @@ fn stopped_survives_restart_and_start_attempts_from_every_target() {
     assert!(r.changed.is_empty());
     assert!(matches!(&r.skipped[..], [(n, EngineError::Stopped(_))] if n == "a"));
     let r = e.restart(Target::Event("on_test")).unwrap();
-    assert_eq!(r.skipped.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["a"]);
+    assert_eq!(
+        r.skipped
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect::<Vec<_>>(),
+        ["a"]
+    );
     expect(&e, &[("a", Stopped), ("b", Restarted)]);
     assert_eq!(trail(&e), ["b"]);
 }
@@ -140,7 +208,9 @@ fn reregister_updates_fields_and_code_but_keeps_stopped() {
     started(&e, &[("a", 10), ("b", 20)]);
     e.stop("a").unwrap();
     let inserted = e.plugin("a").unwrap().record.inserted_at;
-    let rec = e.register(Registration::new("a").priority(30), Tag::new("a2")).unwrap();
+    let rec = e
+        .register(Registration::new("a").priority(30), Tag::new("a2"))
+        .unwrap();
     assert_eq!(rec.priority.get(), 30);
     assert_eq!(rec.status, Stopped);
     assert_eq!(rec.inserted_at, inserted);
@@ -155,11 +225,23 @@ fn unregister_holds_dependents_and_removes_nothing_else() {
     chain_of_five(&e);
     e.unregister("two").unwrap();
     assert!(e.plugin("two").is_none());
-    expect(&e, &[("one", Started), ("three", Held), ("four", Held), ("five", Held)]);
+    expect(
+        &e,
+        &[
+            ("one", Started),
+            ("three", Held),
+            ("four", Held),
+            ("five", Held),
+        ],
+    );
     assert_eq!(e.plugins().len(), 4);
     assert_eq!(trail(&e), ["one"]);
     // Registering it again releases them.
-    e.register(Registration::new("two").hard_depends(["one"]), Tag::new("two")).unwrap();
+    e.register(
+        Registration::new("two").hard_depends(["one"]),
+        Tag::new("two"),
+    )
+    .unwrap();
     e.start("two").unwrap();
     assert_eq!(trail(&e), ["one", "two", "three", "four", "five"]);
 }
@@ -174,8 +256,12 @@ fn delete_unloads_code_keeps_record_and_reregister_restores() {
     assert_eq!(one.record.status, Started);
     expect(&e, &[("two", Held), ("five", Held)]);
     assert!(trail(&e).is_empty());
-    e.register(Registration::new("one").priority(10), Tag::new("one")).unwrap();
-    expect(&e, &[("one", Started), ("two", Restarted), ("five", Restarted)]);
+    e.register(Registration::new("one").priority(10), Tag::new("one"))
+        .unwrap();
+    expect(
+        &e,
+        &[("one", Started), ("two", Restarted), ("five", Restarted)],
+    );
     assert_eq!(trail(&e).len(), 5);
 }
 
@@ -188,8 +274,14 @@ fn operations_by_event_and_all() {
     assert!(trail(&e).is_empty());
     e.enable(Target::All).unwrap();
     assert_eq!(trail(&e), ["a", "b", "c"]);
-    assert!(matches!(e.stop(Target::Event("on_nothing")), Err(EngineError::UnknownEvent(_))));
-    assert!(matches!(e.stop("nobody"), Err(EngineError::UnknownPlugin(_))));
+    assert!(matches!(
+        e.stop(Target::Event("on_nothing")),
+        Err(EngineError::UnknownEvent(_))
+    ));
+    assert!(matches!(
+        e.stop("nobody"),
+        Err(EngineError::UnknownPlugin(_))
+    ));
     e.unregister(Target::All).unwrap();
     assert!(e.plugins().is_empty());
 }
@@ -215,11 +307,15 @@ impl plugboard_core::Plugin<OnTest> for Picky {
 fn refusals_change_nothing() {
     let e = engine();
     let err = e.register(Registration::new("picky"), Picky).unwrap_err();
-    assert_eq!(err.to_string(), "plugin `picky` refused to register: needs configuration in extra");
+    assert_eq!(
+        err.to_string(),
+        "plugin `picky` refused to register: needs configuration in extra"
+    );
     assert!(e.plugin("picky").is_none());
     let mut extra = serde_json::Map::new();
     extra.insert("k".into(), 1.into());
-    e.register(Registration::new("picky").extra(extra), Picky).unwrap();
+    e.register(Registration::new("picky").extra(extra), Picky)
+        .unwrap();
     e.start("picky").unwrap();
     let err = e.stop("picky").unwrap_err();
     assert!(matches!(err, EngineError::Refused { op: Op::Stop, .. }));
@@ -235,9 +331,17 @@ fn callbacks_run_and_invalid_names_are_refused() {
     e.start("a").unwrap();
     e.start("a").unwrap(); // already started: no second callback
     assert_eq!(starts.load(Ordering::SeqCst), 1);
-    let err = e.register(Registration::new("bad name!"), Tag::new("x")).unwrap_err();
-    assert!(err.to_string().starts_with("invalid plugin name \"bad name!\""), "{err}");
-    let err = e.register(Registration::new(""), Tag::new("x")).unwrap_err();
+    let err = e
+        .register(Registration::new("bad name!"), Tag::new("x"))
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("invalid plugin name \"bad name!\""),
+        "{err}"
+    );
+    let err = e
+        .register(Registration::new(""), Tag::new("x"))
+        .unwrap_err();
     assert!(matches!(err, EngineError::InvalidName { .. }));
 }
 
@@ -259,7 +363,8 @@ impl plugboard_core::Plugin<OnTest> for Meddler {
 fn a_callback_calling_the_engine_gets_an_error_not_a_deadlock() {
     let e = engine();
     started(&e, &[("other", 1)]);
-    e.register(Registration::new("meddler"), Meddler(e.clone())).unwrap();
+    e.register(Registration::new("meddler"), Meddler(e.clone()))
+        .unwrap();
     e.start("meddler").unwrap();
     expect(&e, &[("meddler", Started), ("other", Started)]);
 }

@@ -45,7 +45,8 @@ fn callers_see_whole_chains_while_plugins_toggle() {
     }
     done.store(true, Ordering::Relaxed);
     for c in callers {
-        c.join().expect("caller thread panicked: see the torn chain above");
+        c.join()
+            .expect("caller thread panicked: see the torn chain above");
     }
     assert!(toggles > 100, "only {toggles} toggles");
     assert!(calls.load(Ordering::Relaxed) > 1000);

@@ -5,11 +5,26 @@ use std::process::Command;
 fn normal_deps(package: &str) -> Vec<String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = Command::new(cargo)
-        .args(["tree", "--offline", "-e", "normal", "--prefix", "none", "--format", "{p}", "-p", package])
+        .args([
+            "tree",
+            "--offline",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+            "--format",
+            "{p}",
+            "-p",
+            package,
+        ])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout)
         .unwrap()
         .lines()
@@ -20,8 +35,21 @@ fn normal_deps(package: &str) -> Vec<String> {
 #[test]
 fn the_core_does_no_io_and_needs_no_async_runtime() {
     let deps = normal_deps("plugboard-core");
-    for banned in ["tokio", "async-std", "arc-swap", "sqlx", "wasmtime", "axum", "hyper", "mio", "plugboard-engine"] {
-        assert!(!deps.iter().any(|d| d == banned), "plugboard-core depends on {banned}: {deps:?}");
+    for banned in [
+        "tokio",
+        "async-std",
+        "arc-swap",
+        "sqlx",
+        "wasmtime",
+        "axum",
+        "hyper",
+        "mio",
+        "plugboard-engine",
+    ] {
+        assert!(
+            !deps.iter().any(|d| d == banned),
+            "plugboard-core depends on {banned}: {deps:?}"
+        );
     }
 }
 
@@ -30,7 +58,10 @@ fn heavy_crates_stay_out_of_the_engine_and_facade() {
     for package in ["plugboard-engine", "plugboard"] {
         let deps = normal_deps(package);
         for banned in ["sqlx", "wasmtime", "axum", "hyper", "mio"] {
-            assert!(!deps.iter().any(|d| d == banned), "{package} depends on {banned}");
+            assert!(
+                !deps.iter().any(|d| d == banned),
+                "{package} depends on {banned}"
+            );
         }
     }
 }
