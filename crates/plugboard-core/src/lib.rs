@@ -4,7 +4,7 @@
 //! nothing else: no IO, no async runtime, no engine. An [`Event`] is a contract (a name,
 //! a section, docs and a typed, serialisable state); a [`Plugin`] takes that state and
 //! replies [`Reply::Continue`] or [`Reply::Halt`]; a [`PluginRecord`] is what the runtime
-//! keeps about a registered plugin. The [`reference`] module holds the 32 reference events
+//! keeps about a registered plugin. The [`reference`](mod@reference) module holds the 32 reference events
 //! of Mishka Installer 0.0.3.
 //!
 //! ```

@@ -691,7 +691,14 @@ impl Engine {
     /// Calls typed event `E`. An event that was never declared has no plugins, so its
     /// input comes back unchanged. On a hot path, keep a [`Hook`] instead.
     pub fn call<E: Event>(&self, state: E::State) -> Result<E::State, CallError> {
-        match self.lookup::<E>() {
+        // Borrow the slot from the snapshot rather than clone its `Arc`: two atomic
+        // operations fewer per call.
+        let slots = self.shared.slots.load();
+        match slots
+            .by_type
+            .get(&TypeId::of::<E>())
+            .and_then(|s| s.downcast_ref::<Slot<E::State>>())
+        {
             Some(slot) => slot.call(state, &EMPTY_META),
             None => Ok(state),
         }

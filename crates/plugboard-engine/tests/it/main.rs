@@ -1,5 +1,10 @@
 //! Integration tests of the engine: one binary, topic modules, shared fixtures.
-#![allow(clippy::unwrap_used, clippy::new_without_default, missing_docs, unreachable_pub)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::new_without_default,
+    missing_docs,
+    unreachable_pub
+)]
 
 mod alloc;
 mod calls;
