@@ -674,7 +674,6 @@ pub(crate) trait AnySlot: Send + Sync {
         state: Value,
         opts: &'a CallOptions,
     ) -> BoxFuture<'a, Trace<Value>>;
-    fn has_async(&self) -> bool;
 }
 
 impl<S: State> Slot<S> {
@@ -797,9 +796,5 @@ impl<S: State> AnySlot for Slot<S> {
                 },
             }
         })
-    }
-
-    fn has_async(&self) -> bool {
-        self.chain.load().first_async.is_some()
     }
 }

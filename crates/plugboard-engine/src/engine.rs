@@ -727,14 +727,6 @@ impl Engine {
     /// Calls an event by name and reports each plugin's step.
     pub fn trace_json(&self, event: &str, state: Value, opts: &CallOptions) -> Trace<Value> {
         match self.slot(event) {
-            Ok(slot) if slot.has_async() => Trace {
-                result: Err(CallError::NeedsAsync {
-                    event: event.to_owned(),
-                    plugin: String::new(),
-                }),
-                steps: Vec::new(),
-                halted_by: None,
-            },
             Ok(slot) => slot.trace_json(state, opts),
             Err(e) => Trace {
                 result: Err(e),

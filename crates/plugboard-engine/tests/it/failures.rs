@@ -169,3 +169,19 @@ fn a_panicking_callback_is_a_refusal_and_the_engine_stays_usable() {
     crate::started(&e, &[("ok", 1)]);
     assert_eq!(crate::trail(&e), ["ok"]);
 }
+
+#[test]
+fn the_default_policy_also_auto_stops_at_five() {
+    let (e, _) = setup(OnFailure::default(), 5);
+    for i in 1..=5 {
+        let err = e.call::<OnTest>(OnTest::new()).unwrap_err();
+        assert!(matches!(err, CallError::PluginFailed { .. }), "call {i}");
+    }
+    assert_eq!(status(&e, "flaky"), Status::Stopped);
+    assert_eq!(
+        e.call::<OnTest>(OnTest::new()).unwrap().trail,
+        ["before", "after"]
+    );
+    // Stopped by the threshold is sticky like any stop.
+    assert!(e.start("flaky").is_err());
+}

@@ -285,3 +285,25 @@ fn on_user_after_save_failure_accepts_mishka_shapes() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_sync_trace_of_an_async_chain_names_the_async_plugin() {
+    let e = engine();
+    e.register_async(Registration::new("slow"), SlowAsync(Arc::default()))
+        .unwrap();
+    e.start("slow").unwrap();
+    let t = e.trace_json(
+        "on_test",
+        json!({"trail": [], "secret": ""}),
+        &CallOptions::default(),
+    );
+    assert!(matches!(t.result, Err(CallError::NeedsAsync { plugin, .. }) if plugin == "slow"));
+    let t = e
+        .trace_json_async(
+            "on_test",
+            json!({"trail": [], "secret": ""}),
+            &CallOptions::default(),
+        )
+        .await;
+    assert_eq!(t.result.unwrap()["trail"], json!(["async:slow"]));
+}
