@@ -389,6 +389,7 @@ fn report(out: &mut impl Write, rx: &mut Receiver<LifecycleEvent>) -> Result<()>
                 }
                 Cause::DependenciesUp => "dependencies active again".into(),
                 Cause::FailureThreshold { failures } => format!("{failures} failures in a row"),
+                Cause::External => "changed by another process".into(),
             };
             writeln!(out, "   {plugin}: {from} -> {to} ({why})")?;
         }

@@ -21,6 +21,8 @@ pub enum Cause {
     },
     /// Every hard dependency is active again, so the plugin is released.
     DependenciesUp,
+    /// Another process sharing the storage changed it.
+    External,
     /// The plugin failed too many times in a row.
     FailureThreshold {
         /// Consecutive failures counted.
@@ -84,6 +86,22 @@ pub enum LifecycleEvent {
         failure: Failure,
         /// Failures in a row, this one included.
         consecutive: u32,
+    },
+    /// A lifecycle operation failed (and changed nothing).
+    OperationFailed {
+        /// The operation.
+        op: Op,
+        /// The plugin named, if the operation named one.
+        plugin: Option<String>,
+        /// Why it failed.
+        error: String,
+    },
+    /// A record is known but no code for it was registered: it is never called.
+    MissingCode {
+        /// The plugin.
+        plugin: String,
+        /// Its event.
+        event: String,
     },
     /// A fire-and-forget call was dropped because the background queue was full.
     BackgroundDropped {

@@ -23,6 +23,7 @@ use crate::change::{Cause, LifecycleEvent};
 use crate::code::{Code, CodeKind};
 use crate::error::{CallError, EngineError, Failure, Op};
 use crate::graph::{Node, active_set, chain_order, find_cycle};
+use crate::persist::{Changeset, Persistence, StoredRecord};
 
 /// Which plugins a lifecycle operation applies to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,6 +82,17 @@ pub struct PluginInfo {
     pub last_error: Option<Failure>,
 }
 
+/// What [`Engine::finish_boot`] did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct BootReport {
+    /// Plugins left `registered` by an interrupted boot, started now.
+    pub started: Vec<String>,
+    /// Plugins that could not be started, and why.
+    pub failed: Vec<(String, String)>,
+    /// Records whose code was not registered: never called.
+    pub missing_code: Vec<String>,
+}
+
 /// A plugin's health.
 #[derive(Clone, Debug, Serialize)]
 pub struct Health {
@@ -99,13 +111,14 @@ pub struct Health {
 }
 
 /// Builds an [`Engine`] with non-default settings.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct EngineBuilder {
     failure_threshold: u32,
     on_failure: OnFailure,
     background_limit: usize,
     reference_events: bool,
     broadcast_capacity: usize,
+    persistence: Option<Arc<dyn Persistence>>,
 }
 
 impl Default for EngineBuilder {
@@ -116,6 +129,7 @@ impl Default for EngineBuilder {
             background_limit: 1024,
             reference_events: true,
             broadcast_capacity: 1024,
+            persistence: None,
         }
     }
 }
@@ -151,6 +165,12 @@ impl EngineBuilder {
         self
     }
 
+    /// Writes every record change through to durable storage before it becomes visible.
+    pub fn persistence(mut self, persistence: Arc<dyn Persistence>) -> Self {
+        self.persistence = Some(persistence);
+        self
+    }
+
     /// Builds the engine.
     pub fn build(self) -> Engine {
         let (changes, _) = broadcast::channel(self.broadcast_capacity);
@@ -161,6 +181,7 @@ impl EngineBuilder {
             threshold: self.failure_threshold,
             default_policy: self.on_failure,
             background: Background::new(self.background_limit),
+            persistence: self.persistence,
         });
         let engine = Engine { shared };
         if self.reference_events {
@@ -213,6 +234,7 @@ pub(crate) struct Shared {
     threshold: u32,
     default_policy: OnFailure,
     background: Background,
+    persistence: Option<Arc<dyn Persistence>>,
 }
 
 #[derive(Clone, Default)]
@@ -230,11 +252,14 @@ struct Control {
     profiling: HashSet<String>,
 }
 
+#[derive(Clone)]
 struct Entry {
     name: Arc<str>,
     record: PluginRecord,
     code: Option<Code>,
     stats: Arc<Stats>,
+    /// The record's version in storage (0: never stored).
+    version: i64,
 }
 
 /// What a slot was last given, to rebuild only chains that changed.
@@ -518,6 +543,20 @@ impl Engine {
         registration: Registration,
         code: Code,
     ) -> Result<PluginRecord, EngineError> {
+        let name = registration.name.clone();
+        let result = self.register_inner(event, registration, code);
+        if let Err(e) = &result {
+            self.shared.failed_op(Op::Register, Some(&name), e);
+        }
+        result
+    }
+
+    fn register_inner(
+        &self,
+        event: &str,
+        registration: Registration,
+        code: Code,
+    ) -> Result<PluginRecord, EngineError> {
         let _g = ControlGuard::enter(Op::Register)?;
         validate_name("plugin", &registration.name)?;
         for d in &registration.depends {
@@ -547,7 +586,7 @@ impl Engine {
         }
         let now = OffsetDateTime::now_utc();
         let existing = ctl.plugins.get(&name);
-        let record = PluginRecord {
+        let mut record = PluginRecord {
             name: name.clone(),
             event: event.to_owned(),
             priority: registration.priority,
@@ -558,6 +597,17 @@ impl Engine {
             inserted_at: existing.map_or(now, |e| e.record.inserted_at),
             updated_at: now,
         };
+        // Registering the same fields again (every boot does) is not a change: keep the
+        // timestamp, so that nothing needs writing.
+        if let Some(e) = existing {
+            let same = PluginRecord {
+                updated_at: e.record.updated_at,
+                ..record.clone()
+            };
+            if same == e.record {
+                record.updated_at = e.record.updated_at;
+            }
+        }
         code.callbacks()
             .lifecycle(Op::Register, &record)
             .map_err(|reason| EngineError::Refused {
@@ -566,14 +616,15 @@ impl Engine {
                 reason,
             })?;
         let before = statuses(&ctl);
+        let snapshot = self.shared.snapshot(&ctl);
         let replaced = existing.is_some();
-        let stats = match ctl.plugins.get(&name) {
+        let (stats, version) = match ctl.plugins.get(&name) {
             Some(e) => {
                 // New code starts with a clean failure streak.
                 e.stats.consecutive.store(0, Relaxed);
-                e.stats.clone()
+                (e.stats.clone(), e.version)
             }
-            None => Arc::default(),
+            None => (Arc::default(), 0),
         };
         ctl.plugins.insert(
             name.clone(),
@@ -582,11 +633,13 @@ impl Engine {
                 record: record.clone(),
                 code: Some(code),
                 stats,
+                version,
             },
         );
         let mut events = vec![LifecycleEvent::Registered { record, replaced }];
         self.shared
             .settle(&mut ctl, &before, &[], None, &mut events);
+        self.shared.commit(&mut ctl, snapshot)?;
         self.shared.rebuild(&mut ctl, &mut events);
         let record = ctl.plugins[&name].record.clone();
         self.shared.publish(events);
@@ -627,6 +680,188 @@ impl Engine {
     /// Removes plugins' records. Dependents are held, never removed.
     pub fn unregister<'a>(&self, target: impl Into<Target<'a>>) -> Result<Report, EngineError> {
         self.shared.operate(target.into(), Op::Unregister, None)
+    }
+
+    // ----- storage -----
+
+    /// Loads stored records at boot, before the host registers its code. Records whose
+    /// code is never registered stay known but are never called ("missing code"); see
+    /// [`Engine::finish_boot`].
+    pub fn restore(&self, records: Vec<StoredRecord>) -> Result<(), EngineError> {
+        let _g = ControlGuard::enter(Op::Register)?;
+        let mut ctl = self.shared.lock();
+        for stored in records {
+            let name = stored.record.name.clone();
+            match ctl.plugins.get_mut(&name) {
+                Some(e) => {
+                    e.record = stored.record;
+                    e.version = stored.version;
+                }
+                None => {
+                    ctl.plugins.insert(
+                        name.clone(),
+                        Entry {
+                            name: Arc::from(name.as_str()),
+                            record: stored.record,
+                            code: None,
+                            stats: Arc::default(),
+                            version: stored.version,
+                        },
+                    );
+                }
+            }
+        }
+        let mut events = Vec::new();
+        self.shared.rebuild(&mut ctl, &mut events);
+        self.shared.publish(events);
+        Ok(())
+    }
+
+    /// Ends a boot: starts, once, every record still `registered` (a boot interrupted
+    /// between registering and starting left it so), and reports the records whose code
+    /// is missing.
+    pub fn finish_boot(&self) -> Result<BootReport, EngineError> {
+        let (registered, missing): (Vec<String>, Vec<(String, String)>) = {
+            let ctl = self.shared.lock();
+            let registered = ctl
+                .plugins
+                .values()
+                .filter(|e| e.code.is_some() && e.record.status == Status::Registered)
+                .map(|e| e.record.name.clone())
+                .collect();
+            let missing = ctl
+                .plugins
+                .values()
+                .filter(|e| e.code.is_none())
+                .map(|e| (e.record.name.clone(), e.record.event.clone()))
+                .collect();
+            (registered, missing)
+        };
+        let mut report = BootReport::default();
+        for name in registered {
+            match self.start(name.as_str()) {
+                Ok(_) => report.started.push(name),
+                Err(e) => report.failed.push((name, e.to_string())),
+            }
+        }
+        for (plugin, event) in missing {
+            tracing::warn!(%plugin, %event, "plugin record has no code: it will not be called");
+            let _ = self.shared.changes.send(LifecycleEvent::MissingCode {
+                plugin: plugin.clone(),
+                event,
+            });
+            report.missing_code.push(plugin);
+        }
+        Ok(report)
+    }
+
+    /// Applies records changed by another process sharing the storage: newer versions
+    /// replace ours (code is kept; no callback runs), records gone from storage are
+    /// removed, new ones are added. Dependents are then held or released here, where the
+    /// code is, and those changes are written back. Returns whether anything changed.
+    pub fn sync_external(&self, records: Vec<StoredRecord>) -> Result<bool, EngineError> {
+        let _g = ControlGuard::enter(Op::Register)?;
+        let mut ctl = self.shared.lock();
+        let before = statuses(&ctl);
+        let mut events = Vec::new();
+        let mut changed = false;
+        let mut seen = HashSet::new();
+        for stored in records {
+            let name = stored.record.name.clone();
+            seen.insert(name.clone());
+            match ctl.plugins.get_mut(&name) {
+                Some(e) if stored.version > e.version => {
+                    e.record = stored.record;
+                    e.version = stored.version;
+                    changed = true;
+                }
+                Some(_) => {}
+                None => {
+                    ctl.plugins.insert(
+                        name.clone(),
+                        Entry {
+                            name: Arc::from(name.as_str()),
+                            record: stored.record,
+                            code: None,
+                            stats: Arc::default(),
+                            version: stored.version,
+                        },
+                    );
+                    changed = true;
+                }
+            }
+        }
+        let gone: Vec<String> = ctl
+            .plugins
+            .values()
+            .filter(|e| e.version > 0 && !seen.contains(&e.record.name))
+            .map(|e| e.record.name.clone())
+            .collect();
+        for name in gone {
+            if let Some(e) = ctl.plugins.remove(&name) {
+                events.push(LifecycleEvent::Unregistered {
+                    plugin: name,
+                    event: e.record.event,
+                });
+                changed = true;
+            }
+        }
+        if !changed {
+            return Ok(false);
+        }
+        let snapshot = self.shared.snapshot(&ctl);
+        let touched: Vec<String> = ctl.plugins.keys().cloned().collect();
+        // Statuses that changed in storage are reported as external; holds and releases
+        // computed here keep their own causes.
+        let mut settled = Vec::new();
+        self.shared
+            .settle(&mut ctl, &before, &[], None, &mut settled);
+        let external: HashSet<String> = ctl
+            .plugins
+            .iter()
+            .filter(|(n, e)| before.get(*n).is_some_and(|s| *s != e.record.status))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for ev in settled {
+            match ev {
+                LifecycleEvent::StatusChanged {
+                    plugin,
+                    event,
+                    from,
+                    to,
+                    cause,
+                } if touched.contains(&plugin) && external.contains(&plugin) => {
+                    let cause = match cause {
+                        Cause::DependencyDown { .. } | Cause::DependenciesUp => cause,
+                        _ => Cause::External,
+                    };
+                    events.push(LifecycleEvent::StatusChanged {
+                        plugin,
+                        event,
+                        from,
+                        to,
+                        cause,
+                    });
+                }
+                other => events.push(other),
+            }
+        }
+        self.shared.commit(&mut ctl, snapshot)?;
+        self.shared.rebuild(&mut ctl, &mut events);
+        self.shared.publish(events);
+        Ok(true)
+    }
+
+    /// Every record with its storage version, for storage tools.
+    pub fn stored_records(&self) -> Vec<StoredRecord> {
+        let ctl = self.shared.lock();
+        ctl.plugins
+            .values()
+            .map(|e| StoredRecord {
+                record: e.record.clone(),
+                version: e.version,
+            })
+            .collect()
     }
 
     // ----- queries -----
@@ -947,6 +1182,63 @@ impl Shared {
         }
     }
 
+    /// The records as they were, when a write-through will need them to roll back.
+    fn snapshot(&self, ctl: &Control) -> Option<BTreeMap<String, Entry>> {
+        self.persistence.as_ref().map(|_| ctl.plugins.clone())
+    }
+
+    /// Writes the records that differ from `snapshot` through to storage; on failure puts
+    /// the snapshot back, so that the operation changes nothing.
+    fn commit(
+        &self,
+        ctl: &mut Control,
+        snapshot: Option<BTreeMap<String, Entry>>,
+    ) -> Result<(), EngineError> {
+        let (Some(persistence), Some(snapshot)) = (&self.persistence, snapshot) else {
+            return Ok(());
+        };
+        let mut changes = Changeset::default();
+        for (name, e) in &ctl.plugins {
+            let old = snapshot.get(name);
+            if old.is_none_or(|o| o.record != e.record) {
+                changes.upserts.push(StoredRecord {
+                    record: e.record.clone(),
+                    version: old.map_or(0, |o| o.version),
+                });
+            }
+        }
+        for (name, o) in &snapshot {
+            if !ctl.plugins.contains_key(name) {
+                changes.removals.push(StoredRecord {
+                    record: o.record.clone(),
+                    version: o.version,
+                });
+            }
+        }
+        if changes.is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = persistence.commit(&changes) {
+            ctl.plugins = snapshot;
+            return Err(EngineError::Persist(e));
+        }
+        for up in &changes.upserts {
+            if let Some(e) = ctl.plugins.get_mut(&up.record.name) {
+                e.version = up.version + 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn failed_op(&self, op: Op, plugin: Option<&str>, error: &EngineError) {
+        tracing::warn!(%op, plugin, %error, "operation failed");
+        let _ = self.changes.send(LifecycleEvent::OperationFailed {
+            op,
+            plugin: plugin.map(str::to_owned),
+            error: error.to_string(),
+        });
+    }
+
     fn note_spawn(&self, event: &str, spawned: Spawned) {
         if spawned == Spawned::Dropped {
             let total = self.background.dropped();
@@ -1001,6 +1293,23 @@ impl Shared {
         op: Op,
         forced: Option<Cause>,
     ) -> Result<Report, EngineError> {
+        let result = self.operate_inner(target, op, forced);
+        if let Err(e) = &result {
+            let plugin = match target {
+                Target::Plugin(p) => Some(p),
+                _ => None,
+            };
+            self.failed_op(op, plugin, e);
+        }
+        result
+    }
+
+    fn operate_inner(
+        &self,
+        target: Target<'_>,
+        op: Op,
+        forced: Option<Cause>,
+    ) -> Result<Report, EngineError> {
         let _g = ControlGuard::enter(op)?;
         let mut ctl = self.lock();
         let names: Vec<String> = match target {
@@ -1026,6 +1335,7 @@ impl Shared {
         };
         let single = matches!(target, Target::Plugin(_));
         let before = statuses(&ctl);
+        let snapshot = self.snapshot(&ctl);
         let mut events = Vec::new();
         let mut report = Report::default();
         let mut touched = Vec::new();
@@ -1039,6 +1349,7 @@ impl Shared {
         }
         let cause = forced.unwrap_or(Cause::Operator { op });
         self.settle(&mut ctl, &before, &touched, Some(cause), &mut events);
+        self.commit(&mut ctl, snapshot)?;
         self.rebuild(&mut ctl, &mut events);
         report.changed = touched
             .iter()

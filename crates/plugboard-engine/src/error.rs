@@ -105,6 +105,9 @@ pub enum EngineError {
         /// The plugin's reason.
         reason: Reason,
     },
+    /// Storage refused the change; nothing changed.
+    #[error("the change could not be stored, so nothing changed: {0}")]
+    Persist(#[from] crate::persist::PersistError),
     /// A plugin callback tried to change the engine while the engine was calling it.
     #[error("`{0}` was called from inside a plugin callback; callbacks must not change the engine")]
     Reentrant(Op),

@@ -41,13 +41,15 @@ mod code;
 mod engine;
 mod error;
 mod graph;
+mod persist;
 
 pub use background::Spawned;
 pub use chain::{CallOptions, OnFailure, PluginProfile, StepOutcome, Trace, TraceStep};
 pub use change::{Cause, LifecycleEvent};
 pub use code::{AsyncStep, BoxFuture, Callbacks, Code, CodeKind, SyncStep};
-pub use engine::{Engine, EngineBuilder, Health, Hook, PluginInfo, Report, Target};
+pub use engine::{BootReport, Engine, EngineBuilder, Health, Hook, PluginInfo, Report, Target};
 pub use error::{CallError, EngineError, Failure, FailureKind, Op};
+pub use persist::{Changeset, PersistError, Persistence, StoredRecord};
 pub use plugboard_core::Registration;
 /// The channel type of [`Engine::subscribe`].
 pub use tokio::sync::broadcast;

@@ -47,10 +47,10 @@ pub use plugboard_core::{
     reference, schema_of, serde_json,
 };
 pub use plugboard_engine::{
-    AsyncStep, BoxFuture, CallError, CallOptions, Callbacks, Cause, Code, CodeKind, Engine,
-    EngineBuilder, EngineError, Failure, FailureKind, Health, Hook, LifecycleEvent, OnFailure, Op,
-    PluginInfo, PluginProfile, Report, Spawned, StepOutcome, SyncStep, Target, Trace, TraceStep,
-    broadcast,
+    AsyncStep, BootReport, BoxFuture, CallError, CallOptions, Callbacks, Cause, Changeset, Code,
+    CodeKind, Engine, EngineBuilder, EngineError, Failure, FailureKind, Health, Hook,
+    LifecycleEvent, OnFailure, Op, PersistError, Persistence, PluginInfo, PluginProfile, Report,
+    Spawned, StepOutcome, StoredRecord, SyncStep, Target, Trace, TraceStep, broadcast,
 };
 
 /// The names most hosts and plugins use.

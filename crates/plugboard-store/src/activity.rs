@@ -1,0 +1,514 @@
+//! The activity log: every lifecycle change, failure and installer action, written by a
+//! bounded background writer in batches so that recording never blocks or slows a call.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use plugboard_engine::{Cause, Engine, LifecycleEvent};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sqlx::Row;
+use sqlx::types::Json;
+use time::OffsetDateTime;
+use tokio::sync::{broadcast, mpsc};
+
+use crate::db::{Db, on_db};
+use crate::{Store, StoreError};
+
+/// An entry to record.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NewActivity {
+    /// What it is about: `plugin`, `package`, `setting`, `event`, `activity`…
+    pub kind: String,
+    /// What happened: `add`, `edit`, `delete`, `destroy`, `read`, `call`, `install`, `update`…
+    pub action: String,
+    /// `none`, `low`, `medium`, `high` or `featured`.
+    pub priority: String,
+    /// `error`, `info`, `warning`, `report`, `throw` or `exit`.
+    pub status: String,
+    /// The plugin's or package's name.
+    pub subject: Option<String>,
+    /// A section or event id.
+    pub section_id: Option<String>,
+    /// Details.
+    pub extra: Value,
+}
+
+/// A recorded entry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Activity {
+    /// Its id; ids grow with time.
+    pub id: i64,
+    /// The entry.
+    #[serde(flatten)]
+    pub entry: NewActivity,
+    /// When it was recorded.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+const KINDS: &[&str] = &[
+    "plugin",
+    "package",
+    "setting",
+    "event",
+    "activity",
+    "installer",
+];
+const PRIORITIES: &[&str] = &["none", "low", "medium", "high", "featured"];
+const STATUSES: &[&str] = &["error", "info", "warning", "report", "throw", "exit"];
+
+impl NewActivity {
+    fn new(kind: &str, action: &str, status: &str, subject: Option<&str>, extra: Value) -> Self {
+        NewActivity {
+            kind: kind.to_owned(),
+            action: action.to_owned(),
+            priority: if status == "error" || status == "throw" {
+                "high"
+            } else {
+                "none"
+            }
+            .to_owned(),
+            status: status.to_owned(),
+            subject: subject.map(str::to_owned),
+            section_id: None,
+            extra,
+        }
+    }
+
+    /// Checks the fixed vocabularies, naming the field that is wrong.
+    pub fn validate(&self) -> Result<(), StoreError> {
+        for (field, value, allowed) in [
+            ("kind", &self.kind, KINDS),
+            ("priority", &self.priority, PRIORITIES),
+            ("status", &self.status, STATUSES),
+        ] {
+            if !allowed.contains(&value.as_str()) {
+                return Err(StoreError::Invalid {
+                    field,
+                    why: format!("{value:?} is not one of {}", allowed.join(", ")),
+                });
+            }
+        }
+        if self.action.is_empty() || self.action.len() > 32 {
+            return Err(StoreError::Invalid {
+                field: "action",
+                why: "must be 1 to 32 characters".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The entry a lifecycle event is recorded as.
+    pub fn from_event(ev: &LifecycleEvent) -> NewActivity {
+        match ev {
+            LifecycleEvent::Registered { record, replaced } => NewActivity::new(
+                "plugin",
+                if *replaced { "edit" } else { "add" },
+                "info",
+                Some(&record.name),
+                json!({ "event": record.event, "priority": record.priority, "depends": record.depends, "status": record.status }),
+            ),
+            LifecycleEvent::StatusChanged {
+                plugin,
+                event,
+                from,
+                to,
+                cause,
+            } => {
+                let status = match cause {
+                    Cause::FailureThreshold { .. } => "error",
+                    Cause::DependencyDown { .. } => "warning",
+                    _ => "info",
+                };
+                let mut a = NewActivity::new(
+                    "plugin",
+                    "edit",
+                    status,
+                    Some(plugin),
+                    json!({ "from": from, "to": to, "cause": cause }),
+                );
+                a.section_id = Some(event.clone());
+                a
+            }
+            LifecycleEvent::Deleted { plugin, event } => {
+                let mut a = NewActivity::new("plugin", "delete", "info", Some(plugin), Value::Null);
+                a.section_id = Some(event.clone());
+                a
+            }
+            LifecycleEvent::Unregistered { plugin, event } => {
+                let mut a =
+                    NewActivity::new("plugin", "destroy", "info", Some(plugin), Value::Null);
+                a.section_id = Some(event.clone());
+                a
+            }
+            LifecycleEvent::ChainRebuilt { event, plugins } => {
+                let mut a =
+                    NewActivity::new("event", "edit", "report", None, json!({ "chain": plugins }));
+                a.priority = "low".into();
+                a.section_id = Some(event.clone());
+                a
+            }
+            LifecycleEvent::PluginFailed {
+                plugin,
+                event,
+                failure,
+                consecutive,
+            } => {
+                let status = if failure.kind == plugboard_engine::FailureKind::Panic {
+                    "throw"
+                } else {
+                    "error"
+                };
+                let mut a = NewActivity::new(
+                    "plugin",
+                    "call",
+                    status,
+                    Some(plugin),
+                    json!({ "failure": failure, "consecutive": consecutive }),
+                );
+                a.section_id = Some(event.clone());
+                a
+            }
+            LifecycleEvent::OperationFailed { op, plugin, error } => NewActivity::new(
+                "plugin",
+                op.as_str(),
+                "error",
+                plugin.as_deref(),
+                json!({ "error": error }),
+            ),
+            LifecycleEvent::MissingCode { plugin, event } => {
+                let mut a = NewActivity::new(
+                    "plugin",
+                    "read",
+                    "warning",
+                    Some(plugin),
+                    json!({ "missing_code": true }),
+                );
+                a.section_id = Some(event.clone());
+                a
+            }
+            LifecycleEvent::BackgroundDropped { event, total } => {
+                let mut a = NewActivity::new(
+                    "event",
+                    "call",
+                    "warning",
+                    None,
+                    json!({ "background_dropped": total }),
+                );
+                a.section_id = Some(event.clone());
+                a
+            }
+            other => NewActivity::new(
+                "event",
+                "edit",
+                "report",
+                None,
+                json!({ "event": format!("{other:?}") }),
+            ),
+        }
+    }
+}
+
+/// Filters and a page of the activity log, newest first.
+#[derive(Clone, Debug, Default)]
+pub struct ActivityQuery {
+    /// Only this kind.
+    pub kind: Option<String>,
+    /// Only this status.
+    pub status: Option<String>,
+    /// Only this subject.
+    pub subject: Option<String>,
+    /// Only entries at or after this time.
+    pub since: Option<OffsetDateTime>,
+    /// Only entries before this time.
+    pub until: Option<OffsetDateTime>,
+    /// Only entries older than this id (the next page after a page ending at it).
+    pub before_id: Option<i64>,
+    /// At most this many (default 50, at most 1000).
+    pub limit: Option<u32>,
+}
+
+/// Settings of the activity writer.
+#[derive(Clone, Debug)]
+pub struct LogConfig {
+    /// Entries that may wait to be written; past that, new ones are dropped and counted.
+    pub capacity: usize,
+    /// Entries written per transaction at most.
+    pub batch: usize,
+    /// Keep at most this many rows (oldest go first).
+    pub max_rows: Option<u64>,
+    /// Keep rows at most this long.
+    pub max_age: Option<Duration>,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            capacity: 16_384,
+            batch: 512,
+            max_rows: Some(1_000_000),
+            max_age: Some(Duration::from_secs(90 * 24 * 3600)),
+        }
+    }
+}
+
+/// The running activity writer. Dropping it stops the writer after what is queued.
+pub struct ActivityLog {
+    tx: mpsc::Sender<NewActivity>,
+    counters: Arc<Counters>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct Counters {
+    queued: AtomicU64,
+    written: AtomicU64,
+    dropped: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl ActivityLog {
+    /// Queues an entry; never blocks. Returns false if it was dropped (queue full).
+    pub fn record(&self, entry: NewActivity) -> bool {
+        enqueue(&self.tx, &self.counters, entry)
+    }
+
+    /// Entries dropped because the writer could not keep up.
+    pub fn dropped(&self) -> u64 {
+        self.counters.dropped.load(Relaxed)
+    }
+
+    /// Entries written so far.
+    pub fn written(&self) -> u64 {
+        self.counters.written.load(Relaxed)
+    }
+
+    /// Waits until everything queued so far is written (or `timeout` passes).
+    pub fn flush(&self, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut quiet = 0;
+        while std::time::Instant::now() < deadline {
+            let c = &self.counters;
+            let done = c.written.load(Relaxed) + c.failed.load(Relaxed);
+            if done >= c.queued.load(Relaxed) {
+                // Lifecycle events reach the queue through a forwarding task: wait for two
+                // quiet polls so that what was just published has arrived too.
+                quiet += 1;
+                if quiet >= 3 {
+                    return true;
+                }
+            } else {
+                quiet = 0;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+}
+
+impl Drop for ActivityLog {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+fn enqueue(tx: &mpsc::Sender<NewActivity>, c: &Counters, entry: NewActivity) -> bool {
+    match tx.try_send(entry) {
+        Ok(()) => {
+            c.queued.fetch_add(1, Relaxed);
+            true
+        }
+        Err(_) => {
+            c.dropped.fetch_add(1, Relaxed);
+            false
+        }
+    }
+}
+
+async fn insert(db: &Db, batch: &[NewActivity], now: OffsetDateTime) -> Result<(), StoreError> {
+    on_db!(db, |pool| {
+        let mut tx = pool.begin().await?;
+        for a in batch {
+            sqlx::query(
+                "INSERT INTO activities (kind, action, priority, status, subject, section_id, extra, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(&a.kind)
+            .bind(&a.action)
+            .bind(&a.priority)
+            .bind(&a.status)
+            .bind(&a.subject)
+            .bind(&a.section_id)
+            .bind(Json(&a.extra))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+    });
+    Ok(())
+}
+
+pub(crate) async fn prune(
+    db: Db,
+    max_rows: Option<u64>,
+    max_age: Option<Duration>,
+) -> Result<u64, StoreError> {
+    let mut removed = 0;
+    if let Some(age) = max_age {
+        let cutoff = OffsetDateTime::now_utc() - age;
+        removed += on_db!(&db, |pool| {
+            sqlx::query("DELETE FROM activities WHERE created_at < $1")
+                .bind(cutoff)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+    }
+    if let Some(max) = max_rows {
+        let max = i64::try_from(max).unwrap_or(i64::MAX);
+        removed += on_db!(&db, |pool| {
+            sqlx::query("DELETE FROM activities WHERE id <= (SELECT id FROM activities ORDER BY id DESC LIMIT 1 OFFSET $1)")
+                .bind(max)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+    }
+    Ok(removed)
+}
+
+async fn query(db: Db, q: ActivityQuery) -> Result<Vec<Activity>, StoreError> {
+    let limit = i64::from(q.limit.unwrap_or(50).clamp(1, 1000));
+    // Filters are optional parameters (NULL means "any"), so one statement serves all.
+    let sql = "SELECT id, kind, action, priority, status, subject, section_id, extra, created_at FROM activities \
+               WHERE ($1 IS NULL OR kind = $1) AND ($2 IS NULL OR status = $2) AND ($3 IS NULL OR subject = $3) \
+               AND ($4 IS NULL OR created_at >= $4) AND ($5 IS NULL OR created_at < $5) AND ($6 IS NULL OR id < $6) \
+               ORDER BY id DESC LIMIT $7";
+    let rows = on_db!(&db, |pool| {
+        let rows = sqlx::query(sql)
+            .bind(&q.kind)
+            .bind(&q.status)
+            .bind(&q.subject)
+            .bind(q.since)
+            .bind(q.until)
+            .bind(q.before_id)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let Json(extra): Json<Value> = row.try_get("extra")?;
+            out.push(Activity {
+                id: row.try_get("id")?,
+                entry: NewActivity {
+                    kind: row.try_get("kind")?,
+                    action: row.try_get("action")?,
+                    priority: row.try_get("priority")?,
+                    status: row.try_get("status")?,
+                    subject: row.try_get("subject")?,
+                    section_id: row.try_get("section_id")?,
+                    extra,
+                },
+                created_at: row.try_get("created_at")?,
+            });
+        }
+        out
+    });
+    Ok(rows)
+}
+
+impl Store {
+    /// Starts the activity writer, recording every lifecycle event of `engine` (if given).
+    pub fn activity_log(&self, engine: Option<&Engine>, config: LogConfig) -> ActivityLog {
+        let (tx, mut rx) = mpsc::channel::<NewActivity>(config.capacity.max(1));
+        let counters = Arc::new(Counters::default());
+        let mut tasks = Vec::new();
+        let db = self.db().clone();
+        let c = counters.clone();
+        let batch = config.batch.max(1);
+        let (max_rows, max_age) = (config.max_rows, config.max_age);
+        if let Some(t) = self.runtime().spawn(async move {
+            let mut buf = Vec::with_capacity(batch);
+            let mut reported_dropped = 0;
+            let mut batches = 0u64;
+            loop {
+                if rx.recv_many(&mut buf, batch).await == 0 {
+                    break;
+                }
+                // The dropped count is itself recorded, once per change.
+                let dropped = c.dropped.load(Relaxed);
+                if dropped > reported_dropped {
+                    buf.push(NewActivity::new(
+                        "activity",
+                        "report",
+                        "warning",
+                        None,
+                        json!({ "dropped_total": dropped, "dropped_since_last_report": dropped - reported_dropped }),
+                    ));
+                    c.queued.fetch_add(1, Relaxed);
+                    reported_dropped = dropped;
+                }
+                let n = buf.len() as u64;
+                match insert(&db, &buf, OffsetDateTime::now_utc()).await {
+                    Ok(()) => c.written.fetch_add(n, Relaxed),
+                    Err(e) => {
+                        tracing::error!(error = %e, entries = n, "activity log write failed");
+                        c.failed.fetch_add(n, Relaxed)
+                    }
+                };
+                buf.clear();
+                batches += 1;
+                if batches % 64 == 0 {
+                    if let Err(e) = prune(db.clone(), max_rows, max_age).await {
+                        tracing::warn!(error = %e, "activity retention failed");
+                    }
+                }
+            }
+        }) {
+            tasks.push(t);
+        }
+        if let Some(engine) = engine {
+            let mut events = engine.subscribe();
+            let (tx, c) = (tx.clone(), counters.clone());
+            if let Some(t) = self.runtime().spawn(async move {
+                loop {
+                    match events.recv().await {
+                        Ok(ev) => {
+                            enqueue(&tx, &c, NewActivity::from_event(&ev));
+                        }
+                        Err(broadcast::error::RecvError::Lagged(n)) => {
+                            c.dropped.fetch_add(n, Relaxed);
+                        }
+                        Err(broadcast::error::RecvError::Closed) => break,
+                    }
+                }
+            }) {
+                tasks.push(t);
+            }
+        }
+        ActivityLog {
+            tx,
+            counters,
+            tasks,
+        }
+    }
+
+    /// Reads the activity log, newest first.
+    pub fn activities(&self, q: &ActivityQuery) -> Result<Vec<Activity>, StoreError> {
+        let q = q.clone();
+        self.run(move |db| query(db, q))
+    }
+
+    /// Applies retention now; returns the rows removed.
+    pub fn prune_activities(
+        &self,
+        max_rows: Option<u64>,
+        max_age: Option<Duration>,
+    ) -> Result<u64, StoreError> {
+        self.run(move |db| prune(db, max_rows, max_age))
+    }
+}

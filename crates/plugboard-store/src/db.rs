@@ -1,0 +1,113 @@
+//! The two backends behind one type, and how a URL becomes a pool.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{ConnectOptions, Connection};
+
+use crate::{Backend, StoreError, sqlite_path};
+
+/// A connection pool on either backend.
+#[derive(Clone)]
+pub(crate) enum Db {
+    Sqlite(SqlitePool, Box<SqliteConnectOptions>),
+    Postgres(PgPool),
+}
+
+/// Runs the same code against whichever pool is open: sqlx's API is the same on both, so
+/// one body serves both backends (it is compiled once for each).
+macro_rules! on_db {
+    ($db:expr, |$pool:ident| $body:expr) => {
+        match $db {
+            $crate::db::Db::Sqlite($pool, _) => $body,
+            $crate::db::Db::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use on_db;
+
+impl Db {
+    pub(crate) fn backend(&self) -> Backend {
+        match self {
+            Db::Sqlite(..) => Backend::Sqlite,
+            Db::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    pub(crate) async fn open(url: String) -> Result<Db, StoreError> {
+        let url = url.as_str();
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let pool = PgPoolOptions::new()
+                .max_connections(8)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect(url)
+                .await?;
+            return Ok(Db::Postgres(pool));
+        }
+        let Some(path) = sqlite_path(url) else {
+            return Err(StoreError::BadUrl(url.to_owned()));
+        };
+        let exists = path.exists();
+        if !exists {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)?;
+            }
+        }
+        let base = SqliteConnectOptions::from_str(url)
+            .map_err(|_| StoreError::BadUrl(url.to_owned()))?
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        if exists {
+            // Look before writing anything: WAL mode itself would change the file's header.
+            inspect(base.clone().read_only(true), &path.display().to_string()).await?;
+        }
+        // WAL with full sync: a commit is on disk before it is acknowledged.
+        let opts = base
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts.clone())
+            .await
+            .map_err(|e| not_a_db(e, path))?;
+        Ok(Db::Sqlite(pool, Box::new(opts)))
+    }
+}
+
+/// Refuses a file that is not a SQLite database, or one with tables that are not ours.
+async fn inspect(opts: SqliteConnectOptions, path: &str) -> Result<(), StoreError> {
+    let mut conn = opts
+        .connect()
+        .await
+        .map_err(|e| not_a_db(e, std::path::Path::new(path)))?;
+    let tables: Vec<(String,)> = sqlx::query_as(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .map_err(|e| not_a_db(e, std::path::Path::new(path)))?;
+    let _ = conn.close().await;
+    if !tables.is_empty() && !tables.iter().any(|(t,)| t == "plugboard_meta") {
+        return Err(StoreError::NotPlugboard(path.to_owned()));
+    }
+    Ok(())
+}
+
+fn not_a_db(e: sqlx::Error, path: &std::path::Path) -> StoreError {
+    let notadb = match &e {
+        sqlx::Error::Database(d) => d.code().as_deref() == Some("26"),
+        _ => false,
+    };
+    if notadb {
+        StoreError::NotADatabase {
+            path: path.display().to_string(),
+        }
+    } else {
+        StoreError::Db(e)
+    }
+}

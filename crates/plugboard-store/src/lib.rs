@@ -1,0 +1,206 @@
+//! # plugboard-store
+//!
+//! Durable storage for Plugboard, on an embedded SQLite file by default and on PostgreSQL
+//! for deployments of several hosts, with the same behaviour on both. It is the only crate
+//! that knows SQL.
+//!
+//! It keeps four tables: `plugins` (the engine's records, written through on every
+//! lifecycle change), `packages` (installed plugin packages), `activities` (the activity
+//! log) and `settings`. Versioned migrations run when a store is opened; a database written
+//! by a newer Plugboard, or one that is not a Plugboard database, is refused untouched.
+//!
+//! ```no_run
+//! use plugboard_store::Store;
+//!
+//! let store = Store::open("sqlite://.plugboard/plugboard.db")?;
+//! let engine = store.engine(plugboard_engine::Engine::builder())?; // records restored
+//! // … register the host's plugins …
+//! engine.finish_boot()?;
+//! let _watch = store.watch(&engine); // follow changes made by other processes
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! The API is blocking: the store runs its own small tokio runtime, so it can be used from
+//! plain threads, the CLI, or (through `spawn_blocking`) async hosts alike.
+
+mod activity;
+mod db;
+mod records;
+mod runtime;
+mod schema;
+mod settings;
+mod watch;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use activity::{Activity, ActivityLog, ActivityQuery, LogConfig, NewActivity};
+pub use settings::{SettingChange, Settings};
+pub use watch::Watch;
+
+use crate::db::Db;
+use crate::runtime::OwnedRuntime;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The URL is not one the store understands.
+    #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://…")]
+    BadUrl(String),
+    /// The file exists but is not a SQLite database.
+    #[error("{path} is not a SQLite database; refusing to touch it")]
+    NotADatabase {
+        /// The file.
+        path: String,
+    },
+    /// The database has tables but is not a Plugboard database.
+    #[error("{0} is not a Plugboard database (it has other tables); refusing to touch it")]
+    NotPlugboard(String),
+    /// The database was written by a newer Plugboard.
+    #[error(
+        "the database's schema is version {found}, newer than this Plugboard's {supported}; refusing to touch it"
+    )]
+    NewerSchema {
+        /// The schema version found.
+        found: i64,
+        /// The newest this build knows.
+        supported: i64,
+    },
+    /// A value is not acceptable (names the field).
+    #[error("invalid {field}: {why}")]
+    Invalid {
+        /// The field.
+        field: &'static str,
+        /// What is wrong.
+        why: String,
+    },
+    /// Another process changed a record since this one read it (a lost update, refused).
+    #[error("plugin `{plugin}` was changed by another process (expected version {expected})")]
+    Conflict {
+        /// The plugin.
+        plugin: String,
+        /// The version this process expected.
+        expected: i64,
+    },
+    /// A stored row could not be read back.
+    #[error("corrupt row in {table}: {why}")]
+    Corrupt {
+        /// The table.
+        table: &'static str,
+        /// What is wrong.
+        why: String,
+    },
+    /// The database failed.
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    /// Filesystem or runtime failure.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Which database a store is on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// An embedded SQLite file.
+    Sqlite,
+    /// A PostgreSQL server.
+    Postgres,
+}
+
+/// An open store. Cheap to clone; clones share the connection pool.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    rt: OwnedRuntime,
+    db: Db,
+    url: String,
+    settings: settings::Cache,
+}
+
+/// The data directory: `$PLUGBOARD_HOME`, or `./.plugboard/`.
+pub fn home() -> PathBuf {
+    std::env::var_os("PLUGBOARD_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(".plugboard"))
+}
+
+/// The database URL to use: `$PLUGBOARD_DATABASE_URL`, or a SQLite file in [`home`].
+pub fn default_url() -> String {
+    std::env::var("PLUGBOARD_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| format!("sqlite://{}", home().join("plugboard.db").display()))
+}
+
+impl Store {
+    /// Opens (creating a SQLite file and its directory if needed) and migrates a store.
+    pub fn open(url: &str) -> Result<Store, StoreError> {
+        let rt = OwnedRuntime::new()?;
+        let db = rt.block_on(Db::open(url.to_owned()))??;
+        rt.block_on(schema::migrate(db.clone()))??;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                rt,
+                db,
+                url: redact(url),
+                settings: settings::Cache::default(),
+            }),
+        })
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> Backend {
+        self.inner.db.backend()
+    }
+
+    /// The URL, with any password removed.
+    pub fn url(&self) -> &str {
+        &self.inner.url
+    }
+
+    /// Runs a future on the store's runtime and waits for it, from any thread.
+    pub(crate) fn run<T, F>(&self, f: impl FnOnce(Db) -> F) -> Result<T, StoreError>
+    where
+        F: std::future::Future<Output = Result<T, StoreError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.inner.rt.block_on(f(self.inner.db.clone()))?
+    }
+
+    pub(crate) fn runtime(&self) -> &OwnedRuntime {
+        &self.inner.rt
+    }
+
+    pub(crate) fn db(&self) -> &Db {
+        &self.inner.db
+    }
+
+    /// The schema version of the open database.
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        self.run(schema::version)
+    }
+}
+
+fn redact(url: &str) -> String {
+    // postgres://user:password@host/db → postgres://user:***@host/db
+    match (url.find("://"), url.find('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+fn sqlite_path(url: &str) -> Option<&Path> {
+    url.strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .map(|p| Path::new(p.split('?').next().unwrap_or(p)))
+}

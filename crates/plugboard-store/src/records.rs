@@ -1,0 +1,201 @@
+//! The `plugins` table: loading records at boot and writing changesets through.
+
+use std::sync::Arc;
+
+use plugboard_core::{DependType, PluginRecord, Priority, Status};
+use plugboard_engine::{
+    Changeset, Engine, EngineBuilder, EngineError, PersistError, Persistence, StoredRecord,
+};
+use serde_json::{Map, Value};
+use sqlx::Row;
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use crate::db::{Db, on_db};
+use crate::{Store, StoreError};
+
+/// The notification channel on PostgreSQL.
+pub(crate) const CHANNEL: &str = "plugboard_changes";
+
+fn parse<T: serde::de::DeserializeOwned>(s: &str, what: &str) -> Result<T, StoreError> {
+    serde_json::from_value(Value::String(s.to_owned())).map_err(|e| StoreError::Corrupt {
+        table: "plugins",
+        why: format!("{what} {s:?}: {e}"),
+    })
+}
+
+pub(crate) async fn load(db: Db) -> Result<Vec<StoredRecord>, StoreError> {
+    let rows = on_db!(&db, |pool| {
+        let rows = sqlx::query(
+            "SELECT name, event, priority, status, depend_type, depends, extra, version, inserted_at, updated_at FROM plugins ORDER BY name",
+        )
+        .fetch_all(pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let priority: i32 = row.try_get("priority")?;
+            let status: String = row.try_get("status")?;
+            let depend_type: String = row.try_get("depend_type")?;
+            let Json(depends): Json<Vec<String>> = row.try_get("depends")?;
+            let Json(extra): Json<Vec<Map<String, Value>>> = row.try_get("extra")?;
+            out.push(StoredRecord {
+                record: PluginRecord {
+                    name: row.try_get("name")?,
+                    event: row.try_get("event")?,
+                    priority: Priority::new(u64::try_from(priority).unwrap_or(u64::MAX)).map_err(
+                        |e| StoreError::Corrupt {
+                            table: "plugins",
+                            why: e.to_string(),
+                        },
+                    )?,
+                    status: parse::<Status>(&status, "status")?,
+                    depend_type: parse::<DependType>(&depend_type, "depend_type")?,
+                    depends,
+                    extra,
+                    inserted_at: row.try_get("inserted_at")?,
+                    updated_at: row.try_get("updated_at")?,
+                },
+                version: row.try_get("version")?,
+            });
+        }
+        out
+    });
+    Ok(rows)
+}
+
+fn conflict(r: &StoredRecord) -> StoreError {
+    StoreError::Conflict {
+        plugin: r.record.name.clone(),
+        expected: r.version,
+    }
+}
+
+/// Writes a changeset in one transaction, refusing it whole if any record's version moved.
+pub(crate) async fn commit(db: Db, changes: Changeset) -> Result<(), StoreError> {
+    on_db!(&db, |pool| {
+        let mut conn = pool.acquire().await?;
+        // SQLite: take the write lock up front so that two processes queue on the busy
+        // timeout instead of failing on a lock upgrade. PostgreSQL: a plain transaction.
+        let begin = match db.backend() {
+            crate::Backend::Sqlite => "BEGIN IMMEDIATE",
+            crate::Backend::Postgres => "BEGIN",
+        };
+        sqlx::query(begin).execute(&mut *conn).await?;
+        let result: Result<(), StoreError> = async {
+            for up in &changes.upserts {
+                let r = &up.record;
+                let affected = if up.version == 0 {
+                    sqlx::query(
+                        "INSERT INTO plugins (id, name, event, priority, status, depend_type, depends, extra, version, inserted_at, updated_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9, $10) ON CONFLICT (name) DO NOTHING",
+                    )
+                    .bind(Uuid::new_v4())
+                    .bind(&r.name)
+                    .bind(&r.event)
+                    .bind(i32::from(r.priority.get()))
+                    .bind(r.status.as_str())
+                    .bind(r.depend_type.to_string())
+                    .bind(Json(&r.depends))
+                    .bind(Json(&r.extra))
+                    .bind(r.inserted_at)
+                    .bind(r.updated_at)
+                    .execute(&mut *conn)
+                    .await?
+                    .rows_affected()
+                } else {
+                    sqlx::query(
+                        "UPDATE plugins SET event = $2, priority = $3, status = $4, depend_type = $5, depends = $6, extra = $7, \
+                         updated_at = $8, version = version + 1 WHERE name = $1 AND version = $9",
+                    )
+                    .bind(&r.name)
+                    .bind(&r.event)
+                    .bind(i32::from(r.priority.get()))
+                    .bind(r.status.as_str())
+                    .bind(r.depend_type.to_string())
+                    .bind(Json(&r.depends))
+                    .bind(Json(&r.extra))
+                    .bind(r.updated_at)
+                    .bind(up.version)
+                    .execute(&mut *conn)
+                    .await?
+                    .rows_affected()
+                };
+                if affected != 1 {
+                    return Err(conflict(up));
+                }
+            }
+            for gone in changes.removals.iter().filter(|g| g.version > 0) {
+                let affected = sqlx::query("DELETE FROM plugins WHERE name = $1 AND version = $2")
+                    .bind(&gone.record.name)
+                    .bind(gone.version)
+                    .execute(&mut *conn)
+                    .await?
+                    .rows_affected();
+                if affected != 1 {
+                    return Err(conflict(gone));
+                }
+            }
+            if db.backend() == crate::Backend::Postgres {
+                sqlx::query("SELECT pg_notify($1, 'plugins')").bind(CHANNEL).execute(&mut *conn).await?;
+            }
+            Ok(())
+        }
+        .await;
+        match result {
+            Ok(()) => {
+                sqlx::query("COMMIT").execute(&mut *conn).await?;
+                Ok(())
+            }
+            Err(e) => {
+                // The connection goes back to the pool: leave it clean.
+                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                Err(e)
+            }
+        }
+    })
+}
+
+/// The engine's write-through to this store.
+pub(crate) struct StorePersistence(pub(crate) Store);
+
+impl Persistence for StorePersistence {
+    fn commit(&self, changes: &Changeset) -> Result<(), PersistError> {
+        let changes = changes.clone();
+        self.0
+            .run(move |db| commit(db, changes))
+            .map_err(|e| match e {
+                StoreError::Conflict { plugin, expected } => {
+                    PersistError::Conflict { plugin, expected }
+                }
+                other => PersistError::Backend(other.to_string()),
+            })
+    }
+}
+
+impl Store {
+    /// Every stored plugin record.
+    pub fn records(&self) -> Result<Vec<StoredRecord>, StoreError> {
+        self.run(load)
+    }
+
+    /// Builds an engine that writes through to this store, with the stored records
+    /// restored (their code is registered by the host afterwards).
+    pub fn engine(&self, builder: EngineBuilder) -> Result<Engine, StoreError> {
+        let engine = builder
+            .persistence(Arc::new(StorePersistence(self.clone())))
+            .build();
+        let records = self.records()?;
+        engine.restore(records).map_err(engine_error)?;
+        Ok(engine)
+    }
+
+    /// Reloads the records into `engine` (changes made by other processes).
+    pub fn sync(&self, engine: &Engine) -> Result<bool, StoreError> {
+        let records = self.records()?;
+        engine.sync_external(records).map_err(engine_error)
+    }
+}
+
+fn engine_error(e: EngineError) -> StoreError {
+    StoreError::Io(std::io::Error::other(e.to_string()))
+}

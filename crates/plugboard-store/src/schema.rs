@@ -1,0 +1,243 @@
+//! Versioned, embedded migrations, applied when a store opens.
+
+use crate::StoreError;
+use crate::db::{Db, on_db};
+
+/// The newest schema this build knows.
+pub(crate) const VERSION: i64 = 1;
+
+/// One migration, in each backend's dialect.
+struct Migration {
+    version: i64,
+    sqlite: &'static str,
+    postgres: &'static str,
+}
+
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    sqlite: r#"
+CREATE TABLE plugins (
+    id BLOB PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    event TEXT NOT NULL,
+    priority INTEGER NOT NULL CHECK (priority BETWEEN 0 AND 100),
+    status TEXT NOT NULL CHECK (status IN ('registered','started','restarted','stopped','held')),
+    depend_type TEXT NOT NULL CHECK (depend_type IN ('hard','soft')),
+    depends TEXT NOT NULL,
+    extra TEXT NOT NULL,
+    owner_package TEXT,
+    version INTEGER NOT NULL,
+    inserted_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX plugins_event ON plugins (event);
+CREATE TABLE packages (
+    name TEXT PRIMARY KEY,
+    version TEXT NOT NULL,
+    source_kind TEXT NOT NULL CHECK (source_kind IN ('path','url','upload','registry')),
+    source TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    dependencies TEXT NOT NULL,
+    installed_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE activities (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    action TEXT NOT NULL,
+    priority TEXT NOT NULL,
+    status TEXT NOT NULL,
+    subject TEXT,
+    section_id TEXT,
+    extra TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX activities_created_at ON activities (created_at);
+CREATE INDEX activities_subject ON activities (subject);
+CREATE TABLE settings (
+    name TEXT PRIMARY KEY CHECK (length(name) BETWEEN 5 AND 50),
+    configs TEXT NOT NULL,
+    inserted_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+"#,
+    postgres: r#"
+CREATE TABLE plugins (
+    id UUID PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    event TEXT NOT NULL,
+    priority INTEGER NOT NULL CHECK (priority BETWEEN 0 AND 100),
+    status TEXT NOT NULL CHECK (status IN ('registered','started','restarted','stopped','held')),
+    depend_type TEXT NOT NULL CHECK (depend_type IN ('hard','soft')),
+    depends JSONB NOT NULL,
+    extra JSONB NOT NULL,
+    owner_package TEXT,
+    version BIGINT NOT NULL,
+    inserted_at TIMESTAMPTZ NOT NULL,
+    updated_at TIMESTAMPTZ NOT NULL
+);
+CREATE INDEX plugins_event ON plugins (event);
+CREATE TABLE packages (
+    name TEXT PRIMARY KEY,
+    version TEXT NOT NULL,
+    source_kind TEXT NOT NULL CHECK (source_kind IN ('path','url','upload','registry')),
+    source TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    dependencies JSONB NOT NULL,
+    installed_at TIMESTAMPTZ NOT NULL,
+    updated_at TIMESTAMPTZ NOT NULL
+);
+CREATE TABLE activities (
+    id BIGSERIAL PRIMARY KEY,
+    kind TEXT NOT NULL,
+    action TEXT NOT NULL,
+    priority TEXT NOT NULL,
+    status TEXT NOT NULL,
+    subject TEXT,
+    section_id TEXT,
+    extra JSONB NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL
+);
+CREATE INDEX activities_created_at ON activities (created_at);
+CREATE INDEX activities_subject ON activities (subject);
+CREATE TABLE settings (
+    name TEXT PRIMARY KEY CHECK (length(name) BETWEEN 5 AND 50),
+    configs JSONB NOT NULL,
+    inserted_at TIMESTAMPTZ NOT NULL,
+    updated_at TIMESTAMPTZ NOT NULL
+);
+"#,
+}];
+
+/// The statements of one migration, with the bookkeeping around them; the last one takes
+/// the migration's version as `$1`.
+fn statements(current: i64, m: &'static Migration, ddl: &'static str) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if current == 0 && m.version == 1 {
+        out.push("CREATE TABLE plugboard_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)");
+        out.push("INSERT INTO plugboard_meta (key, value) VALUES ('schema', 'plugboard'), ('schema_version', '0')");
+    }
+    out.extend(ddl.split(';').map(str::trim).filter(|s| !s.is_empty()));
+    out.push("UPDATE plugboard_meta SET value = $1 WHERE key = 'schema_version'");
+    out
+}
+
+/// The schema version recorded in the database (0 for an empty one).
+pub(crate) async fn version(db: Db) -> Result<i64, StoreError> {
+    let has_meta: bool = match &db {
+        Db::Sqlite(pool, _) => {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'plugboard_meta'",
+            )
+            .fetch_one(pool)
+            .await?
+                > 0
+        }
+        Db::Postgres(pool) => {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = 'plugboard_meta'",
+            )
+            .fetch_one(pool)
+            .await?
+                > 0
+        }
+    };
+    if !has_meta {
+        let others: i64 = match &db {
+            Db::Sqlite(pool, _) => {
+                sqlx::query_scalar(
+                    "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+                )
+                .fetch_one(pool)
+                .await?
+            }
+            Db::Postgres(pool) => {
+                sqlx::query_scalar(
+                    "SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema()",
+                )
+                .fetch_one(pool)
+                .await?
+            }
+        };
+        if others > 0 {
+            return Err(StoreError::NotPlugboard("the database".into()));
+        }
+        return Ok(0);
+    }
+    let v: Option<String> = on_db!(&db, |pool| {
+        sqlx::query_scalar("SELECT value FROM plugboard_meta WHERE key = 'schema_version'")
+            .fetch_optional(pool)
+            .await?
+    });
+    v.and_then(|v| v.parse().ok())
+        .ok_or_else(|| StoreError::Corrupt {
+            table: "plugboard_meta",
+            why: "no schema_version".into(),
+        })
+}
+
+/// Brings the schema up to [`VERSION`], each migration in its own transaction.
+pub(crate) async fn migrate(db: Db) -> Result<(), StoreError> {
+    // Two processes may open a new database at once: serialise the migration.
+    if let Db::Postgres(pool) = &db {
+        sqlx::query("SELECT pg_advisory_lock(7244023)")
+            .execute(pool)
+            .await?;
+    }
+    let result = migrate_locked(db.clone()).await;
+    if let Db::Postgres(pool) = &db {
+        sqlx::query("SELECT pg_advisory_unlock(7244023)")
+            .execute(pool)
+            .await?;
+    }
+    result
+}
+
+async fn migrate_locked(db: Db) -> Result<(), StoreError> {
+    let current = version(db.clone()).await?;
+    if current > VERSION {
+        return Err(StoreError::NewerSchema {
+            found: current,
+            supported: VERSION,
+        });
+    }
+    // An index loop: an iterator held across the awaits below trips a rustc limitation
+    // (higher-ranked `Send`), which an index sidesteps.
+    #[allow(clippy::needless_range_loop)]
+    for i in 0..MIGRATIONS.len() {
+        let m = &MIGRATIONS[i];
+        if m.version <= current {
+            continue;
+        }
+        match &db {
+            Db::Sqlite(pool, _) => {
+                let mut tx = pool.begin().await?;
+                for stmt in statements(current, m, m.sqlite) {
+                    let q = sqlx::query(stmt);
+                    let q = if stmt.contains("$1") {
+                        q.bind(m.version.to_string())
+                    } else {
+                        q
+                    };
+                    q.execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+            }
+            Db::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                for stmt in statements(current, m, m.postgres) {
+                    let q = sqlx::query(stmt);
+                    let q = if stmt.contains("$1") {
+                        q.bind(m.version.to_string())
+                    } else {
+                        q
+                    };
+                    q.execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+            }
+        }
+        tracing::info!(version = m.version, "applied migration");
+    }
+    Ok(())
+}

@@ -1,0 +1,209 @@
+//! The activity log: what it records, filters, pages, retention, and dropping under load.
+
+use std::time::Duration;
+
+use plugboard_engine::{Engine, Registration};
+use plugboard_store::{ActivityQuery, LogConfig, NewActivity, Store, StoreError};
+use serde_json::json;
+
+use crate::{Mark, each_backend};
+
+#[test]
+fn lifecycle_changes_are_recorded_and_can_be_filtered_and_paged() {
+    each_backend(|backend, url| {
+        let store = Store::open(url).unwrap();
+        let engine = store
+            .engine(Engine::builder().reference_events(false))
+            .unwrap();
+        let log = store.activity_log(Some(&engine), LogConfig::default());
+        engine.register(Registration::new("a"), Mark("a")).unwrap();
+        engine
+            .register(Registration::new("b").hard_depends(["a"]), Mark("b"))
+            .unwrap();
+        engine.start(plugboard_engine::Target::All).unwrap();
+        engine.stop("a").unwrap();
+        let _ = engine.start("a"); // refused: recorded as an error
+        assert!(log.flush(Duration::from_secs(5)), "{backend:?}");
+        assert_eq!(log.dropped(), 0);
+
+        let about_b = store
+            .activities(&ActivityQuery {
+                subject: Some("b".into()),
+                ..Default::default()
+            })
+            .unwrap();
+        let held = about_b
+            .iter()
+            .find(|a| a.entry.extra["to"] == "held")
+            .expect("b's hold is recorded");
+        assert_eq!(held.entry.status, "warning");
+        assert_eq!(held.entry.extra["cause"]["dependency"], "a");
+
+        let errors = store
+            .activities(&ActivityQuery {
+                status: Some("error".into()),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].entry.action, "start");
+        assert!(
+            errors[0].entry.extra["error"]
+                .as_str()
+                .unwrap()
+                .contains("is stopped")
+        );
+
+        // Pages, newest first, without overlap.
+        let all = store
+            .activities(&ActivityQuery {
+                limit: Some(1000),
+                ..Default::default()
+            })
+            .unwrap();
+        let first = store
+            .activities(&ActivityQuery {
+                limit: Some(3),
+                ..Default::default()
+            })
+            .unwrap();
+        let second = store
+            .activities(&ActivityQuery {
+                limit: Some(3),
+                before_id: first.last().map(|a| a.id),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(
+            first
+                .iter()
+                .chain(&second)
+                .map(|a| a.id)
+                .collect::<Vec<_>>(),
+            all.iter().take(6).map(|a| a.id).collect::<Vec<_>>()
+        );
+        assert!(all.windows(2).all(|w| w[0].id > w[1].id));
+        // Time range.
+        let future = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
+        assert!(
+            store
+                .activities(&ActivityQuery {
+                    since: Some(future),
+                    ..Default::default()
+                })
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            store
+                .activities(&ActivityQuery {
+                    until: Some(future),
+                    limit: Some(1000),
+                    ..Default::default()
+                })
+                .unwrap()
+                .len(),
+            all.len()
+        );
+    });
+}
+
+#[test]
+fn retention_keeps_the_newest_rows() {
+    each_backend(|_, url| {
+        let store = Store::open(url).unwrap();
+        let log = store.activity_log(None, LogConfig::default());
+        for i in 0..30 {
+            assert!(log.record(NewActivity {
+                kind: "setting".into(),
+                action: "edit".into(),
+                priority: "none".into(),
+                status: "info".into(),
+                subject: Some(format!("s{i}")),
+                section_id: None,
+                extra: json!({ "i": i }),
+            }));
+        }
+        assert!(log.flush(Duration::from_secs(5)));
+        let removed = store.prune_activities(Some(10), None).unwrap();
+        assert_eq!(removed, 20);
+        let left = store
+            .activities(&ActivityQuery {
+                limit: Some(100),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(left.len(), 10);
+        assert_eq!(left[0].entry.subject.as_deref(), Some("s29"));
+        assert_eq!(
+            store.prune_activities(None, Some(Duration::ZERO)).unwrap(),
+            10
+        );
+    });
+}
+
+#[test]
+fn when_the_writer_cannot_keep_up_entries_are_dropped_counted_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&format!("sqlite://{}", dir.path().join("a.db").display())).unwrap();
+    let log = store.activity_log(
+        None,
+        LogConfig {
+            capacity: 4,
+            batch: 2,
+            ..Default::default()
+        },
+    );
+    let entry = NewActivity {
+        kind: "event".into(),
+        action: "call".into(),
+        priority: "low".into(),
+        status: "report".into(),
+        subject: None,
+        section_id: None,
+        extra: json!(null),
+    };
+    let accepted = (0..500).filter(|_| log.record(entry.clone())).count() as u64;
+    assert!(accepted < 500);
+    assert_eq!(log.dropped(), 500 - accepted);
+    // Something new arrives later: the drop count is reported with it.
+    std::thread::sleep(Duration::from_millis(100));
+    log.record(entry.clone());
+    assert!(log.flush(Duration::from_secs(5)));
+    let reports = store
+        .activities(&ActivityQuery {
+            kind: Some("activity".into()),
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(!reports.is_empty());
+    assert_eq!(
+        reports[0].entry.extra["dropped_total"],
+        json!(500 - accepted)
+    );
+}
+
+#[test]
+fn invalid_entries_name_the_field() {
+    let bad = NewActivity {
+        kind: "plugin".into(),
+        action: "add".into(),
+        priority: "urgent".into(),
+        status: "info".into(),
+        subject: None,
+        section_id: None,
+        extra: json!(null),
+    };
+    let err = bad.validate().unwrap_err();
+    assert!(matches!(
+        err,
+        StoreError::Invalid {
+            field: "priority",
+            ..
+        }
+    ));
+    assert_eq!(
+        err.to_string(),
+        "invalid priority: \"urgent\" is not one of none, low, medium, high, featured"
+    );
+}

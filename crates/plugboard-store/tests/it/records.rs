@@ -1,0 +1,188 @@
+//! Write-through, boot replay, lost updates, and changes from another process.
+
+use std::time::{Duration, Instant};
+
+use plugboard_core::Status;
+use plugboard_engine::{Engine, EngineError, Registration, Target};
+use plugboard_store::Store;
+
+use crate::{Mark, each_backend, trail};
+
+fn builder() -> plugboard_engine::EngineBuilder {
+    Engine::builder().reference_events(false)
+}
+
+fn status(store: &Store, name: &str) -> Option<Status> {
+    store
+        .records()
+        .unwrap()
+        .into_iter()
+        .find(|r| r.record.name == name)
+        .map(|r| r.record.status)
+}
+
+#[test]
+fn every_lifecycle_change_is_durable_before_it_returns() {
+    each_backend(|backend, url| {
+        let store = Store::open(url).unwrap();
+        let engine = store.engine(builder()).unwrap();
+        engine
+            .register(Registration::new("a").priority(1), Mark("a"))
+            .unwrap();
+        assert_eq!(status(&store, "a"), Some(Status::Registered), "{backend:?}");
+        engine.start("a").unwrap();
+        assert_eq!(status(&store, "a"), Some(Status::Started));
+        engine.stop("a").unwrap();
+        // A second, independent store on the same database sees it at once.
+        let other = Store::open(url).unwrap();
+        assert_eq!(status(&other, "a"), Some(Status::Stopped));
+        engine.unregister("a").unwrap();
+        assert_eq!(status(&other, "a"), None);
+    });
+}
+
+#[test]
+fn boot_replays_statuses_restarts_interrupted_boots_and_reports_missing_code() {
+    each_backend(|backend, url| {
+        {
+            let store = Store::open(url).unwrap();
+            let e = store.engine(builder()).unwrap();
+            e.register(Registration::new("base").priority(1), Mark("base"))
+                .unwrap();
+            e.register(
+                Registration::new("child")
+                    .priority(2)
+                    .hard_depends(["base"]),
+                Mark("child"),
+            )
+            .unwrap();
+            e.register(Registration::new("quiet").priority(3), Mark("quiet"))
+                .unwrap();
+            e.register(
+                Registration::new("interrupted").priority(4),
+                Mark("interrupted"),
+            )
+            .unwrap();
+            e.register(Registration::new("gone").priority(5), Mark("gone"))
+                .unwrap();
+            e.start(Target::Plugin("base")).unwrap();
+            e.start("child").unwrap();
+            e.start("quiet").unwrap();
+            e.start("gone").unwrap();
+            e.stop("quiet").unwrap();
+            // `interrupted` stays `registered`: the boot "died" before starting it.
+        }
+        let store = Store::open(url).unwrap();
+        let e = store.engine(builder()).unwrap();
+        // Before the code is registered, nothing runs.
+        assert!(trail(&e).is_empty(), "{backend:?}");
+        for name in ["base", "child", "quiet", "interrupted"] {
+            e.register(
+                Registration::new(name)
+                    .priority(match name {
+                        "base" => 1,
+                        "child" => 2,
+                        "quiet" => 3,
+                        _ => 4,
+                    })
+                    .hard_depends(if name == "child" {
+                        vec!["base"]
+                    } else {
+                        vec![]
+                    }),
+                Mark(name),
+            )
+            .unwrap();
+        }
+        let boot = e.finish_boot().unwrap();
+        assert_eq!(boot.started, ["interrupted"]);
+        assert_eq!(boot.missing_code, ["gone"]);
+        assert_eq!(trail(&e), ["base", "child", "interrupted"]);
+        assert_eq!(e.plugin("quiet").unwrap().record.status, Status::Stopped);
+        let gone = e.plugin("gone").unwrap();
+        assert!(!gone.loaded);
+        assert_eq!(gone.record.status, Status::Started);
+        // The restart was itself durable.
+        assert_eq!(status(&store, "interrupted"), Some(Status::Started));
+    });
+}
+
+#[test]
+fn a_lost_update_is_detected_and_changes_nothing() {
+    each_backend(|backend, url| {
+        let s1 = Store::open(url).unwrap();
+        let e1 = s1.engine(builder()).unwrap();
+        e1.register(Registration::new("x"), Mark("x")).unwrap();
+        e1.start("x").unwrap();
+        // A second process loads the same records, then the first one changes `x`.
+        let s2 = Store::open(url).unwrap();
+        let e2 = s2.engine(builder()).unwrap();
+        e2.register(Registration::new("x"), Mark("x")).unwrap();
+        e1.stop("x").unwrap();
+        let err = e2.restart("x").unwrap_err();
+        assert!(matches!(err, EngineError::Persist(_)), "{backend:?}: {err}");
+        assert!(
+            err.to_string()
+                .contains("plugin `x` was changed by another process"),
+            "{err}"
+        );
+        // Nothing changed, in memory or in storage.
+        assert_eq!(e2.plugin("x").unwrap().record.status, Status::Started);
+        assert_eq!(status(&s1, "x"), Some(Status::Stopped));
+        // After syncing, the second process sees the stop and respects it.
+        assert!(s2.sync(&e2).unwrap());
+        assert_eq!(e2.plugin("x").unwrap().record.status, Status::Stopped);
+        assert!(trail(&e2).is_empty());
+        assert!(matches!(e2.restart("x"), Err(EngineError::Stopped(_))));
+    });
+}
+
+#[test]
+fn a_change_through_one_store_reaches_a_watching_engine_within_a_second() {
+    each_backend(|backend, url| {
+        let s1 = Store::open(url).unwrap();
+        let e1 = s1.engine(builder()).unwrap();
+        e1.register(Registration::new("a").priority(1), Mark("a"))
+            .unwrap();
+        e1.register(
+            Registration::new("b").priority(2).hard_depends(["a"]),
+            Mark("b"),
+        )
+        .unwrap();
+        e1.start(Target::All).unwrap();
+
+        let s2 = Store::open(url).unwrap();
+        let e2 = s2.engine(builder()).unwrap();
+        e2.register(Registration::new("a").priority(1), Mark("a"))
+            .unwrap();
+        e2.register(
+            Registration::new("b").priority(2).hard_depends(["a"]),
+            Mark("b"),
+        )
+        .unwrap();
+        e2.finish_boot().unwrap();
+        let _watch = s2.watch(&e2);
+        assert_eq!(trail(&e2), ["a", "b"]);
+        std::thread::sleep(Duration::from_millis(300)); // let the watcher settle in
+
+        let t0 = Instant::now();
+        e1.stop("a").unwrap();
+        while trail(&e2) != Vec::<String>::new() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(1),
+                "{backend:?}: not applied within a second"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(e2.plugin("b").unwrap().record.status, Status::Held);
+        e1.enable("a").unwrap();
+        let t0 = Instant::now();
+        while trail(&e2) != ["a", "b"] {
+            assert!(
+                t0.elapsed() < Duration::from_secs(1),
+                "{backend:?}: enable not applied within a second"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
+}

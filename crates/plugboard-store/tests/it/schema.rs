@@ -1,0 +1,124 @@
+//! Opening, migrating, and refusing databases that are not ours.
+
+use plugboard_store::{Store, StoreError};
+
+use crate::each_backend;
+
+#[test]
+fn a_fresh_database_is_migrated_and_reopened() {
+    each_backend(|backend, url| {
+        let store = Store::open(url).unwrap();
+        assert_eq!(store.schema_version().unwrap(), 1, "{backend:?}");
+        drop(store);
+        let again = Store::open(url).unwrap();
+        assert_eq!(again.schema_version().unwrap(), 1);
+        assert!(again.records().unwrap().is_empty());
+    });
+}
+
+#[test]
+fn a_sqlite_file_and_its_directory_are_created_on_first_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nested/home/plugboard.db");
+    Store::open(&format!("sqlite://{}", path.display())).unwrap();
+    assert!(path.exists());
+}
+
+#[test]
+fn a_file_that_is_not_a_database_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notes.txt");
+    let content = b"these are my notes, not a database\n".repeat(200);
+    std::fs::write(&path, &content).unwrap();
+    let err = Store::open(&format!("sqlite://{}", path.display()))
+        .err()
+        .unwrap();
+    assert!(matches!(err, StoreError::NotADatabase { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .ends_with("is not a SQLite database; refusing to touch it"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), content);
+}
+
+#[test]
+fn someone_elses_database_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("other.db");
+    let url = format!("sqlite://{}", path.display());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        use sqlx::Connection;
+        let opts: sqlx::sqlite::SqliteConnectOptions = url
+            .parse::<sqlx::sqlite::SqliteConnectOptions>()
+            .unwrap()
+            .create_if_missing(true);
+        let mut c = sqlx::SqliteConnection::connect_with(&opts).await.unwrap();
+        sqlx::query("CREATE TABLE invoices (id INTEGER)")
+            .execute(&mut c)
+            .await
+            .unwrap();
+        c.close().await.unwrap();
+    });
+    let before = std::fs::read(&path).unwrap();
+    let err = Store::open(&url).err().unwrap();
+    assert!(matches!(err, StoreError::NotPlugboard(_)), "{err}");
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+}
+
+#[test]
+fn a_newer_schema_is_refused_on_both_backends() {
+    each_backend(|backend, url| {
+        Store::open(url).unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            match backend {
+                plugboard_testkit::Backend::Sqlite => {
+                    let pool = sqlx::SqlitePool::connect(url).await.unwrap();
+                    sqlx::query(
+                        "UPDATE plugboard_meta SET value = '99' WHERE key = 'schema_version'",
+                    )
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+                    pool.close().await;
+                }
+                plugboard_testkit::Backend::Postgres => {
+                    let pool = sqlx::PgPool::connect(url).await.unwrap();
+                    sqlx::query(
+                        "UPDATE plugboard_meta SET value = '99' WHERE key = 'schema_version'",
+                    )
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+                    pool.close().await;
+                }
+            }
+        });
+        let err = Store::open(url).err().unwrap();
+        assert!(
+            matches!(
+                err,
+                StoreError::NewerSchema {
+                    found: 99,
+                    supported: 1
+                }
+            ),
+            "{backend:?}: {err}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "the database's schema is version 99, newer than this Plugboard's 1; refusing to touch it"
+        );
+    });
+}
+
+#[test]
+fn a_bad_url_is_a_clear_error() {
+    let err = Store::open("mysql://localhost/x").err().unwrap();
+    assert_eq!(
+        err.to_string(),
+        "unsupported database URL \"mysql://localhost/x\": use sqlite://PATH or postgres://…"
+    );
+}

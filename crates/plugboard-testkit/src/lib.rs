@@ -1,0 +1,223 @@
+//! Test support for Plugboard's own test suites: a real, throwaway PostgreSQL cluster
+//! (`initdb` + `pg_ctl` in a temp dir, on a free port, as a non-root user because
+//! PostgreSQL refuses to run as root) and the database URLs for both backends.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// A PostgreSQL cluster that lives as long as the test process.
+pub struct PgCluster {
+    dir: tempfile::TempDir,
+    port: u16,
+    user: Option<String>,
+}
+
+static CLUSTER: OnceLock<Result<PgCluster, String>> = OnceLock::new();
+static NEXT_DB: AtomicUsize = AtomicUsize::new(0);
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+impl PgCluster {
+    /// Runs a PostgreSQL tool, as `nobody` when this process is root.
+    fn tool(&self, args: &[&str]) -> Result<String, String> {
+        run(self.user.as_deref(), args)
+    }
+
+    fn start() -> Result<PgCluster, String> {
+        let dir = tempfile::Builder::new()
+            .prefix("plugboard-pg-")
+            .tempdir()
+            .map_err(|e| e.to_string())?;
+        let user = is_root().then(|| "nobody".to_owned());
+        if user.is_some() {
+            // The cluster's files must belong to the user that runs it.
+            let status = Command::new("chown")
+                .args(["-R", "nobody", &dir.path().display().to_string()])
+                .status()
+                .map_err(|e| e.to_string())?;
+            if !status.success() {
+                return Err("chown failed".into());
+            }
+            std::fs::set_permissions(
+                dir.path(),
+                std::os::unix::fs::PermissionsExt::from_mode(0o777),
+            )
+            .map_err(|e| e.to_string())?;
+        }
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?
+            .port();
+        let data = dir.path().join("data");
+        let data_s = data.display().to_string();
+        let cluster = PgCluster { dir, port, user };
+        cluster.tool(&[
+            "initdb",
+            "-D",
+            &data_s,
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "--no-sync",
+            "-E",
+            "UTF8",
+        ])?;
+        let socket = cluster.dir.path().display().to_string();
+        let opts = format!(
+            "-p {port} -k {socket} -c listen_addresses=127.0.0.1 -c fsync=on -c max_connections=200"
+        );
+        cluster.tool(&[
+            "pg_ctl",
+            "-D",
+            &data_s,
+            "-o",
+            &opts,
+            "-l",
+            &format!("{data_s}.log"),
+            "-w",
+            "-t",
+            "60",
+            "start",
+        ])?;
+        cluster.reap_on_exit();
+        Ok(cluster)
+    }
+
+    /// The shared cluster lives in a `static`, whose destructor never runs: a watchdog
+    /// stops the server and removes its files once this process has exited.
+    fn reap_on_exit(&self) {
+        let dir = self.dir.path().display().to_string();
+        let stop = match &self.user {
+            Some(u) => format!("runuser -u {u} -- pg_ctl -D {dir}/data -m immediate stop"),
+            None => format!("pg_ctl -D {dir}/data -m immediate stop"),
+        };
+        let script = format!(
+            "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; {stop} >/dev/null 2>&1; rm -rf {dir}",
+            pid = std::process::id()
+        );
+        let _ = Command::new("sh")
+            .args(["-c", &script])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+    }
+
+    /// The shared cluster, started on first use.
+    pub fn shared() -> Result<&'static PgCluster, String> {
+        CLUSTER
+            .get_or_init(PgCluster::start)
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    /// A fresh, empty database in the cluster, as a URL.
+    pub fn database(&self) -> Result<String, String> {
+        let name = format!(
+            "t{}_{}",
+            std::process::id(),
+            NEXT_DB.fetch_add(1, Ordering::SeqCst)
+        );
+        let out = Command::new("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-qc",
+            ])
+            .arg(format!("CREATE DATABASE {name}"))
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        Ok(format!(
+            "postgres://postgres@127.0.0.1:{}/{name}",
+            self.port
+        ))
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        let data = self.data().display().to_string();
+        let _ = self.tool(&["pg_ctl", "-D", &data, "-m", "immediate", "stop"]);
+    }
+}
+
+fn run(user: Option<&str>, args: &[&str]) -> Result<String, String> {
+    let mut cmd = match user {
+        Some(u) => {
+            let mut c = Command::new("runuser");
+            c.args(["-u", u, "--"]).args(args);
+            c
+        }
+        None => {
+            let mut c = Command::new(args[0]);
+            c.args(&args[1..]);
+            c
+        }
+    };
+    let out = cmd
+        .current_dir("/")
+        .output()
+        .map_err(|e| format!("{}: {e}", args[0]))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "{} failed: {}{}",
+            args[0],
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// A backend to run a test against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// A SQLite file in a temp dir.
+    Sqlite,
+    /// A database in the shared PostgreSQL cluster.
+    Postgres,
+}
+
+/// Both backends, for tests that must pass on each.
+pub const BOTH: [Backend; 2] = [Backend::Sqlite, Backend::Postgres];
+
+/// A fresh database URL on `backend`; a SQLite file lives under `dir`.
+pub fn fresh_url(backend: Backend, dir: &Path) -> String {
+    match backend {
+        Backend::Sqlite => format!(
+            "sqlite://{}",
+            dir.join(format!(
+                "db{}.sqlite",
+                NEXT_DB.fetch_add(1, Ordering::SeqCst)
+            ))
+            .display()
+        ),
+        Backend::Postgres => PgCluster::shared()
+            .and_then(PgCluster::database)
+            .unwrap_or_else(|e| panic!("PostgreSQL test cluster: {e}")),
+    }
+}
