@@ -172,16 +172,19 @@ fn article() -> Payload {
 }
 
 /// Runs the demo, writing to `out`.
-pub(crate) fn run(out: &mut impl Write) -> Result<()> {
-    let engine = Engine::new();
-    let mut changes = engine.subscribe();
-    writeln!(
-        out,
-        "Plugboard demo: an in-process host with {} reference events.\n",
-        engine.events().len()
-    )?;
+/// The sample plugins' names.
+pub(crate) const SAMPLES: [&str; 7] = [
+    "audit",
+    "rate_guard",
+    "captcha",
+    "remember_me",
+    "toc",
+    "markdown",
+    "broken",
+];
 
-    writeln!(out, "1. Register and start the sample plugins")?;
+/// Registers the sample plugins (all but `broken`) and ends the boot: a host's start-up.
+pub(crate) fn register_samples(engine: &Engine) -> Result<()> {
     engine.register(
         Registration::new("audit").priority(10),
         Audit {
@@ -204,6 +207,32 @@ pub(crate) fn run(out: &mut impl Write) -> Result<()> {
         Toc,
     )?;
     engine.register(Registration::new("markdown").priority(10), Markdown)?;
+    Ok(())
+}
+
+/// A sample content call, for hosts that show what their chain does.
+pub(crate) fn prepare_article(engine: &Engine) -> Result<Vec<String>> {
+    let t = engine.hook::<OnContentPrepare>()?.trace(article());
+    Ok(t.steps.into_iter().map(|s| s.plugin).collect())
+}
+
+/// Runs the demo on `engine` (whose records are stored), writing to `out`.
+pub(crate) fn run(engine: &Engine, out: &mut impl Write) -> Result<()> {
+    // Start from a clean slate: the demo's own records from an earlier run go.
+    for name in SAMPLES {
+        if engine.plugin(name).is_some() {
+            engine.unregister(name)?;
+        }
+    }
+    let mut changes = engine.subscribe();
+    writeln!(
+        out,
+        "Plugboard demo: an in-process host with {} reference events.\n",
+        engine.events().len()
+    )?;
+
+    writeln!(out, "1. Register and start the sample plugins")?;
+    register_samples(engine)?;
     engine.start(Target::All)?;
     drain(&mut changes);
     for event in [
@@ -211,7 +240,7 @@ pub(crate) fn run(out: &mut impl Write) -> Result<()> {
         "on_user_before_login",
         "on_content_prepare",
     ] {
-        chain(out, &engine, event)?;
+        chain(out, engine, event)?;
     }
 
     writeln!(
@@ -263,7 +292,7 @@ pub(crate) fn run(out: &mut impl Write) -> Result<()> {
     writeln!(out, "\n5. The operator stops `markdown`")?;
     engine.stop("markdown")?;
     report(out, &mut changes)?;
-    chain(out, &engine, "on_content_prepare")?;
+    chain(out, engine, "on_content_prepare")?;
     let t = content.trace(article());
     writeln!(
         out,
@@ -284,7 +313,7 @@ pub(crate) fn run(out: &mut impl Write) -> Result<()> {
     writeln!(out, "\n6. The operator enables `markdown`")?;
     engine.enable("markdown")?;
     report(out, &mut changes)?;
-    chain(out, &engine, "on_content_prepare")?;
+    chain(out, engine, "on_content_prepare")?;
 
     writeln!(
         out,
@@ -319,10 +348,14 @@ pub(crate) fn run(out: &mut impl Write) -> Result<()> {
         out,
         "\nDone. The host never saw a panic; every change above was published to subscribers."
     )?;
+    writeln!(
+        out,
+        "The plugin records stay in the database: try `plugboard plugins`, `plugboard stop audit`, `plugboard activity`."
+    )?;
     Ok(())
 }
 
-fn chain(out: &mut impl Write, engine: &Engine, event: &str) -> Result<()> {
+pub(crate) fn chain(out: &mut impl Write, engine: &Engine, event: &str) -> Result<()> {
     let names = engine.chain(event)?;
     let shown: Vec<String> = names
         .iter()
@@ -372,7 +405,7 @@ fn drain(rx: &mut Receiver<LifecycleEvent>) {
     while rx.try_recv().is_ok() {}
 }
 
-fn report(out: &mut impl Write, rx: &mut Receiver<LifecycleEvent>) -> Result<()> {
+pub(crate) fn report(out: &mut impl Write, rx: &mut Receiver<LifecycleEvent>) -> Result<()> {
     while let Ok(ev) = rx.try_recv() {
         if let LifecycleEvent::StatusChanged {
             plugin,

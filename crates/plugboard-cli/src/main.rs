@@ -1,20 +1,28 @@
-//! The `plugboard` command: a thin CLI over the `plugboard` library.
+//! The `plugboard` command: a thin CLI over the `plugboard` and `plugboard-store` libraries.
 //!
-//! `plugboard events` lists the event catalogue, `plugboard events show NAME` prints an
-//! event's JSON Schema, and `plugboard demo` runs an in-process demo host.
+//! Every command that touches plugins works on a database (`--database URL`, or
+//! `$PLUGBOARD_DATABASE_URL`, or a SQLite file in `$PLUGBOARD_HOME`, default `./.plugboard/`),
+//! so that an operator can stop a plugin of a running host from a shell.
 
 mod demo;
 
 use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
 
-use anyhow::{Context as _, Result};
-use clap::{Parser, Subcommand};
-use plugboard::Engine;
+use anyhow::{Context as _, Result, anyhow};
+use clap::{Args, Parser, Subcommand};
+use plugboard::{Engine, EngineError, LifecycleEvent, Target};
+use plugboard_store::{ActivityQuery, LogConfig, Store};
 
 /// Runtime plugins and event hooks for Rust applications.
 #[derive(Parser)]
 #[command(name = "plugboard", version, about)]
 struct Cli {
+    /// Database URL: sqlite://PATH or postgres://…  [default: $PLUGBOARD_DATABASE_URL, or
+    /// a SQLite file in $PLUGBOARD_HOME (./.plugboard/)]
+    #[arg(long, global = true, value_name = "URL")]
+    database: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -29,9 +37,79 @@ enum Command {
         #[command(subcommand)]
         show: Option<EventsCommand>,
     },
-    /// Run an in-process demo host: register sample plugins, call events, change
-    /// statuses, and print each step.
+    /// Run a demo host: register sample plugins, call events, change statuses, print each
+    /// step. Its plugin records stay in the database.
     Demo,
+    /// List the plugin records.
+    Plugins {
+        /// Only this event's plugins.
+        #[arg(long)]
+        event: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start plugins (`registered` or `held` ones).
+    Start(Which),
+    /// Stop plugins; their dependents are held. Only `enable` undoes it.
+    Stop(Which),
+    /// Restart plugins.
+    Restart(Which),
+    /// Take plugins out of `stopped`.
+    Enable(Which),
+    /// Unload plugins' code, keeping their records.
+    Delete(Which),
+    /// Remove plugins' records; dependents are held, never removed.
+    Unregister(Which),
+    /// Read the activity log, newest first.
+    Activity {
+        /// At most this many entries.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Only this status (error, info, warning, report, throw, exit).
+        #[arg(long)]
+        status: Option<String>,
+        /// Only this subject (a plugin's or package's name).
+        #[arg(long)]
+        subject: Option<String>,
+        /// Only this kind (plugin, package, setting, event, activity).
+        #[arg(long)]
+        kind: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read and change settings.
+    Settings {
+        #[command(subcommand)]
+        command: SettingsCommand,
+    },
+    /// Run a host with the sample plugins that follows changes made by other processes
+    /// and prints its `on_content_prepare` chain whenever it changes. Stops on end of input.
+    Watch,
+}
+
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+struct Which {
+    /// The plugin.
+    name: Option<String>,
+    /// Every plugin of this event.
+    #[arg(long)]
+    event: Option<String>,
+    /// Every plugin.
+    #[arg(long)]
+    all: bool,
+}
+
+impl Which {
+    fn target(&self) -> Target<'_> {
+        match (&self.name, &self.event) {
+            (Some(n), _) => Target::Plugin(n),
+            (None, Some(e)) => Target::Event(e),
+            (None, None) => Target::All,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -43,68 +121,366 @@ enum EventsCommand {
     },
 }
 
-fn main() -> Result<()> {
-    match run() {
+#[derive(Subcommand)]
+enum SettingsCommand {
+    /// Print a setting's configs.
+    Get {
+        /// The setting.
+        name: String,
+    },
+    /// Create or replace a setting.
+    Set {
+        /// The setting (5 to 50 characters).
+        name: String,
+        /// Its configs, as JSON.
+        configs: String,
+    },
+    /// Delete a setting.
+    Delete {
+        /// The setting.
+        name: String,
+    },
+    /// List the settings.
+    List,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Lifecycle changes are traced at `info`; `RUST_LOG=plugboard=info` shows them.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("warn,plugboard_engine=error,sqlx=error")
+            }),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
         // A closed pipe (`plugboard events | head`) is the reader's choice, not an error.
         Err(e)
             if e.downcast_ref::<std::io::Error>()
                 .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
         {
-            Ok(())
+            ExitCode::SUCCESS
         }
-        other => other,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 
-fn run() -> Result<()> {
-    let cli = Cli::parse();
-    // Lifecycle changes are traced at `info`; `RUST_LOG=plugboard=info` shows them.
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+fn open(url: Option<String>) -> Result<Store> {
+    let url = url.unwrap_or_else(plugboard_store::default_url);
+    Store::open(&url).with_context(|| format!("opening {}", redact(&url)))
+}
+
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
+        _ => url.to_owned(),
+    }
+}
+
+/// An engine over the stored records, for commands that manage records without running
+/// plugins.
+fn records_engine(store: &Store) -> Result<Engine> {
+    Ok(store.engine(Engine::builder().records_only(true))?)
+}
+
+/// Operator-facing wording for the errors an operator can fix.
+fn explain(e: EngineError) -> anyhow::Error {
+    match e {
+        EngineError::Stopped(name) => {
+            anyhow!("plugin `{name}` is stopped; use `plugboard enable {name}`")
+        }
+        EngineError::UnknownPlugin(name) => {
+            anyhow!("no plugin named `{name}`; `plugboard plugins` lists them")
+        }
+        other => anyhow!(other),
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
     let mut out = std::io::stdout().lock();
     match cli.command {
         Command::Events {
             show: Some(EventsCommand::Show { name }),
             ..
         } => {
-            let engine = Engine::new();
-            let info = engine.event(&name).with_context(|| {
+            let info = Engine::new().event(&name).with_context(|| {
                 format!("no event named `{name}`; `plugboard events` lists them")
             })?;
             writeln!(out, "{}", serde_json::to_string_pretty(&info.schema)?)?;
         }
-        Command::Events { json, show: None } => {
-            let events = Engine::new().events();
+        Command::Events { json, show: None } => events(&mut out, json)?,
+        Command::Demo => {
+            let store = open(cli.database)?;
+            let engine = store.engine(Engine::builder())?;
+            let log = store.activity_log(Some(&engine), LogConfig::default());
+            demo::run(&engine, &mut out)?;
+            log.flush(Duration::from_secs(10));
+        }
+        Command::Plugins { event, json } => {
+            let store = open(cli.database)?;
+            let engine = records_engine(&store)?;
+            let plugins: Vec<_> = engine
+                .plugins()
+                .into_iter()
+                .filter(|p| event.as_ref().is_none_or(|e| &p.record.event == e))
+                .collect();
             if json {
-                let list: Vec<_> = events
-                    .iter()
-                    .map(|e| {
-                        serde_json::json!({
-                            "name": e.name, "section": e.section, "doc": e.doc, "fields": e.fields(),
-                        })
-                    })
-                    .collect();
-                writeln!(out, "{}", serde_json::to_string_pretty(&list)?)?;
+                let records: Vec<_> = plugins.iter().map(|p| &p.record).collect();
+                writeln!(out, "{}", serde_json::to_string_pretty(&records)?)?;
+            } else if plugins.is_empty() {
+                writeln!(out, "no plugins registered in {}", store.url())?;
             } else {
-                let width = events.iter().map(|e| e.name.len()).max().unwrap_or(0);
-                writeln!(out, "{:width$}  {:9}  FIELDS", "EVENT", "SECTION")?;
-                for e in &events {
-                    let fields = e.fields();
-                    let fields = if fields == ["data", "extra"] {
-                        "(generic payload: data, extra)".to_owned()
+                writeln!(
+                    out,
+                    "{:16} {:28} {:>4}  {:10} DEPENDS",
+                    "NAME", "EVENT", "PRIO", "STATUS"
+                )?;
+                for p in &plugins {
+                    let r = &p.record;
+                    let depends = if r.depends.is_empty() {
+                        "-".to_owned()
                     } else {
-                        fields.join(", ")
+                        format!("{} ({})", r.depends.join(", "), r.depend_type)
                     };
-                    writeln!(out, "{:width$}  {:9}  {fields}", e.name, e.section)?;
+                    writeln!(
+                        out,
+                        "{:16} {:28} {:>4}  {:10} {depends}",
+                        r.name,
+                        r.event,
+                        r.priority.get(),
+                        r.status.as_str()
+                    )?;
                 }
             }
         }
-        Command::Demo => demo::run(&mut out)?,
+        Command::Start(w) => lifecycle(cli.database, &mut out, &w, |e, t| e.start(t))?,
+        Command::Stop(w) => lifecycle(cli.database, &mut out, &w, |e, t| e.stop(t))?,
+        Command::Restart(w) => lifecycle(cli.database, &mut out, &w, |e, t| e.restart(t))?,
+        Command::Enable(w) => lifecycle(cli.database, &mut out, &w, |e, t| e.enable(t))?,
+        Command::Delete(w) => lifecycle(cli.database, &mut out, &w, |e, t| e.delete(t))?,
+        Command::Unregister(w) => lifecycle(cli.database, &mut out, &w, |e, t| e.unregister(t))?,
+        Command::Activity {
+            limit,
+            status,
+            subject,
+            kind,
+            json,
+        } => {
+            let store = open(cli.database)?;
+            let entries = store.activities(&ActivityQuery {
+                status,
+                subject,
+                kind,
+                limit: Some(limit),
+                ..Default::default()
+            })?;
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&entries)?)?;
+            } else {
+                for a in &entries {
+                    let when = a
+                        .created_at
+                        .format(&time::format_description::well_known::Rfc3339)
+                        .unwrap_or_default();
+                    let e = &a.entry;
+                    writeln!(
+                        out,
+                        "{:>6} {when} {:7} {:8} {:8} {:16} {}",
+                        a.id,
+                        e.status,
+                        e.kind,
+                        e.action,
+                        e.subject.as_deref().unwrap_or("-"),
+                        e.extra
+                    )?;
+                }
+            }
+        }
+        Command::Settings { command } => {
+            let store = open(cli.database)?;
+            let settings = store.settings();
+            match command {
+                SettingsCommand::Get { name } => {
+                    let v = settings.get(&name)?.with_context(|| {
+                        format!("no setting named `{name}`; `plugboard settings list` lists them")
+                    })?;
+                    writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+                }
+                SettingsCommand::Set { name, configs } => {
+                    let v: serde_json::Value = serde_json::from_str(&configs)
+                        .with_context(|| format!("the configs of `{name}` are not valid JSON"))?;
+                    settings.set(&name, v)?;
+                    writeln!(out, "set {name}")?;
+                }
+                SettingsCommand::Delete { name } => {
+                    if !settings.delete(&name)? {
+                        return Err(anyhow!("no setting named `{name}`"));
+                    }
+                    writeln!(out, "deleted {name}")?;
+                }
+                SettingsCommand::List => {
+                    for (name, v, _) in settings.list()? {
+                        writeln!(out, "{name:20} {v}")?;
+                    }
+                }
+            }
+        }
+        Command::Watch => watch(cli.database, &mut out)?,
     }
     Ok(())
+}
+
+fn events(out: &mut impl Write, json: bool) -> Result<()> {
+    let events = Engine::new().events();
+    if json {
+        let list: Vec<_> = events
+            .iter()
+            .map(|e| serde_json::json!({ "name": e.name, "section": e.section, "doc": e.doc, "fields": e.fields() }))
+            .collect();
+        writeln!(out, "{}", serde_json::to_string_pretty(&list)?)?;
+        return Ok(());
+    }
+    let width = events.iter().map(|e| e.name.len()).max().unwrap_or(0);
+    writeln!(out, "{:width$}  {:9}  FIELDS", "EVENT", "SECTION")?;
+    for e in &events {
+        let fields = e.fields();
+        let fields = if fields == ["data", "extra"] {
+            "(generic payload: data, extra)".to_owned()
+        } else {
+            fields.join(", ")
+        };
+        writeln!(out, "{:width$}  {:9}  {fields}", e.name, e.section)?;
+    }
+    Ok(())
+}
+
+/// Applies one lifecycle operation to stored records and prints every status it changed.
+/// The change is durable when this prints.
+fn lifecycle(
+    database: Option<String>,
+    out: &mut impl Write,
+    which: &Which,
+    op: impl FnOnce(&Engine, Target<'_>) -> Result<plugboard::Report, EngineError>,
+) -> Result<()> {
+    let store = open(database)?;
+    let engine = records_engine(&store)?;
+    let log = store.activity_log(Some(&engine), LogConfig::default());
+    let mut changes = engine.subscribe();
+    let result = op(&engine, which.target());
+    let mut any = false;
+    while let Ok(ev) = changes.try_recv() {
+        if let LifecycleEvent::StatusChanged { .. }
+        | LifecycleEvent::Unregistered { .. }
+        | LifecycleEvent::Deleted { .. } = ev
+        {
+            any = true;
+            print_change(out, &ev)?;
+        }
+    }
+    log.flush(Duration::from_secs(10));
+    let report = result.map_err(explain)?;
+    for (name, why) in &report.skipped {
+        writeln!(out, "skipped {name}: {}", explain_ref(why))?;
+    }
+    if !any {
+        writeln!(out, "nothing to change")?;
+    }
+    Ok(())
+}
+
+fn explain_ref(e: &EngineError) -> String {
+    match e {
+        EngineError::Stopped(name) => {
+            format!("plugin `{name}` is stopped; use `plugboard enable {name}`")
+        }
+        other => other.to_string(),
+    }
+}
+
+fn print_change(out: &mut impl Write, ev: &LifecycleEvent) -> Result<()> {
+    match ev {
+        LifecycleEvent::StatusChanged {
+            plugin,
+            from,
+            to,
+            cause,
+            ..
+        } => {
+            let why = match cause {
+                plugboard::Cause::Operator { op } => format!("{op}"),
+                plugboard::Cause::DependencyDown { dependency } => {
+                    format!("dependency `{dependency}` is not active")
+                }
+                plugboard::Cause::DependenciesUp => "dependencies active again".into(),
+                plugboard::Cause::FailureThreshold { failures } => {
+                    format!("{failures} failures in a row")
+                }
+                plugboard::Cause::External => "changed by another process".into(),
+            };
+            writeln!(out, "{plugin}: {from} -> {to} ({why})")?;
+        }
+        LifecycleEvent::Unregistered { plugin, .. } => writeln!(out, "{plugin}: unregistered")?,
+        LifecycleEvent::Deleted { plugin, .. } => {
+            writeln!(out, "{plugin}: code unloaded (record kept)")?
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// A host that follows other processes' changes and prints its chain when it changes.
+fn watch(database: Option<String>, out: &mut impl Write) -> Result<()> {
+    let store = open(database)?;
+    let engine = store.engine(Engine::builder())?;
+    let _log = store.activity_log(Some(&engine), LogConfig::default());
+    // Another host booting at the same moment may insert the same records first: then
+    // take its records and register again.
+    if let Err(e) = demo::register_samples(&engine) {
+        tracing::info!(error = %e, "registration raced another host; reloading and retrying");
+        store.sync(&engine)?;
+        demo::register_samples(&engine)?;
+    }
+    let boot = engine.finish_boot()?;
+    let _watch = store.watch(&engine);
+    let mut changes = engine.subscribe();
+    writeln!(out, "ready; started at boot: {:?}", boot.started)?;
+    writeln!(
+        out,
+        "on_content_prepare runs: {:?}",
+        demo::prepare_article(&engine)?
+    )?;
+    out.flush()?;
+    // Stop when the parent closes our input.
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let mut sink = String::new();
+        while std::io::stdin().read_line(&mut sink).is_ok_and(|n| n > 0) {
+            sink.clear();
+        }
+        let _ = done_tx.send(());
+    });
+    loop {
+        if done_rx.try_recv().is_ok() {
+            return Ok(());
+        }
+        match changes.try_recv() {
+            Ok(ev @ LifecycleEvent::StatusChanged { .. }) => print_change(out, &ev)?,
+            Ok(LifecycleEvent::ChainRebuilt { event, .. }) if event == "on_content_prepare" => {
+                writeln!(
+                    out,
+                    "on_content_prepare runs: {:?}",
+                    demo::prepare_article(&engine)?
+                )?;
+            }
+            Ok(_) => continue,
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+        out.flush()?;
+    }
 }

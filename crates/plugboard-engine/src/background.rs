@@ -84,7 +84,8 @@ impl Background {
 
 /// The engine's own worker, for callers outside any tokio runtime.
 fn spawn_worker(limit: usize) -> Option<SyncSender<Job>> {
-    let (tx, rx) = sync_channel::<Job>(limit);
+    // The channel preallocates its slots; `in_flight` bounds the work anyway.
+    let (tx, rx) = sync_channel::<Job>(limit.min(65_536));
     // enable_all: async plugins may use whichever tokio drivers the host compiled in.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -381,6 +381,8 @@ impl<S: State> Slot<S> {
         while let Some(step) = chain.steps.get(walk.pos) {
             let cx = Context::new(&self.name, &step.name, meta);
             if skip {
+                // Cleared first: if the clone itself panics, no stale backup is left behind.
+                walk.backup = None;
                 walk.backup = Some(state.clone());
             }
             if timed {

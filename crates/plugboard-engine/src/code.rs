@@ -150,8 +150,15 @@ impl Code {
         self.state_name
     }
 
-    pub(crate) fn callbacks(&self) -> &dyn Callbacks {
-        &*self.callbacks
+    /// Runs a lifecycle callback; a panic in it is a refusal, never an unwind into the
+    /// engine (whatever kind of code implements the callbacks).
+    pub(crate) fn lifecycle(&self, op: Op, record: &PluginRecord) -> Result<(), Reason> {
+        guarded(|| self.callbacks.lifecycle(op, record))
+    }
+
+    /// Runs the health check, guarded like the callbacks.
+    pub(crate) fn health_check(&self) -> Result<(), Reason> {
+        guarded(|| self.callbacks.health_check())
     }
 
     /// Whether two codes are the same loaded code (for change detection).

@@ -119,6 +119,7 @@ pub struct EngineBuilder {
     reference_events: bool,
     broadcast_capacity: usize,
     persistence: Option<Arc<dyn Persistence>>,
+    records_only: bool,
 }
 
 impl Default for EngineBuilder {
@@ -130,6 +131,7 @@ impl Default for EngineBuilder {
             reference_events: true,
             broadcast_capacity: 1024,
             persistence: None,
+            records_only: false,
         }
     }
 }
@@ -171,17 +173,29 @@ impl EngineBuilder {
         self
     }
 
+    /// For tools that manage stored records without running plugins (such as the CLI):
+    /// records count as having their code, so dependents are held and released exactly as
+    /// a host would do it.
+    pub fn records_only(mut self, yes: bool) -> Self {
+        self.records_only = yes;
+        self
+    }
+
     /// Builds the engine.
     pub fn build(self) -> Engine {
         let (changes, _) = broadcast::channel(self.broadcast_capacity);
         let shared = Arc::new(Shared {
-            control: Mutex::new(Control::default()),
+            control: Mutex::new(Control {
+                records_only: self.records_only,
+                ..Control::default()
+            }),
             slots: ArcSwap::from_pointee(Slots::default()),
             changes,
             threshold: self.failure_threshold,
             default_policy: self.on_failure,
             background: Background::new(self.background_limit),
             persistence: self.persistence,
+            views: ArcSwap::from_pointee(Views::default()),
         });
         let engine = Engine { shared };
         if self.reference_events {
@@ -235,6 +249,15 @@ pub(crate) struct Shared {
     default_policy: OnFailure,
     background: Background,
     persistence: Option<Arc<dyn Persistence>>,
+    /// The records as of the last change, for queries: they never take the control lock,
+    /// so a plugin callback may ask about plugins.
+    views: ArcSwap<Views>,
+}
+
+#[derive(Default)]
+struct Views {
+    entries: BTreeMap<String, Entry>,
+    active: HashSet<String>,
 }
 
 #[derive(Clone, Default)]
@@ -250,6 +273,9 @@ struct Control {
     installed: HashMap<String, Installed>,
     policies: HashMap<String, OnFailure>,
     profiling: HashSet<String>,
+    /// Tools that manage records without running plugins (the CLI) treat every record's
+    /// code as present, so that holds and releases are computed as a host would.
+    records_only: bool,
 }
 
 #[derive(Clone)]
@@ -350,6 +376,7 @@ impl Engine {
     /// Declares a dynamic event: one defined at run time, whose state is free JSON.
     pub fn declare_dynamic(&self, info: EventInfo) -> Result<(), EngineError> {
         validate_name("event", &info.name)?;
+        let _g = ControlGuard::enter(Op::Register)?;
         let _ctl = self.shared.lock();
         let slots = self.shared.slots.load();
         if let Some(existing) = slots.by_name.get(info.name.as_ref()) {
@@ -377,6 +404,7 @@ impl Engine {
         if let Some(slot) = self.lookup::<E>() {
             return Ok(slot);
         }
+        let _g = ControlGuard::enter(Op::Register)?;
         let _ctl = self.shared.lock();
         let slots = self.shared.slots.load();
         if let Some(slot) = slots.by_type.get(&TypeId::of::<E>()) {
@@ -488,7 +516,7 @@ impl Engine {
         f(&mut ctl);
         let mut events = Vec::new();
         self.shared.rebuild(&mut ctl, &mut events);
-        self.shared.publish(events);
+        self.shared.publish(&ctl, events);
         Ok(())
     }
 
@@ -511,6 +539,7 @@ impl Engine {
         registration: Registration,
         plugin: P,
     ) -> Result<PluginRecord, EngineError> {
+        validate_name("plugin", &registration.name)?;
         self.typed_slot::<E>()?;
         self.register_code(E::NAME, registration, Code::native::<E, P>(plugin))
     }
@@ -521,6 +550,7 @@ impl Engine {
         registration: Registration,
         plugin: P,
     ) -> Result<PluginRecord, EngineError> {
+        validate_name("plugin", &registration.name)?;
         self.typed_slot::<E>()?;
         self.register_code(E::NAME, registration, Code::native_async::<E, P>(plugin))
     }
@@ -608,8 +638,7 @@ impl Engine {
                 record.updated_at = e.record.updated_at;
             }
         }
-        code.callbacks()
-            .lifecycle(Op::Register, &record)
+        code.lifecycle(Op::Register, &record)
             .map_err(|reason| EngineError::Refused {
                 plugin: name.clone(),
                 op: Op::Register,
@@ -637,12 +666,18 @@ impl Engine {
             },
         );
         let mut events = vec![LifecycleEvent::Registered { record, replaced }];
-        self.shared
-            .settle(&mut ctl, &before, &[], None, &mut events);
+        self.shared.settle(
+            &mut ctl,
+            &before,
+            &[],
+            None,
+            Cause::Operator { op: Op::Register },
+            &mut events,
+        );
         self.shared.commit(&mut ctl, snapshot)?;
         self.shared.rebuild(&mut ctl, &mut events);
         let record = ctl.plugins[&name].record.clone();
-        self.shared.publish(events);
+        self.shared.publish(&ctl, events);
         Ok(record)
     }
 
@@ -713,7 +748,7 @@ impl Engine {
         }
         let mut events = Vec::new();
         self.shared.rebuild(&mut ctl, &mut events);
-        self.shared.publish(events);
+        self.shared.publish(&ctl, events);
         Ok(())
     }
 
@@ -722,15 +757,15 @@ impl Engine {
     /// is missing.
     pub fn finish_boot(&self) -> Result<BootReport, EngineError> {
         let (registered, missing): (Vec<String>, Vec<(String, String)>) = {
-            let ctl = self.shared.lock();
-            let registered = ctl
-                .plugins
+            let views = self.shared.views.load();
+            let registered = views
+                .entries
                 .values()
                 .filter(|e| e.code.is_some() && e.record.status == Status::Registered)
                 .map(|e| e.record.name.clone())
                 .collect();
-            let missing = ctl
-                .plugins
+            let missing = views
+                .entries
                 .values()
                 .filter(|e| e.code.is_none())
                 .map(|e| (e.record.name.clone(), e.record.event.clone()))
@@ -810,52 +845,20 @@ impl Engine {
             return Ok(false);
         }
         let snapshot = self.shared.snapshot(&ctl);
-        let touched: Vec<String> = ctl.plugins.keys().cloned().collect();
-        // Statuses that changed in storage are reported as external; holds and releases
-        // computed here keep their own causes.
-        let mut settled = Vec::new();
         self.shared
-            .settle(&mut ctl, &before, &[], None, &mut settled);
-        let external: HashSet<String> = ctl
-            .plugins
-            .iter()
-            .filter(|(n, e)| before.get(*n).is_some_and(|s| *s != e.record.status))
-            .map(|(n, _)| n.clone())
-            .collect();
-        for ev in settled {
-            match ev {
-                LifecycleEvent::StatusChanged {
-                    plugin,
-                    event,
-                    from,
-                    to,
-                    cause,
-                } if touched.contains(&plugin) && external.contains(&plugin) => {
-                    let cause = match cause {
-                        Cause::DependencyDown { .. } | Cause::DependenciesUp => cause,
-                        _ => Cause::External,
-                    };
-                    events.push(LifecycleEvent::StatusChanged {
-                        plugin,
-                        event,
-                        from,
-                        to,
-                        cause,
-                    });
-                }
-                other => events.push(other),
-            }
-        }
+            .settle(&mut ctl, &before, &[], None, Cause::External, &mut events);
         self.shared.commit(&mut ctl, snapshot)?;
         self.shared.rebuild(&mut ctl, &mut events);
-        self.shared.publish(events);
+        self.shared.publish(&ctl, events);
         Ok(true)
     }
 
     /// Every record with its storage version, for storage tools.
     pub fn stored_records(&self) -> Vec<StoredRecord> {
-        let ctl = self.shared.lock();
-        ctl.plugins
+        self.shared
+            .views
+            .load()
+            .entries
             .values()
             .map(|e| StoredRecord {
                 record: e.record.clone(),
@@ -868,27 +871,22 @@ impl Engine {
 
     /// Every plugin, by name.
     pub fn plugins(&self) -> Vec<PluginInfo> {
-        let ctl = self.shared.lock();
-        let active = active_of(&ctl);
-        ctl.plugins
-            .values()
-            .map(|e| info_of(&ctl, e, &active))
-            .collect()
+        let views = self.shared.views.load();
+        views.entries.values().map(|e| info_of(&views, e)).collect()
     }
 
     /// One plugin.
     pub fn plugin(&self, name: &str) -> Option<PluginInfo> {
-        let ctl = self.shared.lock();
-        let active = active_of(&ctl);
-        ctl.plugins.get(name).map(|e| info_of(&ctl, e, &active))
+        let views = self.shared.views.load();
+        views.entries.get(name).map(|e| info_of(&views, e))
     }
 
     /// Runs a plugin's health check (outside the engine's lock).
     pub fn health(&self, name: &str) -> Result<Health, EngineError> {
         let (record, code, consecutive) = {
-            let ctl = self.shared.lock();
-            let e = ctl
-                .plugins
+            let views = self.shared.views.load();
+            let e = views
+                .entries
                 .get(name)
                 .ok_or_else(|| EngineError::UnknownPlugin(name.to_owned()))?;
             (
@@ -898,7 +896,7 @@ impl Engine {
             )
         };
         let check = match &code {
-            Some(code) => code.callbacks().health_check(),
+            Some(code) => code.health_check(),
             None => Err(Reason::from("code not loaded")),
         };
         Ok(Health {
@@ -1121,7 +1119,7 @@ fn nodes(ctl: &Control) -> HashMap<&str, Node<'_>> {
                 n.as_str(),
                 Node {
                     record: &e.record,
-                    loaded: e.code.is_some(),
+                    loaded: e.code.is_some() || ctl.records_only,
                 },
             )
         })
@@ -1147,7 +1145,8 @@ fn waiting_for(record: &PluginRecord, active: &HashSet<String>) -> Vec<String> {
         .collect()
 }
 
-fn info_of(ctl: &Control, e: &Entry, active: &HashSet<String>) -> PluginInfo {
+fn info_of(views: &Views, e: &Entry) -> PluginInfo {
+    let active = &views.active;
     let last_error = e.stats.last_error.lock().ok().and_then(|l| l.clone());
     PluginInfo {
         record: e.record.clone(),
@@ -1155,8 +1154,8 @@ fn info_of(ctl: &Control, e: &Entry, active: &HashSet<String>) -> PluginInfo {
         kind: e.code.as_ref().map(Code::kind),
         in_chain: active.contains(&e.record.name) && e.record.status.is_active(),
         waiting_for: waiting_for(&e.record, active),
-        dependents: ctl
-            .plugins
+        dependents: views
+            .entries
             .values()
             .filter(|o| o.record.depends.contains(&e.record.name))
             .map(|o| o.record.name.clone())
@@ -1174,7 +1173,11 @@ impl Shared {
         self.control.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn publish(&self, events: Vec<LifecycleEvent>) {
+    fn publish(&self, ctl: &Control, events: Vec<LifecycleEvent>) {
+        self.views.store(Arc::new(Views {
+            entries: ctl.plugins.clone(),
+            active: active_of(ctl),
+        }));
         for ev in events {
             tracing::info!(target: "plugboard::lifecycle", event = ?ev);
             // No subscriber is not an error.
@@ -1339,8 +1342,27 @@ impl Shared {
         let mut events = Vec::new();
         let mut report = Report::default();
         let mut touched = Vec::new();
+        let mut removed = Vec::new();
+        if let (Some(Cause::FailureThreshold { .. }), Target::Plugin(name)) = (&forced, target) {
+            // The stop was decided on a failure streak; if an operator has since restarted
+            // the plugin (which resets the streak), it no longer applies.
+            let streak = ctl
+                .plugins
+                .get(name)
+                .map_or(0, |e| e.stats.consecutive.load(Relaxed));
+            if streak < self.threshold {
+                return Ok(Report::default());
+            }
+        }
         for name in names {
-            match apply(&mut ctl, &name, op, forced.is_some(), &mut events) {
+            match apply(
+                &mut ctl,
+                &name,
+                op,
+                forced.is_some(),
+                &mut events,
+                &mut removed,
+            ) {
                 Ok(true) => touched.push(name),
                 Ok(false) => {}
                 Err(e) if single => return Err(e),
@@ -1348,14 +1370,22 @@ impl Shared {
             }
         }
         let cause = forced.unwrap_or(Cause::Operator { op });
-        self.settle(&mut ctl, &before, &touched, Some(cause), &mut events);
+        self.settle(
+            &mut ctl,
+            &before,
+            &touched,
+            Some(cause),
+            Cause::DependenciesUp,
+            &mut events,
+        );
         self.commit(&mut ctl, snapshot)?;
         self.rebuild(&mut ctl, &mut events);
         report.changed = touched
             .iter()
             .filter_map(|n| ctl.plugins.get(n).map(|e| e.record.clone()))
+            .chain(removed)
             .collect();
-        self.publish(events);
+        self.publish(&ctl, events);
         Ok(report)
     }
 
@@ -1367,13 +1397,14 @@ impl Shared {
         before: &HashMap<String, Status>,
         touched: &[String],
         cause: Option<Cause>,
+        fallback: Cause,
         events: &mut Vec<LifecycleEvent>,
     ) {
         let active = active_of(ctl);
         let now = OffsetDateTime::now_utc();
         let mut moved: Vec<(String, Status, Cause)> = Vec::new();
         for (name, e) in &ctl.plugins {
-            if e.code.is_none() || !e.record.status.wants_to_run() {
+            if (e.code.is_none() && !ctl.records_only) || !e.record.status.wants_to_run() {
                 continue;
             }
             let waiting = waiting_for(&e.record, &active);
@@ -1406,12 +1437,14 @@ impl Shared {
             if from == to {
                 continue;
             }
-            let why = if touched.contains(name) {
-                cause
+            // A hold or release computed here names its dependency, even for a plugin the
+            // operation touched (`start` of a plugin whose dependency is down holds it).
+            let why = match auto.get(name) {
+                Some(why) => why.clone(),
+                None if touched.contains(name) => cause
                     .clone()
-                    .unwrap_or(Cause::Operator { op: Op::Register })
-            } else {
-                auto.get(name).cloned().unwrap_or(Cause::DependenciesUp)
+                    .unwrap_or(Cause::Operator { op: Op::Register }),
+                None => fallback.clone(),
             };
             events.push(LifecycleEvent::StatusChanged {
                 plugin: name.clone(),
@@ -1493,6 +1526,7 @@ fn apply(
     op: Op,
     forced: bool,
     events: &mut Vec<LifecycleEvent>,
+    removed: &mut Vec<PluginRecord>,
 ) -> Result<bool, EngineError> {
     let Some(entry) = ctl.plugins.get_mut(name) else {
         return Err(EngineError::UnknownPlugin(name.to_owned()));
@@ -1503,7 +1537,8 @@ fn apply(
             return Err(EngineError::Stopped(name.to_owned()));
         }
         (Op::Start | Op::Enable, Status::Started | Status::Restarted) => return Ok(false),
-        (Op::Start | Op::Enable, Status::Registered | Status::Held) => Some(Status::Started),
+        (Op::Start | Op::Enable | Op::Restart, Status::Registered) => Some(Status::Started),
+        (Op::Start | Op::Enable, Status::Held) => Some(Status::Started),
         (Op::Enable, Status::Stopped) | (Op::Restart, _) => Some(Status::Restarted),
         (Op::Stop, Status::Stopped) => return Ok(false),
         (Op::Stop, _) => Some(Status::Stopped),
@@ -1511,8 +1546,14 @@ fn apply(
         (Op::Delete | Op::Unregister, _) => None,
         (Op::Register, _) => return Ok(false),
     };
+    // A plugin that never ran is started, not restarted, whatever the operation's name.
+    let callback = if from == Status::Registered && op == Op::Restart {
+        Op::Start
+    } else {
+        op
+    };
     if let Some(code) = &entry.code {
-        if let Err(reason) = code.callbacks().lifecycle(op, &entry.record) {
+        if let Err(reason) = code.lifecycle(callback, &entry.record) {
             if !forced {
                 return Err(EngineError::Refused {
                     plugin: name.to_owned(),
@@ -1533,7 +1574,9 @@ fn apply(
         }
         Op::Unregister => {
             let event = entry.record.event.clone();
-            ctl.plugins.remove(name);
+            if let Some(gone) = ctl.plugins.remove(name) {
+                removed.push(gone.record);
+            }
             events.push(LifecycleEvent::Unregistered {
                 plugin: name.to_owned(),
                 event,
@@ -1543,6 +1586,10 @@ fn apply(
             if let Some(to) = to {
                 entry.record.status = to;
                 entry.record.updated_at = OffsetDateTime::now_utc();
+            }
+            if matches!(op, Op::Start | Op::Enable | Op::Restart) {
+                // An operator bringing a plugin back gives it a clean failure streak.
+                entry.stats.consecutive.store(0, Relaxed);
             }
         }
     }

@@ -190,9 +190,23 @@ impl Store {
     }
 
     /// Reloads the records into `engine` (changes made by other processes).
+    ///
+    /// Several hosts apply the same change at once and each holds or releases the same
+    /// dependents: the first write wins and the others see a version conflict, so a
+    /// conflict here means "reload and look again", a few times.
     pub fn sync(&self, engine: &Engine) -> Result<bool, StoreError> {
-        let records = self.records()?;
-        engine.sync_external(records).map_err(engine_error)
+        let mut changed = false;
+        for _ in 0..5 {
+            let records = self.records()?;
+            match engine.sync_external(records) {
+                Ok(c) => return Ok(changed || c),
+                Err(EngineError::Persist(PersistError::Conflict { .. })) => changed = true,
+                Err(e) => return Err(engine_error(e)),
+            }
+        }
+        Err(StoreError::Io(std::io::Error::other(
+            "records kept changing under five reloads in a row",
+        )))
     }
 }
 

@@ -176,68 +176,141 @@ pub(crate) async fn version(db: Db) -> Result<i64, StoreError> {
         })
 }
 
-/// Brings the schema up to [`VERSION`], each migration in its own transaction.
-pub(crate) async fn migrate(db: Db) -> Result<(), StoreError> {
-    // Two processes may open a new database at once: serialise the migration.
-    if let Db::Postgres(pool) = &db {
-        sqlx::query("SELECT pg_advisory_lock(7244023)")
-            .execute(pool)
-            .await?;
-    }
-    let result = migrate_locked(db.clone()).await;
-    if let Db::Postgres(pool) = &db {
-        sqlx::query("SELECT pg_advisory_unlock(7244023)")
-            .execute(pool)
-            .await?;
-    }
-    result
+/// Commits on success, rolls back on failure (the connection returns to the pool clean).
+macro_rules! finish {
+    ($conn:expr, $result:expr) => {
+        match $result {
+            Ok(()) => {
+                sqlx::query("COMMIT").execute(&mut *$conn).await?;
+                Ok(())
+            }
+            Err(e) => {
+                let _ = sqlx::query("ROLLBACK").execute(&mut *$conn).await;
+                Err(e)
+            }
+        }
+    };
 }
 
-async fn migrate_locked(db: Db) -> Result<(), StoreError> {
-    let current = version(db.clone()).await?;
-    if current > VERSION {
-        return Err(StoreError::NewerSchema {
-            found: current,
-            supported: VERSION,
-        });
-    }
-    // An index loop: an iterator held across the awaits below trips a rustc limitation
-    // (higher-ranked `Send`), which an index sidesteps.
-    #[allow(clippy::needless_range_loop)]
-    for i in 0..MIGRATIONS.len() {
-        let m = &MIGRATIONS[i];
-        if m.version <= current {
-            continue;
-        }
-        match &db {
-            Db::Sqlite(pool, _) => {
-                let mut tx = pool.begin().await?;
-                for stmt in statements(current, m, m.sqlite) {
-                    let q = sqlx::query(stmt);
-                    let q = if stmt.contains("$1") {
-                        q.bind(m.version.to_string())
-                    } else {
-                        q
-                    };
-                    q.execute(&mut *tx).await?;
+/// Brings the schema up to [`VERSION`] in one transaction that holds the database's
+/// write lock (SQLite `BEGIN IMMEDIATE`, a PostgreSQL advisory lock), so that two
+/// processes opening a new database at once neither collide nor apply anything twice.
+pub(crate) async fn migrate(db: Db) -> Result<(), StoreError> {
+    match &db {
+        Db::Sqlite(pool, _) => {
+            let mut conn = pool.acquire().await?;
+            sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+            let result = async {
+                let current = sqlite_version(&mut conn).await?;
+                if current > VERSION {
+                    return Err(StoreError::NewerSchema {
+                        found: current,
+                        supported: VERSION,
+                    });
                 }
-                tx.commit().await?;
-            }
-            Db::Postgres(pool) => {
-                let mut tx = pool.begin().await?;
-                for stmt in statements(current, m, m.postgres) {
-                    let q = sqlx::query(stmt);
-                    let q = if stmt.contains("$1") {
-                        q.bind(m.version.to_string())
-                    } else {
-                        q
-                    };
-                    q.execute(&mut *tx).await?;
+                #[allow(clippy::needless_range_loop)]
+                for i in 0..MIGRATIONS.len() {
+                    let m = &MIGRATIONS[i];
+                    if m.version <= current {
+                        continue;
+                    }
+                    for stmt in statements(current, m, m.sqlite) {
+                        let q = sqlx::query(stmt);
+                        let q = if stmt.contains("$1") {
+                            q.bind(m.version.to_string())
+                        } else {
+                            q
+                        };
+                        q.execute(&mut *conn).await?;
+                    }
+                    tracing::info!(version = m.version, "applied migration");
                 }
-                tx.commit().await?;
+                Ok(())
             }
+            .await;
+            finish!(conn, result)
         }
-        tracing::info!(version = m.version, "applied migration");
+        Db::Postgres(pool) => {
+            let mut conn = pool.acquire().await?;
+            sqlx::query("BEGIN").execute(&mut *conn).await?;
+            let result = async {
+                sqlx::query("SELECT pg_advisory_xact_lock(7244023)")
+                    .execute(&mut *conn)
+                    .await?;
+                let current = pg_version(&mut conn).await?;
+                if current > VERSION {
+                    return Err(StoreError::NewerSchema {
+                        found: current,
+                        supported: VERSION,
+                    });
+                }
+                #[allow(clippy::needless_range_loop)]
+                for i in 0..MIGRATIONS.len() {
+                    let m = &MIGRATIONS[i];
+                    if m.version <= current {
+                        continue;
+                    }
+                    for stmt in statements(current, m, m.postgres) {
+                        let q = sqlx::query(stmt);
+                        let q = if stmt.contains("$1") {
+                            q.bind(m.version.to_string())
+                        } else {
+                            q
+                        };
+                        q.execute(&mut *conn).await?;
+                    }
+                    tracing::info!(version = m.version, "applied migration");
+                }
+                Ok(())
+            }
+            .await;
+            finish!(conn, result)
+        }
     }
-    Ok(())
+}
+
+async fn sqlite_version(conn: &mut sqlx::SqliteConnection) -> Result<i64, StoreError> {
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    if !tables.iter().any(|t| t == "plugboard_meta") {
+        if tables.is_empty() {
+            return Ok(0);
+        }
+        return Err(StoreError::NotPlugboard("the database".into()));
+    }
+    let v: Option<String> =
+        sqlx::query_scalar("SELECT value FROM plugboard_meta WHERE key = 'schema_version'")
+            .fetch_optional(&mut *conn)
+            .await?;
+    parse_version(v)
+}
+
+async fn pg_version(conn: &mut sqlx::PgConnection) -> Result<i64, StoreError> {
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT table_name::text FROM information_schema.tables WHERE table_schema = current_schema()",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    if !tables.iter().any(|t| t == "plugboard_meta") {
+        if tables.is_empty() {
+            return Ok(0);
+        }
+        return Err(StoreError::NotPlugboard("the database".into()));
+    }
+    let v: Option<String> =
+        sqlx::query_scalar("SELECT value FROM plugboard_meta WHERE key = 'schema_version'")
+            .fetch_optional(&mut *conn)
+            .await?;
+    parse_version(v)
+}
+
+fn parse_version(v: Option<String>) -> Result<i64, StoreError> {
+    v.and_then(|v| v.parse().ok())
+        .ok_or_else(|| StoreError::Corrupt {
+            table: "plugboard_meta",
+            why: "no schema_version".into(),
+        })
 }

@@ -1,110 +1,30 @@
 //! Tests of the `plugboard` binary, run as a user runs it.
 #![allow(clippy::unwrap_used, missing_docs)]
 
+mod catalogue;
+mod operator;
+
+use std::path::Path;
 use std::process::{Command, Output};
 
-use expect_test::expect_file;
-
-fn plugboard(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_plugboard"))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap()
+/// The binary, with its data directory in `home` and no inherited database.
+pub fn plugboard_in(home: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_plugboard"));
+    c.env_remove("RUST_LOG")
+        .env_remove("PLUGBOARD_DATABASE_URL")
+        .env("PLUGBOARD_HOME", home);
+    c
 }
 
-fn stdout(out: &Output) -> String {
+pub fn run(home: &Path, args: &[&str]) -> Output {
+    plugboard_in(home).args(args).output().unwrap()
+}
+
+pub fn stdout(out: &Output) -> String {
     assert!(
         out.status.success(),
         "failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout.clone()).unwrap()
-}
-
-#[test]
-fn events_lists_the_catalogue() {
-    // UPDATE_EXPECT=1 cargo test rewrites the snapshot.
-    expect_file!["snapshots/events.txt"].assert_eq(&stdout(&plugboard(&["events"])));
-}
-
-#[test]
-fn events_json_has_32_events_with_fields() {
-    let v: serde_json::Value =
-        serde_json::from_str(&stdout(&plugboard(&["events", "--json"]))).unwrap();
-    let list = v.as_array().unwrap();
-    assert_eq!(list.len(), 32);
-    let f = list
-        .iter()
-        .find(|e| e["name"] == "on_user_after_save_failure")
-        .unwrap();
-    assert_eq!(f["section"], "user");
-    assert_eq!(
-        f["fields"],
-        serde_json::json!([
-            "error",
-            "ip",
-            "endpoint",
-            "status",
-            "conn",
-            "modifier_user",
-            "extra"
-        ])
-    );
-}
-
-#[test]
-fn events_show_prints_the_json_schema() {
-    let schema: serde_json::Value = serde_json::from_str(&stdout(&plugboard(&[
-        "events",
-        "show",
-        "on_user_after_save_failure",
-    ])))
-    .unwrap();
-    assert_eq!(schema["title"], "OnUserAfterSaveFailure");
-    let props = schema["properties"].as_object().unwrap();
-    assert_eq!(props.len(), 7);
-    assert_eq!(schema["properties"]["endpoint"]["$ref"], "#/$defs/Endpoint");
-    let consts = |def: &str| -> Vec<String> {
-        schema["$defs"][def]["oneOf"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v["const"].as_str().unwrap().to_owned())
-            .collect()
-    };
-    assert_eq!(consts("Endpoint"), ["html", "api"]);
-    assert_eq!(consts("SaveStatus"), ["added", "edited"]);
-    assert_eq!(
-        schema["required"],
-        serde_json::json!(["error", "ip", "endpoint", "status", "conn", "modifier_user"])
-    );
-}
-
-#[test]
-fn events_show_unknown_is_a_clear_error() {
-    let out = plugboard(&["events", "show", "on_nothing"]);
-    assert!(!out.status.success());
-    let err = String::from_utf8(out.stderr).unwrap();
-    assert!(
-        err.contains("no event named `on_nothing`; `plugboard events` lists them"),
-        "{err}"
-    );
-}
-
-#[test]
-fn demo_runs_every_step() {
-    let out = stdout(&plugboard(&["demo"]));
-    for line in [
-        "on_user_after_save_failure   audit (10) -> rate_guard (20, needs audit)",
-        "\"block_ip\":true",
-        "halted by captcha",
-        "markdown: started -> stopped (operator: stop)",
-        "toc: started -> held (dependency `markdown` is not active)",
-        "on_content_prepare           (no plugin runs)",
-        "toc: held -> restarted (dependencies active again)",
-        "broken: started -> stopped (5 failures in a row)",
-    ] {
-        assert!(out.contains(line), "missing {line:?} in:\n{out}");
-    }
 }

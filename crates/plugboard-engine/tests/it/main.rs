@@ -11,6 +11,7 @@ mod calls;
 mod failures;
 mod json_async;
 mod lifecycle;
+mod review;
 mod stress;
 
 use std::sync::Arc;

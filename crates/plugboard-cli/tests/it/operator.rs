@@ -1,0 +1,264 @@
+//! The operator's commands on both backends: lifecycle, activity, settings, durability
+//! under SIGKILL, and changes reaching running hosts.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use plugboard_testkit::{BOTH, Backend, fresh_url};
+
+use crate::{plugboard_in, run, stdout};
+
+fn with_db(home: &std::path::Path, url: &str, args: &[&str]) -> std::process::Output {
+    let mut all = vec!["--database", url];
+    all.extend_from_slice(args);
+    run(home, &all)
+}
+
+fn status_of(home: &std::path::Path, url: &str, name: &str) -> String {
+    let json: serde_json::Value =
+        serde_json::from_str(&stdout(&with_db(home, url, &["plugins", "--json"]))).unwrap();
+    json.as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == name)
+        .map(|r| r["status"].as_str().unwrap().to_owned())
+        .unwrap_or_else(|| "missing".into())
+}
+
+#[test]
+fn lifecycle_commands_work_and_errors_change_nothing() {
+    let home = tempfile::tempdir().unwrap();
+    for backend in BOTH {
+        let url = fresh_url(backend, home.path());
+        stdout(&with_db(home.path(), &url, &["demo"]));
+        let out = stdout(&with_db(home.path(), &url, &["stop", "audit"]));
+        assert_eq!(
+            out,
+            "audit: started -> stopped (stop)\nrate_guard: started -> held (dependency `audit` is not active)\n",
+            "{backend:?}"
+        );
+        let err = with_db(home.path(), &url, &["start", "audit"]);
+        assert_eq!(err.status.code(), Some(1));
+        assert_eq!(
+            String::from_utf8_lossy(&err.stderr),
+            "error: plugin `audit` is stopped; use `plugboard enable audit`\n"
+        );
+        assert_eq!(status_of(home.path(), &url, "audit"), "stopped");
+        let err = with_db(home.path(), &url, &["stop", "nobody"]);
+        assert_eq!(
+            String::from_utf8_lossy(&err.stderr),
+            "error: no plugin named `nobody`; `plugboard plugins` lists them\n"
+        );
+        let out = stdout(&with_db(home.path(), &url, &["enable", "audit"]));
+        assert!(
+            out.contains("rate_guard: held -> restarted (dependencies active again)"),
+            "{out}"
+        );
+        let out = stdout(&with_db(
+            home.path(),
+            &url,
+            &["stop", "--event", "on_user_before_login"],
+        ));
+        assert_eq!(out.lines().count(), 2, "{out}");
+        let listed = stdout(&with_db(
+            home.path(),
+            &url,
+            &["plugins", "--event", "on_user_before_login"],
+        ));
+        assert_eq!(
+            listed.lines().filter(|l| l.contains("stopped")).count(),
+            2,
+            "{listed}"
+        );
+        let out = stdout(&with_db(home.path(), &url, &["unregister", "markdown"]));
+        assert!(
+            out.contains("markdown: unregistered") && out.contains("toc: restarted -> held"),
+            "{out}"
+        );
+
+        // The activity log saw all of it, including the refused start.
+        let errors: serde_json::Value = serde_json::from_str(&stdout(&with_db(
+            home.path(),
+            &url,
+            &[
+                "activity",
+                "--status",
+                "error",
+                "--subject",
+                "audit",
+                "--json",
+            ],
+        )))
+        .unwrap();
+        assert!(
+            errors
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|a| a["action"] == "start"),
+            "{errors}"
+        );
+
+        // Settings.
+        stdout(&with_db(
+            home.path(),
+            &url,
+            &["settings", "set", "captcha", r#"{"provider":"hcaptcha"}"#],
+        ));
+        let got = stdout(&with_db(home.path(), &url, &["settings", "get", "captcha"]));
+        assert_eq!(got, "{\n  \"provider\": \"hcaptcha\"\n}\n");
+        let bad = with_db(home.path(), &url, &["settings", "set", "abc", "1"]);
+        assert!(!bad.status.success());
+        let bad = with_db(home.path(), &url, &["settings", "set", "captcha", "{nope"]);
+        assert!(
+            String::from_utf8_lossy(&bad.stderr)
+                .contains("the configs of `captcha` are not valid JSON")
+        );
+        assert_eq!(
+            stdout(&with_db(home.path(), &url, &["settings", "get", "captcha"])),
+            got
+        );
+    }
+}
+
+/// Runs `args`, waits for its acknowledgement on stdout, and kills it with SIGKILL at once.
+fn ack_then_kill(home: &std::path::Path, url: &str, args: &[&str], ack: &str) {
+    let mut child = plugboard_in(home)
+        .args(["--database", url])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    child.kill().ok(); // SIGKILL: no destructor, no flush, no clean close
+    child.wait().unwrap();
+    assert!(first.starts_with(ack), "expected {ack:?}, got {first:?}");
+}
+
+#[test]
+fn an_acknowledged_change_survives_sigkill_fifty_times() {
+    let home = tempfile::tempdir().unwrap();
+    for backend in BOTH {
+        let url = fresh_url(backend, home.path());
+        stdout(&with_db(home.path(), &url, &["demo"]));
+        for i in 0..50 {
+            if i % 2 == 0 {
+                ack_then_kill(home.path(), &url, &["stop", "captcha"], "captcha: ");
+                assert_eq!(
+                    status_of(home.path(), &url, "captcha"),
+                    "stopped",
+                    "{backend:?} round {i}"
+                );
+            } else {
+                ack_then_kill(
+                    home.path(),
+                    &url,
+                    &["enable", "captcha"],
+                    "captcha: stopped -> restarted",
+                );
+                // `enable` leaves stopped as `restarted`; a later stop starts from there.
+                assert_eq!(
+                    status_of(home.path(), &url, "captcha"),
+                    "restarted",
+                    "{backend:?} round {i}"
+                );
+                ack_then_kill(
+                    home.path(),
+                    &url,
+                    &["start", "captcha"],
+                    "nothing to change",
+                );
+                let _ = i;
+            }
+        }
+    }
+}
+
+struct Host {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Host {
+    fn start(home: &std::path::Path, url: &str) -> Host {
+        let mut child = plugboard_in(home)
+            .args(["--database", url, "watch"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let host = Host { child, lines: rx };
+        host.expect("on_content_prepare runs:", Duration::from_secs(30));
+        host
+    }
+
+    /// Waits for a line starting with `prefix`; returns it.
+    fn expect(&self, prefix: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.starts_with(prefix) => return line,
+                Ok(_) => continue,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("no line starting with {prefix:?} within {within:?}")
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    panic!("the host exited before printing {prefix:?}")
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        if let Some(mut stdin) = self.child.stdin.take() {
+            let _ = stdin.write_all(b"");
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_stop_from_another_process_reaches_two_running_hosts_within_a_second() {
+    let home = tempfile::tempdir().unwrap();
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let url = fresh_url(backend, home.path());
+        stdout(&with_db(home.path(), &url, &["demo"]));
+        let a = Host::start(home.path(), &url);
+        let b = Host::start(home.path(), &url);
+        std::thread::sleep(Duration::from_millis(300));
+        let t0 = Instant::now();
+        stdout(&with_db(home.path(), &url, &["stop", "markdown"]));
+        for host in [&a, &b] {
+            let line = host.expect("on_content_prepare runs: []", Duration::from_secs(1));
+            assert!(line.ends_with("[]"), "{line}");
+        }
+        let took = t0.elapsed();
+        assert!(took < Duration::from_secs(2), "{backend:?}: {took:?}");
+        stdout(&with_db(home.path(), &url, &["enable", "markdown"]));
+        for host in [&a, &b] {
+            host.expect(
+                "on_content_prepare runs: [\"markdown\", \"toc\"]",
+                Duration::from_secs(1),
+            );
+        }
+    }
+}
