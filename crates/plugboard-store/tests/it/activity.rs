@@ -207,3 +207,56 @@ fn invalid_entries_name_the_field() {
         "invalid priority: \"urgent\" is not one of none, low, medium, high, featured"
     );
 }
+
+struct Boom;
+impl plugboard_core::Plugin<crate::OnStore> for Boom {
+    fn call(&self, _: crate::OnStore, _: &plugboard_core::Context<'_>) -> plugboard_core::Reply<crate::OnStore> {
+        panic!("boom")
+    }
+}
+
+#[test]
+fn a_call_storm_under_the_limit_loses_no_entry() {
+    each_backend(|backend, url| {
+        let store = Store::open(url).unwrap();
+        // Threshold 0: the failing plugin is never stopped, so every call fails and is logged.
+        let engine = store
+            .engine(Engine::builder().reference_events(false).failure_threshold(0).broadcast_capacity(8192))
+            .unwrap();
+        let log = store.activity_log(Some(&engine), LogConfig::default());
+        engine.register(Registration::new("boom"), Boom).unwrap();
+        engine.start("boom").unwrap();
+        let prev = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let hook = engine.hook::<crate::OnStore>().unwrap();
+        let threads: Vec<_> = (0..2)
+            .map(|_| {
+                let hook = hook.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..1000 {
+                        assert!(hook.call(crate::OnStore { trail: vec![] }).is_err());
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        std::panic::set_hook(prev);
+        assert!(log.flush(Duration::from_secs(20)), "{backend:?}");
+        assert_eq!(log.dropped(), 0);
+        let failures = store
+            .activities(&ActivityQuery { status: Some("throw".into()), subject: Some("boom".into()), limit: Some(1000), ..Default::default() })
+            .unwrap();
+        assert_eq!(failures.len(), 1000, "a page holds 1000");
+        let second = store
+            .activities(&ActivityQuery {
+                status: Some("throw".into()),
+                before_id: failures.last().map(|a| a.id),
+                limit: Some(1000),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(failures.len() + second.len(), 2000, "{backend:?}: every failure is in the log");
+    });
+}

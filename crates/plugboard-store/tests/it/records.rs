@@ -186,3 +186,42 @@ fn a_change_through_one_store_reaches_a_watching_engine_within_a_second() {
         }
     });
 }
+
+#[test]
+fn two_processes_writing_at_once_serialise() {
+    each_backend(|backend, url| {
+        {
+            let s = Store::open(url).unwrap();
+            let e = s.engine(builder()).unwrap();
+            e.register(Registration::new("left"), Mark("left")).unwrap();
+            e.register(Registration::new("right"), Mark("right")).unwrap();
+            e.start(Target::All).unwrap();
+        }
+        let workers: Vec<_> = ["left", "right"]
+            .into_iter()
+            .map(|name| {
+                let url = url.to_owned();
+                std::thread::spawn(move || {
+                    let s = Store::open(&url).unwrap();
+                    let e = s.engine(builder()).unwrap();
+                    e.register(Registration::new(name), Mark(name)).unwrap();
+                    for _ in 0..25 {
+                        e.stop(name).unwrap();
+                        e.enable(name).unwrap();
+                    }
+                    e.stop(name).unwrap();
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().expect("no write failed");
+        }
+        let s = Store::open(url).unwrap();
+        let all = s.records().unwrap();
+        assert_eq!(all.len(), 2, "{backend:?}");
+        for r in all {
+            assert_eq!(r.record.status, Status::Stopped);
+            assert_eq!(r.version, 2 + 51, "{}: every write counted once", r.record.name);
+        }
+    });
+}
