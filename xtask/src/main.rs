@@ -87,5 +87,69 @@ fn bench_report() -> Result<()> {
         1e3 / busy,
         busy / calm
     );
+    store_report();
     Ok(())
+}
+
+/// The storage figures, when `cargo bench -p plugboard-store --bench store` has run.
+fn store_report() {
+    let Ok(sqlite) = median("store_lifecycle/sqlite") else {
+        return;
+    };
+    println!();
+    println!(
+        "| durable lifecycle operation | criterion median | median of 400 ops | p99 of 400 ops |"
+    );
+    println!("|---|---:|---:|---:|");
+    for (name, crit) in [
+        ("sqlite", Ok(sqlite)),
+        ("postgres", median("store_lifecycle/postgres")),
+    ] {
+        let dist = std::fs::read_to_string(root().join(format!(
+            "target/criterion/store_lifecycle/{name}-distribution.json"
+        )))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+        let (m, p) = dist
+            .map(|d| {
+                (
+                    d["median_us"].as_f64().unwrap_or(f64::NAN),
+                    d["p99_us"].as_f64().unwrap_or(f64::NAN),
+                )
+            })
+            .unwrap_or((f64::NAN, f64::NAN));
+        if let Ok(c) = crit {
+            println!(
+                "| {name} | {} | {} | {} |",
+                fmt_ns(c),
+                fmt_ns(m * 1e3),
+                fmt_ns(p * 1e3)
+            );
+        }
+    }
+    println!();
+    println!("| boot: open, check schema, load and restore 10,000 records | median |");
+    println!("|---|---:|");
+    for name in ["sqlite", "postgres"] {
+        if let Ok(t) = median(&format!("store_boot/{name}_10000_records")) {
+            println!("| {name} | {} |", fmt_ns(t));
+        }
+    }
+    if let (Ok(bare), Ok(stored)) = (
+        median("store_calls/without_store"),
+        median("store_calls/with_store_log_and_watch"),
+    ) {
+        println!();
+        println!("| 10-plugin call | median | ratio |");
+        println!("|---|---:|---:|");
+        println!(
+            "| engine without a store (baseline) | {} | 1.00× |",
+            fmt_ns(bare)
+        );
+        println!(
+            "| engine on SQLite, activity log and watcher running | {} | {:.2}× |",
+            fmt_ns(stored),
+            stored / bare
+        );
+    }
 }

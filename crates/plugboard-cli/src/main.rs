@@ -441,10 +441,14 @@ fn watch(database: Option<String>, out: &mut impl Write) -> Result<()> {
     let _log = store.activity_log(Some(&engine), LogConfig::default());
     // Another host booting at the same moment may insert the same records first: then
     // take its records and register again.
-    if let Err(e) = demo::register_samples(&engine) {
+    let mut attempt = 0;
+    while let Err(e) = demo::register_samples(&engine) {
+        attempt += 1;
+        if attempt == 5 {
+            return Err(e);
+        }
         tracing::info!(error = %e, "registration raced another host; reloading and retrying");
         store.sync(&engine)?;
-        demo::register_samples(&engine)?;
     }
     let boot = engine.finish_boot()?;
     let _watch = store.watch(&engine);

@@ -276,6 +276,10 @@ struct Control {
     /// Tools that manage records without running plugins (the CLI) treat every record's
     /// code as present, so that holds and releases are computed as a host would.
     records_only: bool,
+    /// Between `restore` and `finish_boot`: records whose code is not registered yet count
+    /// as present, so that registering a host's plugins in any order does not hold and
+    /// release (and write) dependents along the way.
+    booting: bool,
 }
 
 #[derive(Clone)]
@@ -725,6 +729,7 @@ impl Engine {
     pub fn restore(&self, records: Vec<StoredRecord>) -> Result<(), EngineError> {
         let _g = ControlGuard::enter(Op::Register)?;
         let mut ctl = self.shared.lock();
+        ctl.booting = true;
         for stored in records {
             let name = stored.record.name.clone();
             match ctl.plugins.get_mut(&name) {
@@ -756,6 +761,31 @@ impl Engine {
     /// between registering and starting left it so), and reports the records whose code
     /// is missing.
     pub fn finish_boot(&self) -> Result<BootReport, EngineError> {
+        {
+            // From now on a record without code is missing: hold its dependents (once).
+            let _g = ControlGuard::enter(Op::Start)?;
+            let mut ctl = self.shared.lock();
+            if ctl.booting {
+                ctl.booting = false;
+                let before = statuses(&ctl);
+                let snapshot = self.shared.snapshot(&ctl);
+                let mut events = Vec::new();
+                self.shared.settle(
+                    &mut ctl,
+                    &before,
+                    &[],
+                    None,
+                    Cause::DependenciesUp,
+                    &mut events,
+                );
+                if let Err(e) = self.shared.commit(&mut ctl, snapshot) {
+                    ctl.booting = true;
+                    return Err(e);
+                }
+                self.shared.rebuild(&mut ctl, &mut events);
+                self.shared.publish(&ctl, events);
+            }
+        }
         let (registered, missing): (Vec<String>, Vec<(String, String)>) = {
             let views = self.shared.views.load();
             let registered = views
@@ -1119,7 +1149,7 @@ fn nodes(ctl: &Control) -> HashMap<&str, Node<'_>> {
                 n.as_str(),
                 Node {
                     record: &e.record,
-                    loaded: e.code.is_some() || ctl.records_only,
+                    loaded: e.code.is_some() || ctl.records_only || ctl.booting,
                 },
             )
         })
@@ -1404,7 +1434,9 @@ impl Shared {
         let now = OffsetDateTime::now_utc();
         let mut moved: Vec<(String, Status, Cause)> = Vec::new();
         for (name, e) in &ctl.plugins {
-            if (e.code.is_none() && !ctl.records_only) || !e.record.status.wants_to_run() {
+            if (e.code.is_none() && !ctl.records_only && !ctl.booting)
+                || !e.record.status.wants_to_run()
+            {
                 continue;
             }
             let waiting = waiting_for(&e.record, &active);

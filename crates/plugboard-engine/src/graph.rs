@@ -135,3 +135,141 @@ pub(crate) fn chain_order<'a>(members: &[&'a PluginRecord]) -> Vec<&'a PluginRec
     }
     out
 }
+
+#[cfg(test)]
+#[allow(clippy::type_complexity)] // the tables' shapes are their documentation
+mod tests {
+    use super::*;
+    use plugboard_core::{Priority, Status};
+
+    fn rec(name: &str, priority: u8, status: Status, hard: bool, depends: &[&str]) -> PluginRecord {
+        PluginRecord {
+            name: name.into(),
+            event: "e".into(),
+            priority: Priority::new(priority.into()).unwrap(),
+            status,
+            depend_type: if hard {
+                DependType::Hard
+            } else {
+                DependType::Soft
+            },
+            depends: depends.iter().map(|d| (*d).to_owned()).collect(),
+            extra: vec![],
+            inserted_at: time::OffsetDateTime::UNIX_EPOCH,
+            updated_at: time::OffsetDateTime::UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn cycles_as_a_table() {
+        // (existing edges, new plugin, its depends, expected cycle)
+        let cases: &[(&[(&str, &[&str])], &str, &[&str], Option<&[&str]>)] = &[
+            (&[], "a", &["b"], None),
+            (&[("b", &["a"])], "a", &["b"], Some(&["a", "b", "a"])),
+            (
+                &[("b", &["c"]), ("c", &["a"])],
+                "a",
+                &["b"],
+                Some(&["a", "b", "c", "a"]),
+            ),
+            (&[("b", &["c"]), ("c", &[])], "a", &["b", "c"], None),
+            (&[("x", &["y"]), ("y", &[])], "a", &["x"], None),
+        ];
+        for (edges, name, depends, expected) in cases {
+            let others: BTreeMap<String, Vec<String>> = edges
+                .iter()
+                .map(|(n, d)| ((*n).to_owned(), d.iter().map(|s| (*s).to_owned()).collect()))
+                .collect();
+            let deps: Vec<String> = depends.iter().map(|s| (*s).to_owned()).collect();
+            let got = find_cycle(name, &deps, &others);
+            let expected = expected.map(|e| e.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>());
+            assert_eq!(got, expected, "{name} -> {depends:?} with {edges:?}");
+        }
+    }
+
+    #[test]
+    fn active_sets_as_a_table() {
+        use Status::*;
+        // (plugins, expected active), each plugin (name, status, loaded, hard depends)
+        let cases: &[(&[(&str, Status, bool, &[&str])], &[&str])] = &[
+            (&[("a", Started, true, &[])], &["a"]),
+            (&[("a", Registered, true, &[])], &[]),
+            (&[("a", Started, false, &[])], &[]),
+            (&[("a", Stopped, true, &[]), ("b", Held, true, &["a"])], &[]),
+            (
+                &[("a", Started, true, &[]), ("b", Held, true, &["a"])],
+                &["a", "b"],
+            ),
+            (
+                &[
+                    ("a", Started, true, &[]),
+                    ("b", Started, true, &["a"]),
+                    ("c", Started, true, &["b", "z"]),
+                ],
+                &["a", "b"],
+            ),
+            (
+                &[
+                    ("a", Restarted, true, &[]),
+                    ("b", Started, true, &["a"]),
+                    ("c", Started, true, &["b"]),
+                ],
+                &["a", "b", "c"],
+            ),
+        ];
+        for (plugins, expected) in cases {
+            let records: Vec<PluginRecord> = plugins
+                .iter()
+                .map(|(n, s, _, d)| rec(n, 50, *s, true, d))
+                .collect();
+            let nodes: HashMap<&str, Node<'_>> = records
+                .iter()
+                .zip(plugins.iter())
+                .map(|(r, p)| {
+                    (
+                        r.name.as_str(),
+                        Node {
+                            record: r,
+                            loaded: p.2,
+                        },
+                    )
+                })
+                .collect();
+            let mut got: Vec<&str> = active_set(&nodes).into_iter().collect();
+            got.sort();
+            assert_eq!(&got, expected, "{plugins:?}");
+        }
+    }
+
+    #[test]
+    fn chain_order_as_a_table() {
+        // (plugins as (name, priority, depends), expected order)
+        let cases: &[(&[(&str, u8, &[&str])], &[&str])] = &[
+            (
+                &[("b", 1, &[]), ("a", 1, &[]), ("c", 0, &[])],
+                &["c", "a", "b"],
+            ),
+            (
+                &[("a", 1, &["z"]), ("m", 50, &[]), ("z", 90, &[])],
+                &["m", "z", "a"],
+            ),
+            (&[("x", 5, &["gone"]), ("y", 1, &[])], &["y", "x"]),
+            (
+                &[("c", 0, &["b"]), ("b", 0, &["a"]), ("a", 100, &[])],
+                &["a", "b", "c"],
+            ),
+        ];
+        for (plugins, expected) in cases {
+            let records: Vec<PluginRecord> = plugins
+                .iter()
+                .map(|(n, p, d)| rec(n, *p, Status::Started, false, d))
+                .collect();
+            let refs: Vec<&PluginRecord> = records.iter().collect();
+            let got: Vec<&str> = chain_order(&refs)
+                .into_iter()
+                .map(|r| r.name.as_str())
+                .collect();
+            assert_eq!(&got, expected, "{plugins:?}");
+        }
+    }
+}

@@ -210,7 +210,11 @@ fn invalid_entries_name_the_field() {
 
 struct Boom;
 impl plugboard_core::Plugin<crate::OnStore> for Boom {
-    fn call(&self, _: crate::OnStore, _: &plugboard_core::Context<'_>) -> plugboard_core::Reply<crate::OnStore> {
+    fn call(
+        &self,
+        _: crate::OnStore,
+        _: &plugboard_core::Context<'_>,
+    ) -> plugboard_core::Reply<crate::OnStore> {
         panic!("boom")
     }
 }
@@ -221,7 +225,12 @@ fn a_call_storm_under_the_limit_loses_no_entry() {
         let store = Store::open(url).unwrap();
         // Threshold 0: the failing plugin is never stopped, so every call fails and is logged.
         let engine = store
-            .engine(Engine::builder().reference_events(false).failure_threshold(0).broadcast_capacity(8192))
+            .engine(
+                Engine::builder()
+                    .reference_events(false)
+                    .failure_threshold(0)
+                    .broadcast_capacity(8192),
+            )
             .unwrap();
         let log = store.activity_log(Some(&engine), LogConfig::default());
         engine.register(Registration::new("boom"), Boom).unwrap();
@@ -246,7 +255,12 @@ fn a_call_storm_under_the_limit_loses_no_entry() {
         assert!(log.flush(Duration::from_secs(20)), "{backend:?}");
         assert_eq!(log.dropped(), 0);
         let failures = store
-            .activities(&ActivityQuery { status: Some("throw".into()), subject: Some("boom".into()), limit: Some(1000), ..Default::default() })
+            .activities(&ActivityQuery {
+                status: Some("throw".into()),
+                subject: Some("boom".into()),
+                limit: Some(1000),
+                ..Default::default()
+            })
             .unwrap();
         assert_eq!(failures.len(), 1000, "a page holds 1000");
         let second = store
@@ -257,6 +271,10 @@ fn a_call_storm_under_the_limit_loses_no_entry() {
                 ..Default::default()
             })
             .unwrap();
-        assert_eq!(failures.len() + second.len(), 2000, "{backend:?}: every failure is in the log");
+        assert_eq!(
+            failures.len() + second.len(),
+            2000,
+            "{backend:?}: every failure is in the log"
+        );
     });
 }

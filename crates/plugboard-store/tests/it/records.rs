@@ -194,7 +194,8 @@ fn two_processes_writing_at_once_serialise() {
             let s = Store::open(url).unwrap();
             let e = s.engine(builder()).unwrap();
             e.register(Registration::new("left"), Mark("left")).unwrap();
-            e.register(Registration::new("right"), Mark("right")).unwrap();
+            e.register(Registration::new("right"), Mark("right"))
+                .unwrap();
             e.start(Target::All).unwrap();
         }
         let workers: Vec<_> = ["left", "right"]
@@ -221,7 +222,54 @@ fn two_processes_writing_at_once_serialise() {
         assert_eq!(all.len(), 2, "{backend:?}");
         for r in all {
             assert_eq!(r.record.status, Status::Stopped);
-            assert_eq!(r.version, 2 + 51, "{}: every write counted once", r.record.name);
+            assert_eq!(
+                r.version,
+                2 + 51,
+                "{}: every write counted once",
+                r.record.name
+            );
         }
+    });
+}
+
+#[test]
+fn a_boot_registering_dependents_first_writes_nothing() {
+    each_backend(|backend, url| {
+        {
+            let s = Store::open(url).unwrap();
+            let e = s.engine(builder()).unwrap();
+            e.register(Registration::new("base"), Mark("base")).unwrap();
+            e.register(
+                Registration::new("child").hard_depends(["base"]),
+                Mark("child"),
+            )
+            .unwrap();
+            e.start(Target::All).unwrap();
+        }
+        let s = Store::open(url).unwrap();
+        let before = s.records().unwrap();
+        let e = s.engine(builder()).unwrap();
+        // The dependent's code arrives before its dependency's: no hold, no release, no write.
+        e.register(
+            Registration::new("child").hard_depends(["base"]),
+            Mark("child"),
+        )
+        .unwrap();
+        e.register(Registration::new("base"), Mark("base")).unwrap();
+        let boot = e.finish_boot().unwrap();
+        assert!(boot.started.is_empty() && boot.missing_code.is_empty());
+        assert_eq!(s.records().unwrap(), before, "{backend:?}");
+        assert_eq!(trail(&e), ["base", "child"]);
+        // A dependency whose code never arrives holds its dependents once the boot ends.
+        let s = Store::open(url).unwrap();
+        let e = s.engine(builder()).unwrap();
+        e.register(
+            Registration::new("child").hard_depends(["base"]),
+            Mark("child"),
+        )
+        .unwrap();
+        let boot = e.finish_boot().unwrap();
+        assert_eq!(boot.missing_code, ["base"]);
+        assert_eq!(e.plugin("child").unwrap().record.status, Status::Held);
     });
 }

@@ -54,6 +54,17 @@ fn the_core_does_no_io_and_needs_no_async_runtime() {
 }
 
 #[test]
+fn only_the_store_knows_sql() {
+    for package in ["plugboard-core", "plugboard-engine", "plugboard"] {
+        assert!(
+            !normal_deps(package).iter().any(|d| d.starts_with("sqlx")),
+            "{package} depends on sqlx"
+        );
+    }
+    assert!(normal_deps("plugboard-store").iter().any(|d| d == "sqlx"));
+}
+
+#[test]
 fn heavy_crates_stay_out_of_the_engine_and_facade() {
     for package in ["plugboard-engine", "plugboard"] {
         let deps = normal_deps(package);
