@@ -144,43 +144,44 @@ fn retention_keeps_the_newest_rows() {
 
 #[test]
 fn when_the_writer_cannot_keep_up_entries_are_dropped_counted_and_reported() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&format!("sqlite://{}", dir.path().join("a.db").display())).unwrap();
-    let log = store.activity_log(
-        None,
-        LogConfig {
-            capacity: 4,
-            batch: 2,
-            ..Default::default()
-        },
-    );
-    let entry = NewActivity {
-        kind: "event".into(),
-        action: "call".into(),
-        priority: "low".into(),
-        status: "report".into(),
-        subject: None,
-        section_id: None,
-        extra: json!(null),
-    };
-    let accepted = (0..500).filter(|_| log.record(entry.clone())).count() as u64;
-    assert!(accepted < 500);
-    assert_eq!(log.dropped(), 500 - accepted);
-    // Something new arrives later: the drop count is reported with it.
-    std::thread::sleep(Duration::from_millis(100));
-    log.record(entry.clone());
-    assert!(log.flush(Duration::from_secs(5)));
-    let reports = store
-        .activities(&ActivityQuery {
-            kind: Some("activity".into()),
-            ..Default::default()
-        })
-        .unwrap();
-    assert!(!reports.is_empty());
-    assert_eq!(
-        reports[0].entry.extra["dropped_total"],
-        json!(500 - accepted)
-    );
+    each_backend(|backend, url| {
+        let store = Store::open(url).unwrap();
+        let log = store.activity_log(
+            None,
+            LogConfig {
+                capacity: 4,
+                batch: 2,
+                ..Default::default()
+            },
+        );
+        let entry = NewActivity {
+            kind: "event".into(),
+            action: "call".into(),
+            priority: "low".into(),
+            status: "report".into(),
+            subject: None,
+            section_id: None,
+            extra: json!(null),
+        };
+        let accepted = (0..500).filter(|_| log.record(entry.clone())).count() as u64;
+        assert!(accepted < 500, "{backend:?}");
+        assert_eq!(log.dropped(), 500 - accepted);
+        // Something new arrives later: the drop count is reported with it.
+        std::thread::sleep(Duration::from_millis(100));
+        log.record(entry.clone());
+        assert!(log.flush(Duration::from_secs(5)));
+        let reports = store
+            .activities(&ActivityQuery {
+                kind: Some("activity".into()),
+                ..Default::default()
+            })
+            .unwrap();
+        assert!(!reports.is_empty());
+        assert_eq!(
+            reports[0].entry.extra["dropped_total"],
+            json!(500 - accepted)
+        );
+    });
 }
 
 #[test]

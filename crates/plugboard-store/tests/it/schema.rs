@@ -68,6 +68,39 @@ fn someone_elses_database_is_refused_untouched() {
 }
 
 #[test]
+fn someone_elses_postgres_database_is_refused_untouched() {
+    let url = plugboard_testkit::fresh_url(
+        plugboard_testkit::Backend::Postgres,
+        std::path::Path::new("/tmp"),
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let count_tables = |url: &str| {
+        rt.block_on(async {
+            let pool = sqlx::PgPool::connect(url).await.unwrap();
+            let n: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            pool.close().await;
+            n
+        })
+    };
+    rt.block_on(async {
+        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        sqlx::query("CREATE TABLE invoices (id INTEGER)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+    });
+    let err = Store::open(&url).err().unwrap();
+    assert!(matches!(err, StoreError::NotPlugboard(_)), "{err}");
+    assert_eq!(count_tables(&url), 1, "nothing was created");
+}
+
+#[test]
 fn a_newer_schema_is_refused_on_both_backends() {
     each_backend(|backend, url| {
         Store::open(url).unwrap();
