@@ -1,5 +1,7 @@
 //! Project automation behind `cargo xtask` (see `.cargo/config.toml`).
 //!
+//! - `cargo xtask build-plugins`: builds the example and test plugins in `plugins/` as
+//!   WebAssembly components (`wasm32-wasip2`) into `target/wasm-plugins/`.
 //! - `cargo xtask bench-report`: reads criterion's medians from `target/criterion` (after
 //!   `cargo bench -p plugboard-engine`) and prints the ratio table quoted in BENCHMARKS.md.
 
@@ -11,8 +13,45 @@ fn main() -> Result<()> {
     let task = std::env::args().nth(1).unwrap_or_default();
     match task.as_str() {
         "bench-report" => bench_report(),
-        _ => bail!("usage: cargo xtask bench-report"),
+        "build-plugins" => build_plugins(),
+        _ => bail!("usage: cargo xtask bench-report | build-plugins"),
     }
+}
+
+/// Builds the guest plugins workspace and copies the components to `target/wasm-plugins`.
+fn build_plugins() -> Result<()> {
+    let root = root();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--manifest-path",
+        ])
+        .arg(root.join("plugins/Cargo.toml"))
+        .arg("--target-dir")
+        .arg(root.join("target/plugins"))
+        .status()
+        .context("running cargo")?;
+    if !status.success() {
+        bail!(
+            "building the plugins failed (is the target installed? `rustup target add wasm32-wasip2`)"
+        );
+    }
+    let from = root.join("target/plugins/wasm32-wasip2/release");
+    let to = root.join("target/wasm-plugins");
+    std::fs::create_dir_all(&to)?;
+    for entry in std::fs::read_dir(&from)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "wasm") {
+            let name = path.file_name().context("file name")?;
+            std::fs::copy(&path, to.join(name))?;
+            println!("{}", to.join(name).display());
+        }
+    }
+    Ok(())
 }
 
 fn root() -> PathBuf {

@@ -128,6 +128,8 @@ pub enum FailureKind {
     Timeout,
     /// A plugin overran a resource limit (memory, fuel, reply size).
     ResourceLimit,
+    /// A plugin returned an error instead of a reply.
+    PluginError,
 }
 
 impl FailureKind {
@@ -139,6 +141,7 @@ impl FailureKind {
             FailureKind::Trap => "trap",
             FailureKind::Timeout => "timeout",
             FailureKind::ResourceLimit => "resource_limit",
+            FailureKind::PluginError => "plugin_error",
         }
     }
 }

@@ -65,6 +65,29 @@ fn only_the_store_knows_sql() {
 }
 
 #[test]
+fn only_the_wasm_host_knows_wasmtime() {
+    for package in [
+        "plugboard-core",
+        "plugboard-engine",
+        "plugboard",
+        "plugboard-store",
+        "plugboard-pdk",
+    ] {
+        assert!(
+            !normal_deps(package)
+                .iter()
+                .any(|d| d.starts_with("wasmtime")),
+            "{package} depends on wasmtime"
+        );
+    }
+    assert!(
+        normal_deps("plugboard-wasm")
+            .iter()
+            .any(|d| d == "wasmtime")
+    );
+}
+
+#[test]
 fn heavy_crates_stay_out_of_the_engine_and_facade() {
     for package in ["plugboard-engine", "plugboard"] {
         let deps = normal_deps(package);

@@ -1,0 +1,169 @@
+//! # plugboard-pdk
+//!
+//! The guest side of Plugboard's WebAssembly plugins: implement [`Plugin`] for a struct
+//! and export it with [`export_plugin!`]; build the crate as a `cdylib` for
+//! `wasm32-wasip2`. The state arrives typed (reference events come from
+//! [`plugboard_core::reference`]) and leaves as the reply.
+//!
+//! ```ignore
+//! use plugboard_pdk::{Plugin, Reply, reference::OnUserAfterSaveFailure};
+//!
+//! struct Audit;
+//!
+//! impl Plugin for Audit {
+//!     type State = OnUserAfterSaveFailure;
+//!
+//!     fn call(&self, _event: &str, mut s: Self::State) -> Result<Reply<Self::State>, String> {
+//!         s.extra = plugboard_pdk::serde_json::json!({ "audited": true, "code": s.error.code });
+//!         Ok(Reply::Continue(s))
+//!     }
+//! }
+//!
+//! plugboard_pdk::export_plugin!(Audit, Audit);
+//! ```
+//!
+//! The host grants nothing but [`log`], [`settings`] and [`now_ms`]: no files, network,
+//! environment or processes. Calls run under the host's limits (memory, deadline, reply
+//! size); exceeding one ends the call with an error the host reports against the plugin.
+
+// The bindings wit-bindgen generates for the WIT contract use `unsafe` for the canonical
+// ABI; nothing else in this crate does.
+#![allow(unsafe_code)]
+
+/// The generated bindings of the `plugboard:plugin` contract.
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        world: "plugin",
+        path: "../../wit",
+        pub_export_macro: true,
+        export_macro_name: "export_guest",
+        default_bindings_module: "plugboard_pdk::bindings",
+    });
+}
+
+use bindings::exports::plugboard::plugin::guest::Reply as WitReply;
+use bindings::plugboard::plugin::host;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use plugboard_core::{PluginRecord, Reply, reference};
+pub use serde_json;
+
+/// A sandboxed plugin. Only `call` is required.
+pub trait Plugin: Send + Sync + 'static {
+    /// The event's state: a reference event's type, your own serde type, or
+    /// `serde_json::Value` for any event.
+    type State: Serialize + DeserializeOwned;
+
+    /// Handles one call of `event`.
+    fn call(&self, event: &str, state: Self::State) -> Result<Reply<Self::State>, String>;
+
+    /// Called when the plugin is registered; an error refuses the registration.
+    fn initial(&self, record: &PluginRecord) -> Result<(), String> {
+        let _ = record;
+        Ok(())
+    }
+
+    /// A lifecycle callback (`start`, `stop`, `restart`, `delete`, `unregister`); an
+    /// error refuses the operation.
+    fn lifecycle(&self, op: &str, record: &PluginRecord) -> Result<(), String> {
+        let _ = (op, record);
+        Ok(())
+    }
+
+    /// Whether the plugin can do its job.
+    fn health(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// Writes a log line through the host.
+pub mod log {
+    use super::host::{Level, log};
+
+    /// At info level.
+    pub fn info(message: &str) {
+        log(Level::Info, message);
+    }
+
+    /// At warn level.
+    pub fn warn(message: &str) {
+        log(Level::Warn, message);
+    }
+
+    /// At error level.
+    pub fn error(message: &str) {
+        log(Level::Error, message);
+    }
+
+    /// At debug level.
+    pub fn debug(message: &str) {
+        log(Level::Debug, message);
+    }
+}
+
+/// The plugin's own settings (JSON), if the operator set any.
+pub fn settings() -> Option<String> {
+    host::settings()
+}
+
+/// Milliseconds since the Unix epoch, from the host.
+pub fn now_ms() -> u64 {
+    host::now_ms()
+}
+
+#[doc(hidden)]
+pub fn __call<P: Plugin>(plugin: &P, event: &str, state: &[u8]) -> Result<WitReply, String> {
+    let state: P::State =
+        serde_json::from_slice(state).map_err(|e| format!("invalid state for `{event}`: {e}"))?;
+    let encode =
+        |s: &P::State| serde_json::to_vec(s).map_err(|e| format!("cannot encode the reply: {e}"));
+    Ok(match plugin.call(event, state)? {
+        Reply::Continue(s) => WitReply::Continue(encode(&s)?),
+        Reply::Halt(s) => WitReply::Halt(encode(&s)?),
+    })
+}
+
+#[doc(hidden)]
+pub fn __record(record: &str) -> Result<PluginRecord, String> {
+    serde_json::from_str(record).map_err(|e| format!("invalid record: {e}"))
+}
+
+/// Exports a plugin: `export_plugin!(Type, constructor expression)`.
+#[macro_export]
+macro_rules! export_plugin {
+    ($ty:ty, $init:expr) => {
+        struct __PlugboardGuest;
+
+        fn __plugboard_instance() -> &'static $ty {
+            static INSTANCE: ::std::sync::OnceLock<$ty> = ::std::sync::OnceLock::new();
+            INSTANCE.get_or_init(|| $init)
+        }
+
+        impl $crate::bindings::exports::plugboard::plugin::guest::Guest for __PlugboardGuest {
+            fn initial(record: String) -> Result<(), String> {
+                let record = $crate::__record(&record)?;
+                $crate::Plugin::initial(__plugboard_instance(), &record)
+            }
+
+            fn call(
+                event: String,
+                state: Vec<u8>,
+            ) -> Result<$crate::bindings::exports::plugboard::plugin::guest::Reply, String> {
+                $crate::__call(__plugboard_instance(), &event, &state)
+            }
+
+            fn lifecycle(op: String, record: String) -> Result<(), String> {
+                let record = $crate::__record(&record)?;
+                $crate::Plugin::lifecycle(__plugboard_instance(), &op, &record)
+            }
+
+            fn health() -> Result<(), String> {
+                $crate::Plugin::health(__plugboard_instance())
+            }
+        }
+
+        $crate::bindings::export_guest!(__PlugboardGuest with_types_in $crate::bindings);
+    };
+}

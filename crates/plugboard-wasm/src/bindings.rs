@@ -1,0 +1,9 @@
+//! Host bindings generated from the WIT contract.
+
+wasmtime::component::bindgen!({
+    world: "plugin",
+    path: "../../wit",
+});
+
+pub(crate) use exports::plugboard::plugin::guest::Reply;
+pub(crate) use plugboard::plugin::host::{Host, Level};

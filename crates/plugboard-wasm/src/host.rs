@@ -1,0 +1,242 @@
+//! The engine, the linker and what a plugin may import.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::bindings::{Host, Level, Plugin};
+
+/// Why loading or running a plugin failed (outside a call: calls report
+/// [`Failure`](plugboard_engine::Failure)s).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WasmError {
+    /// The bytes are not a WebAssembly component.
+    #[error("not a WebAssembly component: {0}")]
+    NotAComponent(String),
+    /// The component does not export the plugin contract at all.
+    #[error(
+        "the component does not implement the plugboard:plugin contract (no `plugboard:plugin/guest` export)"
+    )]
+    NotAPlugin,
+    /// The component implements a contract version this host does not support.
+    #[error(
+        "the component implements plugboard:plugin@{found}, but this host supports @{supported}"
+    )]
+    ContractVersion {
+        /// The version the component implements.
+        found: String,
+        /// The version this host implements.
+        supported: &'static str,
+    },
+    /// The component needs an import the host does not offer.
+    #[error("the component cannot be linked: {0}")]
+    Link(String),
+    /// The plugin refused to start (`initial` returned an error or trapped).
+    #[error("the plugin refused: {0}")]
+    Refused(String),
+    /// Engine or filesystem failure.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl WasmError {
+    pub(crate) fn other(e: impl std::fmt::Display) -> Self {
+        WasmError::Other(e.to_string())
+    }
+}
+
+/// How the host is set up; the defaults suit most deployments.
+#[derive(Clone, Debug)]
+pub struct HostConfig {
+    /// Where compiled components are cached (`None`: no cache).
+    pub cache_dir: Option<PathBuf>,
+    /// Whether plugins may be given fuel budgets ([`Limits::fuel`](crate::Limits)). Fuel
+    /// metering slows every plugin a little, so it is off unless asked for.
+    pub fuel: bool,
+    /// Instances the pooling allocator keeps slots for, across all plugins.
+    pub max_instances: u32,
+    /// The largest linear memory any plugin may have.
+    pub max_memory: usize,
+    /// How often the deadline clock ticks.
+    pub tick: Duration,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        HostConfig {
+            cache_dir: None,
+            fuel: false,
+            max_instances: 256,
+            max_memory: 256 << 20,
+            tick: Duration::from_millis(1),
+        }
+    }
+}
+
+/// What each plugin instance's store holds.
+pub(crate) struct HostState {
+    pub(crate) wasi: WasiCtx,
+    pub(crate) table: ResourceTable,
+    pub(crate) limits: wasmtime::StoreLimits,
+    pub(crate) plugin: Arc<str>,
+    pub(crate) settings: Arc<std::sync::RwLock<Option<String>>>,
+}
+
+impl HostState {
+    pub(crate) fn new(
+        plugin: Arc<str>,
+        memory: usize,
+        settings: Arc<std::sync::RwLock<Option<String>>>,
+    ) -> Self {
+        // Nothing is granted: no preopened directories, no environment, no arguments,
+        // no network, no inherited stdio.
+        let wasi = WasiCtxBuilder::new()
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        HostState {
+            wasi,
+            table: ResourceTable::new(),
+            limits: wasmtime::StoreLimitsBuilder::new()
+                .memory_size(memory)
+                .trap_on_grow_failure(true)
+                .build(),
+            plugin,
+            settings,
+        }
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl Host for HostState {
+    fn log(&mut self, level: Level, message: String) {
+        // A plugin may not flood the host's logs with one line.
+        let mut message = message;
+        if message.len() > 4096 {
+            let mut cut = 4096;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+        }
+        let plugin = &*self.plugin;
+        match level {
+            Level::Trace => tracing::trace!(target: "plugboard::wasm::guest", plugin, "{message}"),
+            Level::Debug => tracing::debug!(target: "plugboard::wasm::guest", plugin, "{message}"),
+            Level::Info => tracing::info!(target: "plugboard::wasm::guest", plugin, "{message}"),
+            Level::Warn => tracing::warn!(target: "plugboard::wasm::guest", plugin, "{message}"),
+            Level::Error => tracing::error!(target: "plugboard::wasm::guest", plugin, "{message}"),
+        }
+    }
+
+    fn settings(&mut self) -> Option<String> {
+        self.settings.read().ok().and_then(|s| s.clone())
+    }
+
+    fn now_ms(&mut self) -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0)
+    }
+}
+
+/// The wasmtime engine and linker shared by all plugins. Cheap to clone.
+#[derive(Clone)]
+pub struct WasmHost {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) engine: Engine,
+    pub(crate) linker: Linker<HostState>,
+    pub(crate) config: HostConfig,
+    pub(crate) tick: Duration,
+    ticking: Arc<AtomicBool>,
+    /// Components compiled by this host, by hash: loading the same bytes again (another
+    /// plugin from the same package, a re-registration) costs no compilation.
+    pub(crate) compiled:
+        std::sync::Mutex<std::collections::HashMap<String, wasmtime::component::Component>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.ticking.store(false, Ordering::Relaxed);
+    }
+}
+
+impl WasmHost {
+    /// A host with the given configuration.
+    pub fn new(config: HostConfig) -> Result<WasmHost, WasmError> {
+        let mut cfg = Config::new();
+        cfg.wasm_component_model(true);
+        cfg.epoch_interruption(true);
+        cfg.consume_fuel(config.fuel);
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(config.max_instances);
+        pool.total_core_instances(config.max_instances * 4);
+        pool.total_memories(config.max_instances * 2);
+        pool.total_tables(config.max_instances * 4);
+        pool.max_memory_size(config.max_memory);
+        pool.max_memories_per_component(4);
+        pool.max_tables_per_component(8);
+        cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&cfg).map_err(WasmError::other)?;
+        let mut linker: Linker<HostState> = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(WasmError::other)?;
+        Plugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+            .map_err(WasmError::other)?;
+        if let Some(dir) = &config.cache_dir {
+            std::fs::create_dir_all(dir).map_err(WasmError::other)?;
+        }
+        // The deadline clock: every tick moves the epoch; a call's deadline is a number
+        // of ticks. The thread ends when the host is dropped.
+        let ticking = Arc::new(AtomicBool::new(true));
+        {
+            let (engine, ticking, tick) = (engine.weak(), ticking.clone(), config.tick);
+            std::thread::Builder::new()
+                .name("plugboard-wasm-epoch".into())
+                .spawn(move || {
+                    while ticking.load(Ordering::Relaxed) {
+                        std::thread::sleep(tick);
+                        match engine.upgrade() {
+                            Some(e) => e.increment_epoch(),
+                            None => break,
+                        }
+                    }
+                })
+                .map_err(WasmError::other)?;
+        }
+        let tick = config.tick;
+        Ok(WasmHost {
+            inner: Arc::new(Inner {
+                engine,
+                linker,
+                config,
+                tick,
+                ticking,
+                compiled: std::sync::Mutex::default(),
+            }),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &HostConfig {
+        &self.inner.config
+    }
+}

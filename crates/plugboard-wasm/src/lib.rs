@@ -1,0 +1,32 @@
+//! # plugboard-wasm
+//!
+//! Sandboxed WebAssembly plugins for Plugboard. A plugin is a WebAssembly component that
+//! implements the `plugboard:plugin` WIT contract (`wit/plugin.wit` at the repository's
+//! root): it exports `initial`, `call`, `lifecycle` and `health`, and may import only
+//! logging, its own settings and the time. It is granted no filesystem, network,
+//! environment or process access.
+//!
+//! [`WasmHost`] owns the wasmtime engine (pooling allocator, epoch interruption) and an
+//! on-disk cache of compiled components; [`WasmHost::load`] validates a component against
+//! the contract and pre-instantiates it; the resulting [`WasmPlugin`] joins any event's
+//! chain through [`WasmPlugin::code`], beside native plugins, and is registered, ordered,
+//! halted, held, stopped and restarted exactly like them.
+//!
+//! Every call runs under limits ([`Limits`]: memory, a deadline, optional fuel, a cap on
+//! the reply's size). An infinite loop, a memory hog, a trap, a stack overflow, a
+//! malformed or oversized reply is a typed [`Failure`](plugboard_engine::Failure), counted
+//! and published like a native panic; the instance it poisoned is discarded and replaced.
+//!
+//! This is the only crate that knows wasmtime.
+
+mod bindings;
+mod cache;
+mod host;
+mod plugin;
+
+pub use cache::Origin;
+pub use host::{HostConfig, WasmError, WasmHost};
+pub use plugin::{Limits, WasmPlugin};
+
+/// The contract version this host implements (the WIT package's version).
+pub const CONTRACT_VERSION: &str = "0.1.0";

@@ -1,0 +1,381 @@
+//! One loaded plugin: its pre-instantiated component, its warm instances, its limits, and
+//! how its calls and callbacks cross the sandbox.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use plugboard_core::{Context, PluginRecord, Reason, Reply};
+use plugboard_engine::{Callbacks, Code, Failure, FailureKind, Op, SyncStep};
+use serde_json::Value;
+use wasmtime::Store;
+use wasmtime::component::types::ComponentItem;
+
+use crate::CONTRACT_VERSION;
+use crate::bindings::{Plugin, PluginPre, Reply as WitReply};
+use crate::cache::{self, Origin};
+use crate::host::{HostState, WasmError, WasmHost};
+
+/// The limits a plugin runs under. The defaults fit a plugin that handles a request's
+/// worth of data; the operator may loosen or tighten them per plugin.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Limits {
+    /// Linear memory cap.
+    pub memory: usize,
+    /// How long one call (or callback) may run.
+    pub deadline: Duration,
+    /// Fuel per call, when the host was configured with fuel.
+    pub fuel: Option<u64>,
+    /// The largest reply (encoded state) accepted.
+    pub max_reply: usize,
+    /// Warm instances kept for reuse.
+    pub warm: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory: 64 << 20,
+            deadline: Duration::from_millis(100),
+            fuel: None,
+            max_reply: 1 << 20,
+            warm: 8,
+        }
+    }
+}
+
+/// A warm instance, ready for a call.
+struct Warm {
+    store: Store<HostState>,
+    plugin: Plugin,
+}
+
+/// A loaded, validated WebAssembly plugin.
+pub struct WasmPlugin {
+    host: WasmHost,
+    name: Arc<str>,
+    pre: PluginPre<HostState>,
+    limits: Limits,
+    settings: Arc<RwLock<Option<String>>>,
+    /// Warm instances; the lock is held only to take or return one, never during a call,
+    /// so calls from several threads run concurrently.
+    warm: Mutex<Vec<Warm>>,
+    hash: String,
+    origin: Origin,
+}
+
+impl WasmHost {
+    /// Loads a component from a file; see [`WasmHost::load`].
+    pub fn load_file(
+        &self,
+        name: &str,
+        path: &Path,
+        limits: Limits,
+    ) -> Result<WasmPlugin, WasmError> {
+        let bytes = std::fs::read(path)
+            .map_err(|e| WasmError::Other(format!("{}: {e}", path.display())))?;
+        self.load(name, &bytes, limits)
+    }
+
+    /// Compiles (or loads from the cache), validates against the contract and
+    /// pre-instantiates a plugin component, then instantiates it once to prove it starts.
+    pub fn load(&self, name: &str, bytes: &[u8], limits: Limits) -> Result<WasmPlugin, WasmError> {
+        let inner = &self.inner;
+        if limits.memory > inner.config.max_memory {
+            return Err(WasmError::Other(format!(
+                "plugin `{name}` asks for {} MiB of memory; this host allows {} MiB",
+                limits.memory >> 20,
+                inner.config.max_memory >> 20
+            )));
+        }
+        let hash = cache::sha256(bytes);
+        let known = inner
+            .compiled
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&hash).cloned());
+        let (component, origin) = match known {
+            Some(c) => (c, Origin::Cached),
+            None => {
+                let (c, _, origin) =
+                    cache::load(&inner.engine, inner.config.cache_dir.as_deref(), bytes)?;
+                if let Ok(mut m) = inner.compiled.lock() {
+                    m.insert(hash.clone(), c.clone());
+                }
+                (c, origin)
+            }
+        };
+        check_contract(&inner.engine, &component)?;
+        let instance_pre = inner
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| WasmError::Link(format!("{e:#}")))?;
+        let pre = PluginPre::new(instance_pre).map_err(|e| WasmError::Link(format!("{e:#}")))?;
+        let plugin = WasmPlugin {
+            host: self.clone(),
+            name: Arc::from(name),
+            pre,
+            limits,
+            settings: Arc::default(),
+            warm: Mutex::new(Vec::new()),
+            hash,
+            origin,
+        };
+        let warm = plugin
+            .instantiate()
+            .map_err(|f| WasmError::Refused(f.message))?;
+        plugin.give_back(warm);
+        Ok(plugin)
+    }
+}
+
+/// Refuses components that do not export the contract, or export another version of it.
+fn check_contract(
+    engine: &wasmtime::Engine,
+    component: &wasmtime::component::Component,
+) -> Result<(), WasmError> {
+    let ty = component.component_type();
+    let mut found = None;
+    for (name, item) in ty.exports(engine) {
+        if let Some(version) = name.strip_prefix("plugboard:plugin/guest@") {
+            if matches!(item.ty, ComponentItem::ComponentInstance(_)) {
+                found = Some(version.to_owned());
+            }
+        }
+    }
+    match found {
+        None => Err(WasmError::NotAPlugin),
+        Some(v) if compatible(&v) => Ok(()),
+        Some(v) => Err(WasmError::ContractVersion {
+            found: v,
+            supported: CONTRACT_VERSION,
+        }),
+    }
+}
+
+/// 0.x versions are compatible when their minor versions match (semver for 0.x).
+fn compatible(version: &str) -> bool {
+    let mut theirs = version.split('.');
+    let mut ours = CONTRACT_VERSION.split('.');
+    theirs.next() == ours.next() && theirs.next() == ours.next()
+}
+
+fn failure(kind: FailureKind, message: impl Into<String>) -> Failure {
+    Failure::new(kind, message)
+}
+
+impl WasmPlugin {
+    /// The plugin's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The SHA-256 of the component's bytes.
+    pub fn sha256(&self) -> &str {
+        &self.hash
+    }
+
+    /// Whether the component was compiled now or came from the cache.
+    pub fn origin(&self) -> Origin {
+        self.origin
+    }
+
+    /// The limits it runs under.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Sets the settings the plugin reads through its `settings` import.
+    pub fn set_settings(&self, settings: Option<String>) {
+        if let Ok(mut s) = self.settings.write() {
+            *s = settings;
+        }
+    }
+
+    /// Bytes of linear memory held by the warm instances (for reports).
+    pub fn warm_instances(&self) -> usize {
+        self.warm.lock().map(|w| w.len()).unwrap_or(0)
+    }
+
+    /// The plugin as engine code, ready for `Engine::register_code`.
+    pub fn code(self: Arc<Self>) -> Code {
+        Code::json_step(self)
+    }
+
+    fn instantiate(&self) -> Result<Warm, Failure> {
+        let state = HostState::new(self.name.clone(), self.limits.memory, self.settings.clone());
+        let mut store = Store::new(&self.host.inner.engine, state);
+        store.limiter(|s| &mut s.limits);
+        self.arm(&mut store)?;
+        let plugin = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| classify(&self.name, "instantiate", e))?;
+        Ok(Warm { store, plugin })
+    }
+
+    /// Sets the deadline (and fuel) for the next call.
+    fn arm(&self, store: &mut Store<HostState>) -> Result<(), Failure> {
+        let tick = self.host.inner.tick.as_nanos().max(1);
+        let ticks = u64::try_from(self.limits.deadline.as_nanos() / tick)
+            .unwrap_or(u64::MAX)
+            .max(1);
+        store.set_epoch_deadline(ticks);
+        if let Some(fuel) = self.limits.fuel {
+            if self.host.inner.config.fuel {
+                store
+                    .set_fuel(fuel)
+                    .map_err(|e| failure(FailureKind::ResourceLimit, e.to_string()))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn take(&self) -> Result<Warm, Failure> {
+        let pooled = self.warm.lock().ok().and_then(|mut w| w.pop());
+        match pooled {
+            Some(mut warm) => {
+                self.arm(&mut warm.store)?;
+                Ok(warm)
+            }
+            None => self.instantiate(),
+        }
+    }
+
+    fn give_back(&self, warm: Warm) {
+        if let Ok(mut w) = self.warm.lock() {
+            if w.len() < self.limits.warm {
+                w.push(warm);
+            }
+        }
+    }
+
+    /// Runs `f` on a warm instance. An instance that trapped is dropped (its state may be
+    /// anything), never reused.
+    fn with_instance<T>(
+        &self,
+        what: &str,
+        f: impl FnOnce(&mut Warm) -> wasmtime::Result<T>,
+    ) -> Result<T, Failure> {
+        let mut warm = self.take()?;
+        match f(&mut warm) {
+            Ok(v) => {
+                self.give_back(warm);
+                Ok(v)
+            }
+            Err(e) => Err(classify(&self.name, what, e)),
+        }
+    }
+
+    fn record_json(record: &PluginRecord) -> String {
+        serde_json::to_string(record).unwrap_or_else(|_| "{}".to_owned())
+    }
+}
+
+/// Turns a wasmtime error into the failure a plugin is charged with.
+fn classify(plugin: &str, what: &str, e: wasmtime::Error) -> Failure {
+    let detail = format!("{e:#}");
+    if let Some(trap) = e.downcast_ref::<wasmtime::Trap>() {
+        return match trap {
+            wasmtime::Trap::Interrupt => failure(
+                FailureKind::Timeout,
+                format!("`{plugin}` overran its deadline in {what}"),
+            ),
+            wasmtime::Trap::OutOfFuel => failure(
+                FailureKind::ResourceLimit,
+                format!("`{plugin}` ran out of fuel in {what}"),
+            ),
+            wasmtime::Trap::StackOverflow => failure(
+                FailureKind::Trap,
+                format!("`{plugin}` overflowed its stack in {what}"),
+            ),
+            other => failure(
+                FailureKind::Trap,
+                format!("`{plugin}` trapped in {what}: {other}"),
+            ),
+        };
+    }
+    if detail.contains("memory") && (detail.contains("limit") || detail.contains("grow")) {
+        return failure(
+            FailureKind::ResourceLimit,
+            format!("`{plugin}` exceeded its memory limit in {what}: {detail}"),
+        );
+    }
+    failure(
+        FailureKind::Trap,
+        format!("`{plugin}` failed in {what}: {detail}"),
+    )
+}
+
+impl SyncStep<Value> for WasmPlugin {
+    fn run(&self, state: Value, cx: &Context<'_>) -> Result<Reply<Value>, Failure> {
+        let bytes = serde_json::to_vec(&state)
+            .map_err(|e| failure(FailureKind::InvalidReply, e.to_string()))?;
+        let event = cx.event();
+        let reply = self.with_instance("call", |w| {
+            w.plugin
+                .plugboard_plugin_guest()
+                .call_call(&mut w.store, event, &bytes)
+        })?;
+        let reply = reply.map_err(|msg| failure(FailureKind::PluginError, msg))?;
+        let (halt, out) = match reply {
+            WitReply::Continue(b) => (false, b),
+            WitReply::Halt(b) => (true, b),
+        };
+        if out.len() > self.limits.max_reply {
+            return Err(failure(
+                FailureKind::ResourceLimit,
+                format!(
+                    "`{}` replied with {} bytes; the limit is {}",
+                    self.name,
+                    out.len(),
+                    self.limits.max_reply
+                ),
+            ));
+        }
+        let value: Value = serde_json::from_slice(&out).map_err(|e| {
+            failure(
+                FailureKind::InvalidReply,
+                format!("`{}` replied with invalid JSON: {e}", self.name),
+            )
+        })?;
+        Ok(if halt {
+            Reply::Halt(value)
+        } else {
+            Reply::Continue(value)
+        })
+    }
+}
+
+impl Callbacks for WasmPlugin {
+    fn lifecycle(&self, op: Op, record: &PluginRecord) -> Result<(), Reason> {
+        let json = Self::record_json(record);
+        let out = match op {
+            Op::Register => self.with_instance("initial", |w| {
+                w.plugin
+                    .plugboard_plugin_guest()
+                    .call_initial(&mut w.store, &json)
+            }),
+            _ => self.with_instance(op.as_str(), |w| {
+                w.plugin
+                    .plugboard_plugin_guest()
+                    .call_lifecycle(&mut w.store, op.as_str(), &json)
+            }),
+        };
+        match out {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(msg)) => Err(Reason(msg)),
+            Err(f) => Err(Reason(f.message)),
+        }
+    }
+
+    fn health_check(&self) -> Result<(), Reason> {
+        match self.with_instance("health", |w| {
+            w.plugin.plugboard_plugin_guest().call_health(&mut w.store)
+        }) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(msg)) => Err(Reason(msg)),
+            Err(f) => Err(Reason(f.message)),
+        }
+    }
+}

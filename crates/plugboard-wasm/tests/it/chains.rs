@@ -1,0 +1,194 @@
+//! Wasm plugins in the same ordered, halting, dependency-aware chains as native ones.
+
+use plugboard_core::reference::{
+    Conn, Endpoint, ErrorPayload, Ip, ModifierUser, OnContentBeforeSave, OnUserAfterSaveFailure,
+    Payload, SaveStatus,
+};
+use plugboard_core::{Context, Plugin, Reply, Status};
+use plugboard_engine::{Engine, Registration};
+use serde_json::{Value, json};
+
+use crate::{add, host, load};
+
+fn failure() -> OnUserAfterSaveFailure {
+    OnUserAfterSaveFailure {
+        error: ErrorPayload::new("validation_failed", "email taken"),
+        ip: Ip::LOCALHOST,
+        endpoint: Endpoint::Api,
+        status: SaveStatus::Added,
+        conn: Conn::new("POST", "/users"),
+        modifier_user: ModifierUser::SelfUser,
+        extra: Value::Null,
+    }
+}
+
+/// A native plugin that records, in `extra.native`, what it saw before it.
+struct Native(&'static str);
+impl Plugin<OnUserAfterSaveFailure> for Native {
+    fn call(
+        &self,
+        mut s: OnUserAfterSaveFailure,
+        _: &Context<'_>,
+    ) -> Reply<OnUserAfterSaveFailure> {
+        let seen_audit = s.extra.get("audited_by").is_some();
+        if !s.extra.is_object() {
+            s.extra = json!({});
+        }
+        s.extra[self.0] = json!({ "saw_audit": seen_audit });
+        Reply::Continue(s)
+    }
+}
+
+#[test]
+fn native_and_wasm_plugins_share_one_ordered_chain() {
+    let engine = Engine::new();
+    let host = host();
+    engine
+        .register(Registration::new("before").priority(1), Native("before"))
+        .unwrap();
+    engine
+        .register(Registration::new("after").priority(90), Native("after"))
+        .unwrap();
+    engine.start(plugboard_engine::Target::All).unwrap();
+    add(
+        &engine,
+        "on_user_after_save_failure",
+        load(&host, "audit", "audit"),
+        Registration::new("audit").priority(50),
+    );
+    let out = engine.call::<OnUserAfterSaveFailure>(failure()).unwrap();
+    assert_eq!(out.extra["audited_by"], "wasm-audit");
+    assert_eq!(out.extra["code"], "validation_failed");
+    assert_eq!(out.extra["ip"], "127.0.0.1");
+    // `before` ran first and its mark was kept by the wasm plugin? No: the audit plugin
+    // replaces `extra` with its own entry; `after` ran last and saw the audit.
+    assert_eq!(out.extra["after"]["saw_audit"], true);
+    assert_eq!(
+        engine.chain("on_user_after_save_failure").unwrap(),
+        ["before", "audit", "after"]
+    );
+}
+
+#[test]
+fn a_wasm_validator_halts_the_chain() {
+    let engine = Engine::new();
+    let host = host();
+    add(
+        &engine,
+        "on_content_before_save",
+        load(&host, "validator", "validator"),
+        Registration::new("validator").priority(10),
+    );
+    engine
+        .register::<OnContentBeforeSave, _>(
+            Registration::new("store").priority(20),
+            plugboard_core::from_fn(|mut s: Payload, _: &Context<'_>| {
+                s.extra.insert("stored".into(), true.into());
+                Reply::Continue(s)
+            }),
+        )
+        .unwrap();
+    engine.start("store").unwrap();
+    let hook = engine.hook::<OnContentBeforeSave>().unwrap();
+    let empty = hook.trace(Payload::default());
+    assert_eq!(empty.halted_by.as_deref(), Some("validator"));
+    let out = empty.result.unwrap();
+    assert_eq!(out.extra["rejected"], "a title is required");
+    assert!(!out.extra.contains_key("stored"));
+    let mut titled = Payload::default();
+    titled.data.insert("title".into(), "Hello".into());
+    let out = hook.call(titled).unwrap();
+    assert_eq!(out.extra["validated"], true);
+    assert_eq!(out.extra["stored"], true);
+}
+
+#[test]
+fn a_wasm_plugin_with_a_hard_dependency_is_held_and_released() {
+    let engine = Engine::new();
+    let host = host();
+    // Its `initial` refuses a registration without the dependency.
+    let err = engine
+        .register_code(
+            "on_user_after_save_failure",
+            Registration::new("dependent"),
+            load(&host, "dependent", "dependent").code(),
+        )
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("must be registered with a hard dependency on `audit`"),
+        "{err}"
+    );
+    add(
+        &engine,
+        "on_user_after_save_failure",
+        load(&host, "dependent", "dependent"),
+        Registration::new("dependent")
+            .priority(60)
+            .hard_depends(["audit"]),
+    );
+    assert_eq!(
+        engine.plugin("dependent").unwrap().record.status,
+        Status::Held
+    );
+    add(
+        &engine,
+        "on_user_after_save_failure",
+        load(&host, "audit", "audit"),
+        Registration::new("audit").priority(50),
+    );
+    assert_eq!(
+        engine.plugin("dependent").unwrap().record.status,
+        Status::Restarted
+    );
+    let out = engine.call::<OnUserAfterSaveFailure>(failure()).unwrap();
+    assert_eq!(out.extra["followed_audit"], true);
+    engine.stop("audit").unwrap();
+    assert_eq!(
+        engine.plugin("dependent").unwrap().record.status,
+        Status::Held
+    );
+    assert!(
+        engine
+            .chain("on_user_after_save_failure")
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn calls_from_several_threads_run_concurrently() {
+    let engine = Engine::builder().reference_events(false).build();
+    engine
+        .declare_dynamic(plugboard_core::EventInfo::dynamic(
+            "on_hostile_spin",
+            "test",
+            "spins 50 ms",
+        ))
+        .unwrap();
+    let host = host();
+    let plugin = load(&host, "hostile", "spinner");
+    add(
+        &engine,
+        "on_hostile_spin",
+        plugin.clone(),
+        Registration::new("spinner"),
+    );
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let threads: Vec<_> = (0..2)
+        .map(|_| {
+            let (engine, barrier) = (engine.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                engine
+                    .call_json("on_hostile_spin", json!({"n": 1}), &Default::default())
+                    .unwrap()
+            })
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(t.join().unwrap(), json!({"n": 1}));
+    }
+    // Both calls were in flight at once, each on its own instance: two are warm now.
+    assert_eq!(plugin.warm_instances(), 2);
+}

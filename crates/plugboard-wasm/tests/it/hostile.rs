@@ -1,0 +1,159 @@
+//! Each kind of misbehaviour is contained with its own error; the host and the other
+//! plugins keep serving; the failure threshold stops the culprit.
+
+use plugboard_core::{EventInfo, Status};
+use plugboard_engine::{CallError, CallOptions, Engine, FailureKind, OnFailure, Registration};
+use serde_json::json;
+
+use crate::{add, host, load};
+
+plugboard_core::event! {
+    /// A typed event for the invalid-reply case.
+    pub struct OnHostileInvalid("on_hostile_invalid", section = "test") {
+        /// Anything.
+        pub n: u32,
+    }
+}
+
+fn setup() -> (Engine, plugboard_wasm::WasmHost) {
+    let engine = Engine::builder()
+        .reference_events(false)
+        .failure_threshold(3)
+        .build();
+    let host = host();
+    for event in ["loop", "memory", "trap", "recursion", "huge", "error", "ok"] {
+        let name = format!("on_hostile_{event}");
+        engine
+            .declare_dynamic(EventInfo::dynamic(name.clone(), "test", "hostile"))
+            .unwrap();
+        add(
+            &engine,
+            &name,
+            load(&host, "hostile", event),
+            Registration::new(event),
+        );
+    }
+    engine.declare::<OnHostileInvalid>().unwrap();
+    add(
+        &engine,
+        "on_hostile_invalid",
+        load(&host, "hostile", "invalid"),
+        Registration::new("invalid"),
+    );
+    (engine, host)
+}
+
+fn fail(engine: &Engine, event: &str) -> (FailureKind, String) {
+    match engine.call_json(event, json!({"n": 1}), &CallOptions::default()) {
+        Err(CallError::PluginFailed { failure, .. }) => (failure.kind, failure.message),
+        other => panic!("{event}: expected a plugin failure, got {other:?}"),
+    }
+}
+
+#[test]
+fn each_hostile_plugin_fails_with_its_own_error_and_the_host_keeps_serving() {
+    let (engine, _host) = setup();
+    let cases = [
+        (
+            "on_hostile_loop",
+            FailureKind::Timeout,
+            "overran its deadline",
+        ),
+        ("on_hostile_memory", FailureKind::ResourceLimit, "memory"),
+        ("on_hostile_trap", FailureKind::Trap, "trapped"),
+        (
+            "on_hostile_recursion",
+            FailureKind::Trap,
+            "overflowed its stack",
+        ),
+        (
+            "on_hostile_invalid",
+            FailureKind::InvalidReply,
+            "not a valid state",
+        ),
+        (
+            "on_hostile_huge",
+            FailureKind::ResourceLimit,
+            "the limit is 1048576",
+        ),
+        (
+            "on_hostile_error",
+            FailureKind::PluginError,
+            "the plugin says no",
+        ),
+    ];
+    for (event, kind, message) in cases {
+        let (got_kind, got_message) = fail(&engine, event);
+        assert_eq!(got_kind, kind, "{event}: {got_message}");
+        assert!(got_message.contains(message), "{event}: {got_message}");
+        // The host and the well-behaved plugin keep serving after every one.
+        assert_eq!(
+            engine
+                .call_json("on_hostile_ok", json!({"n": 2}), &CallOptions::default())
+                .unwrap(),
+            json!({"n": 2})
+        );
+    }
+}
+
+#[test]
+fn the_failure_threshold_stops_a_hostile_plugin_and_its_poisoned_instances_are_replaced() {
+    let (engine, _host) = setup();
+    for _ in 0..3 {
+        fail(&engine, "on_hostile_trap");
+    }
+    assert_eq!(
+        engine.plugin("trap").unwrap().record.status,
+        Status::Stopped
+    );
+    // Out of the chain now: the call returns its input.
+    assert_eq!(
+        engine
+            .call_json("on_hostile_trap", json!({"n": 1}), &CallOptions::default())
+            .unwrap(),
+        json!({"n": 1})
+    );
+    // Brought back, it gets a fresh instance and a clean streak.
+    engine.enable("trap").unwrap();
+    assert_eq!(engine.plugin("trap").unwrap().consecutive_failures, 0);
+    fail(&engine, "on_hostile_trap");
+    assert_eq!(
+        engine.plugin("trap").unwrap().record.status,
+        Status::Restarted
+    );
+}
+
+#[test]
+fn skip_policy_goes_on_past_a_hostile_wasm_step() {
+    let engine = Engine::builder()
+        .reference_events(false)
+        .on_failure(OnFailure::Skip)
+        .build();
+    engine
+        .declare_dynamic(EventInfo::dynamic("on_hostile_trap", "test", ""))
+        .unwrap();
+    let host = host();
+    add(
+        &engine,
+        "on_hostile_trap",
+        load(&host, "hostile", "trap"),
+        Registration::new("trap").priority(1),
+    );
+    engine
+        .register_json(
+            "on_hostile_trap",
+            Registration::new("after").priority(2),
+            plugboard_core::from_fn(
+                |mut s: serde_json::Value, _: &plugboard_core::Context<'_>| {
+                    s["after"] = json!(true);
+                    plugboard_core::Reply::Continue(s)
+                },
+            ),
+        )
+        .unwrap();
+    engine.start("after").unwrap();
+    let out = engine
+        .call_json("on_hostile_trap", json!({"n": 1}), &CallOptions::default())
+        .unwrap();
+    assert_eq!(out, json!({"n": 1, "after": true}));
+}

@@ -1,0 +1,96 @@
+//! Loading: the contract check, the compile cache across restarts and corruption.
+
+use plugboard_wasm::{HostConfig, Limits, Origin, WasmError, WasmHost};
+
+use crate::component;
+
+#[test]
+fn a_component_of_an_unknown_contract_version_is_refused() {
+    let host = crate::host();
+    let err = host
+        .load_file("future", &component("future"), Limits::default())
+        .err()
+        .unwrap();
+    assert!(matches!(err, WasmError::ContractVersion { .. }), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "the component implements plugboard:plugin@0.9.0, but this host supports @0.1.0"
+    );
+}
+
+#[test]
+fn bytes_that_are_not_a_component_are_refused() {
+    let host = crate::host();
+    let err = host
+        .load("junk", b"\0asm but not really", Limits::default())
+        .err()
+        .unwrap();
+    assert!(matches!(err, WasmError::NotAComponent(_)), "{err}");
+}
+
+#[test]
+fn a_plugin_asking_for_more_memory_than_the_host_allows_is_refused() {
+    let host = crate::host();
+    let limits = Limits {
+        memory: 1 << 30,
+        ..Limits::default()
+    };
+    let err = host
+        .load_file("greedy", &component("audit"), limits)
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string()
+            .contains("asks for 1024 MiB of memory; this host allows 256 MiB"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_cache_survives_a_restart_and_a_corrupted_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = HostConfig {
+        cache_dir: Some(dir.path().to_owned()),
+        ..HostConfig::default()
+    };
+    let first = WasmHost::new(config.clone()).unwrap();
+    let p = first
+        .load_file("audit", &component("audit"), Limits::default())
+        .unwrap();
+    assert_eq!(p.origin(), Origin::Compiled);
+    drop((p, first));
+
+    // A new host (a restart) loads the compiled artifact instead of compiling.
+    let second = WasmHost::new(config.clone()).unwrap();
+    let p = second
+        .load_file("audit", &component("audit"), Limits::default())
+        .unwrap();
+    assert_eq!(p.origin(), Origin::Cached);
+
+    // Corrupt the artifact: detected, rebuilt, and the plugin still works.
+    let artifact = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        .unwrap();
+    let mut bytes = std::fs::read(&artifact).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&artifact, &bytes).unwrap();
+    let third = WasmHost::new(config).unwrap();
+    let p = third
+        .load_file("audit", &component("audit"), Limits::default())
+        .unwrap();
+    assert_eq!(p.origin(), Origin::Rebuilt);
+    let engine = plugboard_engine::Engine::new();
+    crate::add(
+        &engine,
+        "on_user_after_save_failure",
+        std::sync::Arc::new(p),
+        plugboard_engine::Registration::new("audit"),
+    );
+    assert_eq!(
+        engine.chain("on_user_after_save_failure").unwrap(),
+        ["audit"]
+    );
+}

@@ -1,0 +1,57 @@
+//! Hostile: misbehaves on purpose, chosen by the event it is called for. The host's tests
+//! use it to show that each kind of misbehaviour is contained.
+
+use plugboard_pdk::serde_json::Value;
+use plugboard_pdk::{Plugin, Reply};
+
+struct Hostile;
+
+#[inline(never)]
+fn recurse(n: u64) -> u64 {
+    // Not a tail call: every level keeps a frame.
+    if n == u64::MAX {
+        0
+    } else {
+        recurse(n + 1).wrapping_add(n) | 1
+    }
+}
+
+impl Plugin for Hostile {
+    type State = Value;
+
+    fn call(&self, event: &str, state: Value) -> Result<Reply<Value>, String> {
+        match event {
+            "on_hostile_loop" => loop {
+                std::hint::black_box(());
+            },
+            "on_hostile_memory" => {
+                let mut hog: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hog.push(vec![1u8; 1 << 20]);
+                    std::hint::black_box(&hog);
+                }
+            }
+            "on_hostile_trap" => {
+                let v: Vec<u8> = std::hint::black_box(Vec::new());
+                Ok(Reply::Continue(Value::from(v[3])))
+            }
+            "on_hostile_recursion" => Ok(Reply::Continue(Value::from(recurse(
+                std::hint::black_box(0),
+            )))),
+            "on_hostile_invalid" => Ok(Reply::Continue(Value::String(
+                "not the event's state".into(),
+            ))),
+            "on_hostile_huge" => Ok(Reply::Continue(Value::String("x".repeat(2 << 20)))),
+            "on_hostile_error" => Err("the plugin says no".into()),
+            "on_hostile_spin" => {
+                // Busy for 50 ms by the host's clock: long enough for calls to overlap.
+                let until = plugboard_pdk::now_ms() + 50;
+                while plugboard_pdk::now_ms() < until {}
+                Ok(Reply::Continue(state))
+            }
+            _ => Ok(Reply::Continue(state)),
+        }
+    }
+}
+
+plugboard_pdk::export_plugin!(Hostile, Hostile);
