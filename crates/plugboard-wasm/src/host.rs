@@ -83,7 +83,7 @@ impl Default for HostConfig {
 pub(crate) struct HostState {
     pub(crate) wasi: WasiCtx,
     pub(crate) table: ResourceTable,
-    pub(crate) limits: wasmtime::StoreLimits,
+    pub(crate) limits: Limiter,
     pub(crate) plugin: Arc<str>,
     pub(crate) settings: Arc<std::sync::RwLock<Option<String>>>,
 }
@@ -104,13 +104,50 @@ impl HostState {
         HostState {
             wasi,
             table: ResourceTable::new(),
-            limits: wasmtime::StoreLimitsBuilder::new()
-                .memory_size(memory)
-                .trap_on_grow_failure(true)
-                .build(),
+            limits: Limiter {
+                max: memory,
+                used: 0,
+            },
             plugin,
             settings,
         }
+    }
+}
+
+/// Caps a plugin's linear memory and keeps count of what it holds.
+pub(crate) struct Limiter {
+    max: usize,
+    /// Bytes of linear memory the instance holds now.
+    pub(crate) used: usize,
+}
+
+impl wasmtime::ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let total = self.used.saturating_sub(current).saturating_add(desired);
+        if total > self.max {
+            // An error (not `Ok(false)`) traps at once: a plugin that cannot have the
+            // memory it asked for is stopped here, with a message saying why.
+            return Err(wasmtime::Error::msg(format!(
+                "memory limit exceeded: the plugin asked for {total} bytes of linear memory; its limit is {}",
+                self.max
+            )));
+        }
+        self.used = total;
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
     }
 }
 

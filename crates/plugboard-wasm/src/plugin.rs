@@ -192,9 +192,17 @@ impl WasmPlugin {
         }
     }
 
-    /// Bytes of linear memory held by the warm instances (for reports).
+    /// How many warm instances are kept now.
     pub fn warm_instances(&self) -> usize {
         self.warm.lock().map(|w| w.len()).unwrap_or(0)
+    }
+
+    /// Bytes of linear memory each warm instance holds (for reports).
+    pub fn instance_memory(&self) -> Vec<usize> {
+        self.warm
+            .lock()
+            .map(|w| w.iter().map(|i| i.store.data().limits.used).collect())
+            .unwrap_or_default()
     }
 
     /// The plugin as engine code, ready for `Engine::register_code`.

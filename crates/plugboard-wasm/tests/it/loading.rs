@@ -94,3 +94,18 @@ fn the_cache_survives_a_restart_and_a_corrupted_entry() {
         ["audit"]
     );
 }
+
+#[test]
+fn instance_memory_is_reported_and_capped() {
+    let host = crate::host();
+    let limits = Limits {
+        memory: 4 << 20,
+        ..Limits::default()
+    };
+    let p = host
+        .load_file("audit", &component("audit"), limits)
+        .unwrap();
+    let sizes = p.instance_memory();
+    assert_eq!(sizes.len(), 1);
+    assert!(sizes[0] > 0 && sizes[0] <= 4 << 20, "{sizes:?}");
+}
