@@ -379,6 +379,16 @@ impl<S: State> Slot<S> {
         let timed = O::TIMED || chain.profiling;
         let skip = chain.policy == OnFailure::Skip;
         while let Some(step) = chain.steps.get(walk.pos) {
+            if matches!(step.runner, Runner::Encoded(_)) {
+                match self.encoded_group(chain, state, meta, obs, walk, input) {
+                    Ok(Reply::Continue(next)) => {
+                        state = next;
+                        continue;
+                    }
+                    Ok(Reply::Halt(last)) => return Ok(last),
+                    Err(done) => return done,
+                }
+            }
             let cx = Context::new(&self.name, &step.name, meta);
             if skip {
                 // Cleared first: if the clone itself panics, no stale backup is left behind.
@@ -412,11 +422,15 @@ impl<S: State> Slot<S> {
                         continue;
                     }
                 },
-                // Excluded by the caller: `first_async` is set whenever a step is async.
-                Runner::Async(_) => {
+                // Excluded by the caller (`first_async` is set whenever a step is async) and
+                // above (encoded steps run as a group).
+                Runner::Async(_) | Runner::Encoded(_) => {
                     return Err(self.error(
                         step,
-                        Failure::new(FailureKind::InvalidReply, "async step in a sync call"),
+                        Failure::new(
+                            FailureKind::InvalidReply,
+                            "unexpected step kind in a sync call",
+                        ),
                     ));
                 }
             };
@@ -442,6 +456,104 @@ impl<S: State> Slot<S> {
             walk.pos += 1;
         }
         Ok(state)
+    }
+
+    /// Runs consecutive encoded steps from `walk.pos`: encodes the state once, passes the
+    /// bytes from step to step, and decodes once after the last (or the halting) step.
+    /// Leaves `walk.pos` after the group.
+    #[allow(clippy::type_complexity)]
+    fn encoded_group<O: Observer>(
+        &self,
+        chain: &Chain<S>,
+        state: S,
+        meta: &Meta,
+        obs: &mut O,
+        walk: &mut Walk<S>,
+        input: &mut Option<S>,
+    ) -> Result<Reply<S>, Result<S, CallError>> {
+        let timed = O::TIMED || chain.profiling;
+        let first = walk.pos;
+        let mut bytes = match serde_json::to_vec(&state) {
+            Ok(b) => b,
+            Err(e) => {
+                let step = &chain.steps[first];
+                return Err(Err(self.error(
+                    step,
+                    Failure::new(
+                        FailureKind::InvalidReply,
+                        format!("state could not be encoded: {e}"),
+                    ),
+                )));
+            }
+        };
+        drop(state);
+        let mut last = first;
+        while let Some(step) = chain.steps.get(walk.pos) {
+            let Runner::Encoded(runner) = &step.runner else {
+                break;
+            };
+            let cx = Context::new(&self.name, &step.name, meta);
+            let started = timed.then(Instant::now);
+            let out = runner.run(&bytes, &cx);
+            let elapsed = started.map(|t| t.elapsed()).unwrap_or_default();
+            if chain.profiling {
+                step.stats.timed(elapsed);
+            }
+            match out {
+                Ok(Reply::Continue(next)) => {
+                    step.stats.succeeded();
+                    obs.step(&step.name, elapsed, StepOutcome::Continued);
+                    bytes = next;
+                    last = walk.pos;
+                    walk.pos += 1;
+                }
+                Ok(Reply::Halt(b)) => {
+                    step.stats.succeeded();
+                    obs.step(&step.name, elapsed, StepOutcome::Halted);
+                    return match decode::<S>(&b) {
+                        Ok(s) => Ok(Reply::Halt(s)),
+                        Err(f) => Err(
+                            match self.on_failure(chain, step, f, elapsed, obs, input, &mut None) {
+                                Ok(s) => Ok(s),
+                                Err(done) => done,
+                            },
+                        ),
+                    };
+                }
+                Err(failure) => {
+                    // Skip goes on from the state this step was given.
+                    let mut backup = match chain.policy {
+                        OnFailure::Skip => decode::<S>(&bytes).ok(),
+                        _ => None,
+                    };
+                    let next =
+                        self.on_failure(chain, step, failure, elapsed, obs, input, &mut backup)?;
+                    walk.pos += 1;
+                    bytes = serde_json::to_vec(&next).map_err(|e| {
+                        Err(self.error(
+                            step,
+                            Failure::new(
+                                FailureKind::InvalidReply,
+                                format!("state could not be encoded: {e}"),
+                            ),
+                        ))
+                    })?;
+                }
+            }
+        }
+        match decode::<S>(&bytes) {
+            Ok(s) => Ok(Reply::Continue(s)),
+            // The last step that replied is answerable for what it replied.
+            Err(f) => {
+                let step = &chain.steps[last];
+                Err(
+                    match self.on_failure(chain, step, f, Duration::ZERO, obs, input, &mut None) {
+                        Ok(s) => Ok(s),
+                        Err(done) => done,
+                    },
+                )
+            }
+        }
     }
 
     /// Counts a failure and applies the policy: `Ok(state)` to go on with, or the call's end.
@@ -510,6 +622,19 @@ impl<S: State> Slot<S> {
                     .map_err(|payload| Failure::from_panic(&*payload)),
                 Runner::Sync(runner) => catch_unwind(AssertUnwindSafe(|| runner.run(state, &cx)))
                     .unwrap_or_else(|payload| Err(Failure::from_panic(&*payload))),
+                Runner::Encoded(runner) => catch_unwind(AssertUnwindSafe(|| {
+                    let bytes = serde_json::to_vec(&state).map_err(|e| {
+                        Failure::new(
+                            FailureKind::InvalidReply,
+                            format!("state could not be encoded: {e}"),
+                        )
+                    })?;
+                    match runner.run(&bytes, &cx)? {
+                        Reply::Continue(b) => decode(&b).map(Reply::Continue),
+                        Reply::Halt(b) => decode(&b).map(Reply::Halt),
+                    }
+                }))
+                .unwrap_or_else(|payload| Err(Failure::from_panic(&*payload))),
                 Runner::Async(runner) => {
                     match catch_unwind(AssertUnwindSafe(|| runner.run(state, &cx))) {
                         Ok(fut) => CatchUnwind(fut).await.unwrap_or_else(Err),
@@ -697,6 +822,16 @@ impl<S: State> Slot<S> {
         restore_private(&mut out, input, &opts.private);
         Ok(out)
     }
+}
+
+/// Decodes an encoded step's reply into the event's state.
+fn decode<S: DeserializeOwned>(bytes: &[u8]) -> Result<S, Failure> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        Failure::new(
+            FailureKind::InvalidReply,
+            format!("reply is not a valid state for the event: {e}"),
+        )
+    })
 }
 
 /// Puts the input's private fields back over the output.

@@ -27,8 +27,10 @@ pub enum CodeKind {
     Native,
     /// A native async plugin.
     NativeAsync,
-    /// A plugin that works on JSON (a dynamic plugin or a bridge such as WebAssembly).
+    /// A plugin that works on JSON (a dynamic plugin).
     Json,
+    /// A plugin that works on the encoded state (a sandboxed WebAssembly plugin).
+    Encoded,
 }
 
 /// A synchronous step of a chain over state `S`.
@@ -47,6 +49,19 @@ pub trait AsyncStep<S>: Send + Sync + 'static {
     fn run<'a>(&'a self, state: S, cx: &'a Context<'a>)
     -> BoxFuture<'a, Result<Reply<S>, Failure>>;
 }
+
+/// A step that works on the encoded (JSON) state, such as a sandboxed plugin.
+///
+/// Consecutive encoded steps in a chain pass the bytes from one to the next: the state is
+/// encoded before the first and decoded (and so validated against the event's state type)
+/// after the last, not in between.
+pub trait EncodedStep: Send + Sync + 'static {
+    /// Runs the step on the encoded state; replies with the encoded next state.
+    fn run(&self, state: &[u8], cx: &Context<'_>) -> Result<Reply<Vec<u8>>, Failure>;
+}
+
+/// The state type of encoded steps: they fit any event.
+pub(crate) struct Encoded;
 
 /// The callbacks of a plugin, without its event type.
 pub trait Callbacks: Send + Sync + 'static {
@@ -67,6 +82,7 @@ pub(crate) enum Runner<S> {
     Native(Arc<dyn NativeStep<S>>),
     Sync(Arc<dyn SyncStep<S>>),
     Async(Arc<dyn AsyncStep<S>>),
+    Encoded(Arc<dyn EncodedStep>),
 }
 
 impl<S> Clone for Runner<S> {
@@ -75,6 +91,7 @@ impl<S> Clone for Runner<S> {
             Runner::Native(r) => Runner::Native(r.clone()),
             Runner::Sync(r) => Runner::Sync(r.clone()),
             Runner::Async(r) => Runner::Async(r.clone()),
+            Runner::Encoded(r) => Runner::Encoded(r.clone()),
         }
     }
 }
@@ -130,6 +147,22 @@ impl Code {
         }
     }
 
+    /// Code for a plugin that runs on the encoded state (for example a sandboxed
+    /// WebAssembly plugin). It can join any event's chain; consecutive encoded steps pass
+    /// the encoded state along without decoding it in between.
+    pub fn encoded_step<T>(step: Arc<T>) -> Self
+    where
+        T: EncodedStep + Callbacks,
+    {
+        Code {
+            kind: CodeKind::Encoded,
+            state_type: TypeId::of::<Encoded>(),
+            state_name: "encoded JSON",
+            callbacks: step.clone(),
+            runner: Arc::new(step as Arc<dyn EncodedStep>),
+        }
+    }
+
     /// Code for a native `Plugin<Json>`.
     pub(crate) fn json<P: Plugin<Json>>(plugin: P) -> Self {
         let mut code = Code::native::<Json, P>(plugin);
@@ -174,8 +207,12 @@ impl Code {
         if let Some(r) = self.runner.downcast_ref::<Runner<S>>() {
             return Some(r.clone());
         }
+        if let Some(r) = self.runner.downcast_ref::<Arc<dyn EncodedStep>>() {
+            return Some(Runner::Encoded(r.clone()));
+        }
         let json = self.runner.downcast_ref::<Runner<Value>>()?;
         Some(match json {
+            Runner::Encoded(r) => Runner::Encoded(r.clone()),
             Runner::Native(inner) => Runner::Sync(Arc::new(Bridge {
                 inner: inner.clone(),
                 _s: PhantomData::<fn(S) -> S>,

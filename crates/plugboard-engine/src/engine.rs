@@ -599,7 +599,11 @@ impl Engine {
         let slot = self
             .slot(event)
             .map_err(|_| EngineError::UnknownEvent(event.to_owned()))?;
-        if code.state_type() != slot.state_type() && code.state_type() != TypeId::of::<Value>() {
+        // JSON and encoded steps fit any event; native ones only their own.
+        if code.state_type() != slot.state_type()
+            && code.state_type() != TypeId::of::<Value>()
+            && code.state_type() != TypeId::of::<crate::code::Encoded>()
+        {
             return Err(EngineError::StateMismatch {
                 plugin: registration.name,
                 event: event.to_owned(),

@@ -46,7 +46,7 @@ mod persist;
 pub use background::Spawned;
 pub use chain::{CallOptions, OnFailure, PluginProfile, StepOutcome, Trace, TraceStep};
 pub use change::{Cause, LifecycleEvent};
-pub use code::{AsyncStep, BoxFuture, Callbacks, Code, CodeKind, SyncStep};
+pub use code::{AsyncStep, BoxFuture, Callbacks, Code, CodeKind, EncodedStep, SyncStep};
 pub use engine::{BootReport, Engine, EngineBuilder, Health, Hook, PluginInfo, Report, Target};
 pub use error::{CallError, EngineError, Failure, FailureKind, Op};
 pub use persist::{Changeset, PersistError, Persistence, StoredRecord};

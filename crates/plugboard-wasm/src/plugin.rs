@@ -6,8 +6,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use plugboard_core::{Context, PluginRecord, Reason, Reply};
-use plugboard_engine::{Callbacks, Code, Failure, FailureKind, Op, SyncStep};
-use serde_json::Value;
+use plugboard_engine::{Callbacks, Code, EncodedStep, Failure, FailureKind, Op};
 use wasmtime::Store;
 use wasmtime::component::types::ComponentItem;
 
@@ -205,9 +204,10 @@ impl WasmPlugin {
             .unwrap_or_default()
     }
 
-    /// The plugin as engine code, ready for `Engine::register_code`.
+    /// The plugin as engine code, ready for `Engine::register_code`. It works on the
+    /// encoded state: consecutive wasm plugins in a chain pass the bytes along.
     pub fn code(self: Arc<Self>) -> Code {
-        Code::json_step(self)
+        Code::encoded_step(self)
     }
 
     fn instantiate(&self) -> Result<Warm, Failure> {
@@ -315,15 +315,13 @@ fn classify(plugin: &str, what: &str, e: wasmtime::Error) -> Failure {
     )
 }
 
-impl SyncStep<Value> for WasmPlugin {
-    fn run(&self, state: Value, cx: &Context<'_>) -> Result<Reply<Value>, Failure> {
-        let bytes = serde_json::to_vec(&state)
-            .map_err(|e| failure(FailureKind::InvalidReply, e.to_string()))?;
+impl EncodedStep for WasmPlugin {
+    fn run(&self, state: &[u8], cx: &Context<'_>) -> Result<Reply<Vec<u8>>, Failure> {
         let event = cx.event();
         let reply = self.with_instance("call", |w| {
             w.plugin
                 .plugboard_plugin_guest()
-                .call_call(&mut w.store, event, &bytes)
+                .call_call(&mut w.store, event, state)
         })?;
         let reply = reply.map_err(|msg| failure(FailureKind::PluginError, msg))?;
         let (halt, out) = match reply {
@@ -341,16 +339,12 @@ impl SyncStep<Value> for WasmPlugin {
                 ),
             ));
         }
-        let value: Value = serde_json::from_slice(&out).map_err(|e| {
-            failure(
-                FailureKind::InvalidReply,
-                format!("`{}` replied with invalid JSON: {e}", self.name),
-            )
-        })?;
+        // The engine decodes (and so validates) the state after the last of consecutive
+        // encoded steps, not here.
         Ok(if halt {
-            Reply::Halt(value)
+            Reply::Halt(out)
         } else {
-            Reply::Continue(value)
+            Reply::Continue(out)
         })
     }
 }

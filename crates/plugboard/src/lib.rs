@@ -48,7 +48,7 @@ pub use plugboard_core::{
 };
 pub use plugboard_engine::{
     AsyncStep, BootReport, BoxFuture, CallError, CallOptions, Callbacks, Cause, Changeset, Code,
-    CodeKind, Engine, EngineBuilder, EngineError, Failure, FailureKind, Health, Hook,
+    CodeKind, EncodedStep, Engine, EngineBuilder, EngineError, Failure, FailureKind, Health, Hook,
     LifecycleEvent, OnFailure, Op, PersistError, Persistence, PluginInfo, PluginProfile, Report,
     Spawned, StepOutcome, StoredRecord, SyncStep, Target, Trace, TraceStep, broadcast,
 };

@@ -8,6 +8,7 @@
 
 mod alloc;
 mod calls;
+mod encoded;
 mod failures;
 mod json_async;
 mod lifecycle;

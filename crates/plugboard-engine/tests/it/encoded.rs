@@ -1,0 +1,82 @@
+//! Encoded steps (the kind sandboxed plugins are): consecutive ones pass the encoded state
+//! along without decoding it in between; a bad reply is charged to the step that made it.
+
+use std::sync::Arc;
+
+use plugboard_core::{Context, PluginRecord, Reason, Reply};
+use plugboard_engine::{
+    Callbacks, Code, EncodedStep, Failure, FailureKind, OnFailure, Op, Registration,
+};
+use serde_json::{Value, json};
+
+use crate::{OnTest, engine, started, trail};
+
+/// Rewrites the JSON state with a function.
+struct Rewrite(fn(Value) -> Value);
+
+impl EncodedStep for Rewrite {
+    fn run(&self, state: &[u8], _: &Context<'_>) -> Result<Reply<Vec<u8>>, Failure> {
+        let v: Value = serde_json::from_slice(state)
+            .map_err(|e| Failure::new(FailureKind::InvalidReply, e.to_string()))?;
+        Ok(Reply::Continue(serde_json::to_vec(&(self.0)(v)).unwrap()))
+    }
+}
+
+impl Callbacks for Rewrite {
+    fn lifecycle(&self, _: Op, _: &PluginRecord) -> Result<(), Reason> {
+        Ok(())
+    }
+    fn health_check(&self) -> Result<(), Reason> {
+        Ok(())
+    }
+}
+
+fn add(e: &plugboard_engine::Engine, name: &str, priority: u8, f: fn(Value) -> Value) {
+    e.register_code(
+        "on_test",
+        Registration::new(name).priority(priority),
+        Code::encoded_step(Arc::new(Rewrite(f))),
+    )
+    .unwrap();
+    e.start(name).unwrap();
+}
+
+#[test]
+fn consecutive_encoded_steps_are_not_decoded_in_between() {
+    let e = engine();
+    started(&e, &[("native_first", 1), ("native_last", 9)]);
+    // `break` leaves a state that is not an `OnTest` (trail is a string): decoding it
+    // between the two steps would fail. `mend` repairs it.
+    add(&e, "break", 2, |mut v| {
+        v["trail"] = json!("not a list");
+        v
+    });
+    add(&e, "mend", 3, |mut v| {
+        v["trail"] = json!(["native_first", "mended"]);
+        v
+    });
+    assert_eq!(trail(&e), ["native_first", "mended", "native_last"]);
+}
+
+#[test]
+fn an_invalid_state_after_a_group_is_charged_to_its_last_step() {
+    let e = plugboard_engine::Engine::builder()
+        .reference_events(false)
+        .on_failure(OnFailure::Skip)
+        .build();
+    e.declare::<OnTest>().unwrap();
+    add(&e, "fine", 1, |v| v);
+    add(&e, "bad", 2, |mut v| {
+        v["trail"] = json!(42);
+        v
+    });
+    let out = e.call::<OnTest>(OnTest::new());
+    // Skip has no earlier state for a step inside a group, so the call fails, naming it.
+    let err = out.unwrap_err().to_string();
+    assert!(
+        err.contains("plugin `bad` failed") && err.contains("not a valid state"),
+        "{err}"
+    );
+    assert_eq!(e.plugin("bad").unwrap().failures, 1);
+    assert_eq!(e.plugin("fine").unwrap().failures, 0);
+}
