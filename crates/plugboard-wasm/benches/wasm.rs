@@ -168,5 +168,31 @@ fn cold_load(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, one_plugin, cold_load);
+/// Whether a binary encoding is worth offering: encode and decode the reference state with
+/// JSON and with MessagePack (self-describing, so free JSON such as `extra` still fits).
+fn encodings(c: &mut Criterion) {
+    let mut g = c.benchmark_group("encoding");
+    let mut s = state();
+    s.extra = serde_json::json!({ "audited_by": "wasm-audit", "code": "validation_failed" });
+    let json = serde_json::to_vec(&s).unwrap();
+    let msgpack = rmp_serde::to_vec_named(&s).unwrap();
+    g.bench_function("json_roundtrip", |b| {
+        b.iter(|| {
+            let bytes = serde_json::to_vec(std::hint::black_box(&s)).unwrap();
+            serde_json::from_slice::<OnUserAfterSaveFailure>(&bytes).unwrap()
+        })
+    });
+    g.bench_function("msgpack_roundtrip", |b| {
+        b.iter(|| {
+            let bytes = rmp_serde::to_vec_named(std::hint::black_box(&s)).unwrap();
+            rmp_serde::from_slice::<OnUserAfterSaveFailure>(&bytes).unwrap()
+        })
+    });
+    g.finish();
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/criterion/encoding");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("sizes.json"), format!("{{\"json\": {}, \"msgpack\": {}}}", json.len(), msgpack.len())).unwrap();
+}
+
+criterion_group!(benches, one_plugin, cold_load, encodings);
 criterion_main!(benches);
