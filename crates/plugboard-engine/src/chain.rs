@@ -493,8 +493,28 @@ impl<S: State> Slot<S> {
                 break;
             };
             let cx = Context::new(&self.name, &step.name, meta);
+            // If the step panics, `run` resumes from `walk`: keep it current (the state this
+            // step was given, for Skip; never an older one).
+            walk.backup = None;
+            if chain.policy == OnFailure::Skip {
+                walk.backup = decode::<S>(&bytes).ok();
+            }
             let started = timed.then(Instant::now);
-            let out = runner.run(&bytes, &cx);
+            walk.started = started;
+            // A step answers for the syntax of what it replies: the next encoded step should
+            // not be blamed for its predecessor's malformed bytes.
+            let out = runner.run(&bytes, &cx).and_then(|reply| {
+                let produced = match &reply {
+                    Reply::Continue(b) | Reply::Halt(b) => b,
+                };
+                serde_json::from_slice::<serde::de::IgnoredAny>(produced).map_err(|e| {
+                    Failure::new(
+                        FailureKind::InvalidReply,
+                        format!("reply is not valid JSON: {e}"),
+                    )
+                })?;
+                Ok(reply)
+            });
             let elapsed = started.map(|t| t.elapsed()).unwrap_or_default();
             if chain.profiling {
                 step.stats.timed(elapsed);

@@ -23,7 +23,7 @@ use crate::change::{Cause, LifecycleEvent};
 use crate::code::{Code, CodeKind};
 use crate::error::{CallError, EngineError, Failure, Op};
 use crate::graph::{Node, active_set, chain_order, find_cycle};
-use crate::persist::{Changeset, Persistence, StoredRecord};
+use crate::persist::{Changeset, PersistError, Persistence, StoredRecord};
 
 /// Which plugins a lifecycle operation applies to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -828,9 +828,17 @@ impl Engine {
     /// replace ours (code is kept; no callback runs), records gone from storage are
     /// removed, new ones are added. Dependents are then held or released here, where the
     /// code is, and those changes are written back. Returns whether anything changed.
-    pub fn sync_external(&self, records: Vec<StoredRecord>) -> Result<bool, EngineError> {
+    ///
+    /// `load` reads the stored records; it runs under the engine's control lock, so that no
+    /// local change can be committed between the read and its application (a record
+    /// registered here in between would otherwise look deleted elsewhere).
+    pub fn sync_external(
+        &self,
+        load: impl FnOnce() -> Result<Vec<StoredRecord>, String>,
+    ) -> Result<bool, EngineError> {
         let _g = ControlGuard::enter(Op::Register)?;
         let mut ctl = self.shared.lock();
+        let records = load().map_err(|e| EngineError::Persist(PersistError::Backend(e)))?;
         let before = statuses(&ctl);
         let mut events = Vec::new();
         let mut changed = false;
@@ -839,7 +847,9 @@ impl Engine {
             let name = stored.record.name.clone();
             seen.insert(name.clone());
             match ctl.plugins.get_mut(&name) {
-                Some(e) if stored.version > e.version => {
+                // Storage is the truth: any other version (newer, or a row deleted and
+                // created again elsewhere) replaces ours; the code is kept.
+                Some(e) if stored.version != e.version => {
                     e.record = stored.record;
                     e.version = stored.version;
                     changed = true;

@@ -187,7 +187,7 @@ impl Store {
 
 fn redact(url: &str) -> String {
     // postgres://user:password@host/db → postgres://user:***@host/db
-    match (url.find("://"), url.find('@')) {
+    match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => {
             let creds = &url[s + 3..at];
             match creds.find(':') {

@@ -63,6 +63,22 @@ pub(crate) async fn load(db: Db) -> Result<Vec<StoredRecord>, StoreError> {
     Ok(rows)
 }
 
+/// Bumps the change generation that watchers compare: `PRAGMA data_version` on SQLite
+/// changes on *any* commit (the activity log's too), the generation only on changes that
+/// other processes must apply. Run inside the change's own transaction.
+pub(crate) const BUMP_GENERATION: &str = "INSERT INTO plugboard_meta (key, value) VALUES ('generation', '1') \
+     ON CONFLICT (key) DO UPDATE SET value = CAST(CAST(plugboard_meta.value AS BIGINT) + 1 AS TEXT)";
+
+/// The change generation (0 before any change).
+pub(crate) async fn generation(db: Db) -> Result<i64, StoreError> {
+    let v: Option<String> = on_db!(&db, |pool| {
+        sqlx::query_scalar("SELECT value FROM plugboard_meta WHERE key = 'generation'")
+            .fetch_optional(pool)
+            .await?
+    });
+    Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
+}
+
 fn conflict(r: &StoredRecord) -> StoreError {
     StoreError::Conflict {
         plugin: r.record.name.clone(),
@@ -135,23 +151,27 @@ pub(crate) async fn commit(db: Db, changes: Changeset) -> Result<(), StoreError>
                     return Err(conflict(gone));
                 }
             }
+                                    sqlx::query(BUMP_GENERATION).execute(&mut *conn).await?;
             if db.backend() == crate::Backend::Postgres {
                 sqlx::query("SELECT pg_notify($1, 'plugins')").bind(CHANNEL).execute(&mut *conn).await?;
             }
             Ok(())
         }
         .await;
-        match result {
-            Ok(()) => {
-                sqlx::query("COMMIT").execute(&mut *conn).await?;
-                Ok(())
-            }
-            Err(e) => {
-                // The connection goes back to the pool: leave it clean.
-                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-                Err(e)
-            }
+        let end = match &result {
+            Ok(()) => sqlx::query("COMMIT").execute(&mut *conn).await.map(|_| ()),
+            Err(_) => sqlx::query("ROLLBACK")
+                .execute(&mut *conn)
+                .await
+                .map(|_| ()),
+        };
+        if let Err(e) = end {
+            // A connection whose transaction could not be ended must not go back to the
+            // pool still inside it (on SQLite it would hold the write lock).
+            let _ = conn.close().await;
+            return result.and(Err(StoreError::Db(e)));
         }
+        result
     })
 }
 
@@ -197,8 +217,7 @@ impl Store {
     pub fn sync(&self, engine: &Engine) -> Result<bool, StoreError> {
         let mut changed = false;
         for _ in 0..5 {
-            let records = self.records()?;
-            match engine.sync_external(records) {
+            match engine.sync_external(|| self.records().map_err(|e| e.to_string())) {
                 Ok(c) => return Ok(changed || c),
                 Err(EngineError::Persist(PersistError::Conflict { .. })) => changed = true,
                 Err(e) => return Err(engine_error(e)),

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use plugboard_engine::Engine;
+use sqlx::ConnectOptions;
 use sqlx::postgres::PgListener;
-use sqlx::{ConnectOptions, Connection};
 
 use crate::Store;
 use crate::db::Db;
@@ -46,27 +46,38 @@ impl Store {
         let task = self.runtime().spawn(async move {
             match store.db().clone() {
                 Db::Sqlite(_, opts) => {
-                    let mut conn = loop {
-                        match (*opts).clone().connect().await {
-                            Ok(c) => break c,
-                            Err(e) => {
-                                tracing::warn!(error = %e, "watch: cannot connect; retrying");
-                                tokio::time::sleep(POLL * 5).await;
+                    // `data_version` (per connection) moves on every commit by anyone; the
+                    // generation row only on changes other processes must apply.
+                    let mut conn: Option<sqlx::SqliteConnection> = None;
+                    let mut last_version: Option<i64> = None;
+                    let mut last_generation = -1;
+                    loop {
+                        if conn.is_none() {
+                            match (*opts).clone().connect().await {
+                                Ok(c) => conn = Some(c),
+                                Err(e) => tracing::warn!(error = %e, "watch: cannot connect; retrying"),
                             }
                         }
-                    };
-                    let mut last: Option<i64> = None;
-                    loop {
-                        match sqlx::query_scalar::<_, i64>("PRAGMA data_version").fetch_one(&mut conn).await {
-                            Ok(v) => {
-                                if last.is_some_and(|l| l != v) {
-                                    reload(&store, &engine).await;
+                        if let Some(c) = conn.as_mut() {
+                            match sqlx::query_scalar::<_, i64>("PRAGMA data_version").fetch_one(&mut *c).await {
+                                Ok(v) if last_version == Some(v) => {}
+                                Ok(v) => {
+                                    last_version = Some(v);
+                                    match crate::records::generation(store.db().clone()).await {
+                                        Ok(g) if g == last_generation => {}
+                                        Ok(g) => {
+                                            // The first pass applies whatever changed between
+                                            // the engine's load and this watcher's start.
+                                            last_generation = g;
+                                            reload(&store, &engine).await;
+                                        }
+                                        Err(e) => tracing::warn!(error = %e, "watch: cannot read the generation"),
+                                    }
                                 }
-                                last = Some(v);
-                            }
-                            Err(e) => {
-                                tracing::warn!(error = %e, "watch: data_version failed; reconnecting");
-                                let _ = conn.ping().await;
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "watch: data_version failed; reconnecting");
+                                    conn = None;
+                                }
                             }
                         }
                         tokio::time::sleep(POLL).await;
@@ -89,10 +100,17 @@ impl Store {
                     // Anything missed while (re)connecting.
                     reload(&store, &engine).await;
                     loop {
-                        match listener.recv().await {
-                            Ok(_) => reload(&store, &engine).await,
+                        // `try_recv` reports a lost connection (Ok(None)) instead of
+                        // reconnecting silently: notifications sent meanwhile are lost, so
+                        // reload after it.
+                        match listener.try_recv().await {
+                            Ok(Some(_)) => reload(&store, &engine).await,
+                            Ok(None) => {
+                                tracing::warn!("watch: connection lost; reloading");
+                                reload(&store, &engine).await;
+                            }
                             Err(e) => {
-                                tracing::warn!(error = %e, "watch: connection lost; relistening");
+                                tracing::warn!(error = %e, "watch: listener failed; relistening");
                                 break;
                             }
                         }

@@ -191,7 +191,15 @@ fn encodings(c: &mut Criterion) {
     g.finish();
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/criterion/encoding");
     std::fs::create_dir_all(&out).unwrap();
-    std::fs::write(out.join("sizes.json"), format!("{{\"json\": {}, \"msgpack\": {}}}", json.len(), msgpack.len())).unwrap();
+    std::fs::write(
+        out.join("sizes.json"),
+        format!(
+            "{{\"json\": {}, \"msgpack\": {}}}",
+            json.len(),
+            msgpack.len()
+        ),
+    )
+    .unwrap();
 }
 
 criterion_group!(benches, one_plugin, cold_load, encodings);

@@ -92,7 +92,16 @@ fn store(component: &Component, artifact: &Path, checksum: &Path) -> Result<(), 
 }
 
 fn write_atomic(path: &Path, data: &[u8]) -> Result<(), WasmError> {
+    use std::io::Write;
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, data).map_err(WasmError::other)?;
+    let _ = std::fs::remove_file(&tmp);
+    // `create_new` refuses an existing file or symlink planted at the temp path.
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .map_err(WasmError::other)?;
+    f.write_all(data).map_err(WasmError::other)?;
+    f.sync_all().map_err(WasmError::other)?;
     std::fs::rename(&tmp, path).map_err(WasmError::other)
 }

@@ -72,7 +72,7 @@ impl Default for HostConfig {
         HostConfig {
             cache_dir: None,
             fuel: false,
-            max_instances: 256,
+            max_instances: 1000,
             max_memory: 256 << 20,
             tick: Duration::from_millis(1),
         }
@@ -193,6 +193,34 @@ impl Host for HostState {
     }
 }
 
+/// Replaces WASI's blocking waits with traps. A wait happens in the host, where the epoch
+/// deadline cannot interrupt it: a plugin calling `sleep` would hold its caller's thread
+/// (and, in a callback, the engine's control lock) for as long as it liked.
+fn forbid_blocking(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    use wasmtime::component::Resource;
+    use wasmtime_wasi::p2::DynPollable;
+    linker.allow_shadowing(true);
+    let mut poll = linker.instance("wasi:io/poll@0.2.12")?;
+    poll.func_wrap(
+        "poll",
+        |_, (_ps,): (Vec<Resource<DynPollable>>,)| -> wasmtime::Result<(Vec<u32>,)> {
+            Err(wasmtime::Error::msg(
+                "blocking is not allowed in a plugin (wasi:io/poll.poll)",
+            ))
+        },
+    )?;
+    poll.func_wrap(
+        "[method]pollable.block",
+        |_, (_p,): (Resource<DynPollable>,)| -> wasmtime::Result<()> {
+            Err(wasmtime::Error::msg(
+                "blocking is not allowed in a plugin (wasi:io/poll.pollable.block)",
+            ))
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
 /// The wasmtime engine and linker shared by all plugins. Cheap to clone.
 #[derive(Clone)]
 pub struct WasmHost {
@@ -236,10 +264,15 @@ impl WasmHost {
         let engine = Engine::new(&cfg).map_err(WasmError::other)?;
         let mut linker: Linker<HostState> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(WasmError::other)?;
+        forbid_blocking(&mut linker).map_err(WasmError::other)?;
         Plugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
             .map_err(WasmError::other)?;
         if let Some(dir) = &config.cache_dir {
+            // Compiled artifacts are native code the host will run: the directory must be
+            // the host user's alone.
             std::fs::create_dir_all(dir).map_err(WasmError::other)?;
+            std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+                .map_err(WasmError::other)?;
         }
         // The deadline clock: every tick moves the epoch; a call's deadline is a number
         // of ticks. The thread ends when the host is dropped.

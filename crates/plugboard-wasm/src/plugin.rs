@@ -38,7 +38,7 @@ impl Default for Limits {
             deadline: Duration::from_millis(100),
             fuel: None,
             max_reply: 1 << 20,
-            warm: 8,
+            warm: 4,
         }
     }
 }
@@ -229,12 +229,13 @@ impl WasmPlugin {
             .unwrap_or(u64::MAX)
             .max(1);
         store.set_epoch_deadline(ticks);
-        if let Some(fuel) = self.limits.fuel {
-            if self.host.inner.config.fuel {
-                store
-                    .set_fuel(fuel)
-                    .map_err(|e| failure(FailureKind::ResourceLimit, e.to_string()))?;
-            }
+        if self.host.inner.config.fuel {
+            // With metering on, a store starts with no fuel: a plugin without a budget
+            // gets an unlimited one.
+            let fuel = self.limits.fuel.unwrap_or(u64::MAX);
+            store
+                .set_fuel(fuel)
+                .map_err(|e| failure(FailureKind::ResourceLimit, e.to_string()))?;
         }
         Ok(())
     }
@@ -283,6 +284,22 @@ impl WasmPlugin {
 /// Turns a wasmtime error into the failure a plugin is charged with.
 fn classify(plugin: &str, what: &str, e: wasmtime::Error) -> Failure {
     let detail = format!("{e:#}");
+    if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+        .is_some()
+    {
+        return failure(
+            FailureKind::ResourceLimit,
+            format!(
+                "the host's instance pool is full; `{plugin}` could not get an instance for {what}: {detail}"
+            ),
+        );
+    }
+    if detail.contains("blocking is not allowed") {
+        return failure(
+            FailureKind::Trap,
+            format!("`{plugin}` tried to block in {what}; plugins may not wait"),
+        );
+    }
     if let Some(trap) = e.downcast_ref::<wasmtime::Trap>() {
         return match trap {
             wasmtime::Trap::Interrupt => failure(

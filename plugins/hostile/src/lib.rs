@@ -43,6 +43,10 @@ impl Plugin for Hostile {
             ))),
             "on_hostile_huge" => Ok(Reply::Continue(Value::String("x".repeat(2 << 20)))),
             "on_hostile_error" => Err("the plugin says no".into()),
+            "on_hostile_sleep" => {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+                Ok(Reply::Continue(state))
+            }
             "on_hostile_spin" => {
                 // Busy for 50 ms by the host's clock: long enough for calls to overlap.
                 let until = plugboard_pdk::now_ms() + 50;

@@ -80,3 +80,40 @@ fn an_invalid_state_after_a_group_is_charged_to_its_last_step() {
     assert_eq!(e.plugin("bad").unwrap().failures, 1);
     assert_eq!(e.plugin("fine").unwrap().failures, 0);
 }
+
+/// Replies with bytes that are not JSON at all.
+struct Garbage;
+impl EncodedStep for Garbage {
+    fn run(&self, _: &[u8], _: &Context<'_>) -> Result<Reply<Vec<u8>>, Failure> {
+        Ok(Reply::Continue(b"{not json".to_vec()))
+    }
+}
+impl Callbacks for Garbage {
+    fn lifecycle(&self, _: Op, _: &PluginRecord) -> Result<(), Reason> {
+        Ok(())
+    }
+    fn health_check(&self) -> Result<(), Reason> {
+        Ok(())
+    }
+}
+
+#[test]
+fn malformed_bytes_are_charged_to_the_step_that_made_them_not_the_next() {
+    let e = engine();
+    e.declare::<OnTest>().unwrap();
+    e.register_code(
+        "on_test",
+        Registration::new("garbage").priority(1),
+        Code::encoded_step(Arc::new(Garbage)),
+    )
+    .unwrap();
+    e.start("garbage").unwrap();
+    add(&e, "innocent", 2, |v| v);
+    let err = e.call::<OnTest>(OnTest::new()).unwrap_err().to_string();
+    assert!(
+        err.contains("plugin `garbage` failed") && err.contains("not valid JSON"),
+        "{err}"
+    );
+    assert_eq!(e.plugin("garbage").unwrap().failures, 1);
+    assert_eq!(e.plugin("innocent").unwrap().failures, 0);
+}

@@ -21,7 +21,16 @@ fn setup() -> (Engine, plugboard_wasm::WasmHost) {
         .failure_threshold(3)
         .build();
     let host = host();
-    for event in ["loop", "memory", "trap", "recursion", "huge", "error", "ok"] {
+    for event in [
+        "loop",
+        "memory",
+        "trap",
+        "recursion",
+        "huge",
+        "error",
+        "sleep",
+        "ok",
+    ] {
         let name = format!("on_hostile_{event}");
         engine
             .declare_dynamic(EventInfo::dynamic(name.clone(), "test", "hostile"))
