@@ -57,7 +57,9 @@ enum Command {
     Restart(Which),
     /// Take plugins out of `stopped`.
     Enable(Which),
-    /// Unload plugins' code, keeping their records.
+    /// Unload plugins' code in the hosts, keeping their records. (A record's status is
+    /// unchanged, so from the CLI this changes nothing; hosts apply `delete` to their own
+    /// code.)
     Delete(Which),
     /// Remove plugins' records; dependents are held, never removed.
     Unregister(Which),

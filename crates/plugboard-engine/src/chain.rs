@@ -502,8 +502,16 @@ impl<S: State> Slot<S> {
             let started = timed.then(Instant::now);
             walk.started = started;
             // A step answers for the syntax of what it replies: the next encoded step should
-            // not be blamed for its predecessor's malformed bytes.
+            // not be blamed for its predecessor's malformed bytes. (After the group's last
+            // step, decoding checks that anyway.)
+            let next_encoded = matches!(
+                chain.steps.get(walk.pos + 1).map(|s| &s.runner),
+                Some(Runner::Encoded(_))
+            );
             let out = runner.run(&bytes, &cx).and_then(|reply| {
+                if !next_encoded {
+                    return Ok(reply);
+                }
                 let produced = match &reply {
                     Reply::Continue(b) | Reply::Halt(b) => b,
                 };

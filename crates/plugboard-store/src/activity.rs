@@ -258,7 +258,8 @@ impl Default for LogConfig {
 pub struct ActivityLog {
     tx: mpsc::Sender<NewActivity>,
     counters: Arc<Counters>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The task forwarding lifecycle events, if any.
+    forwarder: Option<tokio::task::JoinHandle<()>>,
 }
 
 #[derive(Default)]
@@ -310,7 +311,9 @@ impl ActivityLog {
 
 impl Drop for ActivityLog {
     fn drop(&mut self) {
-        for t in &self.tasks {
+        // Stop taking new entries; the writer drains what is queued, then ends when the
+        // last sender (this one) is gone.
+        if let Some(t) = self.forwarder.take() {
             t.abort();
         }
     }
@@ -426,12 +429,11 @@ impl Store {
     pub fn activity_log(&self, engine: Option<&Engine>, config: LogConfig) -> ActivityLog {
         let (tx, mut rx) = mpsc::channel::<NewActivity>(config.capacity.max(1));
         let counters = Arc::new(Counters::default());
-        let mut tasks = Vec::new();
         let db = self.db().clone();
         let c = counters.clone();
         let batch = config.batch.max(1);
         let (max_rows, max_age) = (config.max_rows, config.max_age);
-        if let Some(t) = self.runtime().spawn(async move {
+        let _writer = self.runtime().spawn(async move {
             let mut buf = Vec::with_capacity(batch);
             let mut reported_dropped = 0;
             let mut batches = 0u64;
@@ -462,19 +464,18 @@ impl Store {
                 };
                 buf.clear();
                 batches += 1;
-                if batches % 64 == 0 {
+                                if batches % 64 == 0 {
                     if let Err(e) = prune(db.clone(), max_rows, max_age).await {
                         tracing::warn!(error = %e, "activity retention failed");
                     }
                 }
             }
-        }) {
-            tasks.push(t);
-        }
+        });
+        let mut forwarder = None;
         if let Some(engine) = engine {
             let mut events = engine.subscribe();
             let (tx, c) = (tx.clone(), counters.clone());
-            if let Some(t) = self.runtime().spawn(async move {
+            forwarder = self.runtime().spawn(async move {
                 loop {
                     match events.recv().await {
                         Ok(ev) => {
@@ -486,14 +487,12 @@ impl Store {
                         Err(broadcast::error::RecvError::Closed) => break,
                     }
                 }
-            }) {
-                tasks.push(t);
-            }
+            });
         }
         ActivityLog {
             tx,
             counters,
-            tasks,
+            forwarder,
         }
     }
 
