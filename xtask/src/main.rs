@@ -21,26 +21,7 @@ fn main() -> Result<()> {
 /// Builds the guest plugins workspace and copies the components to `target/wasm-plugins`.
 fn build_plugins() -> Result<()> {
     let root = root();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = std::process::Command::new(cargo)
-        .args([
-            "build",
-            "--release",
-            "--target",
-            "wasm32-wasip2",
-            "--manifest-path",
-        ])
-        .arg(root.join("plugins/Cargo.toml"))
-        .arg("--target-dir")
-        .arg(root.join("target/plugins"))
-        .status()
-        .context("running cargo")?;
-    if !status.success() {
-        bail!(
-            "building the plugins failed (is the target installed? `rustup target add wasm32-wasip2`)"
-        );
-    }
-    let from = root.join("target/plugins/wasm32-wasip2/release");
+    let from = plugboard_testkit::build_plugins(&root).map_err(anyhow::Error::msg)?;
     let to = root.join("target/wasm-plugins");
     std::fs::create_dir_all(&to)?;
     for entry in std::fs::read_dir(&from)? {

@@ -292,6 +292,19 @@ struct Entry {
     version: i64,
 }
 
+impl Entry {
+    /// An entry for a stored record whose code is not registered (yet).
+    fn stored(stored: StoredRecord) -> Self {
+        Entry {
+            name: Arc::from(stored.record.name.as_str()),
+            record: stored.record,
+            code: None,
+            stats: Arc::default(),
+            version: stored.version,
+        }
+    }
+}
+
 /// What a slot was last given, to rebuild only chains that changed.
 struct Installed {
     steps: Vec<(Arc<str>, Code)>,
@@ -742,16 +755,7 @@ impl Engine {
                     e.version = stored.version;
                 }
                 None => {
-                    ctl.plugins.insert(
-                        name.clone(),
-                        Entry {
-                            name: Arc::from(name.as_str()),
-                            record: stored.record,
-                            code: None,
-                            stats: Arc::default(),
-                            version: stored.version,
-                        },
-                    );
+                    ctl.plugins.insert(name.clone(), Entry::stored(stored));
                 }
             }
         }
@@ -856,16 +860,7 @@ impl Engine {
                 }
                 Some(_) => {}
                 None => {
-                    ctl.plugins.insert(
-                        name.clone(),
-                        Entry {
-                            name: Arc::from(name.as_str()),
-                            record: stored.record,
-                            code: None,
-                            stats: Arc::default(),
-                            version: stored.version,
-                        },
-                    );
+                    ctl.plugins.insert(name.clone(), Entry::stored(stored));
                     changed = true;
                 }
             }

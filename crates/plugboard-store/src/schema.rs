@@ -196,76 +196,61 @@ macro_rules! finish {
 /// write lock (SQLite `BEGIN IMMEDIATE`, a PostgreSQL advisory lock), so that two
 /// processes opening a new database at once neither collide nor apply anything twice.
 pub(crate) async fn migrate(db: Db) -> Result<(), StoreError> {
+    // One body for both backends (compiled once for each): only how the write lock is
+    // taken, how the version is read and which dialect is applied differ.
+    macro_rules! run {
+        ($pool:expr, $begin:literal, $lock:expr, $version:ident, $ddl:ident) => {{
+            let mut conn = $pool.acquire().await?;
+            sqlx::query($begin).execute(&mut *conn).await?;
+            let result = async {
+                if let Some(lock) = $lock {
+                    sqlx::query(lock).execute(&mut *conn).await?;
+                }
+                let current = $version(&mut conn).await?;
+                if current > VERSION {
+                    return Err(StoreError::NewerSchema {
+                        found: current,
+                        supported: VERSION,
+                    });
+                }
+                #[allow(clippy::needless_range_loop)]
+                for i in 0..MIGRATIONS.len() {
+                    let m = &MIGRATIONS[i];
+                    if m.version <= current {
+                        continue;
+                    }
+                    for stmt in statements(current, m, m.$ddl) {
+                        let q = sqlx::query(stmt);
+                        let q = if stmt.contains("$1") {
+                            q.bind(m.version.to_string())
+                        } else {
+                            q
+                        };
+                        q.execute(&mut *conn).await?;
+                    }
+                    tracing::info!(version = m.version, "applied migration");
+                }
+                Ok(())
+            }
+            .await;
+            finish!(conn, result)
+        }};
+    }
     match &db {
-        Db::Sqlite(pool, _) => {
-            let mut conn = pool.acquire().await?;
-            sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-            let result = async {
-                let current = sqlite_version(&mut conn).await?;
-                if current > VERSION {
-                    return Err(StoreError::NewerSchema {
-                        found: current,
-                        supported: VERSION,
-                    });
-                }
-                #[allow(clippy::needless_range_loop)]
-                for i in 0..MIGRATIONS.len() {
-                    let m = &MIGRATIONS[i];
-                    if m.version <= current {
-                        continue;
-                    }
-                    for stmt in statements(current, m, m.sqlite) {
-                        let q = sqlx::query(stmt);
-                        let q = if stmt.contains("$1") {
-                            q.bind(m.version.to_string())
-                        } else {
-                            q
-                        };
-                        q.execute(&mut *conn).await?;
-                    }
-                    tracing::info!(version = m.version, "applied migration");
-                }
-                Ok(())
-            }
-            .await;
-            finish!(conn, result)
-        }
-        Db::Postgres(pool) => {
-            let mut conn = pool.acquire().await?;
-            sqlx::query("BEGIN").execute(&mut *conn).await?;
-            let result = async {
-                sqlx::query("SELECT pg_advisory_xact_lock(7244023)")
-                    .execute(&mut *conn)
-                    .await?;
-                let current = pg_version(&mut conn).await?;
-                if current > VERSION {
-                    return Err(StoreError::NewerSchema {
-                        found: current,
-                        supported: VERSION,
-                    });
-                }
-                #[allow(clippy::needless_range_loop)]
-                for i in 0..MIGRATIONS.len() {
-                    let m = &MIGRATIONS[i];
-                    if m.version <= current {
-                        continue;
-                    }
-                    for stmt in statements(current, m, m.postgres) {
-                        let q = sqlx::query(stmt);
-                        let q = if stmt.contains("$1") {
-                            q.bind(m.version.to_string())
-                        } else {
-                            q
-                        };
-                        q.execute(&mut *conn).await?;
-                    }
-                    tracing::info!(version = m.version, "applied migration");
-                }
-                Ok(())
-            }
-            .await;
-            finish!(conn, result)
-        }
+        Db::Sqlite(pool, _) => run!(
+            pool,
+            "BEGIN IMMEDIATE",
+            None::<&str>,
+            sqlite_version,
+            sqlite
+        ),
+        Db::Postgres(pool) => run!(
+            pool,
+            "BEGIN",
+            Some("SELECT pg_advisory_xact_lock(7244023)"),
+            pg_version,
+            postgres
+        ),
     }
 }
 

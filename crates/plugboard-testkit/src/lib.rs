@@ -193,6 +193,30 @@ fn run(user: Option<&str>, args: &[&str]) -> Result<String, String> {
     }
 }
 
+/// Builds the guest plugins workspace (`plugins/`, target `wasm32-wasip2`, release) into
+/// `target/plugins` under the repository `root`; returns the directory of the components.
+/// `cargo xtask build-plugins` and the wasm host's tests both build through this.
+pub fn build_plugins(root: &Path) -> Result<PathBuf, String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--manifest-path",
+        ])
+        .arg(root.join("plugins/Cargo.toml"))
+        .arg("--target-dir")
+        .arg(root.join("target/plugins"))
+        .status()
+        .map_err(|e| format!("running cargo: {e}"))?;
+    if !status.success() {
+        return Err("building the plugins failed (is the target installed? `rustup target add wasm32-wasip2`)".into());
+    }
+    Ok(root.join("target/plugins/wasm32-wasip2/release"))
+}
+
 /// A backend to run a test against.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {

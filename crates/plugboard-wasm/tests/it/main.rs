@@ -17,25 +17,7 @@ pub fn component(name: &str) -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     let dir = BUILT.get_or_init(|| {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = std::process::Command::new(cargo)
-            .args([
-                "build",
-                "--release",
-                "--target",
-                "wasm32-wasip2",
-                "--manifest-path",
-            ])
-            .arg(root.join("plugins/Cargo.toml"))
-            .arg("--target-dir")
-            .arg(root.join("target/plugins"))
-            .status()
-            .unwrap();
-        assert!(
-            status.success(),
-            "building the test plugins failed (rustup target add wasm32-wasip2?)"
-        );
-        root.join("target/plugins/wasm32-wasip2/release")
+        plugboard_testkit::build_plugins(&root).unwrap_or_else(|e| panic!("{e}"))
     });
     dir.join(format!("plugin_{name}.wasm"))
 }
