@@ -911,13 +911,42 @@ impl Engine {
     /// Every plugin, by name.
     pub fn plugins(&self) -> Vec<PluginInfo> {
         let views = self.shared.views.load();
-        views.entries.values().map(|e| info_of(&views, e)).collect()
+        // Who depends on whom, once for all plugins (not a scan per plugin).
+        let mut dependents: HashMap<&str, Vec<String>> = HashMap::new();
+        for e in views.entries.values() {
+            for d in &e.record.depends {
+                dependents
+                    .entry(d.as_str())
+                    .or_default()
+                    .push(e.record.name.clone());
+            }
+        }
+        views
+            .entries
+            .values()
+            .map(|e| {
+                info_of(
+                    &views,
+                    e,
+                    dependents
+                        .remove(e.record.name.as_str())
+                        .unwrap_or_default(),
+                )
+            })
+            .collect()
     }
 
     /// One plugin.
     pub fn plugin(&self, name: &str) -> Option<PluginInfo> {
         let views = self.shared.views.load();
-        views.entries.get(name).map(|e| info_of(&views, e))
+        let e = views.entries.get(name)?;
+        let dependents = views
+            .entries
+            .values()
+            .filter(|o| o.record.depends.contains(&e.record.name))
+            .map(|o| o.record.name.clone())
+            .collect();
+        Some(info_of(&views, e, dependents))
     }
 
     /// Runs a plugin's health check (outside the engine's lock).
@@ -1184,7 +1213,7 @@ fn waiting_for(record: &PluginRecord, active: &HashSet<String>) -> Vec<String> {
         .collect()
 }
 
-fn info_of(views: &Views, e: &Entry) -> PluginInfo {
+fn info_of(views: &Views, e: &Entry, dependents: Vec<String>) -> PluginInfo {
     let active = &views.active;
     let last_error = e.stats.last_error.lock().ok().and_then(|l| l.clone());
     PluginInfo {
@@ -1193,12 +1222,7 @@ fn info_of(views: &Views, e: &Entry) -> PluginInfo {
         kind: e.code.as_ref().map(Code::kind),
         in_chain: active.contains(&e.record.name) && e.record.status.is_active(),
         waiting_for: waiting_for(&e.record, active),
-        dependents: views
-            .entries
-            .values()
-            .filter(|o| o.record.depends.contains(&e.record.name))
-            .map(|o| o.record.name.clone())
-            .collect(),
+        dependents,
         failures: e.stats.failures.load(Relaxed),
         consecutive_failures: e.stats.consecutive.load(Relaxed),
         last_error,

@@ -62,6 +62,17 @@ fn stopping_the_root_holds_all_four_and_enable_releases_them() {
         ],
     );
     assert_eq!(trail(&e), ["one", "two", "three", "four", "five"]);
+    assert_eq!(e.plugin("one").unwrap().dependents, ["two"]);
+    let all = e.plugins();
+    let four = all.iter().find(|p| p.record.name == "four").unwrap();
+    assert_eq!(four.dependents, ["five"]);
+    assert!(
+        all.iter()
+            .find(|p| p.record.name == "five")
+            .unwrap()
+            .dependents
+            .is_empty()
+    );
 
     let mut rx = e.subscribe();
     e.stop("one").unwrap();
