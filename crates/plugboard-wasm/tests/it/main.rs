@@ -4,6 +4,7 @@
 mod chains;
 mod hostile;
 mod loading;
+mod python;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
