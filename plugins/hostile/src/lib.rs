@@ -48,8 +48,9 @@ impl Plugin for Hostile {
                 Ok(Reply::Continue(state))
             }
             "on_hostile_spin" => {
-                // Busy for 50 ms by the host's clock: long enough for calls to overlap.
-                let until = plugboard_pdk::now_ms() + 50;
+                // Busy for 300 ms by the host's clock: long enough for calls to overlap even
+                // on a loaded machine.
+                let until = plugboard_pdk::now_ms() + 300;
                 while plugboard_pdk::now_ms() < until {}
                 Ok(Reply::Continue(state))
             }

@@ -167,7 +167,17 @@ fn calls_from_several_threads_run_concurrently() {
         ))
         .unwrap();
     let host = host();
-    let plugin = load(&host, "hostile", "spinner");
+    let plugin = std::sync::Arc::new(
+        host.load_file(
+            "spinner",
+            &crate::component("hostile"),
+            plugboard_wasm::Limits {
+                deadline: std::time::Duration::from_secs(5),
+                ..Default::default()
+            },
+        )
+        .unwrap(),
+    );
     add(
         &engine,
         "on_hostile_spin",
