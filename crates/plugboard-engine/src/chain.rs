@@ -472,22 +472,34 @@ impl<S: State> Slot<S> {
         input: &mut Option<S>,
     ) -> Result<Reply<S>, Result<S, CallError>> {
         let timed = O::TIMED || chain.profiling;
-        let first = walk.pos;
+        walk.backup = None;
         let mut bytes = match serde_json::to_vec(&state) {
             Ok(b) => b,
             Err(e) => {
-                let step = &chain.steps[first];
-                return Err(Err(self.error(
+                let step = &chain.steps[walk.pos];
+                let f = Failure::new(
+                    FailureKind::InvalidReply,
+                    format!("state could not be encoded: {e}"),
+                );
+                let mut backup = Some(state);
+                return match self.on_failure(
+                    chain,
                     step,
-                    Failure::new(
-                        FailureKind::InvalidReply,
-                        format!("state could not be encoded: {e}"),
-                    ),
-                )));
+                    f,
+                    Duration::ZERO,
+                    obs,
+                    input,
+                    &mut backup,
+                ) {
+                    Ok(next) => {
+                        walk.pos += 1;
+                        Ok(Reply::Continue(next))
+                    }
+                    Err(done) => Err(done),
+                };
             }
         };
         drop(state);
-        let mut last = first;
         while let Some(step) = chain.steps.get(walk.pos) {
             let Runner::Encoded(runner) = &step.runner else {
                 break;
@@ -501,62 +513,60 @@ impl<S: State> Slot<S> {
             }
             let started = timed.then(Instant::now);
             walk.started = started;
-            // A step answers for the syntax of what it replies: the next encoded step should
-            // not be blamed for its predecessor's malformed bytes. (After the group's last
-            // step, decoding checks that anyway.)
             let next_encoded = matches!(
                 chain.steps.get(walk.pos + 1).map(|s| &s.runner),
                 Some(Runner::Encoded(_))
             );
-            let out = runner.run(&bytes, &cx).and_then(|reply| {
-                if !next_encoded {
-                    return Ok(reply);
+            // A step answers for what it replies: decoded right here when the group ends
+            // with it (the state leaves the group) or it halts; otherwise checked for
+            // syntax, so that the next step is not blamed for its predecessor's bytes.
+            let out = runner.run(&bytes, &cx).and_then(|reply| match reply {
+                Reply::Halt(b) => decode::<S>(&b).map(|s| Err(Reply::Halt(s))),
+                Reply::Continue(b) if !next_encoded => {
+                    decode::<S>(&b).map(|s| Err(Reply::Continue(s)))
                 }
-                let produced = match &reply {
-                    Reply::Continue(b) | Reply::Halt(b) => b,
-                };
-                serde_json::from_slice::<serde::de::IgnoredAny>(produced).map_err(|e| {
-                    Failure::new(
-                        FailureKind::InvalidReply,
-                        format!("reply is not valid JSON: {e}"),
-                    )
-                })?;
-                Ok(reply)
+                Reply::Continue(b) => serde_json::from_slice::<serde::de::IgnoredAny>(&b)
+                    .map(|_| Ok(b))
+                    .map_err(|e| {
+                        Failure::new(
+                            FailureKind::InvalidReply,
+                            format!("reply is not valid JSON: {e}"),
+                        )
+                    }),
             });
             let elapsed = started.map(|t| t.elapsed()).unwrap_or_default();
             if chain.profiling {
                 step.stats.timed(elapsed);
             }
             match out {
-                Ok(Reply::Continue(next)) => {
+                // Passed on, still encoded.
+                Ok(Ok(next)) => {
                     step.stats.succeeded();
                     obs.step(&step.name, elapsed, StepOutcome::Continued);
                     bytes = next;
-                    last = walk.pos;
                     walk.pos += 1;
                 }
-                Ok(Reply::Halt(b)) => {
+                // The group ends here, decoded.
+                Ok(Err(reply)) => {
                     step.stats.succeeded();
-                    obs.step(&step.name, elapsed, StepOutcome::Halted);
-                    return match decode::<S>(&b) {
-                        Ok(s) => Ok(Reply::Halt(s)),
-                        Err(f) => Err(
-                            match self.on_failure(chain, step, f, elapsed, obs, input, &mut None) {
-                                Ok(s) => Ok(s),
-                                Err(done) => done,
-                            },
-                        ),
+                    walk.pos += 1;
+                    let outcome = if reply.is_halt() {
+                        StepOutcome::Halted
+                    } else {
+                        StepOutcome::Continued
                     };
+                    obs.step(&step.name, elapsed, outcome);
+                    return Ok(reply);
                 }
                 Err(failure) => {
                     // Skip goes on from the state this step was given.
-                    let mut backup = match chain.policy {
-                        OnFailure::Skip => decode::<S>(&bytes).ok(),
-                        _ => None,
-                    };
+                    let mut backup = walk.backup.take();
                     let next =
                         self.on_failure(chain, step, failure, elapsed, obs, input, &mut backup)?;
                     walk.pos += 1;
+                    if !next_encoded {
+                        return Ok(Reply::Continue(next));
+                    }
                     bytes = serde_json::to_vec(&next).map_err(|e| {
                         Err(self.error(
                             step,
@@ -569,19 +579,11 @@ impl<S: State> Slot<S> {
                 }
             }
         }
-        match decode::<S>(&bytes) {
-            Ok(s) => Ok(Reply::Continue(s)),
-            // The last step that replied is answerable for what it replied.
-            Err(f) => {
-                let step = &chain.steps[last];
-                Err(
-                    match self.on_failure(chain, step, f, Duration::ZERO, obs, input, &mut None) {
-                        Ok(s) => Ok(s),
-                        Err(done) => done,
-                    },
-                )
-            }
-        }
+        // Unreachable in practice (the last step of a group decodes); kept total.
+        decode::<S>(&bytes).map(Reply::Continue).map_err(|f| {
+            let step = &chain.steps[walk.pos.saturating_sub(1)];
+            Err(self.error(step, f))
+        })
     }
 
     /// Counts a failure and applies the policy: `Ok(state)` to go on with, or the call's end.

@@ -843,6 +843,13 @@ impl Engine {
         let _g = ControlGuard::enter(Op::Register)?;
         let mut ctl = self.shared.lock();
         let records = load().map_err(|e| EngineError::Persist(PersistError::Backend(e)))?;
+        // If writing back the holds and releases fails, everything goes back to before the
+        // stored records were applied, so that the next sync sees the difference again.
+        let untouched = self
+            .shared
+            .persistence
+            .as_ref()
+            .map(|_| ctl.plugins.clone());
         let before = statuses(&ctl);
         let mut events = Vec::new();
         let mut changed = false;
@@ -886,7 +893,12 @@ impl Engine {
         let snapshot = self.shared.snapshot(&ctl);
         self.shared
             .settle(&mut ctl, &before, &[], None, Cause::External, &mut events);
-        self.shared.commit(&mut ctl, snapshot)?;
+        if let Err(e) = self.shared.commit(&mut ctl, snapshot) {
+            if let Some(untouched) = untouched {
+                ctl.plugins = untouched;
+            }
+            return Err(e);
+        }
         self.shared.rebuild(&mut ctl, &mut events);
         self.shared.publish(&ctl, events);
         Ok(true)
@@ -915,10 +927,10 @@ impl Engine {
         let mut dependents: HashMap<&str, Vec<String>> = HashMap::new();
         for e in views.entries.values() {
             for d in &e.record.depends {
-                dependents
-                    .entry(d.as_str())
-                    .or_default()
-                    .push(e.record.name.clone());
+                let list = dependents.entry(d.as_str()).or_default();
+                if !list.contains(&e.record.name) {
+                    list.push(e.record.name.clone());
+                }
             }
         }
         views

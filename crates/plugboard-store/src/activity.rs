@@ -254,7 +254,10 @@ impl Default for LogConfig {
     }
 }
 
-/// The running activity writer. Dropping it stops the writer after what is queued.
+/// The running activity writer. Dropping it stops taking entries; the writer then drains
+/// what is queued while the store lives. Call [`ActivityLog::flush`] first to be sure
+/// everything recorded so far is written (lifecycle events still on their way from the
+/// engine are not waited for by a drop).
 pub struct ActivityLog {
     tx: mpsc::Sender<NewActivity>,
     counters: Arc<Counters>,

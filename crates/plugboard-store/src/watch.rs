@@ -28,14 +28,26 @@ impl Drop for Watch {
     }
 }
 
-async fn reload(store: &Store, engine: &Engine) {
+/// Applies other processes' changes; returns whether that worked (if not, the caller
+/// tries again on its next round rather than waiting for the next change).
+async fn reload(store: &Store, engine: &Engine) -> bool {
     store.inner.settings.clear();
     let (store, engine) = (store.clone(), engine.clone());
     match tokio::task::spawn_blocking(move || store.sync(&engine)).await {
-        Ok(Ok(true)) => tracing::debug!("applied changes from another process"),
-        Ok(Ok(false)) => {}
-        Ok(Err(e)) => tracing::warn!(error = %e, "could not apply changes from another process"),
-        Err(e) => tracing::warn!(error = %e, "sync task failed"),
+        Ok(Ok(changed)) => {
+            if changed {
+                tracing::debug!("applied changes from another process");
+            }
+            true
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "could not apply changes from another process; retrying");
+            false
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "sync task failed; retrying");
+            false
+        }
     }
 }
 
@@ -48,9 +60,10 @@ impl Store {
                 Db::Sqlite(_, opts) => {
                     // `data_version` (per connection) moves on every commit by anyone; the
                     // generation row only on changes other processes must apply.
-                    let mut conn: Option<sqlx::SqliteConnection> = None;
+                                        let mut conn: Option<sqlx::SqliteConnection> = None;
                     let mut last_version: Option<i64> = None;
                     let mut last_generation = -1;
+                    let mut pending = false;
                     loop {
                         if conn.is_none() {
                             match (*opts).clone().connect().await {
@@ -59,24 +72,27 @@ impl Store {
                             }
                         }
                         if let Some(c) = conn.as_mut() {
-                            match sqlx::query_scalar::<_, i64>("PRAGMA data_version").fetch_one(&mut *c).await {
-                                Ok(v) if last_version == Some(v) => {}
+                                                        match sqlx::query_scalar::<_, i64>("PRAGMA data_version").fetch_one(&mut *c).await {
+                                Ok(v) if last_version == Some(v) && !pending => {}
                                 Ok(v) => {
                                     last_version = Some(v);
                                     match crate::records::generation(store.db().clone()).await {
-                                        Ok(g) if g == last_generation => {}
+                                                                                Ok(g) if g == last_generation && !pending => {}
                                         Ok(g) => {
                                             // The first pass applies whatever changed between
-                                            // the engine's load and this watcher's start.
+                                            // the engine's load and this watcher's start; a
+                                            // failed reload is retried on the next round.
+                                            pending = !reload(&store, &engine).await;
                                             last_generation = g;
-                                            reload(&store, &engine).await;
                                         }
                                         Err(e) => tracing::warn!(error = %e, "watch: cannot read the generation"),
                                     }
                                 }
-                                Err(e) => {
+                                                                Err(e) => {
                                     tracing::warn!(error = %e, "watch: data_version failed; reconnecting");
+                                    // data_version compares only within one connection.
                                     conn = None;
+                                    last_version = None;
                                 }
                             }
                         }
@@ -97,17 +113,35 @@ impl Store {
                         tokio::time::sleep(Duration::from_secs(1)).await;
                         continue;
                     }
-                    // Anything missed while (re)connecting.
-                    reload(&store, &engine).await;
+                                        // Anything missed while (re)connecting.
+                    let mut pending = !reload(&store, &engine).await;
                     loop {
+                        if pending {
+                            // A failed reload is retried shortly, not at the next change.
+                            match tokio::time::timeout(Duration::from_millis(500), listener.try_recv()).await {
+                                Err(_) => {
+                                    pending = !reload(&store, &engine).await;
+                                    continue;
+                                }
+                                Ok(r) => {
+                                    if matches!(r, Ok(Some(_)) | Ok(None)) {
+                                        pending = !reload(&store, &engine).await;
+                                    }
+                                    if r.is_err() {
+                                        break;
+                                    }
+                                    continue;
+                                }
+                            }
+                        }
                         // `try_recv` reports a lost connection (Ok(None)) instead of
                         // reconnecting silently: notifications sent meanwhile are lost, so
                         // reload after it.
                         match listener.try_recv().await {
-                            Ok(Some(_)) => reload(&store, &engine).await,
+                            Ok(Some(_)) => pending = !reload(&store, &engine).await,
                             Ok(None) => {
                                 tracing::warn!("watch: connection lost; reloading");
-                                reload(&store, &engine).await;
+                                pending = !reload(&store, &engine).await;
                             }
                             Err(e) => {
                                 tracing::warn!(error = %e, "watch: listener failed; relistening");

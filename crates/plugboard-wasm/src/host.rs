@@ -200,6 +200,8 @@ fn forbid_blocking(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     use wasmtime::component::Resource;
     use wasmtime_wasi::p2::DynPollable;
     linker.allow_shadowing(true);
+    // The version must be the one wasmtime-wasi defines (48.x: 0.2.12), so that these
+    // replace its functions; the hostile plugin's `sleep` test fails (hangs) otherwise.
     let mut poll = linker.instance("wasi:io/poll@0.2.12")?;
     poll.func_wrap(
         "poll",

@@ -65,20 +65,26 @@ fn an_invalid_state_after_a_group_is_charged_to_its_last_step() {
         .on_failure(OnFailure::Skip)
         .build();
     e.declare::<OnTest>().unwrap();
-    add(&e, "fine", 1, |v| v);
+    add(&e, "fine", 1, |mut v| {
+        v["secret"] = json!("fine was here");
+        v
+    });
     add(&e, "bad", 2, |mut v| {
         v["trail"] = json!(42);
         v
     });
-    let out = e.call::<OnTest>(OnTest::new());
-    // Skip has no earlier state for a step inside a group, so the call fails, naming it.
-    let err = out.unwrap_err().to_string();
+    // Skip goes on with the state `bad` was given: `fine`'s change survives.
+    let out = e.call::<OnTest>(OnTest::new()).unwrap();
+    assert_eq!(out.secret, "fine was here");
+    assert_eq!(e.plugin("bad").unwrap().failures, 1);
+    assert_eq!(e.plugin("fine").unwrap().failures, 0);
+    // Under the default policy the call fails, naming it.
+    e.set_failure_policy("on_test", OnFailure::Error).unwrap();
+    let err = e.call::<OnTest>(OnTest::new()).unwrap_err().to_string();
     assert!(
         err.contains("plugin `bad` failed") && err.contains("not a valid state"),
         "{err}"
     );
-    assert_eq!(e.plugin("bad").unwrap().failures, 1);
-    assert_eq!(e.plugin("fine").unwrap().failures, 0);
 }
 
 /// Replies with bytes that are not JSON at all.
@@ -116,4 +122,40 @@ fn malformed_bytes_are_charged_to_the_step_that_made_them_not_the_next() {
     );
     assert_eq!(e.plugin("garbage").unwrap().failures, 1);
     assert_eq!(e.plugin("innocent").unwrap().failures, 0);
+}
+
+#[test]
+fn an_encoded_step_that_keeps_replying_an_invalid_state_is_stopped_at_the_threshold() {
+    let e = engine();
+    e.declare::<OnTest>().unwrap();
+    add(&e, "bad", 1, |mut v| {
+        v["trail"] = json!(42);
+        v
+    });
+    for _ in 0..5 {
+        assert!(e.call::<OnTest>(OnTest::new()).is_err());
+    }
+    let bad = e.plugin("bad").unwrap();
+    assert_eq!(bad.record.status, plugboard_core::Status::Stopped);
+    assert_eq!(bad.failures, 5);
+}
+
+#[test]
+fn a_trace_through_encoded_steps_records_each_step_once() {
+    let e = engine();
+    e.declare::<OnTest>().unwrap();
+    add(&e, "one", 1, |v| v);
+    add(&e, "two", 2, |mut v| {
+        v["trail"] = json!(["two"]);
+        v
+    });
+    let t = e.hook::<OnTest>().unwrap().trace(OnTest::new());
+    assert_eq!(t.result.unwrap().trail, ["two"]);
+    let names: Vec<_> = t.steps.iter().map(|s| s.plugin.as_str()).collect();
+    assert_eq!(names, ["one", "two"]);
+    assert!(
+        t.steps
+            .iter()
+            .all(|s| s.outcome == plugboard_engine::StepOutcome::Continued)
+    );
 }
