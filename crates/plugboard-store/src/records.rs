@@ -69,6 +69,24 @@ pub(crate) async fn load(db: Db) -> Result<Vec<StoredRecord>, StoreError> {
 pub(crate) const BUMP_GENERATION: &str = "INSERT INTO plugboard_meta (key, value) VALUES ('generation', '1') \
      ON CONFLICT (key) DO UPDATE SET value = CAST(CAST(plugboard_meta.value AS BIGINT) + 1 AS TEXT)";
 
+/// Announces a change to other processes, inside the change's own transaction: bumps the
+/// generation and, on PostgreSQL, notifies the watchers' channel.
+macro_rules! announce {
+    ($conn:expr, $backend:expr, $what:literal) => {{
+        sqlx::query($crate::records::BUMP_GENERATION)
+            .execute(&mut *$conn)
+            .await?;
+        if $backend == $crate::Backend::Postgres {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind($crate::records::CHANNEL)
+                .bind($what)
+                .execute(&mut *$conn)
+                .await?;
+        }
+    }};
+}
+pub(crate) use announce;
+
 /// The change generation (0 before any change).
 pub(crate) async fn generation(db: Db) -> Result<i64, StoreError> {
     let v: Option<String> = on_db!(&db, |pool| {
@@ -151,10 +169,7 @@ pub(crate) async fn commit(db: Db, changes: Changeset) -> Result<(), StoreError>
                     return Err(conflict(gone));
                 }
             }
-                                    sqlx::query(BUMP_GENERATION).execute(&mut *conn).await?;
-            if db.backend() == crate::Backend::Postgres {
-                sqlx::query("SELECT pg_notify($1, 'plugins')").bind(CHANNEL).execute(&mut *conn).await?;
-            }
+                                    announce!(conn, db.backend(), "plugins");
             Ok(())
         }
         .await;

@@ -1,7 +1,7 @@
 //! Versioned, embedded migrations, applied when a store opens.
 
 use crate::StoreError;
-use crate::db::{Db, on_db};
+use crate::db::Db;
 
 /// The newest schema this build knows.
 pub(crate) const VERSION: i64 = 1;
@@ -124,56 +124,10 @@ fn statements(current: i64, m: &'static Migration, ddl: &'static str) -> Vec<&'s
 
 /// The schema version recorded in the database (0 for an empty one).
 pub(crate) async fn version(db: Db) -> Result<i64, StoreError> {
-    let has_meta: bool = match &db {
-        Db::Sqlite(pool, _) => {
-            sqlx::query_scalar::<_, i64>(
-                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'plugboard_meta'",
-            )
-            .fetch_one(pool)
-            .await?
-                > 0
-        }
-        Db::Postgres(pool) => {
-            sqlx::query_scalar::<_, i64>(
-                "SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = 'plugboard_meta'",
-            )
-            .fetch_one(pool)
-            .await?
-                > 0
-        }
-    };
-    if !has_meta {
-        let others: i64 = match &db {
-            Db::Sqlite(pool, _) => {
-                sqlx::query_scalar(
-                    "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
-                )
-                .fetch_one(pool)
-                .await?
-            }
-            Db::Postgres(pool) => {
-                sqlx::query_scalar(
-                    "SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema()",
-                )
-                .fetch_one(pool)
-                .await?
-            }
-        };
-        if others > 0 {
-            return Err(StoreError::NotPlugboard("the database".into()));
-        }
-        return Ok(0);
+    match &db {
+        Db::Sqlite(pool, _) => sqlite_version(&mut *pool.acquire().await?).await,
+        Db::Postgres(pool) => pg_version(&mut *pool.acquire().await?).await,
     }
-    let v: Option<String> = on_db!(&db, |pool| {
-        sqlx::query_scalar("SELECT value FROM plugboard_meta WHERE key = 'schema_version'")
-            .fetch_optional(pool)
-            .await?
-    });
-    v.and_then(|v| v.parse().ok())
-        .ok_or_else(|| StoreError::Corrupt {
-            table: "plugboard_meta",
-            why: "no schema_version".into(),
-        })
 }
 
 /// Commits on success, rolls back on failure (the connection returns to the pool clean).
@@ -254,42 +208,37 @@ pub(crate) async fn migrate(db: Db) -> Result<(), StoreError> {
     }
 }
 
-async fn sqlite_version(conn: &mut sqlx::SqliteConnection) -> Result<i64, StoreError> {
-    let tables: Vec<String> = sqlx::query_scalar(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
-    )
-    .fetch_all(&mut *conn)
-    .await?;
-    if !tables.iter().any(|t| t == "plugboard_meta") {
-        if tables.is_empty() {
-            return Ok(0);
+/// Reads the version on one connection: 0 for an empty database, an error for one with
+/// tables that are not ours. Only the query listing the tables differs by backend.
+macro_rules! read_version {
+    ($conn:expr, $tables:literal) => {{
+        let tables: Vec<String> = sqlx::query_scalar($tables).fetch_all(&mut *$conn).await?;
+        if !tables.iter().any(|t| t == "plugboard_meta") {
+            if tables.is_empty() {
+                return Ok(0);
+            }
+            return Err(StoreError::NotPlugboard("the database".into()));
         }
-        return Err(StoreError::NotPlugboard("the database".into()));
-    }
-    let v: Option<String> =
-        sqlx::query_scalar("SELECT value FROM plugboard_meta WHERE key = 'schema_version'")
-            .fetch_optional(&mut *conn)
-            .await?;
-    parse_version(v)
+        let v: Option<String> =
+            sqlx::query_scalar("SELECT value FROM plugboard_meta WHERE key = 'schema_version'")
+                .fetch_optional(&mut *$conn)
+                .await?;
+        parse_version(v)
+    }};
+}
+
+async fn sqlite_version(conn: &mut sqlx::SqliteConnection) -> Result<i64, StoreError> {
+    read_version!(
+        conn,
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+    )
 }
 
 async fn pg_version(conn: &mut sqlx::PgConnection) -> Result<i64, StoreError> {
-    let tables: Vec<String> = sqlx::query_scalar(
-        "SELECT table_name::text FROM information_schema.tables WHERE table_schema = current_schema()",
+    read_version!(
+        conn,
+        "SELECT table_name::text FROM information_schema.tables WHERE table_schema = current_schema()"
     )
-    .fetch_all(&mut *conn)
-    .await?;
-    if !tables.iter().any(|t| t == "plugboard_meta") {
-        if tables.is_empty() {
-            return Ok(0);
-        }
-        return Err(StoreError::NotPlugboard("the database".into()));
-    }
-    let v: Option<String> =
-        sqlx::query_scalar("SELECT value FROM plugboard_meta WHERE key = 'schema_version'")
-            .fetch_optional(&mut *conn)
-            .await?;
-    parse_version(v)
 }
 
 fn parse_version(v: Option<String>) -> Result<i64, StoreError> {

@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 use tokio::sync::broadcast;
 
 use crate::db::{Db, on_db};
-use crate::records::{BUMP_GENERATION, CHANNEL};
+use crate::records::announce;
 use crate::{Store, StoreError};
 
 /// A change to a setting, as subscribers see it.
@@ -98,13 +98,7 @@ async fn write(db: Db, name: String, configs: Value) -> Result<(), StoreError> {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        sqlx::query(BUMP_GENERATION).execute(&mut *tx).await?;
-        if db.backend() == crate::Backend::Postgres {
-            sqlx::query("SELECT pg_notify($1, 'settings')")
-                .bind(CHANNEL)
-                .execute(&mut *tx)
-                .await?;
-        }
+        announce!(tx, db.backend(), "settings");
         tx.commit().await?;
     });
     Ok(())
@@ -118,13 +112,7 @@ async fn remove(db: Db, name: String) -> Result<bool, StoreError> {
             .execute(&mut *tx)
             .await?
             .rows_affected();
-        sqlx::query(BUMP_GENERATION).execute(&mut *tx).await?;
-        if db.backend() == crate::Backend::Postgres {
-            sqlx::query("SELECT pg_notify($1, 'settings')")
-                .bind(CHANNEL)
-                .execute(&mut *tx)
-                .await?;
-        }
+        announce!(tx, db.backend(), "settings");
         tx.commit().await?;
         n
     });
