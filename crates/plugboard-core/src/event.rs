@@ -20,6 +20,14 @@ pub trait Event: Send + Sync + 'static {
     const DOC: &'static str;
     /// The state that travels through the event's chain of plugins.
     type State: Serialize + DeserializeOwned + JsonSchema + Clone + Send + Sync + 'static;
+    /// Whether the state can cross into sandboxed plugins in the binary layout (see
+    /// [`wire`](crate::wire)); declare with `event!`'s `binary` flag.
+    const BINARY: bool = false;
+
+    /// The fingerprint of the state's binary layout, when it has one.
+    fn binary_layout() -> Option<u64> {
+        Self::BINARY.then(|| crate::wire::fingerprint(&schema_of::<Self::State>()))
+    }
 
     /// The event's description, as listed in catalogues.
     fn info() -> EventInfo {
@@ -114,6 +122,10 @@ impl Event for Json {
 /// assert_eq!(OnNewsletterSignup::NAME, "on_newsletter_signup");
 /// ```
 ///
+/// Add `binary` after the section (`section = "marketing", binary`) to let sandboxed
+/// plugins receive the state in the binary layout; the state must then follow the rules
+/// of [`wire`](crate::wire).
+///
 /// The second makes a marker type that names an event whose state is an existing type,
 /// so that several events can share one payload:
 ///
@@ -127,7 +139,7 @@ impl Event for Json {
 macro_rules! event {
     (
         $(#[doc = $doc:literal])*
-        $vis:vis struct $ty:ident($name:literal, section = $section:literal) {
+        $vis:vis struct $ty:ident($name:literal, section = $section:literal $(, $binary:ident)?) {
             $( $(#[$fmeta:meta])* $fvis:vis $field:ident : $fty:ty ),* $(,)?
         }
     ) => {
@@ -142,8 +154,11 @@ macro_rules! event {
             const SECTION: &'static str = $section;
             const DOC: &'static str = concat!("" $(, $doc, "\n")*);
             type State = Self;
+            const BINARY: bool = $crate::event!(@binary $($binary)?);
         }
     };
+    (@binary) => { false };
+    (@binary binary) => { true };
     (
         $(#[doc = $doc:literal])*
         $vis:vis $ty:ident($name:literal, section = $section:literal) => $state:ty;

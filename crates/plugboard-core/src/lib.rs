@@ -39,12 +39,14 @@ mod event;
 mod plugin;
 mod record;
 pub mod reference;
+pub mod wire;
 
 pub use event::{Event, EventInfo, Json, schema_of};
 pub use plugin::{
     AsyncPlugin, Context, EMPTY_META, FnPlugin, Meta, Plugin, Reason, Reply, from_fn,
 };
 pub use record::{DependType, PluginRecord, Priority, PriorityError, Registration, Status};
+pub use wire::Wire;
 
 /// Re-exported so that hosts and plugins name the same versions.
 pub use serde_json;

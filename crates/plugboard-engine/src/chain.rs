@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use plugboard_core::{Context, EventInfo, Meta, Reply};
+use plugboard_core::{Context, EventInfo, Meta, Reply, Wire};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -75,6 +75,8 @@ impl Stats {
 pub(crate) struct Step<S> {
     pub(crate) name: Arc<str>,
     pub(crate) runner: Runner<S>,
+    /// The encoding an encoded step works in (JSON for the others).
+    pub(crate) wire: Wire,
     pub(crate) stats: Arc<Stats>,
 }
 
@@ -215,6 +217,8 @@ struct Walk<S> {
 /// One event's chain holder.
 pub(crate) struct Slot<S> {
     pub(crate) info: EventInfo,
+    /// The fingerprint of the state's binary layout, if it has one.
+    layout: Option<u64>,
     /// The event's name, out of its `Cow` so that building a step's context is a copy.
     name: Box<str>,
     chain: ArcSwap<Chain<S>>,
@@ -229,10 +233,16 @@ pub(crate) trait State:
 impl<T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static> State for T {}
 
 impl<S: State> Slot<S> {
-    pub(crate) fn new(info: EventInfo, shared: Weak<Shared>, policy: OnFailure) -> Self {
+    pub(crate) fn new(
+        info: EventInfo,
+        layout: Option<u64>,
+        shared: Weak<Shared>,
+        policy: OnFailure,
+    ) -> Self {
         Slot {
             name: info.name.clone().into(),
             info,
+            layout,
             chain: ArcSwap::from_pointee(Chain::empty(policy)),
             shared,
         }
@@ -458,9 +468,9 @@ impl<S: State> Slot<S> {
         Ok(state)
     }
 
-    /// Runs consecutive encoded steps from `walk.pos`: encodes the state once, passes the
-    /// bytes from step to step, and decodes once after the last (or the halting) step.
-    /// Leaves `walk.pos` after the group.
+    /// Runs consecutive encoded steps of one wire from `walk.pos`: encodes the state once,
+    /// passes the bytes from step to step, and decodes once after the last (or the
+    /// halting) step. Leaves `walk.pos` after the group.
     #[allow(clippy::type_complexity)]
     fn encoded_group<O: Observer>(
         &self,
@@ -472,67 +482,71 @@ impl<S: State> Slot<S> {
         input: &mut Option<S>,
     ) -> Result<Reply<S>, Result<S, CallError>> {
         let timed = O::TIMED || chain.profiling;
+        let skip = chain.policy == OnFailure::Skip;
+        let wire = chain.steps[walk.pos].wire;
+        let first = walk.pos;
         walk.backup = None;
-        let mut bytes = match serde_json::to_vec(&state) {
+        let mut bytes = match encode(wire, &state) {
             Ok(b) => b,
-            Err(e) => {
+            Err(f) => {
                 let step = &chain.steps[walk.pos];
-                let f = Failure::new(
-                    FailureKind::InvalidReply,
-                    format!("state could not be encoded: {e}"),
-                );
                 let mut backup = Some(state);
-                return match self.on_failure(
-                    chain,
-                    step,
-                    f,
-                    Duration::ZERO,
-                    obs,
-                    input,
-                    &mut backup,
-                ) {
-                    Ok(next) => {
-                        walk.pos += 1;
-                        Ok(Reply::Continue(next))
-                    }
-                    Err(done) => Err(done),
-                };
+                let next =
+                    self.on_failure(chain, step, f, Duration::ZERO, obs, input, &mut backup)?;
+                walk.pos += 1;
+                return Ok(Reply::Continue(next));
             }
         };
         drop(state);
+        // Under Skip, the state each step was given (decoded anyway, to resume from).
+        let mut given: Option<S> = None;
         while let Some(step) = chain.steps.get(walk.pos) {
             let Runner::Encoded(runner) = &step.runner else {
                 break;
             };
-            let cx = Context::new(&self.name, &step.name, meta);
-            // If the step panics, `run` resumes from `walk`: keep it current (the state this
-            // step was given, for Skip; never an older one).
-            walk.backup = None;
-            if chain.policy == OnFailure::Skip {
-                walk.backup = decode::<S>(&bytes).ok();
+            if step.wire != wire {
+                break;
             }
+            if skip {
+                // The decode that Skip needs also checks the previous step's reply: bytes
+                // that do not decode are that step's failure, skipped like any other.
+                match decode::<S>(wire, &bytes) {
+                    Ok(s) => given = Some(s),
+                    Err(f) if walk.pos > first => {
+                        let prev = &chain.steps[walk.pos - 1];
+                        let mut backup = given.take();
+                        let next = self.on_failure(
+                            chain,
+                            prev,
+                            f,
+                            Duration::ZERO,
+                            obs,
+                            input,
+                            &mut backup,
+                        )?;
+                        bytes = encode(wire, &next).map_err(|f| Err(self.error(prev, f)))?;
+                        given = Some(next);
+                    }
+                    Err(f) => return Err(Err(self.error(step, f))),
+                }
+                // `run` resumes from `walk` if the step panics.
+                walk.backup = given.clone();
+            }
+            let cx = Context::new(&self.name, &step.name, meta);
             let started = timed.then(Instant::now);
             walk.started = started;
-            let next_encoded = matches!(
-                chain.steps.get(walk.pos + 1).map(|s| &s.runner),
-                Some(Runner::Encoded(_))
-            );
+            let next_same = chain
+                .steps
+                .get(walk.pos + 1)
+                .is_some_and(|s| matches!(s.runner, Runner::Encoded(_)) && s.wire == wire);
             // A step answers for what it replies: decoded right here when the group ends
-            // with it (the state leaves the group) or it halts; otherwise checked for
-            // syntax, so that the next step is not blamed for its predecessor's bytes.
-            let out = runner.run(&bytes, &cx).and_then(|reply| match reply {
-                Reply::Halt(b) => decode::<S>(&b).map(|s| Err(Reply::Halt(s))),
-                Reply::Continue(b) if !next_encoded => {
-                    decode::<S>(&b).map(|s| Err(Reply::Continue(s)))
+            // with it (the state leaves the group) or it halts; otherwise passed on as is.
+            let out = runner.run(&bytes, wire, &cx).and_then(|reply| match reply {
+                Reply::Halt(b) => decode::<S>(wire, &b).map(|s| Err(Reply::Halt(s))),
+                Reply::Continue(b) if !next_same => {
+                    decode::<S>(wire, &b).map(|s| Err(Reply::Continue(s)))
                 }
-                Reply::Continue(b) => serde_json::from_slice::<serde::de::IgnoredAny>(&b)
-                    .map(|_| Ok(b))
-                    .map_err(|e| {
-                        Failure::new(
-                            FailureKind::InvalidReply,
-                            format!("reply is not valid JSON: {e}"),
-                        )
-                    }),
+                Reply::Continue(b) => Ok(Ok(b)),
             });
             let elapsed = started.map(|t| t.elapsed()).unwrap_or_default();
             if chain.profiling {
@@ -559,28 +573,43 @@ impl<S: State> Slot<S> {
                     return Ok(reply);
                 }
                 Err(failure) => {
+                    // Without Skip nothing decoded this step's input: if it does not decode,
+                    // the previous step replied garbage and the call ends on its account.
+                    if !skip && walk.pos > first {
+                        if let Err(f) = decode::<S>(wire, &bytes) {
+                            let prev = &chain.steps[walk.pos - 1];
+                            let mut none = None;
+                            let outcome = self.on_failure(
+                                chain,
+                                prev,
+                                f,
+                                Duration::ZERO,
+                                obs,
+                                input,
+                                &mut none,
+                            );
+                            // Without Skip the policy always ends the call here.
+                            return Err(match outcome {
+                                Err(done) => done,
+                                Ok(_) => Err(self.error(step, failure)),
+                            });
+                        }
+                    }
                     // Skip goes on from the state this step was given.
-                    let mut backup = walk.backup.take();
+                    let mut backup = given.take();
                     let next =
                         self.on_failure(chain, step, failure, elapsed, obs, input, &mut backup)?;
                     walk.pos += 1;
-                    if !next_encoded {
+                    if !next_same {
                         return Ok(Reply::Continue(next));
                     }
-                    bytes = serde_json::to_vec(&next).map_err(|e| {
-                        Err(self.error(
-                            step,
-                            Failure::new(
-                                FailureKind::InvalidReply,
-                                format!("state could not be encoded: {e}"),
-                            ),
-                        ))
-                    })?;
+                    bytes = encode(wire, &next).map_err(|f| Err(self.error(step, f)))?;
                 }
             }
         }
-        // Unreachable in practice (the last step of a group decodes); kept total.
-        decode::<S>(&bytes).map(Reply::Continue).map_err(|f| {
+        // Reached when the group ends without a step that decoded (cannot happen: the
+        // last step of a group decodes); kept total.
+        decode::<S>(wire, &bytes).map(Reply::Continue).map_err(|f| {
             let step = &chain.steps[walk.pos.saturating_sub(1)];
             Err(self.error(step, f))
         })
@@ -653,15 +682,10 @@ impl<S: State> Slot<S> {
                 Runner::Sync(runner) => catch_unwind(AssertUnwindSafe(|| runner.run(state, &cx)))
                     .unwrap_or_else(|payload| Err(Failure::from_panic(&*payload))),
                 Runner::Encoded(runner) => catch_unwind(AssertUnwindSafe(|| {
-                    let bytes = serde_json::to_vec(&state).map_err(|e| {
-                        Failure::new(
-                            FailureKind::InvalidReply,
-                            format!("state could not be encoded: {e}"),
-                        )
-                    })?;
-                    match runner.run(&bytes, &cx)? {
-                        Reply::Continue(b) => decode(&b).map(Reply::Continue),
-                        Reply::Halt(b) => decode(&b).map(Reply::Halt),
+                    let bytes = encode(step.wire, &state)?;
+                    match runner.run(&bytes, step.wire, &cx)? {
+                        Reply::Continue(b) => decode(step.wire, &b).map(Reply::Continue),
+                        Reply::Halt(b) => decode(step.wire, &b).map(Reply::Halt),
                     }
                 }))
                 .unwrap_or_else(|payload| Err(Failure::from_panic(&*payload))),
@@ -744,9 +768,14 @@ impl<S: State> Slot<S> {
                 if matches!(runner, Runner::Async(_)) && first_async.is_none() {
                     first_async = Some(p.name.clone());
                 }
+                let wire = match &runner {
+                    Runner::Encoded(r) => r.wire(&self.info.name, self.layout),
+                    _ => Wire::Json,
+                };
                 Some(Step {
                     name: p.name.clone(),
                     runner,
+                    wire,
                     stats: p.stats.clone(),
                 })
             })
@@ -855,11 +884,22 @@ impl<S: State> Slot<S> {
 }
 
 /// Decodes an encoded step's reply into the event's state.
-fn decode<S: DeserializeOwned>(bytes: &[u8]) -> Result<S, Failure> {
-    serde_json::from_slice(bytes).map_err(|e| {
+fn decode<S: DeserializeOwned>(wire: Wire, bytes: &[u8]) -> Result<S, Failure> {
+    wire.decode(bytes).map_err(|e| {
         Failure::new(
             FailureKind::InvalidReply,
             format!("reply is not a valid state for the event: {e}"),
+        )
+    })
+}
+
+/// Encodes the state for an encoded step; a state that cannot be encoded is that step's
+/// failure (it could not be given its input).
+fn encode<S: Serialize>(wire: Wire, state: &S) -> Result<Vec<u8>, Failure> {
+    wire.encode(state).map_err(|e| {
+        Failure::new(
+            FailureKind::InvalidReply,
+            format!("state could not be encoded: {e}"),
         )
     })
 }

@@ -9,7 +9,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 
-use plugboard_core::{AsyncPlugin, Context, Event, Json, Plugin, PluginRecord, Reason, Reply};
+use plugboard_core::{
+    AsyncPlugin, Context, Event, Json, Plugin, PluginRecord, Reason, Reply, Wire,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -50,14 +52,23 @@ pub trait AsyncStep<S>: Send + Sync + 'static {
     -> BoxFuture<'a, Result<Reply<S>, Failure>>;
 }
 
-/// A step that works on the encoded (JSON) state, such as a sandboxed plugin.
+/// A step that works on the encoded state, such as a sandboxed plugin.
 ///
-/// Consecutive encoded steps in a chain pass the bytes from one to the next: the state is
-/// encoded before the first and decoded (and so validated against the event's state type)
-/// after the last, not in between.
+/// Consecutive encoded steps in a chain that use the same [`Wire`] pass the bytes from one
+/// to the next: the state is encoded before the first and decoded (and so validated
+/// against the event's state type) after the last, not in between. A step whose input does
+/// not decode is not charged for it: the step that produced the bytes is.
 pub trait EncodedStep: Send + Sync + 'static {
-    /// Runs the step on the encoded state; replies with the encoded next state.
-    fn run(&self, state: &[u8], cx: &Context<'_>) -> Result<Reply<Vec<u8>>, Failure>;
+    /// Runs the step on the state encoded in `wire`; replies in the same encoding.
+    fn run(&self, state: &[u8], wire: Wire, cx: &Context<'_>) -> Result<Reply<Vec<u8>>, Failure>;
+
+    /// The encoding this step wants for `event`'s state, given the fingerprint of the
+    /// state's binary layout (`None`: the event has none, so JSON it is). Asked when the
+    /// chain is built, not per call.
+    fn wire(&self, event: &str, layout: Option<u64>) -> Wire {
+        let _ = (event, layout);
+        Wire::Json
+    }
 }
 
 /// The state type of encoded steps: they fit any event.

@@ -409,6 +409,7 @@ impl Engine {
         let mut next = Slots::clone(&slots);
         let slot: Arc<Slot<Value>> = Arc::new(Slot::new(
             info.clone(),
+            None,
             Arc::downgrade(&self.shared),
             self.shared.default_policy,
         ));
@@ -438,6 +439,7 @@ impl Engine {
         }
         let slot: Arc<Slot<E::State>> = Arc::new(Slot::new(
             E::info(),
+            E::binary_layout(),
             Arc::downgrade(&self.shared),
             self.shared.default_policy,
         ));

@@ -1,6 +1,7 @@
 //! A chain with one wasm plugin handling the `on_user_after_save_failure` state, against a
 //! raw wasmtime component call carrying the same bytes through the same typed function;
-//! ten wasm plugins in one chain; cold load of a cached plugin. Run with
+//! ten wasm plugins in one chain; the floor of a component call; cold load of a cached
+//! plugin; the two wires' encode + decode. Run with
 //! `cargo xtask build-plugins && cargo bench -p plugboard-wasm --bench wasm`.
 #![allow(missing_docs, clippy::unwrap_used)]
 
@@ -9,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use plugboard_core::Wire;
 use plugboard_core::reference::{
     Conn, Endpoint, ErrorPayload, Ip, ModifierUser, OnUserAfterSaveFailure, SaveStatus,
 };
@@ -65,17 +67,17 @@ fn state() -> OnUserAfterSaveFailure {
     }
 }
 
-fn one_plugin(c: &mut Criterion) {
-    let mut g = c.benchmark_group("wasm_call");
-    g.measurement_time(Duration::from_secs(4));
-    let bytes = std::fs::read(component("audit")).unwrap();
-
-    // Baseline: the same component, the same typed `call` export, the same JSON bytes,
-    // called straight through wasmtime.
+/// One live instance on a plain engine, or (`sandboxed`) on one configured like the
+/// host's: epoch interruption (deadlines) and the pooling allocator.
+fn raw_instance(bytes: &[u8], sandboxed: bool) -> (wasmtime::Store<RawState>, raw::Plugin) {
     let mut cfg = wasmtime::Config::new();
     cfg.wasm_component_model(true);
+    if sandboxed {
+        cfg.epoch_interruption(true);
+        cfg.allocation_strategy(wasmtime::InstanceAllocationStrategy::pooling());
+    }
     let engine = wasmtime::Engine::new(&cfg).unwrap();
-    let comp = wasmtime::component::Component::new(&engine, &bytes).unwrap();
+    let comp = wasmtime::component::Component::new(&engine, bytes).unwrap();
     let mut linker: Linker<RawState> = Linker::new(&engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker).unwrap();
     raw::Plugin::add_to_linker::<RawState, HasSelf<RawState>>(&mut linker, |s| s).unwrap();
@@ -86,49 +88,115 @@ fn one_plugin(c: &mut Criterion) {
             table: ResourceTable::new(),
         },
     );
+    store.set_epoch_deadline(u64::MAX / 2);
     let inst = raw::Plugin::instantiate(&mut store, &comp, &linker).unwrap();
-    let encoded = serde_json::to_vec(&state()).unwrap();
-    g.bench_function("raw_component_call", |b| {
-        b.iter(|| {
-            inst.plugboard_plugin_guest()
-                .call_call(&mut store, "on_user_after_save_failure", &encoded)
-                .unwrap()
-                .unwrap()
-        })
-    });
+    (store, inst)
+}
 
-    // The engine: a typed hook whose chain holds the same plugin.
-    let host = WasmHost::new(HostConfig::default()).unwrap();
+/// An engine whose `on_user_after_save_failure` chain holds `n` copies of a plugin.
+fn chain(host: &WasmHost, bytes: &[u8], n: u8) -> (Engine, Arc<plugboard_wasm::WasmPlugin>) {
     let e = Engine::new();
-    let p = Arc::new(host.load("audit", &bytes, Limits::default()).unwrap());
-    e.register_code(
-        "on_user_after_save_failure",
-        Registration::new("audit"),
-        p.clone().code(),
-    )
-    .unwrap();
-    e.start("audit").unwrap();
-    let hook = e.hook::<OnUserAfterSaveFailure>().unwrap();
-    g.bench_function("chain_one_wasm_plugin", |b| {
-        b.iter_batched(state, |s| hook.call(s).unwrap(), BatchSize::SmallInput)
-    });
-
-    // Ten wasm plugins in one chain.
-    let e10 = Engine::new();
-    for i in 0..10 {
-        let name = format!("audit{i}");
-        let p = Arc::new(host.load(&name, &bytes, Limits::default()).unwrap());
-        e10.register_code(
+    let mut first = None;
+    for i in 0..n {
+        let name = format!("p{i}");
+        let p = Arc::new(host.load(&name, bytes, Limits::default()).unwrap());
+        first.get_or_insert_with(|| p.clone());
+        e.register_code(
             "on_user_after_save_failure",
             Registration::new(name.clone()).priority(i),
             p.code(),
         )
         .unwrap();
-        e10.start(name.as_str()).unwrap();
+        e.start(name.as_str()).unwrap();
     }
+    (e, first.unwrap())
+}
+
+fn one_plugin(c: &mut Criterion) {
+    use raw::exports::plugboard::plugin::guest::Wire as RawWire;
+    let mut g = c.benchmark_group("wasm_call");
+    g.measurement_time(Duration::from_secs(4));
+    let audit = std::fs::read(component("audit")).unwrap();
+    let probe = std::fs::read(component("probe")).unwrap();
+    let json = Wire::Json.encode(&state()).unwrap();
+    let binary = Wire::Binary.encode(&state()).unwrap();
+
+    // Baselines: the same component, the same typed `call` export, the same bytes the
+    // chain carries, called straight through wasmtime on one live instance.
+    let (mut store, inst) = raw_instance(&audit, false);
+    let (mut sandboxed, sandboxed_inst) = raw_instance(&audit, true);
+    g.bench_function("raw_component_call_binary_sandboxed", |b| {
+        b.iter(|| {
+            sandboxed_inst
+                .plugboard_plugin_guest()
+                .call_call(
+                    &mut sandboxed,
+                    "on_user_after_save_failure",
+                    RawWire::Binary,
+                    &binary,
+                )
+                .unwrap()
+                .unwrap()
+        })
+    });
+    for (name, wire, bytes) in [
+        ("raw_component_call_binary", RawWire::Binary, &binary),
+        ("raw_component_call_json", RawWire::Json, &json),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                inst.plugboard_plugin_guest()
+                    .call_call(&mut store, "on_user_after_save_failure", wire, bytes)
+                    .unwrap()
+                    .unwrap()
+            })
+        });
+    }
+    // The floor of any step: a component call that hands the bytes back untouched.
+    let (mut store, inst) = raw_instance(&probe, false);
+    g.bench_function("raw_component_call_echo", |b| {
+        b.iter(|| {
+            inst.plugboard_plugin_guest()
+                .call_call(&mut store, "echo", RawWire::Binary, &binary)
+                .unwrap()
+                .unwrap()
+        })
+    });
+    g.bench_function("raw_component_call_passthrough", |b| {
+        b.iter(|| {
+            inst.plugboard_plugin_guest()
+                .call_call(
+                    &mut store,
+                    "on_user_after_save_failure",
+                    RawWire::Binary,
+                    &binary,
+                )
+                .unwrap()
+                .unwrap()
+        })
+    });
+
+    let host = WasmHost::new(HostConfig::default()).unwrap();
+    let (e1, p) = chain(&host, &audit, 1);
+    let hook = e1.hook::<OnUserAfterSaveFailure>().unwrap();
+    g.bench_function("chain_one_wasm_plugin", |b| {
+        b.iter_batched(state, |s| hook.call(s).unwrap(), BatchSize::SmallInput)
+    });
+    let (e10, _) = chain(&host, &audit, 10);
     let hook10 = e10.hook::<OnUserAfterSaveFailure>().unwrap();
     g.bench_function("chain_ten_wasm_plugins", |b| {
         b.iter_batched(state, |s| hook10.call(s).unwrap(), BatchSize::SmallInput)
+    });
+    // Ten plugins that decode the typed state and encode it back: the cost of a step
+    // itself, without a plugin's own work.
+    let (p10, _) = chain(&host, &probe, 10);
+    let passthrough10 = p10.hook::<OnUserAfterSaveFailure>().unwrap();
+    g.bench_function("chain_ten_passthrough_plugins", |b| {
+        b.iter_batched(
+            state,
+            |s| passthrough10.call(s).unwrap(),
+            BatchSize::SmallInput,
+        )
     });
     g.finish();
 
@@ -168,35 +236,31 @@ fn cold_load(c: &mut Criterion) {
     g.finish();
 }
 
-/// Whether a binary encoding is worth offering: encode and decode the reference state with
-/// JSON and with MessagePack (self-describing, so free JSON such as `extra` still fits).
+/// The two wires on the host: encode + decode of the reference state (a small `extra`).
 fn encodings(c: &mut Criterion) {
     let mut g = c.benchmark_group("encoding");
     let mut s = state();
     s.extra = serde_json::json!({ "audited_by": "wasm-audit", "code": "validation_failed" });
-    let json = serde_json::to_vec(&s).unwrap();
-    let msgpack = rmp_serde::to_vec_named(&s).unwrap();
-    g.bench_function("json_roundtrip", |b| {
-        b.iter(|| {
-            let bytes = serde_json::to_vec(std::hint::black_box(&s)).unwrap();
-            serde_json::from_slice::<OnUserAfterSaveFailure>(&bytes).unwrap()
-        })
-    });
-    g.bench_function("msgpack_roundtrip", |b| {
-        b.iter(|| {
-            let bytes = rmp_serde::to_vec_named(std::hint::black_box(&s)).unwrap();
-            rmp_serde::from_slice::<OnUserAfterSaveFailure>(&bytes).unwrap()
-        })
-    });
+    for (name, wire) in [
+        ("json_roundtrip", Wire::Json),
+        ("binary_roundtrip", Wire::Binary),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let bytes = wire.encode(std::hint::black_box(&s)).unwrap();
+                wire.decode::<OnUserAfterSaveFailure>(&bytes).unwrap()
+            })
+        });
+    }
     g.finish();
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/criterion/encoding");
     std::fs::create_dir_all(&out).unwrap();
     std::fs::write(
         out.join("sizes.json"),
         format!(
-            "{{\"json\": {}, \"msgpack\": {}}}",
-            json.len(),
-            msgpack.len()
+            "{{\"json\": {}, \"binary\": {}}}",
+            Wire::Json.encode(&s).unwrap().len(),
+            Wire::Binary.encode(&s).unwrap().len()
         ),
     )
     .unwrap();

@@ -5,5 +5,5 @@ wasmtime::component::bindgen!({
     path: "../../wit",
 });
 
-pub(crate) use exports::plugboard::plugin::guest::Reply;
+pub(crate) use exports::plugboard::plugin::guest::{Reply, Wire};
 pub(crate) use plugboard::plugin::host::{Host, Level};

@@ -29,4 +29,4 @@ pub use host::{HostConfig, WasmError, WasmHost};
 pub use plugin::{Limits, WasmPlugin};
 
 /// The contract version this host implements (the WIT package's version).
-pub const CONTRACT_VERSION: &str = "0.1.0";
+pub const CONTRACT_VERSION: &str = "0.2.0";

@@ -1,17 +1,18 @@
 //! One loaded plugin: its pre-instantiated component, its warm instances, its limits, and
 //! how its calls and callbacks cross the sandbox.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use plugboard_core::{Context, PluginRecord, Reason, Reply};
+use plugboard_core::{Context, PluginRecord, Reason, Reply, Wire};
 use plugboard_engine::{Callbacks, Code, EncodedStep, Failure, FailureKind, Op};
 use wasmtime::Store;
 use wasmtime::component::types::ComponentItem;
 
 use crate::CONTRACT_VERSION;
-use crate::bindings::{Plugin, PluginPre, Reply as WitReply};
+use crate::bindings::{Plugin, PluginPre, Reply as WitReply, Wire as WitWire};
 use crate::cache::{self, Origin};
 use crate::host::{HostState, WasmError, WasmHost};
 
@@ -59,6 +60,8 @@ pub struct WasmPlugin {
     /// Warm instances; the lock is held only to take or return one, never during a call,
     /// so calls from several threads run concurrently.
     warm: Mutex<Vec<Warm>>,
+    /// The binary layout the guest reads per event (asked once per event).
+    layouts: Mutex<HashMap<String, Option<u64>>>,
     hash: String,
     origin: Origin,
 }
@@ -117,6 +120,7 @@ impl WasmHost {
             limits,
             settings: Arc::default(),
             warm: Mutex::new(Vec::new()),
+            layouts: Mutex::default(),
             hash,
             origin,
         };
@@ -333,12 +337,16 @@ fn classify(plugin: &str, what: &str, e: wasmtime::Error) -> Failure {
 }
 
 impl EncodedStep for WasmPlugin {
-    fn run(&self, state: &[u8], cx: &Context<'_>) -> Result<Reply<Vec<u8>>, Failure> {
+    fn run(&self, state: &[u8], wire: Wire, cx: &Context<'_>) -> Result<Reply<Vec<u8>>, Failure> {
         let event = cx.event();
+        let wire = match wire {
+            Wire::Json => WitWire::Json,
+            Wire::Binary => WitWire::Binary,
+        };
         let reply = self.with_instance("call", |w| {
             w.plugin
                 .plugboard_plugin_guest()
-                .call_call(&mut w.store, event, state)
+                .call_call(&mut w.store, event, wire, state)
         })?;
         let reply = reply.map_err(|msg| failure(FailureKind::PluginError, msg))?;
         let (halt, out) = match reply {
@@ -363,6 +371,42 @@ impl EncodedStep for WasmPlugin {
         } else {
             Reply::Continue(out)
         })
+    }
+
+    fn wire(&self, event: &str, layout: Option<u64>) -> Wire {
+        let Some(layout) = layout else {
+            return Wire::Json;
+        };
+        let known = self.layouts.lock().ok().and_then(|l| l.get(event).copied());
+        let theirs = match known {
+            Some(theirs) => theirs,
+            None => {
+                let asked = self.with_instance("layout", |w| {
+                    w.plugin
+                        .plugboard_plugin_guest()
+                        .call_layout(&mut w.store, event)
+                });
+                match asked {
+                    Ok(theirs) => {
+                        if let Ok(mut l) = self.layouts.lock() {
+                            l.insert(event.to_owned(), theirs);
+                        }
+                        theirs
+                    }
+                    // Not remembered: a plugin that failed to answer is asked again at
+                    // the next rebuild; meanwhile JSON, which it must read anyway.
+                    Err(f) => {
+                        tracing::warn!(plugin = %self.name, event, "layout query failed: {}", f.message);
+                        None
+                    }
+                }
+            }
+        };
+        if theirs == Some(layout) {
+            Wire::Binary
+        } else {
+            Wire::Json
+        }
     }
 }
 

@@ -74,7 +74,7 @@ fn public() -> String {
 crate::event! {
     /// Fires before the installer adds or force-updates a package, so that plugins holding
     /// state can prepare for the switch.
-    pub struct OnChangeDependency("on_change_dependency", section = "installer") {
+    pub struct OnChangeDependency("on_change_dependency", section = "installer", binary) {
         /// The package (application) concerned.
         pub app: String,
         /// Added or force-updated.
@@ -84,7 +84,7 @@ crate::event! {
 
 crate::event! {
     /// Fires while the host builds its router, so that plugins can add routes.
-    pub struct OnRouter("on_router", section = "router") {
+    pub struct OnRouter("on_router", section = "router", binary) {
         /// The kind of route.
         pub action: RouteAction,
         /// The route's path.
@@ -95,14 +95,15 @@ crate::event! {
         #[serde(rename = "type", default = "public")]
         pub route_type: String,
         /// Options passed to the handler.
-        #[serde(default)]
+        #[serde(default, with = "crate::wire::free_json")]
+        #[schemars(with = "Vec<Value>")]
         pub plug_opts: Vec<Value>,
     }
 }
 
 crate::event! {
     /// Fires after a role was deleted.
-    pub struct OnUserAfterDeleteRole("on_user_after_delete_role", section = "user") {
+    pub struct OnUserAfterDeleteRole("on_user_after_delete_role", section = "user", binary) {
         /// The role deleted.
         pub role_id: Uuid,
         /// The client's address.
@@ -116,7 +117,7 @@ crate::event! {
 
 crate::event! {
     /// Fires after a role was created or changed.
-    pub struct OnUserAfterSaveRole("on_user_after_save_role", section = "user") {
+    pub struct OnUserAfterSaveRole("on_user_after_save_role", section = "user", binary) {
         /// The role saved.
         pub role_id: Uuid,
         /// The client's address.
@@ -130,8 +131,10 @@ crate::event! {
 
 crate::event! {
     /// Fires after a user logged in successfully.
-    pub struct OnUserAfterLogin("on_user_after_login", section = "user") {
+    pub struct OnUserAfterLogin("on_user_after_login", section = "user", binary) {
         /// The user's fields.
+        #[serde(with = "crate::wire::free_json")]
+        #[schemars(with = "UserInfo")]
         pub user_info: UserInfo,
         /// The client's address.
         pub ip: Ip,
@@ -143,14 +146,15 @@ crate::event! {
         #[serde(rename = "type")]
         pub login_type: LoginType,
         /// Free data for plugins.
-        #[serde(default)]
+        #[serde(default, with = "crate::wire::free_json")]
+        #[schemars(with = "Value")]
         pub extra: Value,
     }
 }
 
 crate::event! {
     /// Fires after a user logged out.
-    pub struct OnUserAfterLogout("on_user_after_logout", section = "user") {
+    pub struct OnUserAfterLogout("on_user_after_logout", section = "user", binary) {
         /// The user.
         pub user_id: Uuid,
         /// The client's address.
@@ -160,15 +164,18 @@ crate::event! {
         /// The request.
         pub conn: Conn,
         /// Free data for plugins.
-        #[serde(default)]
+        #[serde(default, with = "crate::wire::free_json")]
+        #[schemars(with = "Value")]
         pub extra: Value,
     }
 }
 
 crate::event! {
     /// Fires after a user was added or edited successfully.
-    pub struct OnUserAfterSave("on_user_after_save", section = "user") {
+    pub struct OnUserAfterSave("on_user_after_save", section = "user", binary) {
         /// The user's fields.
+        #[serde(with = "crate::wire::free_json")]
+        #[schemars(with = "UserInfo")]
         pub user_info: UserInfo,
         /// The client's address.
         pub ip: Ip,
@@ -181,7 +188,8 @@ crate::event! {
         /// Who made the change.
         pub modifier_user: ModifierUser,
         /// Free data for plugins.
-        #[serde(default)]
+        #[serde(default, with = "crate::wire::free_json")]
+        #[schemars(with = "Value")]
         pub extra: Value,
     }
 }
@@ -189,7 +197,7 @@ crate::event! {
 crate::event! {
     /// Fires when adding or editing a user failed. Like every reference event it is only a
     /// notice: it does not interfere with the host's own handling of the failure.
-    pub struct OnUserAfterSaveFailure("on_user_after_save_failure", section = "user") {
+    pub struct OnUserAfterSaveFailure("on_user_after_save_failure", section = "user", binary) {
         /// What went wrong.
         pub error: ErrorPayload,
         /// The client's address.
@@ -203,14 +211,15 @@ crate::event! {
         /// Who attempted the change.
         pub modifier_user: ModifierUser,
         /// Free data for plugins.
-        #[serde(default)]
+        #[serde(default, with = "crate::wire::free_json")]
+        #[schemars(with = "Value")]
         pub extra: Value,
     }
 }
 
 crate::event! {
     /// Fires when a user's access to an operation is checked.
-    pub struct OnUserAuthorisation("on_user_authorisation", section = "user") {
+    pub struct OnUserAuthorisation("on_user_authorisation", section = "user", binary) {
         /// The request.
         pub conn: Conn,
         /// The user.
@@ -224,14 +233,15 @@ crate::event! {
         /// The operation attempted.
         pub operation: String,
         /// Free data for plugins.
-        #[serde(default)]
+        #[serde(default, with = "crate::wire::free_json")]
+        #[schemars(with = "Value")]
         pub extra: Value,
     }
 }
 
 crate::event! {
     /// Fires when a user was refused access to an operation.
-    pub struct OnUserAuthorisationFailure("on_user_authorisation_failure", section = "user") {
+    pub struct OnUserAuthorisationFailure("on_user_authorisation_failure", section = "user", binary) {
         /// The request.
         pub conn: Conn,
         /// The client's address.
@@ -245,7 +255,8 @@ crate::event! {
         /// The operation attempted.
         pub operation: String,
         /// Free data for plugins.
-        #[serde(default)]
+        #[serde(default, with = "crate::wire::free_json")]
+        #[schemars(with = "Value")]
         pub extra: Value,
     }
 }
@@ -253,24 +264,26 @@ crate::event! {
 crate::event! {
     /// Fires while the login page is rendered, so that plugins can add to it (a captcha,
     /// a notice) or read what was typed.
-    pub struct OnUserBeforeLogin("on_user_before_login", section = "login") {
+    pub struct OnUserBeforeLogin("on_user_before_login", section = "login", binary) {
         /// The client's address.
         pub ip: Ip,
         /// The page's assigns (its rendering data).
-        #[serde(default)]
+        #[serde(default, with = "crate::wire::free_json")]
+        #[schemars(with = "Map<String, Value>")]
         pub assigns: Map<String, Value>,
         /// A rendered fragment a plugin adds to the page.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(default)]
         pub output: Option<String>,
         /// What the user typed.
-        #[serde(default)]
+        #[serde(default, with = "crate::wire::free_json")]
+        #[schemars(with = "Map<String, Value>")]
         pub input: Map<String, Value>,
     }
 }
 
 crate::event! {
     /// Fires when a login attempt failed.
-    pub struct OnUserLoginFailure("on_user_login_failure", section = "user") {
+    pub struct OnUserLoginFailure("on_user_login_failure", section = "user", binary) {
         /// The request.
         pub conn: Conn,
         /// The client's address.
@@ -280,7 +293,8 @@ crate::event! {
         /// Why the login failed.
         pub error: ErrorPayload,
         /// Free data for plugins.
-        #[serde(default)]
+        #[serde(default, with = "crate::wire::free_json")]
+        #[schemars(with = "Value")]
         pub extra: Value,
     }
 }

@@ -47,7 +47,12 @@ impl fmt::Display for Ip {
 
 impl Serialize for Ip {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&self.0)
+        if s.is_human_readable() {
+            s.collect_str(&self.0)
+        } else {
+            // The binary layout carries the address's bytes: no formatting, no parsing.
+            self.0.serialize(s)
+        }
     }
 }
 
@@ -90,7 +95,11 @@ impl<'de> Deserialize<'de> for Ip {
                 }
             }
         }
-        d.deserialize_any(IpVisitor)
+        if d.is_human_readable() {
+            d.deserialize_any(IpVisitor)
+        } else {
+            IpAddr::deserialize(d).map(Ip)
+        }
     }
 }
 
@@ -143,8 +152,16 @@ pub enum ModifierUser {
 
 impl Serialize for ModifierUser {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if !s.is_human_readable() {
+            // The binary layout: the id's 16 bytes, or none for "self".
+            let id = match self {
+                ModifierUser::User(id) => Some(id),
+                ModifierUser::SelfUser => None,
+            };
+            return id.serialize(s);
+        }
         match self {
-            ModifierUser::User(id) => id.serialize(s),
+            ModifierUser::User(id) => s.collect_str(id),
             ModifierUser::SelfUser => s.serialize_str("self"),
         }
     }
@@ -152,6 +169,11 @@ impl Serialize for ModifierUser {
 
 impl<'de> Deserialize<'de> for ModifierUser {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if !d.is_human_readable() {
+            return Ok(
+                Option::<Uuid>::deserialize(d)?.map_or(ModifierUser::SelfUser, ModifierUser::User)
+            );
+        }
         let s = Cow::<'de, str>::deserialize(d)?;
         if s == "self" {
             return Ok(ModifierUser::SelfUser);
@@ -184,10 +206,11 @@ pub struct ErrorPayload {
     /// A human message.
     pub message: String,
     /// Field-level messages, for validation errors (field name → messages).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default)]
     pub fields: BTreeMap<String, Vec<String>>,
     /// Anything else the host wants to pass along.
-    #[serde(default, skip_serializing_if = "Value::is_null")]
+    #[serde(default, with = "crate::wire::free_json")]
+    #[schemars(with = "Value")]
     pub details: Value,
 }
 
@@ -228,7 +251,7 @@ pub struct Conn {
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
     /// The peer's socket address, if known.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     #[schemars(with = "Option<String>")]
     pub peer: Option<SocketAddr>,
     #[serde(skip)]

@@ -7,6 +7,8 @@ use plugboard_core::reference::{Conn, Ip, ModifierUser, OnUserAfterSaveFailure};
 use plugboard_core::{Event, PluginRecord, Priority, Registration, Reply, Status};
 use serde_json::json;
 
+mod wire;
+
 #[test]
 fn ip_accepts_strings_and_mishka_tuples() {
     let ip: Ip = serde_json::from_value(json!("192.168.1.20")).unwrap();
@@ -63,7 +65,7 @@ fn conn_carries_the_hosts_request_natively_but_not_on_the_wire() {
     let wire = serde_json::to_value(&conn).unwrap();
     assert_eq!(
         wire,
-        json!({"method": "POST", "path": "/users", "headers": {"x-request-id": "abc"}})
+        json!({"method": "POST", "path": "/users", "headers": {"x-request-id": "abc"}, "peer": null})
     );
     let back: Conn = serde_json::from_value(wire).unwrap();
     assert_eq!(back, conn);

@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use plugboard_core::{Context, PluginRecord, Reason, Reply};
+use std::sync::Mutex;
+
+use plugboard_core::{Context, Event, PluginRecord, Reason, Reply, Wire};
 use plugboard_engine::{
     Callbacks, Code, EncodedStep, Failure, FailureKind, OnFailure, Op, Registration,
 };
@@ -15,7 +17,12 @@ use crate::{OnTest, engine, started, trail};
 struct Rewrite(fn(Value) -> Value);
 
 impl EncodedStep for Rewrite {
-    fn run(&self, state: &[u8], _: &Context<'_>) -> Result<Reply<Vec<u8>>, Failure> {
+    fn run(&self, state: &[u8], wire: Wire, _: &Context<'_>) -> Result<Reply<Vec<u8>>, Failure> {
+        assert_eq!(
+            wire,
+            Wire::Json,
+            "a step that never asked for binary got it"
+        );
         let v: Value = serde_json::from_slice(state)
             .map_err(|e| Failure::new(FailureKind::InvalidReply, e.to_string()))?;
         Ok(Reply::Continue(serde_json::to_vec(&(self.0)(v)).unwrap()))
@@ -90,7 +97,7 @@ fn an_invalid_state_after_a_group_is_charged_to_its_last_step() {
 /// Replies with bytes that are not JSON at all.
 struct Garbage;
 impl EncodedStep for Garbage {
-    fn run(&self, _: &[u8], _: &Context<'_>) -> Result<Reply<Vec<u8>>, Failure> {
+    fn run(&self, _: &[u8], _: Wire, _: &Context<'_>) -> Result<Reply<Vec<u8>>, Failure> {
         Ok(Reply::Continue(b"{not json".to_vec()))
     }
 }
@@ -117,7 +124,7 @@ fn malformed_bytes_are_charged_to_the_step_that_made_them_not_the_next() {
     add(&e, "innocent", 2, |v| v);
     let err = e.call::<OnTest>(OnTest::new()).unwrap_err().to_string();
     assert!(
-        err.contains("plugin `garbage` failed") && err.contains("not valid JSON"),
+        err.contains("plugin `garbage` failed") && err.contains("not a valid state"),
         "{err}"
     );
     assert_eq!(e.plugin("garbage").unwrap().failures, 1);
@@ -158,4 +165,143 @@ fn a_trace_through_encoded_steps_records_each_step_once() {
             .iter()
             .all(|s| s.outcome == plugboard_engine::StepOutcome::Continued)
     );
+}
+
+/// Appends its name to the trail, working in the binary layout when its `expects`
+/// fingerprint matches the event's; records the wire it was given. `corrupt` replies bytes
+/// that are not a state.
+struct Typed {
+    name: &'static str,
+    expects: Option<u64>,
+    corrupt: bool,
+    seen: Arc<Mutex<Vec<(&'static str, Wire)>>>,
+}
+
+impl EncodedStep for Typed {
+    fn run(&self, state: &[u8], wire: Wire, _: &Context<'_>) -> Result<Reply<Vec<u8>>, Failure> {
+        self.seen.lock().unwrap().push((self.name, wire));
+        if self.corrupt {
+            return Ok(Reply::Continue(vec![0xff; 3]));
+        }
+        let mut s: OnTest = wire
+            .decode(state)
+            .map_err(|e| Failure::new(FailureKind::PluginError, format!("invalid state: {e}")))?;
+        s.trail.push(self.name.to_owned());
+        Ok(Reply::Continue(wire.encode(&s).unwrap()))
+    }
+
+    fn wire(&self, _: &str, layout: Option<u64>) -> Wire {
+        if layout.is_some() && layout == self.expects {
+            Wire::Binary
+        } else {
+            Wire::Json
+        }
+    }
+}
+
+impl Callbacks for Typed {
+    fn lifecycle(&self, _: Op, _: &PluginRecord) -> Result<(), Reason> {
+        Ok(())
+    }
+    fn health_check(&self) -> Result<(), Reason> {
+        Ok(())
+    }
+}
+
+type Seen = Arc<Mutex<Vec<(&'static str, Wire)>>>;
+
+fn typed(
+    e: &plugboard_engine::Engine,
+    seen: &Seen,
+    name: &'static str,
+    priority: u8,
+    expects: Option<u64>,
+    corrupt: bool,
+) {
+    e.register_code(
+        "on_test",
+        Registration::new(name).priority(priority),
+        Code::encoded_step(Arc::new(Typed {
+            name,
+            expects,
+            corrupt,
+            seen: seen.clone(),
+        })),
+    )
+    .unwrap();
+    e.start(name).unwrap();
+}
+
+#[test]
+fn steps_that_share_the_layout_fingerprint_get_the_binary_wire_others_json() {
+    let e = engine();
+    e.declare::<OnTest>().unwrap();
+    let seen = Seen::default();
+    let layout = OnTest::binary_layout();
+    assert!(layout.is_some());
+    typed(&e, &seen, "bin1", 1, layout, false);
+    typed(&e, &seen, "bin2", 2, layout, false);
+    // Built against another layout: falls back to JSON rather than misread bytes.
+    typed(&e, &seen, "stale", 3, Some(12345), false);
+    typed(&e, &seen, "bin3", 4, layout, false);
+    assert_eq!(trail(&e), ["bin1", "bin2", "stale", "bin3"]);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            ("bin1", Wire::Binary),
+            ("bin2", Wire::Binary),
+            ("stale", Wire::Json),
+            ("bin3", Wire::Binary)
+        ]
+    );
+    // A dynamic event has no layout: everybody gets JSON.
+    let e = engine();
+    e.declare_dynamic(plugboard_core::EventInfo::dynamic(
+        "on_free", "test", "free",
+    ))
+    .unwrap();
+    let seen2 = Seen::default();
+    e.register_code(
+        "on_free",
+        Registration::new("t"),
+        Code::encoded_step(Arc::new(Typed {
+            name: "t",
+            expects: layout,
+            corrupt: true,
+            seen: seen2.clone(),
+        })),
+    )
+    .unwrap();
+    e.start("t").unwrap();
+    let _ = e.call_json("on_free", json!({}), &Default::default());
+    assert_eq!(*seen2.lock().unwrap(), [("t", Wire::Json)]);
+}
+
+#[test]
+fn binary_garbage_is_charged_to_the_step_that_made_it_under_every_policy() {
+    for policy in [OnFailure::Error, OnFailure::ReturnInput, OnFailure::Skip] {
+        let e = plugboard_engine::Engine::builder()
+            .reference_events(false)
+            .on_failure(policy)
+            .build();
+        e.declare::<OnTest>().unwrap();
+        let seen = Seen::default();
+        let layout = OnTest::binary_layout();
+        typed(&e, &seen, "first", 1, layout, false);
+        typed(&e, &seen, "garbage", 2, layout, true);
+        typed(&e, &seen, "innocent", 3, layout, false);
+        let out = e.call::<OnTest>(OnTest::new());
+        match policy {
+            OnFailure::Error => {
+                let err = out.unwrap_err().to_string();
+                assert!(err.contains("plugin `garbage` failed"), "{err}");
+            }
+            OnFailure::ReturnInput => assert!(out.unwrap().trail.is_empty()),
+            // Skipping `garbage` goes on from what it was given.
+            OnFailure::Skip => assert_eq!(out.unwrap().trail, ["first", "innocent"]),
+        }
+        assert_eq!(e.plugin("garbage").unwrap().failures, 1, "{policy:?}");
+        assert_eq!(e.plugin("innocent").unwrap().failures, 0, "{policy:?}");
+        assert_eq!(e.plugin("first").unwrap().failures, 0, "{policy:?}");
+    }
 }

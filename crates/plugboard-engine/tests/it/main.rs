@@ -23,7 +23,7 @@ use plugboard_engine::{Engine, Registration};
 
 plugboard_core::event! {
     /// A test event whose state records which plugins ran.
-    pub struct OnTest("on_test", section = "test") {
+    pub struct OnTest("on_test", section = "test", binary) {
         /// Names of the plugins that ran, in order.
         pub trail: Vec<String>,
         /// A field the tests keep private.

@@ -4,7 +4,8 @@ use plugboard_core::reference::{
     Conn, Endpoint, ErrorPayload, Ip, ModifierUser, OnContentBeforeSave, OnUserAfterSaveFailure,
     Payload, SaveStatus,
 };
-use plugboard_core::{Context, Plugin, Reply, Status};
+use plugboard_core::{Context, Event, Plugin, Reply, Status, Wire};
+use plugboard_engine::EncodedStep;
 use plugboard_engine::{Engine, Registration};
 use serde_json::{Value, json};
 
@@ -201,4 +202,50 @@ fn calls_from_several_threads_run_concurrently() {
     }
     // Both calls were in flight at once, each on its own instance: two are warm now.
     assert_eq!(plugin.warm_instances(), 2);
+}
+
+#[test]
+fn plugins_built_against_the_states_layout_get_the_binary_wire() {
+    let host = host();
+    let audit = load(&host, "audit", "audit");
+    let hostile = load(&host, "hostile", "hostile");
+    let event = OnUserAfterSaveFailure::NAME;
+    let layout = OnUserAfterSaveFailure::binary_layout();
+    assert!(layout.is_some());
+    // The audit plugin reads the reference state as its struct: same layout, binary.
+    assert_eq!(audit.wire(event, layout), Wire::Binary);
+    // Another layout (a plugin built against another version of the state), or an event
+    // without one: JSON, never misread bytes.
+    assert_eq!(audit.wire(event, layout.map(|l| l ^ 1)), Wire::Json);
+    assert_eq!(audit.wire(event, None), Wire::Json);
+    // A plugin that works on free JSON asks for no layout.
+    assert_eq!(hostile.wire(event, layout), Wire::Json);
+
+    // The same audit plugin on both wires gives the same state.
+    let engine = Engine::new();
+    add(&engine, event, audit, Registration::new("audit"));
+    let binary = engine.call::<OnUserAfterSaveFailure>(failure()).unwrap();
+    let dynamic = Engine::builder().reference_events(false).build();
+    dynamic
+        .declare_dynamic(plugboard_core::EventInfo::dynamic(event, "user", "as JSON"))
+        .unwrap();
+    add(
+        &dynamic,
+        event,
+        load(&host, "audit", "audit2"),
+        Registration::new("audit2"),
+    );
+    let json = dynamic
+        .call_json(
+            event,
+            serde_json::to_value(failure()).unwrap(),
+            &Default::default(),
+        )
+        .unwrap();
+    let mut binary = serde_json::to_value(binary).unwrap();
+    let mut json = json;
+    // The timestamp is the only field that may differ.
+    binary["extra"]["at"] = Value::Null;
+    json["extra"]["at"] = Value::Null;
+    assert_eq!(binary, json);
 }

@@ -14,7 +14,7 @@ fn a_component_of_an_unknown_contract_version_is_refused() {
     assert!(matches!(err, WasmError::ContractVersion { .. }), "{err}");
     assert_eq!(
         err.to_string(),
-        "the component implements plugboard:plugin@0.9.0, but this host supports @0.1.0"
+        "the component implements plugboard:plugin@0.9.0, but this host supports @0.2.0"
     );
 }
 

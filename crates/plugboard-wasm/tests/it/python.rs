@@ -66,8 +66,23 @@ fn a_python_plugin_joins_a_chain() {
     crate::add(
         &engine,
         "on_user_after_save_failure",
-        plugin,
-        Registration::new("python-audit"),
+        plugin.clone(),
+        Registration::new("python-audit").priority(20),
+    );
+    // Python reads JSON only; the Rust audit plugin before it reads the binary layout: the
+    // chain changes wire between them.
+    let event = <OnUserAfterSaveFailure as plugboard_core::Event>::NAME;
+    let layout = <OnUserAfterSaveFailure as plugboard_core::Event>::binary_layout();
+    assert_eq!(
+        plugboard_engine::EncodedStep::wire(&*plugin, event, layout),
+        plugboard_core::Wire::Json
+    );
+    let host2 = crate::host();
+    crate::add(
+        &engine,
+        event,
+        crate::load(&host2, "audit", "rust-audit"),
+        Registration::new("rust-audit").priority(10),
     );
     let out = engine
         .call::<OnUserAfterSaveFailure>(OnUserAfterSaveFailure {
@@ -82,4 +97,5 @@ fn a_python_plugin_joins_a_chain() {
         .unwrap();
     assert_eq!(out.extra["audited_by"], "python-audit");
     assert_eq!(out.extra["code"], "validation_failed");
+    assert_eq!(engine.chain(event).unwrap(), ["rust-audit", "python-audit"]);
 }
