@@ -2,11 +2,14 @@
 //!
 //! Every command that touches plugins works on a database (`--database URL`, or
 //! `$PLUGBOARD_DATABASE_URL`, or a SQLite file in `$PLUGBOARD_HOME`, default `./.plugboard/`),
-//! so that an operator can stop a plugin of a running host from a shell.
+//! so that an operator can stop a plugin of a running host from a shell. `pack`, `inspect`
+//! and `keygen` work on plugin package files and touch no database.
 
 mod demo;
+mod package;
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -89,6 +92,41 @@ enum Command {
     /// Run a host with the sample plugins that follows changes made by other processes
     /// and prints its `on_content_prepare` chain whenever it changes. Stops on end of input.
     Watch,
+    /// Build a plugin package (.pbpkg) from a directory holding plugboard.toml and
+    /// plugin.wasm (and optionally README.md, settings.schema.json); print its sha256.
+    Pack {
+        /// The package's directory.
+        dir: PathBuf,
+        /// Where to write it [default: NAME-VERSION.pbpkg].
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Sign it with this secret key (from `plugboard keygen`).
+        #[arg(long, value_name = "FILE")]
+        sign_key: Option<PathBuf>,
+    },
+    /// Check a package without installing it: archive, manifest, component header,
+    /// signature and the default install policy; print what it holds.
+    Inspect {
+        /// The .pbpkg file.
+        file: PathBuf,
+        /// Print JSON instead of a summary.
+        #[arg(long)]
+        json: bool,
+        /// The sha256 the package must have.
+        #[arg(long, value_name = "HEX")]
+        sha256: Option<String>,
+        /// A public key trusted to sign packages; when given, the package must be signed
+        /// by one of them. Repeatable.
+        #[arg(long = "trusted-key", value_name = "FILE")]
+        trusted_keys: Vec<PathBuf>,
+    },
+    /// Generate an Ed25519 key pair for signing packages: PREFIX.key (secret, mode 0600)
+    /// and PREFIX.pub.
+    Keygen {
+        /// Path prefix of the two files.
+        #[arg(long, value_name = "PREFIX")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -334,6 +372,18 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Watch => watch(cli.database, &mut out)?,
+        Command::Pack {
+            dir,
+            out: file,
+            sign_key,
+        } => package::pack(&mut out, &dir, file, sign_key.as_deref())?,
+        Command::Inspect {
+            file,
+            json,
+            sha256,
+            trusted_keys,
+        } => package::inspect(&mut out, &file, json, sha256, &trusted_keys)?,
+        Command::Keygen { out: prefix } => package::keygen(&mut out, &prefix)?,
     }
     Ok(())
 }

@@ -3,6 +3,7 @@
 
 mod catalogue;
 mod operator;
+mod package;
 
 use std::path::Path;
 use std::process::{Command, Output};

@@ -1,0 +1,295 @@
+//! `pack`, `inspect` and `keygen`, run as an operator runs them.
+
+use std::path::Path;
+
+use crate::{run, stdout};
+
+const MANIFEST: &str = r#"[package]
+name = "audit"
+version = "1.2.0"
+description = "Enriches extra on failed saves"
+license = "MIT"
+contract = "0.1"
+
+[[hooks]]
+event = "on_user_after_save_failure"
+priority = 100
+depends = ["validator"]
+
+[limits]
+memory_mib = 64
+
+[capabilities]
+log = true
+"#;
+
+fn package_dir(root: &Path, manifest: &str) -> std::path::PathBuf {
+    let dir = root.join("audit");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("plugboard.toml"), manifest).unwrap();
+    std::fs::write(dir.join("plugin.wasm"), b"\0asm\x0d\0\x01\0").unwrap();
+    dir
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    assert_eq!(out.status.code(), Some(1), "expected a failure");
+    String::from_utf8(out.stderr.clone()).unwrap()
+}
+
+fn sha_line(out: &str) -> String {
+    out.lines()
+        .find_map(|l| l.strip_prefix("sha256 "))
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn pack_then_inspect() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = package_dir(tmp.path(), MANIFEST);
+    let file = tmp.path().join("audit.pbpkg");
+    let out = stdout(&run(
+        tmp.path(),
+        &[
+            "pack",
+            dir.to_str().unwrap(),
+            "--out",
+            file.to_str().unwrap(),
+        ],
+    ));
+    let sha = sha_line(&out);
+    assert_eq!(sha.len(), 64);
+    assert!(
+        out.starts_with(&format!("wrote {} (", file.display())),
+        "{out}"
+    );
+
+    let out = stdout(&run(
+        tmp.path(),
+        &["inspect", file.to_str().unwrap(), "--sha256", &sha],
+    ));
+    let expected = format!(
+        "package       audit 1.2.0
+description   Enriches extra on failed saves
+license       MIT
+contract      ^0.1
+sha256        {sha}
+signature     unsigned
+hooks
+  audit            on_user_after_save_failure    100  validator (soft)
+limits        memory_mib=64
+capabilities  log
+files         plugin.wasm (8 bytes)
+checks
+  archive     ok
+  manifest    ok
+  component   ok (header; the contract is checked when the host loads it)
+  policy      ok (default install policy)
+"
+    );
+    assert_eq!(out, expected);
+
+    let json: serde_json::Value = serde_json::from_str(&stdout(&run(
+        tmp.path(),
+        &["inspect", file.to_str().unwrap(), "--json"],
+    )))
+    .unwrap();
+    assert_eq!(json["sha256"], sha.as_str());
+    assert_eq!(json["manifest"]["package"]["name"], "audit");
+    assert_eq!(json["manifest"]["hooks"][0]["priority"], 100);
+    assert_eq!(json["signature"]["status"], "unsigned");
+    assert_eq!(json["checks"]["policy"], serde_json::json!([]));
+}
+
+#[test]
+fn pack_names_the_file_after_the_package() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = package_dir(tmp.path(), MANIFEST);
+    let out = stdout(
+        &crate::plugboard_in(tmp.path())
+            .current_dir(tmp.path())
+            .args(["pack", dir.to_str().unwrap()])
+            .output()
+            .unwrap(),
+    );
+    assert!(out.starts_with("wrote audit-1.2.0.pbpkg ("), "{out}");
+    assert!(tmp.path().join("audit-1.2.0.pbpkg").is_file());
+}
+
+#[test]
+fn keygen_sign_and_verify() {
+    let tmp = tempfile::tempdir().unwrap();
+    let prefix = tmp.path().join("release");
+    let out = stdout(&run(
+        tmp.path(),
+        &["keygen", "--out", prefix.to_str().unwrap()],
+    ));
+    let id = out
+        .lines()
+        .next()
+        .unwrap()
+        .strip_prefix("key id ")
+        .unwrap()
+        .to_owned();
+    assert_eq!(id.len(), 16);
+    let secret = tmp.path().join("release.key");
+    let public = tmp.path().join("release.pub");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&secret).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    // keygen never overwrites a key.
+    let again = run(tmp.path(), &["keygen", "--out", prefix.to_str().unwrap()]);
+    assert!(stderr(&again).contains("release.key"));
+
+    let dir = package_dir(tmp.path(), MANIFEST);
+    let file = tmp.path().join("signed.pbpkg");
+    let out = stdout(&run(
+        tmp.path(),
+        &[
+            "pack",
+            dir.to_str().unwrap(),
+            "--out",
+            file.to_str().unwrap(),
+            "--sign-key",
+            secret.to_str().unwrap(),
+        ],
+    ));
+    assert!(out.ends_with(&format!("signed by key {id}\n")), "{out}");
+    let out = stdout(&run(
+        tmp.path(),
+        &[
+            "inspect",
+            file.to_str().unwrap(),
+            "--trusted-key",
+            public.to_str().unwrap(),
+        ],
+    ));
+    assert!(
+        out.contains(&format!("signature     verified (key {id})\n")),
+        "{out}"
+    );
+    let out = stdout(&run(tmp.path(), &["inspect", file.to_str().unwrap()]));
+    assert!(
+        out.contains(&format!("signed by key {id}, not verified")),
+        "{out}"
+    );
+
+    // Another trusted key refuses it; an unsigned package is refused when keys are given.
+    let other = tmp.path().join("other");
+    stdout(&run(
+        tmp.path(),
+        &["keygen", "--out", other.to_str().unwrap()],
+    ));
+    let other_pub = tmp.path().join("other.pub");
+    let err = stderr(&run(
+        tmp.path(),
+        &[
+            "inspect",
+            file.to_str().unwrap(),
+            "--trusted-key",
+            other_pub.to_str().unwrap(),
+        ],
+    ));
+    assert!(
+        err.contains(&format!("signed with key {id}, which is not a trusted key")),
+        "{err}"
+    );
+    let unsigned = tmp.path().join("unsigned.pbpkg");
+    stdout(&run(
+        tmp.path(),
+        &[
+            "pack",
+            dir.to_str().unwrap(),
+            "--out",
+            unsigned.to_str().unwrap(),
+        ],
+    ));
+    let err = stderr(&run(
+        tmp.path(),
+        &[
+            "inspect",
+            unsigned.to_str().unwrap(),
+            "--trusted-key",
+            public.to_str().unwrap(),
+        ],
+    ));
+    assert!(err.contains("the package is not signed"), "{err}");
+}
+
+#[test]
+fn inspect_refuses_with_the_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = package_dir(tmp.path(), MANIFEST);
+    let file = tmp.path().join("audit.pbpkg");
+    stdout(&run(
+        tmp.path(),
+        &[
+            "pack",
+            dir.to_str().unwrap(),
+            "--out",
+            file.to_str().unwrap(),
+        ],
+    ));
+    let wrong = "0".repeat(64);
+    let err = stderr(&run(
+        tmp.path(),
+        &["inspect", file.to_str().unwrap(), "--sha256", &wrong],
+    ));
+    assert!(
+        err.starts_with(&format!(
+            "error: {} is refused: sha256 mismatch: expected {wrong}",
+            file.display()
+        )),
+        "{err}"
+    );
+
+    // A manifest error names the field and line, from pack too.
+    std::fs::write(
+        dir.join("plugboard.toml"),
+        MANIFEST.replace("priority = 100", "priority = 120"),
+    )
+    .unwrap();
+    let err = stderr(&run(tmp.path(), &["pack", dir.to_str().unwrap()]));
+    assert!(
+        err.contains("plugboard.toml line 10: hooks[0].priority: 120 is out of range"),
+        "{err}"
+    );
+
+    // A policy violation is printed and fails the command.
+    std::fs::write(
+        dir.join("plugboard.toml"),
+        MANIFEST.replace("memory_mib = 64", "memory_mib = 512"),
+    )
+    .unwrap();
+    stdout(&run(
+        tmp.path(),
+        &[
+            "pack",
+            dir.to_str().unwrap(),
+            "--out",
+            file.to_str().unwrap(),
+        ],
+    ));
+    let out = run(tmp.path(), &["inspect", file.to_str().unwrap()]);
+    let err = stderr(&out);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains(
+            "    limits.memory_mib: requested 512 MiB, the operator allows at most 128 MiB\n"
+        ),
+        "{text}"
+    );
+    assert!(err.contains("the default install policy refuses"), "{err}");
+
+    // Not a package at all.
+    let junk = tmp.path().join("junk.pbpkg");
+    std::fs::write(&junk, b"not a package").unwrap();
+    let err = stderr(&run(tmp.path(), &["inspect", junk.to_str().unwrap()]));
+    assert!(
+        err.contains("not a readable gzip-compressed tar archive"),
+        "{err}"
+    );
+}

@@ -1,0 +1,461 @@
+//! `plugboard.toml`: what a package is, which events it hooks, what it asks for.
+//!
+//! Parsing is strict and in two steps: the TOML is read into a raw form that refuses
+//! unknown fields and wrong types (the parser's message names the line and the field),
+//! then every value is checked and the typed [`Manifest`] built; a semantic error names
+//! the field's path (`hooks[1].priority`) and its line.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use plugboard_core::{DependType, Priority};
+use semver::{Version, VersionReq};
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use crate::PackageError;
+
+/// The version of the WIT contract (`plugboard:plugin@0.1.0`) this crate describes.
+pub const CONTRACT_VERSION: Version = Version::new(0, 1, 0);
+
+/// The only name a package's readme may have inside the archive.
+pub const README: &str = "README.md";
+/// The only name a package's settings schema may have inside the archive.
+pub const SETTINGS_SCHEMA: &str = "settings.schema.json";
+
+/// A parsed and checked `plugboard.toml`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Manifest {
+    /// What the package is.
+    pub package: PackageInfo,
+    /// The plugin records the package registers, one per hook (at least one).
+    pub hooks: Vec<Hook>,
+    /// Other packages this one needs, with semver requirements.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub dependencies: BTreeMap<String, VersionReq>,
+    /// The limits the package asks for.
+    #[serde(skip_serializing_if = "Limits::is_empty")]
+    pub limits: Limits,
+    /// The host imports the package asks for.
+    #[serde(skip_serializing_if = "Capabilities::is_empty")]
+    pub capabilities: Capabilities,
+}
+
+/// The `[package]` table.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PackageInfo {
+    /// The package's name: `^[a-z][a-z0-9_-]{1,49}$`.
+    pub name: String,
+    /// Its version.
+    pub version: Version,
+    /// One line for humans.
+    pub description: String,
+    /// Who wrote it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub authors: Vec<String>,
+    /// Its licence (an SPDX expression, not checked further).
+    pub license: String,
+    /// The host versions it works with, if it says.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<VersionReq>,
+    /// The contract versions it implements (a requirement on `plugboard:plugin@x.y.z`).
+    pub contract: VersionReq,
+    /// `README.md`, if the package names one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub readme: Option<String>,
+    /// `settings.schema.json`, if the package names one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub settings_schema: Option<String>,
+}
+
+/// One `[[hooks]]` entry: a plugin record on one event.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Hook {
+    /// The event whose chain the plugin joins.
+    pub event: String,
+    /// Lower runs first.
+    pub priority: Priority,
+    /// The plugin record's name (the package's name unless the manifest says otherwise).
+    pub plugin: String,
+    /// Hard or soft.
+    pub depend_type: DependType,
+    /// Plugins this one depends on.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub depends: Vec<String>,
+}
+
+/// The `[limits]` a package asks for; `None` takes the host's default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Linear memory, in MiB.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_mib: Option<u64>,
+    /// Time per call, in milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deadline_ms: Option<u64>,
+    /// Fuel per call.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fuel: Option<u64>,
+    /// Largest reply, in KiB.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_reply_kib: Option<u64>,
+}
+
+impl Limits {
+    fn is_empty(&self) -> bool {
+        *self == Limits::default()
+    }
+
+    /// The limits by field name, with their unit, for messages and listings.
+    pub fn fields(&self) -> [(&'static str, Option<u64>, &'static str); 4] {
+        [
+            ("memory_mib", self.memory_mib, "MiB"),
+            ("deadline_ms", self.deadline_ms, "ms"),
+            ("fuel", self.fuel, "fuel units"),
+            ("max_reply_kib", self.max_reply_kib, "KiB"),
+        ]
+    }
+}
+
+/// The `[capabilities]`: host imports a package asks for (or an operator allows).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Capabilities {
+    /// `host.log`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub log: bool,
+    /// `host.settings`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub settings: bool,
+    /// `host.now-ms`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub clock: bool,
+}
+
+impl Capabilities {
+    /// Every capability.
+    pub const ALL: Capabilities = Capabilities {
+        log: true,
+        settings: true,
+        clock: true,
+    };
+
+    fn is_empty(&self) -> bool {
+        *self == Capabilities::default()
+    }
+
+    /// The capabilities by name.
+    pub fn fields(&self) -> [(&'static str, bool); 3] {
+        [
+            ("log", self.log),
+            ("settings", self.settings),
+            ("clock", self.clock),
+        ]
+    }
+}
+
+// ---- the raw form, as written ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    package: RawPackage,
+    #[serde(default)]
+    hooks: Vec<RawHook>,
+    #[serde(default)]
+    dependencies: BTreeMap<Spanned<String>, Spanned<String>>,
+    #[serde(default)]
+    limits: Limits,
+    #[serde(default)]
+    capabilities: Capabilities,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPackage {
+    name: Spanned<String>,
+    version: Spanned<String>,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    authors: Vec<String>,
+    license: Spanned<String>,
+    host: Option<Spanned<String>>,
+    contract: Spanned<String>,
+    readme: Option<Spanned<String>>,
+    settings_schema: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHook {
+    event: Spanned<String>,
+    priority: Spanned<i64>,
+    plugin: Option<Spanned<String>>,
+    #[serde(default)]
+    depend_type: DependType,
+    #[serde(default)]
+    depends: Vec<Spanned<String>>,
+}
+
+/// Whether `name` may name a package: `^[a-z][a-z0-9_-]{1,49}$`.
+pub fn is_valid_package_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    (2..=50).contains(&b.len())
+        && b[0].is_ascii_lowercase()
+        && b[1..]
+            .iter()
+            .all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_' || c == b'-')
+}
+
+/// Why `name` may not name an event or a plugin record, under the engine's rules (1 to
+/// 128 bytes of ASCII letters, digits and `_ - . : /`).
+pub fn invalid_record_name(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("it is empty")
+    } else if name.len() > 128 {
+        Some("it is longer than 128 bytes")
+    } else if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':' | '/'))
+    {
+        Some("only ASCII letters, digits and `_ - . : /` are allowed")
+    } else {
+        None
+    }
+}
+
+struct Lines<'a>(&'a str);
+
+impl Lines<'_> {
+    fn of<T>(&self, s: &Spanned<T>) -> Option<usize> {
+        let start = s.span().start;
+        self.0
+            .get(..start)
+            .map(|before| before.bytes().filter(|&b| b == b'\n').count() + 1)
+    }
+}
+
+impl Manifest {
+    /// Parses and checks a manifest.
+    ///
+    /// Unknown fields and wrong types give [`PackageError::ManifestSyntax`] (the message
+    /// names the line and field); values the format does not allow give
+    /// [`PackageError::ManifestInvalid`] with the field's path.
+    pub fn parse(text: &str) -> Result<Manifest, PackageError> {
+        let raw: RawManifest = toml::from_str(text).map_err(|e| PackageError::ManifestSyntax {
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        let lines = Lines(text);
+        let invalid = |field: &str, at: Option<usize>, why: String| {
+            Err(PackageError::invalid(field, at, why))
+        };
+
+        let p = raw.package;
+        let name = p.name.get_ref().clone();
+        if !is_valid_package_name(&name) {
+            return invalid(
+                "package.name",
+                lines.of(&p.name),
+                format!(
+                    "`{name}` is not a valid package name (2 to 50 of a-z, 0-9, `_`, `-`, starting with a letter)"
+                ),
+            );
+        }
+        let version = match Version::parse(p.version.get_ref()) {
+            Ok(v) => v,
+            Err(e) => {
+                return invalid(
+                    "package.version",
+                    lines.of(&p.version),
+                    format!("`{}` is not a semver version ({e})", p.version.get_ref()),
+                );
+            }
+        };
+        if p.license.get_ref().trim().is_empty() {
+            return invalid(
+                "package.license",
+                lines.of(&p.license),
+                "must not be empty".into(),
+            );
+        }
+        let req = |field: &str, s: &Spanned<String>| -> Result<VersionReq, PackageError> {
+            VersionReq::parse(s.get_ref()).map_err(|e| {
+                PackageError::invalid(
+                    field,
+                    lines.of(s),
+                    format!("`{}` is not a semver requirement ({e})", s.get_ref()),
+                )
+            })
+        };
+        let host = p
+            .host
+            .as_ref()
+            .map(|h| req("package.host", h))
+            .transpose()?;
+        let contract = req("package.contract", &p.contract)?;
+        let fixed = |field: &str,
+                     s: &Option<Spanned<String>>,
+                     only: &str|
+         -> Result<Option<String>, PackageError> {
+            match s {
+                Some(s) if s.get_ref() != only => Err(PackageError::invalid(
+                    field,
+                    lines.of(s),
+                    format!("`{}`: the file must be called `{only}`", s.get_ref()),
+                )),
+                Some(s) => Ok(Some(s.get_ref().clone())),
+                None => Ok(None),
+            }
+        };
+        let readme = fixed("package.readme", &p.readme, README)?;
+        let settings_schema = fixed(
+            "package.settings_schema",
+            &p.settings_schema,
+            SETTINGS_SCHEMA,
+        )?;
+
+        if raw.hooks.is_empty() {
+            return invalid(
+                "hooks",
+                None,
+                "a package needs at least one [[hooks]] entry".into(),
+            );
+        }
+        let mut hooks = Vec::with_capacity(raw.hooks.len());
+        let mut plugins = BTreeSet::new();
+        for (i, h) in raw.hooks.iter().enumerate() {
+            let at = |f: &str| format!("hooks[{i}].{f}");
+            if let Some(why) = invalid_record_name(h.event.get_ref()) {
+                return invalid(
+                    &at("event"),
+                    lines.of(&h.event),
+                    format!("`{}` is not a valid event name: {why}", h.event.get_ref()),
+                );
+            }
+            let pr = *h.priority.get_ref();
+            let priority = match u64::try_from(pr).ok().and_then(|v| Priority::new(v).ok()) {
+                Some(p) => p,
+                None => {
+                    return invalid(
+                        &at("priority"),
+                        lines.of(&h.priority),
+                        format!("{pr} is out of range: it must be between 0 and 100"),
+                    );
+                }
+            };
+            let plugin = match &h.plugin {
+                Some(s) => {
+                    if let Some(why) = invalid_record_name(s.get_ref()) {
+                        return invalid(
+                            &at("plugin"),
+                            lines.of(s),
+                            format!("`{}` is not a valid plugin name: {why}", s.get_ref()),
+                        );
+                    }
+                    s.get_ref().clone()
+                }
+                None => name.clone(),
+            };
+            if !plugins.insert(plugin.clone()) {
+                return invalid(
+                    &at("plugin"),
+                    h.plugin
+                        .as_ref()
+                        .and_then(|s| lines.of(s))
+                        .or(lines.of(&h.event)),
+                    format!(
+                        "plugin `{plugin}` is already registered by an earlier hook; give each hook its own `plugin` name"
+                    ),
+                );
+            }
+            let mut depends = Vec::with_capacity(h.depends.len());
+            for (j, d) in h.depends.iter().enumerate() {
+                let field = format!("hooks[{i}].depends[{j}]");
+                if let Some(why) = invalid_record_name(d.get_ref()) {
+                    return invalid(
+                        &field,
+                        lines.of(d),
+                        format!("`{}` is not a valid plugin name: {why}", d.get_ref()),
+                    );
+                }
+                if *d.get_ref() == plugin {
+                    return invalid(
+                        &field,
+                        lines.of(d),
+                        format!("plugin `{plugin}` cannot depend on itself"),
+                    );
+                }
+                depends.push(d.get_ref().clone());
+            }
+            hooks.push(Hook {
+                event: h.event.get_ref().clone(),
+                priority,
+                plugin,
+                depend_type: h.depend_type,
+                depends,
+            });
+        }
+
+        let mut dependencies = BTreeMap::new();
+        for (k, v) in &raw.dependencies {
+            let dep = k.get_ref();
+            let field = format!("dependencies.{dep}");
+            if !is_valid_package_name(dep) {
+                return invalid(
+                    &field,
+                    lines.of(k),
+                    format!("`{dep}` is not a valid package name"),
+                );
+            }
+            if *dep == name {
+                return invalid(
+                    &field,
+                    lines.of(k),
+                    "a package cannot depend on itself".into(),
+                );
+            }
+            dependencies.insert(dep.clone(), req(&field, v)?);
+        }
+
+        for (field, value, _) in raw.limits.fields() {
+            if value == Some(0) {
+                return invalid(
+                    &format!("limits.{field}"),
+                    None,
+                    "must be at least 1".into(),
+                );
+            }
+        }
+
+        Ok(Manifest {
+            package: PackageInfo {
+                name,
+                version,
+                description: p.description,
+                authors: p.authors,
+                license: p.license.into_inner(),
+                host,
+                contract,
+                readme,
+                settings_schema,
+            },
+            hooks,
+            dependencies,
+            limits: raw.limits,
+            capabilities: raw.capabilities,
+        })
+    }
+
+    /// The manifest as TOML; [`Manifest::parse`] reads it back to an equal manifest.
+    pub fn to_toml(&self) -> String {
+        // Every field is a string, integer, bool, array or table with string keys: the
+        // serialiser cannot fail on it.
+        toml::to_string(self).unwrap_or_else(|e| format!("# cannot serialise: {e}\n"))
+    }
+
+    /// The plugin record names this package registers, in hook order.
+    pub fn plugin_names(&self) -> impl Iterator<Item = &str> {
+        self.hooks.iter().map(|h| h.plugin.as_str())
+    }
+}
