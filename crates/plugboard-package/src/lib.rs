@@ -25,7 +25,7 @@
 //! name = "audit"
 //! version = "1.2.0"
 //! license = "MIT"
-//! contract = "0.1"
+//! contract = "0.2"
 //!
 //! [[hooks]]
 //! event = "on_user_after_save_failure"

@@ -14,8 +14,8 @@ use toml::Spanned;
 
 use crate::PackageError;
 
-/// The version of the WIT contract (`plugboard:plugin@0.1.0`) this crate describes.
-pub const CONTRACT_VERSION: Version = Version::new(0, 1, 0);
+/// The version of the WIT contract (`plugboard:plugin@0.2.0`) this crate describes.
+pub const CONTRACT_VERSION: Version = Version::new(0, 2, 0);
 
 /// The only name a package's readme may have inside the archive.
 pub const README: &str = "README.md";

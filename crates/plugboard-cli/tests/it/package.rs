@@ -9,7 +9,7 @@ name = "audit"
 version = "1.2.0"
 description = "Enriches extra on failed saves"
 license = "MIT"
-contract = "0.1"
+contract = "0.2"
 
 [[hooks]]
 event = "on_user_after_save_failure"
@@ -72,7 +72,7 @@ fn pack_then_inspect() {
         "package       audit 1.2.0
 description   Enriches extra on failed saves
 license       MIT
-contract      ^0.1
+contract      ^0.2
 sha256        {sha}
 signature     unsigned
 hooks

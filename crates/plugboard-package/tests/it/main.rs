@@ -23,7 +23,7 @@ description = "Enriches extra on failed saves"
 authors = ["Ann <ann@example.org>"]
 license = "MIT"
 host = ">=0.1.0"
-contract = "0.1"
+contract = "0.2"
 readme = "README.md"
 settings_schema = "settings.schema.json"
 
@@ -54,7 +54,7 @@ pub const SMALL: &str = r#"[package]
 name = "audit"
 version = "1.2.0"
 license = "MIT"
-contract = "0.1"
+contract = "0.2"
 
 [[hooks]]
 event = "on_user_after_save_failure"

@@ -15,7 +15,7 @@ fn the_full_manifest_parses() {
     let m = Manifest::parse(MANIFEST).unwrap();
     assert_eq!(m.package.name, "audit");
     assert_eq!(m.package.version.to_string(), "1.2.0");
-    assert_eq!(m.package.contract.to_string(), "^0.1");
+    assert_eq!(m.package.contract.to_string(), "^0.2");
     assert_eq!(m.hooks.len(), 1);
     let h = &m.hooks[0];
     assert_eq!(h.event, "on_user_after_save_failure");
@@ -67,7 +67,7 @@ fn a_bad_semver_names_the_field() {
             .starts_with("plugboard.toml line 3: package.version: `one` is not a semver version"),
         "{e}"
     );
-    let e = parse_err(&SMALL.replace("contract = \"0.1\"", "contract = \"zero\""));
+    let e = parse_err(&SMALL.replace("contract = \"0.2\"", "contract = \"zero\""));
     assert!(
         matches!(&e, PackageError::ManifestInvalid { field, .. } if field == "package.contract"),
         "{e:?}"
@@ -226,7 +226,7 @@ fn the_policy_checks_plugin_names_host_and_contract() {
         }]
     );
     let m =
-        Manifest::parse(&SMALL.replace("contract = \"0.1\"", "contract = \"0.2\"\nhost = \">=2\""))
+        Manifest::parse(&SMALL.replace("contract = \"0.2\"", "contract = \"0.3\"\nhost = \">=2\""))
             .unwrap();
     let v: Vec<String> = m
         .violations(&InstallPolicy::default())
@@ -237,7 +237,7 @@ fn the_policy_checks_plugin_names_host_and_contract() {
         v,
         [
             "package.host: the package requires host >=2, this host is 0.1.0",
-            "package.contract: the package requires contract ^0.2, this host implements plugboard:plugin@0.1.0",
+            "package.contract: the package requires contract ^0.3, this host implements plugboard:plugin@0.2.0",
         ]
     );
 }
