@@ -4,8 +4,9 @@
 //! for deployments of several hosts, with the same behaviour on both. It is the only crate
 //! that knows SQL.
 //!
-//! It keeps four tables: `plugins` (the engine's records, written through on every
-//! lifecycle change), `packages` (installed plugin packages), `activities` (the activity
+//! It keeps five tables: `plugins` (the engine's records, written through on every
+//! lifecycle change), `packages` (installed plugin packages) with `package_archives` (the
+//! verified package files every host loads from), `activities` (the activity
 //! log) and `settings`. Versioned migrations run when a store is opened; a database written
 //! by a newer Plugboard, or one that is not a Plugboard database, is refused untouched.
 //!
@@ -25,6 +26,7 @@
 
 mod activity;
 mod db;
+mod packages;
 mod records;
 mod runtime;
 mod schema;
@@ -35,6 +37,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use activity::{Activity, ActivityLog, ActivityQuery, LogConfig, NewActivity};
+pub use packages::PackageRow;
 pub use settings::{SettingChange, Settings};
 pub use watch::Watch;
 
@@ -82,6 +85,12 @@ pub enum StoreError {
         plugin: String,
         /// The version this process expected.
         expected: i64,
+    },
+    /// Another process changed the package since this one read it.
+    #[error("package `{package}` was changed by another process meanwhile; nothing was written")]
+    PackageConflict {
+        /// The package.
+        package: String,
     },
     /// A stored row could not be read back.
     #[error("corrupt row in {table}: {why}")]

@@ -4,7 +4,7 @@ use crate::StoreError;
 use crate::db::Db;
 
 /// The newest schema this build knows.
-pub(crate) const VERSION: i64 = 1;
+pub(crate) const VERSION: i64 = 2;
 
 /// One migration, in each backend's dialect.
 struct Migration {
@@ -13,7 +13,40 @@ struct Migration {
     postgres: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
+const MIGRATIONS: &[Migration] = &[V1, V2];
+
+/// The installer: verified package bytes shared by every host (an archive is kept while a
+/// package's current or previous version uses it), the manifest, the previous version
+/// for rollback, a revision for lost-update checks, and the last load error.
+const V2: Migration = Migration {
+    version: 2,
+    sqlite: r#"
+CREATE TABLE package_archives (
+    sha256 TEXT PRIMARY KEY,
+    bytes BLOB NOT NULL,
+    inserted_at TEXT NOT NULL
+);
+ALTER TABLE packages ADD COLUMN manifest TEXT NOT NULL DEFAULT '';
+ALTER TABLE packages ADD COLUMN previous_version TEXT;
+ALTER TABLE packages ADD COLUMN previous_sha256 TEXT;
+ALTER TABLE packages ADD COLUMN revision INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE packages ADD COLUMN load_error TEXT
+"#,
+    postgres: r#"
+CREATE TABLE package_archives (
+    sha256 TEXT PRIMARY KEY,
+    bytes BYTEA NOT NULL,
+    inserted_at TIMESTAMPTZ NOT NULL
+);
+ALTER TABLE packages ADD COLUMN manifest TEXT NOT NULL DEFAULT '';
+ALTER TABLE packages ADD COLUMN previous_version TEXT;
+ALTER TABLE packages ADD COLUMN previous_sha256 TEXT;
+ALTER TABLE packages ADD COLUMN revision BIGINT NOT NULL DEFAULT 1;
+ALTER TABLE packages ADD COLUMN load_error TEXT
+"#,
+};
+
+const V1: Migration = Migration {
     version: 1,
     sqlite: r#"
 CREATE TABLE plugins (
@@ -107,7 +140,7 @@ CREATE TABLE settings (
     updated_at TIMESTAMPTZ NOT NULL
 );
 "#,
-}];
+};
 
 /// The statements of one migration, with the bookkeeping around them; the last one takes
 /// the migration's version as `$1`.

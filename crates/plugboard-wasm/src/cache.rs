@@ -105,3 +105,17 @@ fn write_atomic(path: &Path, data: &[u8]) -> Result<(), WasmError> {
     f.sync_all().map_err(WasmError::other)?;
     std::fs::rename(&tmp, path).map_err(WasmError::other)
 }
+
+/// Deletes the cached artifacts of a component (any engine configuration); returns how
+/// many files went.
+pub(crate) fn evict(dir: &Path, component_hash: &str) -> usize {
+    let prefix = format!("{component_hash}-");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .filter(|e| std::fs::remove_file(e.path()).is_ok())
+        .count()
+}

@@ -307,6 +307,19 @@ impl WasmHost {
         })
     }
 
+    /// Forgets a component's compiled form, in memory and in the on-disk cache (for an
+    /// uninstalled package); returns how many cache files were deleted.
+    pub fn evict(&self, component_sha256: &str) -> usize {
+        if let Ok(mut m) = self.inner.compiled.lock() {
+            m.remove(component_sha256);
+        }
+        self.inner
+            .config
+            .cache_dir
+            .as_deref()
+            .map_or(0, |dir| crate::cache::evict(dir, component_sha256))
+    }
+
     /// The configuration.
     pub fn config(&self) -> &HostConfig {
         &self.inner.config

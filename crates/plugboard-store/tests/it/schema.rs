@@ -8,10 +8,10 @@ use crate::each_backend;
 fn a_fresh_database_is_migrated_and_reopened() {
     each_backend(|backend, url| {
         let store = Store::open(url).unwrap();
-        assert_eq!(store.schema_version().unwrap(), 1, "{backend:?}");
+        assert_eq!(store.schema_version().unwrap(), 2, "{backend:?}");
         drop(store);
         let again = Store::open(url).unwrap();
-        assert_eq!(again.schema_version().unwrap(), 1);
+        assert_eq!(again.schema_version().unwrap(), 2);
         assert!(again.records().unwrap().is_empty());
     });
 }
@@ -135,14 +135,14 @@ fn a_newer_schema_is_refused_on_both_backends() {
                 err,
                 StoreError::NewerSchema {
                     found: 99,
-                    supported: 1
+                    supported: 2
                 }
             ),
             "{backend:?}: {err}"
         );
         assert_eq!(
             err.to_string(),
-            "the database's schema is version 99, newer than this Plugboard's 1; refusing to touch it"
+            "the database's schema is version 99, newer than this Plugboard's 2; refusing to touch it"
         );
     });
 }
@@ -154,4 +154,60 @@ fn a_bad_url_is_a_clear_error() {
         err.to_string(),
         "unsupported database URL \"mysql://localhost/x\": use sqlite://PATH or postgres://…"
     );
+}
+
+/// Runs statements on a store's database, outside the store.
+fn execute(backend: plugboard_testkit::Backend, url: &str, statements: &[&str]) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        match backend {
+            plugboard_testkit::Backend::Sqlite => {
+                let pool = sqlx::SqlitePool::connect(url).await.unwrap();
+                for s in statements {
+                    sqlx::query(s).execute(&pool).await.unwrap();
+                }
+                pool.close().await;
+            }
+            plugboard_testkit::Backend::Postgres => {
+                let pool = sqlx::PgPool::connect(url).await.unwrap();
+                for s in statements {
+                    sqlx::query(s).execute(&pool).await.unwrap();
+                }
+                pool.close().await;
+            }
+        }
+    });
+}
+
+#[test]
+fn a_version_1_database_is_migrated_to_2_keeping_its_rows() {
+    each_backend(|backend, url| {
+        let store = Store::open(url).unwrap();
+        store
+            .settings()
+            .set("keep-me", serde_json::json!({"a": 1}))
+            .unwrap();
+        drop(store);
+        // Back to what version 1 wrote.
+        execute(
+            backend,
+            url,
+            &[
+                "DROP TABLE package_archives",
+                "ALTER TABLE packages DROP COLUMN manifest",
+                "ALTER TABLE packages DROP COLUMN previous_version",
+                "ALTER TABLE packages DROP COLUMN previous_sha256",
+                "ALTER TABLE packages DROP COLUMN revision",
+                "ALTER TABLE packages DROP COLUMN load_error",
+                "UPDATE plugboard_meta SET value = '1' WHERE key = 'schema_version'",
+            ],
+        );
+        let store = Store::open(url).unwrap();
+        assert_eq!(store.schema_version().unwrap(), 2, "{backend:?}");
+        assert_eq!(
+            store.settings().get("keep-me").unwrap(),
+            Some(serde_json::json!({"a": 1}))
+        );
+        assert!(store.packages().unwrap().is_empty());
+    });
 }

@@ -1,0 +1,2 @@
+//! Install and boot benchmarks (written below).
+fn main() {}

@@ -1,0 +1,136 @@
+//! Why an installer operation was refused or failed. Every refusal happens before anything
+//! is written; the variants name the package and what to do.
+
+use plugboard_engine::EngineError;
+use plugboard_package::PackageError;
+use plugboard_package::fetch::FetchError;
+use plugboard_store::StoreError;
+use plugboard_wasm::WasmError;
+
+/// An installer error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InstallError {
+    /// The package file was refused (archive, manifest, signature, sha256, policy).
+    #[error(transparent)]
+    Package(#[from] PackageError),
+    /// The download was refused or failed.
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    /// The component was refused by the WebAssembly host (not a component, another
+    /// contract version, cannot be linked, refused to start).
+    #[error("package `{package}`: {source}")]
+    Component {
+        /// The package.
+        package: String,
+        /// Why.
+        source: WasmError,
+    },
+    /// Package dependencies are missing or of the wrong version.
+    #[error("package `{package}` needs {}", .unmet.join("; "))]
+    Dependencies {
+        /// The package.
+        package: String,
+        /// Each unmet dependency, e.g. `validator ^1.0 (not installed)`.
+        unmet: Vec<String>,
+    },
+    /// A hook names an event this host does not declare.
+    #[error("package `{package}` hooks `{event}`, which this host does not declare")]
+    UnknownEvent {
+        /// The package.
+        package: String,
+        /// The event.
+        event: String,
+    },
+    /// A plugin name is taken by the host's own plugin or another package's.
+    #[error("package `{package}` wants the plugin name `{plugin}`, which {owner} already uses")]
+    NameTaken {
+        /// The package.
+        package: String,
+        /// The plugin name.
+        plugin: String,
+        /// Who has it (`the host`, `package \`x\``).
+        owner: String,
+    },
+    /// The same or an older version is installed.
+    #[error(
+        "package `{package}` {installed} is installed; {offered} is not newer (use --force to install it anyway)"
+    )]
+    NotNewer {
+        /// The package.
+        package: String,
+        /// The installed version.
+        installed: String,
+        /// The offered version.
+        offered: String,
+    },
+    /// The new version failed its `initial` or health check; the previous state stands.
+    #[error(
+        "package `{package}` {version} failed its checks ({why}); {}",
+        if *.restored { "the previous version was restored" } else { "nothing was installed" }
+    )]
+    Unhealthy {
+        /// The package.
+        package: String,
+        /// The version that failed.
+        version: String,
+        /// Why.
+        why: String,
+        /// Whether an older version was put back.
+        restored: bool,
+    },
+    /// No such package.
+    #[error("no package named `{0}` is installed; `plugboard packages` lists them")]
+    NotInstalled(String),
+    /// Other packages depend on it.
+    #[error(
+        "packages {} depend on `{package}`; uninstall them first, or use --cascade (their plugins are held, not removed)",
+        .dependents.join(", ")
+    )]
+    HasDependents {
+        /// The package.
+        package: String,
+        /// The packages that depend on it.
+        dependents: Vec<String>,
+    },
+    /// Nothing to roll back to.
+    #[error("package `{0}` has no previous version to roll back to")]
+    NoPrevious(String),
+    /// A stored package could not be read back.
+    #[error("package `{package}` is damaged: {why}")]
+    Damaged {
+        /// The package.
+        package: String,
+        /// Why.
+        why: String,
+    },
+    /// The package index could not be read.
+    #[error("package index {source_name}: {why}")]
+    Index {
+        /// Its path or URL.
+        source_name: String,
+        /// Why.
+        why: String,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The engine refused.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// A file operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+impl InstallError {
+    pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> InstallError {
+        let what = what.into();
+        move |source| InstallError::Io { what, source }
+    }
+}

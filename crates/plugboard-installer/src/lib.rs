@@ -1,0 +1,1151 @@
+//! # plugboard-installer
+//!
+//! Installs prebuilt, verified WebAssembly plugin packages (`.pbpkg`, see
+//! `plugboard-package`) into a running Plugboard host, without rebuilding it. This is the
+//! "Installer" of Mishka Installer, grown up: installs are verified before anything is
+//! written, atomic, replayed at boot, and applied by every host sharing a database.
+//!
+//! ```no_run
+//! use plugboard_installer::{Installer, InstallerConfig, InstallOptions};
+//!
+//! let store = plugboard_store::Store::open("sqlite://.plugboard/plugboard.db")?;
+//! let engine = store.engine(plugboard_engine::Engine::builder())?;
+//! let host = plugboard_wasm::WasmHost::new(Default::default())?;
+//! let installer = Installer::new(store.clone(), engine.clone(), host,
+//!     InstallerConfig::from_settings(&store, ".plugboard/packages")?);
+//! installer.boot()?;                 // every installed package, loaded and registered
+//! engine.finish_boot()?;
+//! let done = installer.install("audit-1.0.0.pbpkg", &InstallOptions::default(), &mut |_, _| {})?;
+//! println!("{} {} installed: {:?}", done.name, done.version, done.plugins);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! What an install does, in order; every refusal comes before the first write:
+//! 1. read the file, or download it (allowed hosts only; a sha256 pin unless the host is
+//!    trusted; size and time limits; resumed on a broken connection);
+//! 2. verify the archive (paths, entry kinds, bomb limits), the manifest (strictly), the
+//!    sha256 pin, the signature (required when trusted keys are configured) and the
+//!    operator's policy (limits, capabilities, protected names, host and contract versions);
+//! 3. check the hooked events exist, the plugin names are free, and the package
+//!    dependencies are installed in matching versions; refuse a downgrade unless forced;
+//! 4. compile the component (into the artifact cache) and validate it against the contract;
+//!    run `initial` and the health check of every hook on the new code;
+//! 5. call `on_change_dependency` (`add` or `force_update`);
+//! 6. stage the file, move it into place, and commit the `packages` row with the package
+//!    bytes in one transaction: the moment of the switch;
+//! 7. register the hooks (re-registering swaps code atomically: calls in flight finish on
+//!    the old version, new calls use the new one) and start new plugins.
+//!
+//! A crash at any point leaves the old state or the new one: [`Installer::boot`] removes
+//! staging leftovers and files no row references, unregisters records whose package row
+//! never committed, and loads every installed package (a package that fails to load is
+//! isolated and reported; the others load).
+
+mod config;
+mod error;
+mod index;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use plugboard_core::{DependType, PluginRecord, Status};
+use plugboard_engine::{Callbacks, Engine, EngineError, Op, Registration};
+use plugboard_package::fetch::fetch;
+use plugboard_package::semver::Version;
+use plugboard_package::{Manifest, VerifiedPackage, VerifyOptions, sha256_hex, verify};
+use plugboard_store::{ActivityLog, NewActivity, PackageRow, Store};
+use plugboard_wasm::{Limits, WasmHost, WasmPlugin};
+use serde::Serialize;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+pub use config::{InstallerConfig, SETTING};
+pub use error::InstallError;
+pub use index::{Index, IndexEntry, Outdated};
+
+/// How to install.
+#[derive(Clone, Debug, Default)]
+pub struct InstallOptions {
+    /// The sha256 the package file must have (required for downloads from hosts that are
+    /// not trusted).
+    pub sha256: Option<String>,
+    /// Install even if the same or a newer version is installed.
+    pub force: bool,
+}
+
+/// What an install, upgrade or rollback did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Installed {
+    /// The package.
+    pub name: String,
+    /// The version now installed.
+    pub version: String,
+    /// The version it replaced, if any.
+    pub replaced: Option<String>,
+    /// SHA-256 of the package file.
+    pub sha256: String,
+    /// The plugin records it owns.
+    pub plugins: Vec<String>,
+    /// `install`, `upgrade`, `reinstall` or `rollback`.
+    pub action: &'static str,
+    /// The key id that signed it, if a trusted key did.
+    pub signer: Option<String>,
+}
+
+/// An installed package as this host sees it.
+#[derive(Clone, Debug, Serialize)]
+pub struct PackageStatus {
+    /// The package.
+    pub name: String,
+    /// Its installed version.
+    pub version: String,
+    /// The version kept for rollback.
+    pub previous: Option<String>,
+    /// Its description.
+    pub description: String,
+    /// SHA-256 of its package file.
+    pub sha256: String,
+    /// Where it came from.
+    pub source: String,
+    /// Its package dependencies.
+    pub dependencies: BTreeMap<String, String>,
+    /// Its plugin records.
+    pub plugins: Vec<String>,
+    /// Whether this host has it loaded.
+    pub loaded: bool,
+    /// Why it failed to load (on this host, or as last recorded by any host).
+    pub error: Option<String>,
+    /// When it last changed.
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+/// What [`Installer::boot`] or [`Installer::sync`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct BootReport {
+    /// Packages loaded (name, version).
+    pub loaded: Vec<(String, String)>,
+    /// Packages that failed to load, with why; isolated, the others load.
+    pub failed: Vec<(String, String)>,
+    /// Packages removed because their row is gone (another host uninstalled them).
+    pub removed: Vec<String>,
+    /// Records of packages that never committed, unregistered.
+    pub orphans: Vec<String>,
+    /// Leftover files and staging areas removed.
+    pub cleaned: usize,
+}
+
+/// What this host has loaded of a package.
+#[derive(Clone)]
+struct Loaded {
+    sha256: String,
+    component: String,
+    plugins: Vec<String>,
+}
+
+/// Installs, upgrades, rolls back and uninstalls packages on one engine. Cheap to clone.
+#[derive(Clone)]
+pub struct Installer {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    engine: Engine,
+    host: WasmHost,
+    config: InstallerConfig,
+    log: Mutex<Option<ActivityLog>>,
+    /// One operation at a time in this process (other processes are kept out by the
+    /// rows' revisions).
+    op: Mutex<BTreeMap<String, Loaded>>,
+    /// Packages that failed to load here, by sha256 (not retried until they change).
+    failed: Mutex<BTreeMap<String, (String, String)>>,
+}
+
+/// The key plugin records carry in `extra` to name the package that owns them.
+const OWNER: &str = "package";
+
+/// The package owning a record, if a package does.
+pub fn owner(record: &PluginRecord) -> Option<&str> {
+    record
+        .extra
+        .iter()
+        .find_map(|m| m.get(OWNER).and_then(Value::as_str))
+}
+
+impl Installer {
+    /// An installer for `engine`, storing in `store`, running components on `host`.
+    pub fn new(store: Store, engine: Engine, host: WasmHost, config: InstallerConfig) -> Self {
+        Installer {
+            inner: Arc::new(Inner {
+                store,
+                engine,
+                host,
+                config,
+                log: Mutex::new(None),
+                op: Mutex::new(BTreeMap::new()),
+                failed: Mutex::new(BTreeMap::new()),
+            }),
+        }
+    }
+
+    /// Records what the installer does in this activity log.
+    pub fn with_activity_log(self, log: ActivityLog) -> Self {
+        if let Ok(mut l) = self.inner.log.lock() {
+            *l = Some(log);
+        }
+        self
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &InstallerConfig {
+        &self.inner.config
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Loaded>> {
+        // A panic while holding it left the map as it was before that operation's write.
+        self.inner
+            .op
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn record(&self, action: &str, status: &str, subject: &str, extra: Value) {
+        if let Ok(log) = self.inner.log.lock() {
+            if let Some(log) = log.as_ref() {
+                log.record(NewActivity {
+                    kind: "package".into(),
+                    action: action.into(),
+                    priority: if status == "error" { "high" } else { "none" }.into(),
+                    status: status.into(),
+                    subject: Some(subject.into()),
+                    section_id: None,
+                    extra,
+                });
+            }
+        }
+    }
+
+    fn verify_options(&self, pin: Option<String>) -> VerifyOptions {
+        let mut opts = self.inner.config.policy.verify_options();
+        opts.sha256 = pin;
+        opts.trusted_keys = self.inner.config.trusted_keys.clone();
+        opts
+    }
+
+    /// Installs (or upgrades to) the package at `source`: a file path, or an `http(s)://`
+    /// URL downloaded under the configured policy with `progress(received, total)`.
+    pub fn install(
+        &self,
+        source: &str,
+        opts: &InstallOptions,
+        progress: &mut dyn FnMut(u64, Option<u64>),
+    ) -> Result<Installed, InstallError> {
+        let remote = source.contains("://");
+        let bytes = if remote {
+            fetch(
+                source,
+                &self.inner.config.fetch,
+                opts.sha256.as_deref(),
+                progress,
+            )?
+        } else {
+            let limit = self.inner.config.policy.archive.max_compressed;
+            let len = std::fs::metadata(source)
+                .map_err(InstallError::io(format!("reading {source}")))?
+                .len();
+            if len > limit {
+                return Err(plugboard_package::PackageError::CompressedTooLarge {
+                    size: len,
+                    limit,
+                }
+                .into());
+            }
+            std::fs::read(source).map_err(InstallError::io(format!("reading {source}")))?
+        };
+        let kind = if remote { "url" } else { "path" };
+        self.install_bytes(bytes, kind, source, opts)
+    }
+
+    /// Installs (or upgrades to) a package given as bytes (an upload); `source_kind` is
+    /// `path`, `url`, `upload` or `registry`.
+    pub fn install_bytes(
+        &self,
+        bytes: Vec<u8>,
+        source_kind: &str,
+        source: &str,
+        opts: &InstallOptions,
+    ) -> Result<Installed, InstallError> {
+        let verified = verify(&bytes, &self.verify_options(opts.sha256.clone()))?;
+        let name = verified.manifest.package.name.clone();
+        let mut loaded = self.lock();
+        let existing = self.inner.store.package(&name)?;
+        let action = match &existing {
+            None => "install",
+            Some(row) => {
+                let installed = Version::parse(&row.version).map_err(|e| damaged(row, e))?;
+                let offered = &verified.manifest.package.version;
+                if *offered > installed {
+                    "upgrade"
+                } else if opts.force {
+                    "reinstall"
+                } else {
+                    return Err(InstallError::NotNewer {
+                        package: name,
+                        installed: row.version.clone(),
+                        offered: offered.to_string(),
+                    });
+                }
+            }
+        };
+        let result = self.apply(
+            &mut loaded,
+            verified,
+            bytes,
+            source_kind,
+            source,
+            action,
+            existing,
+        );
+        self.report(action, &name, &result);
+        result
+    }
+
+    fn report(&self, action: &str, name: &str, result: &Result<Installed, InstallError>) {
+        match result {
+            Ok(done) => self.record(
+                action,
+                "info",
+                name,
+                json!({ "version": done.version, "replaced": done.replaced, "sha256": done.sha256, "plugins": done.plugins }),
+            ),
+            Err(e) => self.record(action, "error", name, json!({ "error": e.to_string() })),
+        }
+    }
+
+    /// Puts the previous version back (and keeps the current one as the new previous).
+    pub fn rollback(&self, name: &str) -> Result<Installed, InstallError> {
+        let mut loaded = self.lock();
+        let row = self
+            .inner
+            .store
+            .package(name)?
+            .ok_or_else(|| InstallError::NotInstalled(name.to_owned()))?;
+        let (Some(_), Some(prev_sha)) = (&row.previous_version, &row.previous_sha256) else {
+            return Err(InstallError::NoPrevious(name.to_owned()));
+        };
+        let bytes = self.archive(name, prev_sha)?;
+        let verified = verify(&bytes, &self.verify_options(Some(prev_sha.clone())))?;
+        let result = self.apply(
+            &mut loaded,
+            verified,
+            bytes,
+            &row.source_kind.clone(),
+            &row.source.clone(),
+            "rollback",
+            Some(row),
+        );
+        self.report("rollback", name, &result);
+        result
+    }
+
+    /// The package file with this sha256: from the local copy, else from the database.
+    fn archive(&self, name: &str, sha256: &str) -> Result<Vec<u8>, InstallError> {
+        if let Ok(entries) = std::fs::read_dir(self.package_dir(name)) {
+            for e in entries.flatten() {
+                if e.file_name()
+                    .to_string_lossy()
+                    .ends_with(&format!("-{}.pbpkg", &sha256[..16.min(sha256.len())]))
+                {
+                    if let Ok(bytes) = std::fs::read(e.path()) {
+                        if sha256_hex(&bytes) == sha256 {
+                            return Ok(bytes);
+                        }
+                    }
+                }
+            }
+        }
+        self.inner
+            .store
+            .package_archive(sha256)?
+            .ok_or_else(|| InstallError::Damaged {
+                package: name.to_owned(),
+                why: format!("its package file {sha256} is neither on disk nor in the database"),
+            })
+    }
+
+    /// Every check, then the switch. `existing` is the row being replaced.
+    #[allow(clippy::too_many_arguments)]
+    fn apply(
+        &self,
+        loaded: &mut BTreeMap<String, Loaded>,
+        verified: VerifiedPackage,
+        bytes: Vec<u8>,
+        source_kind: &str,
+        source: &str,
+        action: &'static str,
+        existing: Option<PackageRow>,
+    ) -> Result<Installed, InstallError> {
+        let engine = &self.inner.engine;
+        let m = &verified.manifest;
+        let name = m.package.name.clone();
+        let version = m.package.version.to_string();
+        m.check_against(&self.inner.config.policy)?;
+        for hook in &m.hooks {
+            if engine.event(&hook.event).is_none() {
+                return Err(InstallError::UnknownEvent {
+                    package: name,
+                    event: hook.event.clone(),
+                });
+            }
+            if let Some(info) = engine.plugin(&hook.plugin) {
+                match owner(&info.record) {
+                    Some(o) if o == name => {}
+                    Some(o) => {
+                        return Err(InstallError::NameTaken {
+                            package: name,
+                            plugin: hook.plugin.clone(),
+                            owner: format!("package `{o}`"),
+                        });
+                    }
+                    None => {
+                        return Err(InstallError::NameTaken {
+                            package: name,
+                            plugin: hook.plugin.clone(),
+                            owner: "the host".into(),
+                        });
+                    }
+                }
+            }
+        }
+        let rows = self.inner.store.packages()?;
+        let dep_plugins = self.check_dependencies(m, &rows)?;
+        let plugin = self.load_component(&verified)?;
+        // The new code must start and be healthy before anything switches.
+        for hook in &m.hooks {
+            let record = preview(m, hook, &dep_plugins);
+            if let Err(why) = plugin.lifecycle(Op::Register, &record) {
+                return Err(self.unhealthy(&name, &version, why.0, &existing));
+            }
+        }
+        if let Err(why) = plugin.health_check() {
+            return Err(self.unhealthy(&name, &version, why.0, &existing));
+        }
+        // Plugins holding state may prepare for the switch.
+        let status = if existing.is_some() {
+            "force_update"
+        } else {
+            "add"
+        };
+        if let Err(e) = engine.call_json(
+            "on_change_dependency",
+            json!({ "app": name, "status": status }),
+            &Default::default(),
+        ) {
+            tracing::warn!(package = %name, error = %e, "on_change_dependency failed; installing anyway");
+        }
+        let file = self.place(&name, &version, &verified.sha256, &bytes)?;
+        let now = OffsetDateTime::now_utc();
+        let (previous_version, previous_sha256) = match (&existing, action) {
+            (Some(row), "reinstall") => (row.previous_version.clone(), row.previous_sha256.clone()),
+            (Some(row), _) => (Some(row.version.clone()), Some(row.sha256.clone())),
+            (None, _) => (None, None),
+        };
+        let row = PackageRow {
+            name: name.clone(),
+            version: version.clone(),
+            source_kind: source_kind.to_owned(),
+            source: source.to_owned(),
+            sha256: verified.sha256.clone(),
+            dependencies: m
+                .dependencies
+                .iter()
+                .map(|(k, v)| (k.clone(), v.to_string()))
+                .collect(),
+            manifest: verified.manifest_text.clone(),
+            previous_version,
+            previous_sha256,
+            revision: existing.as_ref().map_or(1, |r| r.revision + 1),
+            load_error: None,
+            installed_at: existing.as_ref().map_or(now, |r| r.installed_at),
+            updated_at: now,
+        };
+        let expected = existing.as_ref().map_or(0, |r| r.revision);
+        if let Err(e) = self.inner.store.put_package(&row, Some(bytes), expected) {
+            // Not committed: the file just placed is not referenced by any row.
+            if existing.as_ref().is_none_or(|r| r.sha256 != row.sha256) {
+                let _ = std::fs::remove_file(&file);
+            }
+            return Err(e.into());
+        }
+        // Committed: from here the new version is the installed one; register its code.
+        let old = loaded.get(&name).cloned();
+        let plugins = match self.register(m, &plugin, &dep_plugins, old.as_ref()) {
+            Ok(p) => p,
+            Err(e) => {
+                // The code refused on registration after all: put the old row back.
+                let restored = match &existing {
+                    Some(prev) => {
+                        let mut back = prev.clone();
+                        back.revision = row.revision + 1;
+                        self.inner
+                            .store
+                            .put_package(&back, None, row.revision)
+                            .is_ok()
+                            && self.load_row(loaded, &back, &rows).is_ok()
+                    }
+                    None => {
+                        let _ = self.inner.store.remove_package(&name, row.revision);
+                        for p in m.plugin_names() {
+                            let _ = engine.unregister(p);
+                        }
+                        false
+                    }
+                };
+                return Err(InstallError::Unhealthy {
+                    package: name,
+                    version,
+                    why: e.to_string(),
+                    restored,
+                });
+            }
+        };
+        if let Some(old) = &old {
+            if old.component != plugin.sha256() {
+                // The old version's compiled code stays cached only while it is the
+                // previous version (for a quick rollback).
+                if row.previous_sha256.as_deref() != Some(old.sha256.as_str()) {
+                    self.inner.host.evict(&old.component);
+                }
+            }
+        }
+        loaded.insert(
+            name.clone(),
+            Loaded {
+                sha256: row.sha256.clone(),
+                component: plugin.sha256().to_owned(),
+                plugins: plugins.clone(),
+            },
+        );
+        if let Ok(mut f) = self.inner.failed.lock() {
+            f.remove(&name);
+        }
+        self.clean_package_dir(&row);
+        Ok(Installed {
+            name,
+            version,
+            replaced: existing.map(|r| r.version),
+            sha256: row.sha256,
+            plugins,
+            action,
+            signer: verified.signer,
+        })
+    }
+
+    fn unhealthy(
+        &self,
+        name: &str,
+        version: &str,
+        why: String,
+        existing: &Option<PackageRow>,
+    ) -> InstallError {
+        InstallError::Unhealthy {
+            package: name.to_owned(),
+            version: version.to_owned(),
+            why,
+            restored: existing.is_some(),
+        }
+    }
+
+    /// Checks the package dependencies; returns the plugin names of the packages it depends
+    /// on (its plugins hard-depend on them, so that they are held while one is missing).
+    fn check_dependencies(
+        &self,
+        m: &Manifest,
+        rows: &[PackageRow],
+    ) -> Result<Vec<String>, InstallError> {
+        let mut unmet = Vec::new();
+        let mut plugins = Vec::new();
+        for (dep, req) in &m.dependencies {
+            match rows.iter().find(|r| &r.name == dep) {
+                None => unmet.push(format!("{dep} {req} (not installed)")),
+                Some(row) => match Version::parse(&row.version) {
+                    Ok(v) if req.matches(&v) => {
+                        let dm = Manifest::parse(&row.manifest).map_err(|e| damaged(row, e))?;
+                        plugins.extend(dm.plugin_names().map(str::to_owned));
+                    }
+                    _ => unmet.push(format!("{dep} {req} ({} installed)", row.version)),
+                },
+            }
+        }
+        if unmet.is_empty() {
+            Ok(plugins)
+        } else {
+            Err(InstallError::Dependencies {
+                package: m.package.name.clone(),
+                unmet,
+            })
+        }
+    }
+
+    fn load_component(&self, v: &VerifiedPackage) -> Result<Arc<WasmPlugin>, InstallError> {
+        let m = &v.manifest;
+        let mut limits = Limits::default();
+        if let Some(mib) = m.limits.memory_mib {
+            limits.memory = usize::try_from(mib << 20).unwrap_or(usize::MAX);
+        }
+        if let Some(ms) = m.limits.deadline_ms {
+            limits.deadline = Duration::from_millis(ms);
+        }
+        limits.fuel = m.limits.fuel;
+        if let Some(kib) = m.limits.max_reply_kib {
+            limits.max_reply = usize::try_from(kib << 10).unwrap_or(usize::MAX);
+        }
+        self.inner
+            .host
+            .load(&m.package.name, &v.component, limits)
+            .map(Arc::new)
+            .map_err(|source| InstallError::Component {
+                package: m.package.name.clone(),
+                source,
+            })
+    }
+
+    /// Registers every hook's plugin on the engine (a re-registration swaps the code),
+    /// starts new ones, and unregisters the old version's plugins the new one dropped.
+    fn register(
+        &self,
+        m: &Manifest,
+        plugin: &Arc<WasmPlugin>,
+        dep_plugins: &[String],
+        old: Option<&Loaded>,
+    ) -> Result<Vec<String>, EngineError> {
+        let engine = &self.inner.engine;
+        let mut names = Vec::new();
+        for hook in &m.hooks {
+            let fresh = engine.plugin(&hook.plugin).is_none();
+            engine.register_code(
+                &hook.event,
+                registration(m, hook, dep_plugins),
+                plugin.clone().code(),
+            )?;
+            if fresh {
+                match engine.start(hook.plugin.as_str()) {
+                    Ok(_) | Err(EngineError::Stopped(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            names.push(hook.plugin.clone());
+        }
+        if let Some(old) = old {
+            for gone in old.plugins.iter().filter(|p| !names.contains(p)) {
+                match engine.unregister(gone.as_str()) {
+                    Ok(_) | Err(EngineError::UnknownPlugin(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(names)
+    }
+
+    fn package_dir(&self, name: &str) -> PathBuf {
+        self.inner.config.dir.join(name)
+    }
+
+    fn file_name(version: &str, sha256: &str) -> String {
+        format!("{version}-{}.pbpkg", &sha256[..16.min(sha256.len())])
+    }
+
+    /// Writes the package file into place: staged, synced, renamed (atomic).
+    fn place(
+        &self,
+        name: &str,
+        version: &str,
+        sha256: &str,
+        bytes: &[u8],
+    ) -> Result<PathBuf, InstallError> {
+        use std::io::Write;
+        let dir = self.package_dir(name);
+        let staging = self.inner.config.dir.join(".staging");
+        std::fs::create_dir_all(&dir)
+            .map_err(InstallError::io(format!("creating {}", dir.display())))?;
+        std::fs::create_dir_all(&staging)
+            .map_err(InstallError::io(format!("creating {}", staging.display())))?;
+        let target = dir.join(Self::file_name(version, sha256));
+        if target.exists() && std::fs::read(&target).is_ok_and(|b| sha256_hex(&b) == sha256) {
+            return Ok(target);
+        }
+        let tmp = staging.join(format!("{name}-{}-{}", std::process::id(), unique()));
+        let write = || -> std::io::Result<()> {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)?;
+            f.write_all(bytes)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &target)?;
+            // The rename itself must survive a crash.
+            std::fs::File::open(&dir)?.sync_all()
+        };
+        write().map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            InstallError::Io {
+                what: format!("writing {}", target.display()),
+                source: e,
+            }
+        })?;
+        Ok(target)
+    }
+
+    /// Deletes the package's files other than its current and previous versions.
+    fn clean_package_dir(&self, row: &PackageRow) -> usize {
+        let keep: BTreeSet<String> = [
+            Some(Self::file_name(&row.version, &row.sha256)),
+            row.previous_version
+                .as_ref()
+                .zip(row.previous_sha256.as_ref())
+                .map(|(v, s)| Self::file_name(v, s)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let Ok(entries) = std::fs::read_dir(self.package_dir(&row.name)) else {
+            return 0;
+        };
+        entries
+            .flatten()
+            .filter(|e| !keep.contains(&*e.file_name().to_string_lossy()))
+            .filter(|e| std::fs::remove_file(e.path()).is_ok())
+            .count()
+    }
+
+    /// Loads an installed package's stored version and registers its hooks (boot, other
+    /// hosts' changes, restoring after a failed switch).
+    fn load_row(
+        &self,
+        loaded: &mut BTreeMap<String, Loaded>,
+        row: &PackageRow,
+        rows: &[PackageRow],
+    ) -> Result<(), InstallError> {
+        let file = self
+            .package_dir(&row.name)
+            .join(Self::file_name(&row.version, &row.sha256));
+        let bytes = match std::fs::read(&file) {
+            Ok(b) if sha256_hex(&b) == row.sha256 => b,
+            _ => {
+                // Not here yet (installed through another host) or damaged: the verified
+                // bytes are in the database; keep a local copy for the next boot.
+                let b = self
+                    .inner
+                    .store
+                    .package_archive(&row.sha256)?
+                    .ok_or_else(|| InstallError::Damaged {
+                        package: row.name.clone(),
+                        why: format!("package file {} is missing from the database", row.sha256),
+                    })?;
+                self.place(&row.name, &row.version, &row.sha256, &b)?;
+                b
+            }
+        };
+        // The same verification as the installing host's.
+        let verified = verify(&bytes, &self.verify_options(Some(row.sha256.clone())))?;
+        verified.manifest.check_against(&self.inner.config.policy)?;
+        let dep_plugins = self.check_dependencies(&verified.manifest, rows)?;
+        let plugin = self.load_component(&verified)?;
+        let old = loaded.get(&row.name).cloned();
+        let plugins = self.register(&verified.manifest, &plugin, &dep_plugins, old.as_ref())?;
+        loaded.insert(
+            row.name.clone(),
+            Loaded {
+                sha256: row.sha256.clone(),
+                component: plugin.sha256().to_owned(),
+                plugins,
+            },
+        );
+        if row.load_error.is_some() {
+            let _ = self.inner.store.set_package_error(&row.name, None);
+        }
+        Ok(())
+    }
+
+    /// At start: cleans up after any interrupted operation, then loads every installed
+    /// package and registers its hooks. Call after the host registered its own plugins and
+    /// before `Engine::finish_boot`.
+    pub fn boot(&self) -> Result<BootReport, InstallError> {
+        let mut loaded = self.lock();
+        let mut report = BootReport::default();
+        let staging = self.inner.config.dir.join(".staging");
+        if let Ok(entries) = std::fs::read_dir(&staging) {
+            report.cleaned += entries
+                .flatten()
+                .filter(|e| std::fs::remove_file(e.path()).is_ok())
+                .count();
+        }
+        let rows = self.inner.store.packages()?;
+        // Directories of packages no row knows: an install that never committed, or an
+        // uninstall that committed before its files went.
+        if let Ok(entries) = std::fs::read_dir(&self.inner.config.dir) {
+            for e in entries.flatten() {
+                let n = e.file_name().to_string_lossy().into_owned();
+                if n != ".staging"
+                    && !rows.iter().any(|r| r.name == n)
+                    && std::fs::remove_dir_all(e.path()).is_ok()
+                {
+                    report.cleaned += 1;
+                }
+            }
+        }
+        for row in &rows {
+            report.cleaned += self.clean_package_dir(row);
+        }
+        // Records owned by packages that are not installed.
+        for info in self.inner.engine.plugins() {
+            if let Some(o) = owner(&info.record) {
+                if !rows.iter().any(|r| r.name == o) {
+                    match self.inner.engine.unregister(info.record.name.as_str()) {
+                        Ok(_) => report.orphans.push(info.record.name.clone()),
+                        Err(e) => {
+                            tracing::warn!(plugin = %info.record.name, error = %e, "could not remove an orphan record")
+                        }
+                    }
+                }
+            }
+        }
+        self.load_rows(&mut loaded, &rows, &mut report);
+        Ok(report)
+    }
+
+    /// Loads rows in dependency order (a package's dependencies first), isolating failures.
+    fn load_rows(
+        &self,
+        loaded: &mut BTreeMap<String, Loaded>,
+        rows: &[PackageRow],
+        report: &mut BootReport,
+    ) {
+        let mut pending: Vec<&PackageRow> = rows
+            .iter()
+            .filter(|r| loaded.get(&r.name).is_none_or(|l| l.sha256 != r.sha256))
+            .collect();
+        while !pending.is_empty() {
+            // Dependencies first; a cycle or a missing dependency fails below with why.
+            let ready = pending
+                .iter()
+                .position(|r| {
+                    r.dependencies
+                        .keys()
+                        .all(|d| !pending.iter().any(|p| &p.name == d))
+                })
+                .unwrap_or(0);
+            let row = pending.remove(ready);
+            let already_failed = self
+                .inner
+                .failed
+                .lock()
+                .ok()
+                .and_then(|f| f.get(&row.name).cloned())
+                .is_some_and(|(sha, _)| sha == row.sha256);
+            if already_failed {
+                continue;
+            }
+            match self.load_row(loaded, row, rows) {
+                Ok(()) => {
+                    report.loaded.push((row.name.clone(), row.version.clone()));
+                    self.record("load", "info", &row.name, json!({ "version": row.version }));
+                }
+                Err(e) => {
+                    let why = e.to_string();
+                    tracing::warn!(package = %row.name, error = %why, "package failed to load; isolated");
+                    if let Ok(mut f) = self.inner.failed.lock() {
+                        f.insert(row.name.clone(), (row.sha256.clone(), why.clone()));
+                    }
+                    let _ = self.inner.store.set_package_error(&row.name, Some(&why));
+                    self.record(
+                        "load",
+                        "error",
+                        &row.name,
+                        json!({ "version": row.version, "error": why }),
+                    );
+                    report.failed.push((row.name.clone(), why));
+                }
+            }
+        }
+    }
+
+    /// Applies what other hosts sharing the database installed, upgraded, rolled back or
+    /// uninstalled since this one last looked.
+    pub fn sync(&self) -> Result<BootReport, InstallError> {
+        let mut loaded = self.lock();
+        let mut report = BootReport::default();
+        let rows = self.inner.store.packages()?;
+        let gone: Vec<String> = loaded
+            .keys()
+            .filter(|n| !rows.iter().any(|r| &r.name == *n))
+            .cloned()
+            .collect();
+        for name in gone {
+            if let Some(l) = loaded.remove(&name) {
+                for p in &l.plugins {
+                    // The uninstalling host removed the records; ours may not have
+                    // followed yet.
+                    match self.inner.engine.unregister(p.as_str()) {
+                        Ok(_) | Err(EngineError::UnknownPlugin(_)) => {}
+                        Err(e) => tracing::warn!(plugin = %p, error = %e, "could not unregister"),
+                    }
+                }
+                self.inner.host.evict(&l.component);
+                let _ = std::fs::remove_dir_all(self.package_dir(&name));
+                report.removed.push(name);
+            }
+        }
+        self.load_rows(&mut loaded, &rows, &mut report);
+        Ok(report)
+    }
+
+    /// Follows other hosts: checks the store every `interval` and applies their package
+    /// changes with [`Installer::sync`]. Stops when the returned handle is dropped.
+    pub fn follow(&self, interval: Duration) -> Follow {
+        let stop = Arc::new(AtomicBool::new(false));
+        let me = self.clone();
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("plugboard-installer-follow".into())
+            .spawn(move || {
+                let mut seen = None;
+                while !flag.load(Ordering::Relaxed) {
+                    let generation = me.inner.store.generation().ok();
+                    if generation.is_some() && generation != seen {
+                        match me.sync() {
+                            Ok(r) if r != BootReport::default() => {
+                                tracing::info!(?r, "applied other hosts' package changes");
+                                seen = generation;
+                            }
+                            Ok(_) => seen = generation,
+                            // Retried at the next tick (e.g. a record conflict while this
+                            // host's watcher catches up).
+                            Err(e) => tracing::warn!(error = %e, "package sync failed; retrying"),
+                        }
+                    }
+                    std::thread::sleep(interval);
+                }
+            })
+            .ok();
+        Follow { stop, thread }
+    }
+
+    /// Uninstalls a package: removes its row, its plugin records, its files and its
+    /// compiled code. Refused while other packages depend on it, unless `cascade` (their
+    /// plugins, which hard-depend on its plugins, are then held, never removed).
+    pub fn uninstall(&self, name: &str, cascade: bool) -> Result<Vec<String>, InstallError> {
+        let mut loaded = self.lock();
+        let result = self.uninstall_locked(&mut loaded, name, cascade);
+        match &result {
+            Ok(held) => self.record("uninstall", "info", name, json!({ "held": held })),
+            Err(e) => self.record(
+                "uninstall",
+                "error",
+                name,
+                json!({ "error": e.to_string() }),
+            ),
+        }
+        result
+    }
+
+    fn uninstall_locked(
+        &self,
+        loaded: &mut BTreeMap<String, Loaded>,
+        name: &str,
+        cascade: bool,
+    ) -> Result<Vec<String>, InstallError> {
+        let row = self
+            .inner
+            .store
+            .package(name)?
+            .ok_or_else(|| InstallError::NotInstalled(name.to_owned()))?;
+        let dependents: Vec<String> = self
+            .inner
+            .store
+            .packages()?
+            .into_iter()
+            .filter(|r| r.dependencies.contains_key(name))
+            .map(|r| r.name)
+            .collect();
+        if !dependents.is_empty() && !cascade {
+            return Err(InstallError::HasDependents {
+                package: name.to_owned(),
+                dependents,
+            });
+        }
+        if !self.inner.store.remove_package(name, row.revision)? {
+            return Err(plugboard_store::StoreError::PackageConflict {
+                package: name.to_owned(),
+            }
+            .into());
+        }
+        // Removed: from here boot would finish the job if this process died.
+        let owned: Vec<String> = self
+            .inner
+            .engine
+            .plugins()
+            .into_iter()
+            .filter(|p| owner(&p.record) == Some(name))
+            .map(|p| p.record.name)
+            .collect();
+        for p in &owned {
+            match self.inner.engine.unregister(p.as_str()) {
+                Ok(_) | Err(EngineError::UnknownPlugin(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if let Some(l) = loaded.remove(name) {
+            self.inner.host.evict(&l.component);
+        }
+        let _ = std::fs::remove_dir_all(self.package_dir(name));
+        let held: Vec<String> = self
+            .inner
+            .engine
+            .plugins()
+            .into_iter()
+            .filter(|p| p.record.status == Status::Held)
+            .filter(|p| owner(&p.record).is_some_and(|o| dependents.iter().any(|d| d == o)))
+            .map(|p| p.record.name)
+            .collect();
+        Ok(held)
+    }
+
+    /// The installed packages, with this host's view of them.
+    pub fn packages(&self) -> Result<Vec<PackageStatus>, InstallError> {
+        let loaded = self.lock().clone();
+        let failed = self
+            .inner
+            .failed
+            .lock()
+            .map(|f| f.clone())
+            .unwrap_or_default();
+        self.inner
+            .store
+            .packages()?
+            .into_iter()
+            .map(|row| {
+                let m = Manifest::parse(&row.manifest).ok();
+                let here = loaded.get(&row.name).filter(|l| l.sha256 == row.sha256);
+                Ok(PackageStatus {
+                    description: m
+                        .as_ref()
+                        .map(|m| m.package.description.clone())
+                        .unwrap_or_default(),
+                    plugins: m
+                        .as_ref()
+                        .map(|m| m.plugin_names().map(str::to_owned).collect())
+                        .unwrap_or_default(),
+                    loaded: here.is_some(),
+                    error: failed
+                        .get(&row.name)
+                        .filter(|(sha, _)| *sha == row.sha256)
+                        .map(|(_, why)| why.clone())
+                        .or(row.load_error.clone()),
+                    name: row.name,
+                    version: row.version,
+                    previous: row.previous_version,
+                    sha256: row.sha256,
+                    source: row.source,
+                    dependencies: row.dependencies,
+                    updated_at: row.updated_at,
+                })
+            })
+            .collect()
+    }
+
+    /// Newer versions in the package index (`index`, or the configured one).
+    pub fn outdated(&self, index: Option<&str>) -> Result<Vec<Outdated>, InstallError> {
+        let source = index
+            .map(str::to_owned)
+            .or_else(|| self.inner.config.index.clone())
+            .ok_or_else(|| InstallError::Index {
+                source_name: "(none)".into(),
+                why: "no package index is configured (the `index` key of the `installer` setting)"
+                    .into(),
+            })?;
+        let index = Index::read(&source, &self.inner.config.fetch)?;
+        let rows = self.inner.store.packages()?;
+        Ok(index.outdated(&rows))
+    }
+}
+
+/// The handle of [`Installer::follow`]; dropping it stops following.
+pub struct Follow {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Follow {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn damaged(row: &PackageRow, e: impl std::fmt::Display) -> InstallError {
+    InstallError::Damaged {
+        package: row.name.clone(),
+        why: e.to_string(),
+    }
+}
+
+/// A per-process counter for staging file names.
+fn unique() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// How a hook is registered: its own dependencies plus (hard) the plugins of the packages
+/// the package depends on, and the owner mark.
+fn registration(
+    m: &Manifest,
+    hook: &plugboard_package::Hook,
+    dep_plugins: &[String],
+) -> Registration {
+    let mut reg = Registration::new(hook.plugin.clone());
+    reg.priority = hook.priority;
+    reg.depend_type = hook.depend_type;
+    reg.depends = hook.depends.clone();
+    if !dep_plugins.is_empty() {
+        reg.depend_type = DependType::Hard;
+        for p in dep_plugins {
+            if !reg.depends.contains(p) {
+                reg.depends.push(p.clone());
+            }
+        }
+    }
+    let mut mark = serde_json::Map::new();
+    mark.insert(OWNER.into(), json!(m.package.name));
+    mark.insert("version".into(), json!(m.package.version.to_string()));
+    reg.extra = vec![mark];
+    reg
+}
+
+/// The record a hook will have, for running `initial` before the switch.
+fn preview(m: &Manifest, hook: &plugboard_package::Hook, dep_plugins: &[String]) -> PluginRecord {
+    let reg = registration(m, hook, dep_plugins);
+    let now = OffsetDateTime::now_utc();
+    PluginRecord {
+        name: reg.name,
+        event: hook.event.clone(),
+        priority: reg.priority,
+        status: Status::Registered,
+        depend_type: reg.depend_type,
+        depends: reg.depends,
+        extra: reg.extra,
+        inserted_at: now,
+        updated_at: now,
+    }
+}
+
+/// Where a data directory keeps packages: `<home>/packages`.
+pub fn packages_dir(home: &Path) -> PathBuf {
+    home.join("packages")
+}
