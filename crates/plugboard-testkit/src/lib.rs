@@ -217,6 +217,60 @@ pub fn build_plugins(root: &Path) -> Result<PathBuf, String> {
     Ok(root.join("target/plugins/wasm32-wasip2/release"))
 }
 
+/// Builds one guest plugin (`plugin-audit`, …) with a named cargo profile of the plugins
+/// workspace (e.g. `unoptimized`); returns the component's path.
+pub fn build_plugin_profile(root: &Path, package: &str, profile: &str) -> Result<PathBuf, String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "--target",
+            "wasm32-wasip2",
+            "--profile",
+            profile,
+            "-p",
+            package,
+            "--manifest-path",
+        ])
+        .arg(root.join("plugins/Cargo.toml"))
+        .arg("--target-dir")
+        .arg(root.join("target/plugins"))
+        .status()
+        .map_err(|e| format!("running cargo: {e}"))?;
+    if !status.success() {
+        return Err(format!("building {package} with profile {profile} failed"));
+    }
+    Ok(root
+        .join("target/plugins/wasm32-wasip2")
+        .join(profile)
+        .join(format!("{}.wasm", package.replace('-', "_"))))
+}
+
+/// Appends a custom section (`name`, `payload`) to a WebAssembly component or module: a
+/// valid binary with other bytes (and so another hash), e.g. a bundled asset.
+pub fn with_custom_section(wasm: &[u8], name: &str, payload: &[u8]) -> Vec<u8> {
+    fn leb(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    let mut body = Vec::new();
+    leb(name.len(), &mut body);
+    body.extend_from_slice(name.as_bytes());
+    body.extend_from_slice(payload);
+    let mut out = wasm.to_vec();
+    out.push(0);
+    leb(body.len(), &mut out);
+    out.extend_from_slice(&body);
+    out
+}
+
 /// A backend to run a test against.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {

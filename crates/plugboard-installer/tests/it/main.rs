@@ -1,1 +1,150 @@
-//! Installer integration tests.
+//! Installer tests with real packages (built from `plugins/` and packed), a real store on
+//! both backends, real wasmtime.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod hosts;
+mod install;
+mod lifecycle;
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use plugboard_core::reference::{
+    Conn, Endpoint, ErrorPayload, Ip, ModifierUser, OnUserAfterSaveFailure, SaveStatus,
+};
+use plugboard_engine::Engine;
+use plugboard_installer::{InstallOptions, Installed, Installer, InstallerConfig};
+use plugboard_store::Store;
+use plugboard_wasm::{HostConfig, WasmHost};
+
+/// A built plugin component, by name (`audit`, `probe`, `unhealthy`, `future`, …).
+pub fn component(name: &str) -> Vec<u8> {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        plugboard_testkit::build_plugins(&root).unwrap_or_else(|e| panic!("{e}"))
+    });
+    std::fs::read(dir.join(format!("plugin_{name}.wasm"))).unwrap()
+}
+
+/// A manifest with one hook on `on_user_after_save_failure`, plus `more` TOML.
+pub fn manifest(name: &str, version: &str, more: &str) -> String {
+    format!(
+        r#"[package]
+name = "{name}"
+version = "{version}"
+description = "test package {name}"
+authors = ["Tests"]
+license = "MIT"
+contract = "0.2"
+
+[[hooks]]
+event = "on_user_after_save_failure"
+priority = 50
+{more}"#
+    )
+}
+
+/// Packs a package from a manifest and component bytes; returns the file.
+pub fn package(dir: &Path, manifest: &str, component: &[u8]) -> PathBuf {
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("plugboard.toml"), manifest).unwrap();
+    std::fs::write(src.path().join("plugin.wasm"), component).unwrap();
+    let (bytes, sha) = plugboard_package::pack(src.path(), None).unwrap();
+    let out = dir.join(format!("{}.pbpkg", &sha[..12]));
+    std::fs::write(&out, bytes).unwrap();
+    out
+}
+
+/// One host: a store, an engine over it, a wasm host and an installer with its own
+/// packages directory.
+pub struct HostEnv {
+    pub store: Store,
+    pub engine: Engine,
+    pub installer: Installer,
+    pub home: PathBuf,
+}
+
+impl HostEnv {
+    /// A host on `url` keeping its files under `home`, booted.
+    pub fn boot(url: &str, home: &Path) -> HostEnv {
+        Self::boot_with(url, home, |_| {})
+    }
+
+    pub fn boot_with(url: &str, home: &Path, tweak: impl FnOnce(&mut InstallerConfig)) -> HostEnv {
+        let store = Store::open(url).unwrap();
+        let engine = store.engine(Engine::builder()).unwrap();
+        let host = WasmHost::new(HostConfig {
+            cache_dir: Some(home.join("cache")),
+            ..HostConfig::default()
+        })
+        .unwrap();
+        let mut config = InstallerConfig::new(home.join("packages"));
+        tweak(&mut config);
+        let installer = Installer::new(store.clone(), engine.clone(), host, config);
+        installer.boot().unwrap();
+        engine.finish_boot().unwrap();
+        HostEnv {
+            store,
+            engine,
+            installer,
+            home: home.to_owned(),
+        }
+    }
+
+    pub fn install(&self, file: &Path) -> Result<Installed, plugboard_installer::InstallError> {
+        self.installer.install(
+            file.to_str().unwrap(),
+            &InstallOptions::default(),
+            &mut |_, _| {},
+        )
+    }
+
+    /// Files under the packages directory (staging included), for "nothing written" checks.
+    pub fn files(&self) -> Vec<String> {
+        fn walk(dir: &Path, base: &Path, out: &mut Vec<String>) {
+            if let Ok(entries) = std::fs::read_dir(dir) {
+                for e in entries.flatten() {
+                    let p = e.path();
+                    if p.is_dir() {
+                        walk(&p, base, out);
+                    } else {
+                        out.push(p.strip_prefix(base).unwrap().display().to_string());
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        let base = self.home.join("packages");
+        walk(&base, &base, &mut out);
+        out.sort();
+        out
+    }
+
+    /// Plugin record names.
+    pub fn records(&self) -> Vec<String> {
+        self.engine
+            .plugins()
+            .into_iter()
+            .map(|p| p.record.name)
+            .collect()
+    }
+
+    pub fn call(&self) -> OnUserAfterSaveFailure {
+        self.engine
+            .call::<OnUserAfterSaveFailure>(failure())
+            .unwrap()
+    }
+}
+
+pub fn failure() -> OnUserAfterSaveFailure {
+    OnUserAfterSaveFailure {
+        error: ErrorPayload::new("validation_failed", "email taken"),
+        ip: Ip::LOCALHOST,
+        endpoint: Endpoint::Html,
+        status: SaveStatus::Added,
+        conn: Conn::new("POST", "/users"),
+        modifier_user: ModifierUser::SelfUser,
+        extra: serde_json::Value::Null,
+    }
+}
