@@ -296,3 +296,119 @@ fn signed_packages_are_required_once_keys_are_trusted() {
         Some(plugboard_package::key_id(&key.verifying_key()))
     );
 }
+
+#[test]
+fn plugins_hear_on_change_dependency_before_the_switch() {
+    use plugboard_core::reference::{DependencyChange, OnChangeDependency};
+    use std::sync::{Arc, Mutex};
+    let tmp = tempfile::tempdir().unwrap();
+    let h = HostEnv::boot(
+        &fresh_url(plugboard_testkit::Backend::Sqlite, tmp.path()),
+        tmp.path(),
+    );
+    let heard: Arc<Mutex<Vec<(String, DependencyChange, bool)>>> = Arc::default();
+    let (log, engine) = (heard.clone(), h.engine.clone());
+    h.engine
+        .register::<OnChangeDependency, _>(
+            plugboard_core::Registration::new("listener"),
+            plugboard_core::from_fn(
+                move |s: OnChangeDependency, _: &plugboard_core::Context<'_>| {
+                    // Whether the package's version being replaced is still the one running.
+                    let running = engine
+                        .plugin("audit")
+                        .and_then(|p| {
+                            p.record.extra.iter().find_map(|m| {
+                                m.get("version").and_then(|v| v.as_str()).map(str::to_owned)
+                            })
+                        })
+                        .is_some_and(|v| v == "1.0.0");
+                    log.lock().unwrap().push((s.app.clone(), s.status, running));
+                    plugboard_core::Reply::Continue(s)
+                },
+            ),
+        )
+        .unwrap();
+    h.engine.start("listener").unwrap();
+    h.install(&package(
+        tmp.path(),
+        &manifest("audit", "1.0.0", ""),
+        &component("audit"),
+    ))
+    .unwrap();
+    h.install(&package(
+        tmp.path(),
+        &manifest("audit", "1.1.0", ""),
+        &component("audit"),
+    ))
+    .unwrap();
+    let heard = heard.lock().unwrap().clone();
+    assert_eq!(heard.len(), 2, "{heard:?}");
+    assert_eq!(
+        (heard[0].0.as_str(), heard[0].1),
+        ("audit", DependencyChange::Add)
+    );
+    // Called for the upgrade while 1.0.0 still ran.
+    assert_eq!(
+        (heard[1].0.as_str(), heard[1].1, heard[1].2),
+        ("audit", DependencyChange::ForceUpdate, true)
+    );
+}
+
+#[test]
+fn uninstall_evicts_compiled_code_and_outdated_reads_the_index() {
+    let tmp = tempfile::tempdir().unwrap();
+    let h = HostEnv::boot(
+        &fresh_url(plugboard_testkit::Backend::Sqlite, tmp.path()),
+        tmp.path(),
+    );
+    let done = h
+        .install(&package(
+            tmp.path(),
+            &manifest("audit", "1.0.0", ""),
+            &component("audit"),
+        ))
+        .unwrap();
+    let cached = || std::fs::read_dir(h.home.join("cache")).unwrap().count();
+    assert!(cached() > 0, "compiled at install time");
+
+    let index = tmp.path().join("index.json");
+    std::fs::write(
+        &index,
+        serde_json::json!({ "packages": {
+            "audit": [
+                { "version": "0.9.0", "sha256": "aa", "url": "https://example.org/a-0.9.0.pbpkg" },
+                { "version": "1.2.0", "sha256": "bb", "url": "https://example.org/a-1.2.0.pbpkg" },
+                { "version": "1.1.0", "sha256": "cc", "url": "https://example.org/a-1.1.0.pbpkg" }
+            ],
+            "unrelated": [ { "version": "9.0.0", "sha256": "dd", "url": "https://example.org/u.pbpkg" } ]
+        }})
+        .to_string(),
+    )
+    .unwrap();
+    let out = h.installer.outdated(Some(index.to_str().unwrap())).unwrap();
+    assert_eq!(out.len(), 1);
+    assert_eq!(
+        (out[0].name.as_str(), out[0].installed.as_str()),
+        ("audit", "1.0.0")
+    );
+    assert_eq!(out[0].latest.version.to_string(), "1.2.0");
+    assert_eq!(out[0].latest.sha256, "bb");
+    std::fs::write(
+        &index,
+        "{\"packages\": {\"audit\": [{\"version\": \"x\"}]}}",
+    )
+    .unwrap();
+    let e = h
+        .installer
+        .outdated(Some(index.to_str().unwrap()))
+        .unwrap_err();
+    assert!(matches!(e, InstallError::Index { .. }), "{e}");
+
+    h.installer.uninstall("audit", false).unwrap();
+    assert_eq!(
+        cached(),
+        0,
+        "the compiled artifact of {} is gone",
+        done.sha256
+    );
+}
