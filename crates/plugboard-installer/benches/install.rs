@@ -18,7 +18,7 @@ fn root() -> PathBuf {
 
 fn manifest(name: &str) -> String {
     format!(
-        "[package]\nname = \"{name}\"\nversion = \"1.0.0\"\ndescription = \"bench\"\nauthors = [\"bench\"]\nlicense = \"MIT\"\ncontract = \"0.2\"\n\n[[hooks]]\nevent = \"on_user_after_save_failure\"\npriority = 50\n"
+        "[package]\nname = \"{name}\"\nversion = \"1.0.0\"\ndescription = \"bench\"\nauthors = [\"bench\"]\nlicense = \"MIT\"\ncontract = \"0.2\"\n\n[capabilities]\nclock = true\n\n[[hooks]]\nevent = \"on_user_after_save_failure\"\npriority = 50\n"
     )
 }
 

@@ -26,6 +26,8 @@
 //! 2. verify the archive (paths, entry kinds, bomb limits), the manifest (strictly), the
 //!    sha256 pin, the signature (required when trusted keys are configured) and the
 //!    operator's policy (limits, capabilities, protected names, host and contract versions);
+//!    the plugin then runs under the limits it asked for and may call only the host
+//!    imports its `[capabilities]` name (another traps, naming the capability);
 //! 3. check the hooked events exist, the plugin names are free, and the package
 //!    dependencies are installed in matching versions; refuse a downgrade unless forced;
 //! 4. compile the component (into the artifact cache) and validate it against the contract;
@@ -604,6 +606,12 @@ impl Installer {
         if let Some(kib) = m.limits.max_reply_kib {
             limits.max_reply = usize::try_from(kib << 10).unwrap_or(usize::MAX);
         }
+        // Only the imports the manifest asks for (and the policy allowed).
+        limits.capabilities = plugboard_wasm::Capabilities {
+            log: m.capabilities.log,
+            settings: m.capabilities.settings,
+            clock: m.capabilities.clock,
+        };
         self.inner
             .host
             .load(&m.package.name, &v.component, limits)

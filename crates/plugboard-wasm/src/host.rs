@@ -86,6 +86,34 @@ pub(crate) struct HostState {
     pub(crate) limits: Limiter,
     pub(crate) plugin: Arc<str>,
     pub(crate) settings: Arc<std::sync::RwLock<Option<String>>>,
+    pub(crate) capabilities: Capabilities,
+}
+
+/// The host imports a plugin may call; calling one it was not granted traps, naming it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capabilities {
+    /// `log`.
+    pub log: bool,
+    /// `settings`.
+    pub settings: bool,
+    /// `now-ms`.
+    pub clock: bool,
+}
+
+impl Capabilities {
+    /// Every import.
+    pub const ALL: Capabilities = Capabilities {
+        log: true,
+        settings: true,
+        clock: true,
+    };
+}
+
+impl Default for Capabilities {
+    /// Every import (packages narrow this to what their manifest asks for).
+    fn default() -> Self {
+        Capabilities::ALL
+    }
 }
 
 impl HostState {
@@ -93,6 +121,7 @@ impl HostState {
         plugin: Arc<str>,
         memory: usize,
         settings: Arc<std::sync::RwLock<Option<String>>>,
+        capabilities: Capabilities,
     ) -> Self {
         // Nothing is granted: no preopened directories, no environment, no arguments,
         // no network, no inherited stdio.
@@ -110,7 +139,15 @@ impl HostState {
             },
             plugin,
             settings,
+            capabilities,
         }
+    }
+
+    fn denied(&self, import: &str, capability: &str) -> wasmtime::Error {
+        wasmtime::Error::msg(format!(
+            "`{}` called `{import}` without the `{capability}` capability (a package asks for it under [capabilities])",
+            self.plugin
+        ))
     }
 }
 
@@ -161,7 +198,10 @@ impl WasiView for HostState {
 }
 
 impl Host for HostState {
-    fn log(&mut self, level: Level, message: String) {
+    fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
+        if !self.capabilities.log {
+            return Err(self.denied("log", "log"));
+        }
         // A plugin may not flood the host's logs with one line.
         let mut message = message;
         if message.len() > 4096 {
@@ -179,17 +219,24 @@ impl Host for HostState {
             Level::Warn => tracing::warn!(target: "plugboard::wasm::guest", plugin, "{message}"),
             Level::Error => tracing::error!(target: "plugboard::wasm::guest", plugin, "{message}"),
         }
+        Ok(())
     }
 
-    fn settings(&mut self) -> Option<String> {
-        self.settings.read().ok().and_then(|s| s.clone())
+    fn settings(&mut self) -> wasmtime::Result<Option<String>> {
+        if !self.capabilities.settings {
+            return Err(self.denied("settings", "settings"));
+        }
+        Ok(self.settings.read().ok().and_then(|s| s.clone()))
     }
 
-    fn now_ms(&mut self) -> u64 {
-        SystemTime::now()
+    fn now_ms(&mut self) -> wasmtime::Result<u64> {
+        if !self.capabilities.clock {
+            return Err(self.denied("now-ms", "clock"));
+        }
+        Ok(SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-            .unwrap_or(0)
+            .unwrap_or(0))
     }
 }
 

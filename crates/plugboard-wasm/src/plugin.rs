@@ -14,7 +14,7 @@ use wasmtime::component::types::ComponentItem;
 use crate::CONTRACT_VERSION;
 use crate::bindings::{Plugin, PluginPre, Reply as WitReply, Wire as WitWire};
 use crate::cache::{self, Origin};
-use crate::host::{HostState, WasmError, WasmHost};
+use crate::host::{Capabilities, HostState, WasmError, WasmHost};
 
 /// The limits a plugin runs under. The defaults fit a plugin that handles a request's
 /// worth of data; the operator may loosen or tighten them per plugin.
@@ -30,6 +30,8 @@ pub struct Limits {
     pub max_reply: usize,
     /// Warm instances kept for reuse.
     pub warm: usize,
+    /// The host imports it may call.
+    pub capabilities: Capabilities,
 }
 
 impl Default for Limits {
@@ -40,6 +42,7 @@ impl Default for Limits {
             fuel: None,
             max_reply: 1 << 20,
             warm: 4,
+            capabilities: Capabilities::ALL,
         }
     }
 }
@@ -215,7 +218,12 @@ impl WasmPlugin {
     }
 
     fn instantiate(&self) -> Result<Warm, Failure> {
-        let state = HostState::new(self.name.clone(), self.limits.memory, self.settings.clone());
+        let state = HostState::new(
+            self.name.clone(),
+            self.limits.memory,
+            self.settings.clone(),
+            self.limits.capabilities,
+        );
         let mut store = Store::new(&self.host.inner.engine, state);
         store.limiter(|s| &mut s.limits);
         self.arm(&mut store)?;

@@ -412,3 +412,26 @@ fn uninstall_evicts_compiled_code_and_outdated_reads_the_index() {
         done.sha256
     );
 }
+
+#[test]
+fn a_plugin_may_call_only_the_imports_its_manifest_asks_for() {
+    let tmp = tempfile::tempdir().unwrap();
+    let h = HostEnv::boot(
+        &fresh_url(plugboard_testkit::Backend::Sqlite, tmp.path()),
+        tmp.path(),
+    );
+    // The audit plugin reads the clock; this manifest does not ask for it.
+    let no_clock = manifest("audit", "1.0.0", "").replace("[capabilities]\nclock = true\n", "");
+    assert!(!no_clock.contains("clock"));
+    h.install(&package(tmp.path(), &no_clock, &component("audit")))
+        .unwrap();
+    let e = h
+        .engine
+        .call::<plugboard_core::reference::OnUserAfterSaveFailure>(crate::failure())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("called `now-ms` without the `clock` capability"),
+        "{e}"
+    );
+}

@@ -38,6 +38,9 @@ authors = ["Tests"]
 license = "MIT"
 contract = "0.2"
 
+[capabilities]
+clock = true
+
 [[hooks]]
 event = "on_user_after_save_failure"
 priority = 50
