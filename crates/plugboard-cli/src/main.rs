@@ -3,9 +3,12 @@
 //! Every command that touches plugins works on a database (`--database URL`, or
 //! `$PLUGBOARD_DATABASE_URL`, or a SQLite file in `$PLUGBOARD_HOME`, default `./.plugboard/`),
 //! so that an operator can stop a plugin of a running host from a shell. `pack`, `inspect`
-//! and `keygen` work on plugin package files and touch no database.
+//! and `keygen` work on plugin package files and touch no database; `install`,
+//! `uninstall`, `rollback`, `packages` and `outdated` manage installed packages (kept in
+//! `$PLUGBOARD_HOME/packages`, compiled code cached in `$PLUGBOARD_HOME/cache`).
 
 mod demo;
+mod install;
 mod package;
 
 use std::io::Write;
@@ -89,8 +92,10 @@ enum Command {
         #[command(subcommand)]
         command: SettingsCommand,
     },
-    /// Run a host with the sample plugins that follows changes made by other processes
-    /// and prints its `on_content_prepare` chain whenever it changes. Stops on end of input.
+    /// Run a host with the sample plugins and the installed packages that follows changes
+    /// made by other processes (records and packages), prints its `on_content_prepare`
+    /// chain whenever it changes and a line whenever a package is loaded, fails or goes.
+    /// Stops on end of input.
     Watch,
     /// Build a plugin package (.pbpkg) from a directory holding plugboard.toml and
     /// plugin.wasm (and optionally README.md, settings.schema.json); print its sha256.
@@ -126,6 +131,50 @@ enum Command {
         /// Path prefix of the two files.
         #[arg(long, value_name = "PREFIX")]
         out: PathBuf,
+    },
+    /// Install or upgrade a plugin package (.pbpkg) from a path or an http(s) URL, under
+    /// the rules of the `installer` setting. Running hosts that follow the database
+    /// (`watch`) load it too.
+    Install {
+        /// The package file, or its URL.
+        #[arg(value_name = "PATH|URL")]
+        source: String,
+        /// The sha256 the package file must have (required for downloads from hosts that
+        /// are not trusted).
+        #[arg(long, value_name = "HEX")]
+        sha256: Option<String>,
+        /// Install even if the same or a newer version is installed.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Uninstall a package: its plugin records, files and compiled code go.
+    Uninstall {
+        /// The package.
+        name: String,
+        /// Uninstall even if other packages depend on it (their plugins are held).
+        #[arg(long)]
+        cascade: bool,
+    },
+    /// Put a package's previous version back (the current one becomes the previous).
+    Rollback {
+        /// The package.
+        name: String,
+    },
+    /// List the installed packages and whether they load.
+    Packages {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List installed packages that have a newer version in the package index.
+    Outdated {
+        /// The index (a JSON file's path or URL) [default: the `index` of the `installer`
+        /// setting].
+        #[arg(long, value_name = "PATH|URL")]
+        index: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -384,6 +433,24 @@ fn run(cli: Cli) -> Result<()> {
             trusted_keys,
         } => package::inspect(&mut out, &file, json, sha256, &trusted_keys)?,
         Command::Keygen { out: prefix } => package::keygen(&mut out, &prefix)?,
+        Command::Install {
+            source,
+            sha256,
+            force,
+        } => install::install(
+            cli.database,
+            &mut out,
+            &source,
+            &plugboard_installer::InstallOptions { sha256, force },
+        )?,
+        Command::Uninstall { name, cascade } => {
+            install::uninstall(cli.database, &mut out, &name, cascade)?
+        }
+        Command::Rollback { name } => install::rollback(cli.database, &mut out, &name)?,
+        Command::Packages { json } => install::packages(cli.database, &mut out, json)?,
+        Command::Outdated { index, json } => {
+            install::outdated(cli.database, &mut out, index.as_deref(), json)?
+        }
     }
     Ok(())
 }
@@ -486,11 +553,13 @@ fn print_change(out: &mut impl Write, ev: &LifecycleEvent) -> Result<()> {
     Ok(())
 }
 
-/// A host that follows other processes' changes and prints its chain when it changes.
+/// A host that follows other processes' changes and prints its chain when it changes,
+/// and its packages when they change.
 fn watch(database: Option<String>, out: &mut impl Write) -> Result<()> {
     let store = open(database)?;
     let engine = store.engine(Engine::builder())?;
-    let _log = store.activity_log(Some(&engine), LogConfig::default());
+    // The installer owns the activity log (it records this host's lifecycle events too).
+    let installer = install::installer(&store, &engine)?;
     // Another host booting at the same moment may insert the same records first: then
     // take its records and register again.
     let mut attempt = 0;
@@ -502,8 +571,15 @@ fn watch(database: Option<String>, out: &mut impl Write) -> Result<()> {
         tracing::info!(error = %e, "registration raced another host; reloading and retrying");
         store.sync(&engine)?;
     }
+    // The installed packages join before `finish_boot`, so that their records count as
+    // having code.
+    let packages = installer.boot().map_err(|e| anyhow!("{e}"))?;
+    for (name, why) in &packages.failed {
+        eprintln!("warning: package `{name}` failed to load: {why}");
+    }
     let boot = engine.finish_boot()?;
     let _watch = store.watch(&engine);
+    let _follow = installer.follow(Duration::from_millis(250));
     let mut changes = engine.subscribe();
     writeln!(out, "ready; started at boot: {:?}", boot.started)?;
     writeln!(
@@ -511,6 +587,16 @@ fn watch(database: Option<String>, out: &mut impl Write) -> Result<()> {
         "on_content_prepare runs: {:?}",
         demo::prepare_article(&engine)?
     )?;
+    let mut shown = std::collections::BTreeMap::new();
+    let mut polled = std::time::Instant::now();
+    match installer.packages() {
+        Ok(now) => {
+            for line in install::package_changes(&mut shown, &now) {
+                writeln!(out, "{line}")?;
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not list packages"),
+    }
     out.flush()?;
     // Stop when the parent closes our input.
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
@@ -523,7 +609,20 @@ fn watch(database: Option<String>, out: &mut impl Write) -> Result<()> {
     });
     loop {
         if done_rx.try_recv().is_ok() {
+            installer.flush_activity(Duration::from_secs(10));
             return Ok(());
+        }
+        if polled.elapsed() >= Duration::from_millis(250) {
+            polled = std::time::Instant::now();
+            match installer.packages() {
+                Ok(now) => {
+                    for line in install::package_changes(&mut shown, &now) {
+                        writeln!(out, "{line}")?;
+                    }
+                    out.flush()?;
+                }
+                Err(e) => tracing::warn!(error = %e, "could not list packages"),
+            }
         }
         match changes.try_recv() {
             Ok(ev @ LifecycleEvent::StatusChanged { .. }) => print_change(out, &ev)?,

@@ -54,7 +54,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use plugboard_core::{DependType, PluginRecord, Status};
-use plugboard_engine::{Callbacks, Engine, EngineError, Op, Registration};
+use plugboard_engine::{Callbacks, Engine, EngineError, Op, PersistError, Registration};
 use plugboard_package::fetch::fetch;
 use plugboard_package::semver::Version;
 use plugboard_package::{Manifest, VerifiedPackage, VerifyOptions, sha256_hex, verify};
@@ -138,6 +138,9 @@ pub struct BootReport {
     pub orphans: Vec<String>,
     /// Leftover files and staging areas removed.
     pub cleaned: usize,
+    /// Packages not loaded because other processes were changing their plugin records at
+    /// the same moment; [`Installer::sync`] tries them again.
+    pub deferred: Vec<String>,
 }
 
 /// What this host has loaded of a package.
@@ -200,6 +203,16 @@ impl Installer {
             *l = Some(log);
         }
         self
+    }
+
+    /// Waits until what the installer recorded in its activity log is written (see
+    /// `ActivityLog::flush`): a short-lived process calls it before exiting. `true` when
+    /// done within `timeout`, or when there is no log.
+    pub fn flush_activity(&self, timeout: Duration) -> bool {
+        match self.inner.log.lock() {
+            Ok(log) => log.as_ref().is_none_or(|l| l.flush(timeout)),
+            Err(_) => false,
+        }
     }
 
     /// The configuration.
@@ -485,7 +498,15 @@ impl Installer {
         }
         // Committed: from here the new version is the installed one; register its code.
         let old = loaded.get(&name).cloned();
-        let plugins = match self.register(m, &plugin, &dep_plugins, old.as_ref()) {
+        let mut registered = self.register(m, &plugin, &dep_plugins, old.as_ref());
+        if let Err(EngineError::Persist(PersistError::Conflict { .. })) = &registered {
+            // A host following the database registered them first: reload and retry.
+            if let Err(e) = self.inner.store.sync(engine) {
+                tracing::warn!(error = %e, "could not reload the plugin records");
+            }
+            registered = self.register(m, &plugin, &dep_plugins, old.as_ref());
+        }
+        let plugins = match registered {
             Ok(p) => p,
             Err(e) => {
                 // The code refused on registration after all: put the old row back.
@@ -858,7 +879,21 @@ impl Installer {
             if already_failed {
                 continue;
             }
-            match self.load_row(loaded, row, rows) {
+            let mut result = self.load_row(loaded, row, rows);
+            if result.as_ref().is_err_and(is_conflict) {
+                // Another process changed the records since this engine read them (the
+                // installing host registered the plugins first): reload them and retry.
+                if let Err(e) = self.inner.store.sync(&self.inner.engine) {
+                    tracing::warn!(error = %e, "could not reload the plugin records");
+                }
+                result = self.load_row(loaded, row, rows);
+            }
+            match result {
+                Err(e) if is_conflict(&e) => {
+                    // Still racing: not the package's fault; the next sync tries again.
+                    tracing::info!(package = %row.name, error = %e, "records changed meanwhile; deferred");
+                    report.deferred.push(row.name.clone());
+                }
                 Ok(()) => {
                     report.loaded.push((row.name.clone(), row.version.clone()));
                     self.record("load", "info", &row.name, json!({ "version": row.version }));
@@ -926,6 +961,10 @@ impl Installer {
                     let generation = me.inner.store.generation().ok();
                     if generation.is_some() && generation != seen {
                         match me.sync() {
+                            // Retried at the next tick, even if nothing else changes.
+                            Ok(r) if !r.deferred.is_empty() => {
+                                tracing::info!(?r, "applied some of other hosts' package changes");
+                            }
                             Ok(r) if r != BootReport::default() => {
                                 tracing::info!(?r, "applied other hosts' package changes");
                                 seen = generation;
@@ -1095,6 +1134,15 @@ impl Drop for Follow {
             let _ = t.join();
         }
     }
+}
+
+/// Whether the records were changed by another process since this engine read them (a
+/// race, not a fault of the package).
+fn is_conflict(e: &InstallError) -> bool {
+    matches!(
+        e,
+        InstallError::Engine(EngineError::Persist(PersistError::Conflict { .. }))
+    )
 }
 
 fn damaged(row: &PackageRow, e: impl std::fmt::Display) -> InstallError {

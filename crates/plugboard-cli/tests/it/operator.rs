@@ -10,7 +10,7 @@ use plugboard_testkit::{BOTH, Backend, fresh_url};
 
 use crate::{plugboard_in, run, stdout};
 
-fn with_db(home: &std::path::Path, url: &str, args: &[&str]) -> std::process::Output {
+pub(crate) fn with_db(home: &std::path::Path, url: &str, args: &[&str]) -> std::process::Output {
     let mut all = vec!["--database", url];
     all.extend_from_slice(args);
     run(home, &all)
@@ -178,13 +178,14 @@ fn an_acknowledged_change_survives_sigkill_fifty_times() {
     }
 }
 
-struct Host {
+/// A running `plugboard watch` host and the lines it prints.
+pub(crate) struct Host {
     child: Child,
     lines: mpsc::Receiver<String>,
 }
 
 impl Host {
-    fn start(home: &std::path::Path, url: &str) -> Host {
+    pub(crate) fn start(home: &std::path::Path, url: &str) -> Host {
         let mut child = plugboard_in(home)
             .args(["--database", url, "watch"])
             .stdin(Stdio::piped())
@@ -208,7 +209,7 @@ impl Host {
     }
 
     /// Waits for a line starting with `prefix`; returns it.
-    fn expect(&self, prefix: &str, within: Duration) -> String {
+    pub(crate) fn expect(&self, prefix: &str, within: Duration) -> String {
         let deadline = Instant::now() + within;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());

@@ -1,0 +1,261 @@
+//! `install`, `uninstall`, `rollback`, `packages` and `outdated`: the installer's commands.
+//! Every check, the switch and the boot replay live in `plugboard-installer`; this module
+//! opens one, runs one operation, and prints what it did.
+//!
+//! The CLI is not a host: its engine never calls `finish_boot`, so records whose code lives
+//! in other processes count as present (dependencies on them are met) and are never run.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal as _, Write};
+use std::time::Duration;
+
+use anyhow::{Result, anyhow};
+use plugboard::Engine;
+use plugboard_installer::{
+    BootReport, InstallError, InstallOptions, Installed, Installer, InstallerConfig, PackageStatus,
+    packages_dir,
+};
+use plugboard_store::{LogConfig, Store};
+use plugboard_wasm::{HostConfig, WasmHost};
+
+/// How long a command waits for its activity entries to be written before it exits.
+const FLUSH: Duration = Duration::from_secs(10);
+
+/// An installer over the store's records, with its activity log attached.
+pub(crate) fn installer(store: &Store, engine: &Engine) -> Result<Installer> {
+    let home = plugboard_store::home();
+    let host = WasmHost::new(HostConfig {
+        cache_dir: Some(home.join("cache")),
+        ..HostConfig::default()
+    })
+    .map_err(|e| anyhow!("starting the WebAssembly host: {e}"))?;
+    let config = InstallerConfig::from_settings(store, packages_dir(&home)).map_err(message)?;
+    let log = store.activity_log(Some(engine), LogConfig::default());
+    Ok(Installer::new(store.clone(), engine.clone(), host, config).with_activity_log(log))
+}
+
+/// Opens the store and an installer; when `boot`, loads what is installed and cleans up
+/// after interrupted operations (the report's failures go to stderr unless `quiet`).
+fn session(database: Option<String>, boot: bool, quiet: bool) -> Result<Installer> {
+    let store = crate::open(database)?;
+    let engine = store.engine(Engine::builder())?;
+    let installer = installer(&store, &engine)?;
+    let report = if boot {
+        installer.boot().map_err(message)?
+    } else {
+        BootReport::default()
+    };
+    if !quiet {
+        for (name, why) in &report.failed {
+            eprintln!("warning: package `{name}` failed to load: {why}");
+        }
+    }
+    Ok(installer)
+}
+
+/// The installer's own wording, without repeating the sources it already quotes.
+fn message(e: InstallError) -> anyhow::Error {
+    anyhow!("{e}")
+}
+
+/// Flushes the activity log, then returns an operation's result in the installer's
+/// wording.
+fn finish<T>(installer: &Installer, result: Result<T, InstallError>) -> Result<T> {
+    installer.flush_activity(FLUSH);
+    result.map_err(message)
+}
+
+/// `plugboard install SOURCE [--sha256 HEX] [--force]`.
+pub(crate) fn install(
+    database: Option<String>,
+    out: &mut impl Write,
+    source: &str,
+    opts: &InstallOptions,
+) -> Result<()> {
+    let installer = session(database, true, false)?;
+    let mut progress = Progress::new(std::io::stderr().is_terminal());
+    let result = installer.install(source, opts, &mut |got, total| progress.update(got, total));
+    progress.end();
+    let done = finish(&installer, result)?;
+    print_installed(out, &done)
+}
+
+/// `plugboard rollback NAME`.
+pub(crate) fn rollback(database: Option<String>, out: &mut impl Write, name: &str) -> Result<()> {
+    let installer = session(database, true, false)?;
+    let result = installer.rollback(name);
+    let done = finish(&installer, result)?;
+    print_installed(out, &done)
+}
+
+/// `plugboard uninstall NAME [--cascade]`.
+pub(crate) fn uninstall(
+    database: Option<String>,
+    out: &mut impl Write,
+    name: &str,
+    cascade: bool,
+) -> Result<()> {
+    let installer = session(database, true, false)?;
+    let result = installer.uninstall(name, cascade);
+    let held = finish(&installer, result)?;
+    writeln!(out, "uninstalled {name}")?;
+    if !held.is_empty() {
+        writeln!(out, "held (a dependency is gone): {}", held.join(", "))?;
+    }
+    Ok(())
+}
+
+/// `plugboard packages [--json]`: boots an installer so that the status is this machine's
+/// load state.
+pub(crate) fn packages(database: Option<String>, out: &mut impl Write, json: bool) -> Result<()> {
+    let installer = session(database, true, true)?;
+    let result = installer.packages();
+    let list = finish(&installer, result)?;
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&list)?)?;
+        return Ok(());
+    }
+    if list.is_empty() {
+        writeln!(out, "no packages installed")?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{:16} {:10} {:10} {:24} STATUS",
+        "NAME", "VERSION", "PREVIOUS", "PLUGINS"
+    )?;
+    for p in &list {
+        writeln!(
+            out,
+            "{:16} {:10} {:10} {:24} {}",
+            p.name,
+            p.version,
+            p.previous.as_deref().unwrap_or("-"),
+            p.plugins.join(", "),
+            status(p)
+        )?;
+    }
+    Ok(())
+}
+
+/// `loaded`, `failed: why`, or (not tried yet on this host) `not loaded`.
+pub(crate) fn status(p: &PackageStatus) -> String {
+    match (&p.error, p.loaded) {
+        (_, true) => "loaded".into(),
+        (Some(why), false) => format!("failed: {why}"),
+        (None, false) => "not loaded".into(),
+    }
+}
+
+/// `plugboard outdated [--index PATH|URL] [--json]`.
+pub(crate) fn outdated(
+    database: Option<String>,
+    out: &mut impl Write,
+    index: Option<&str>,
+    json: bool,
+) -> Result<()> {
+    let installer = session(database, false, true)?;
+    let result = installer.outdated(index);
+    let list = finish(&installer, result)?;
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&list)?)?;
+    } else if list.is_empty() {
+        writeln!(out, "every installed package is up to date")?;
+    } else {
+        writeln!(out, "{:16} {:10} {:10} URL", "NAME", "INSTALLED", "LATEST")?;
+        for o in &list {
+            writeln!(
+                out,
+                "{:16} {:10} {:10} {}",
+                o.name, o.installed, o.latest.version, o.latest.url
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn print_installed(out: &mut impl Write, done: &Installed) -> Result<()> {
+    let what = match (done.action, &done.replaced) {
+        ("upgrade", Some(old)) => format!("upgraded {} {old} → {}", done.name, done.version),
+        ("rollback", Some(old)) => format!("rolled back {} {old} → {}", done.name, done.version),
+        ("reinstall", _) => format!("reinstalled {} {}", done.name, done.version),
+        _ => format!("installed {} {}", done.name, done.version),
+    };
+    write!(
+        out,
+        "{what} (sha256 {}): plugins {}",
+        done.sha256,
+        done.plugins.join(", ")
+    )?;
+    if let Some(key) = &done.signer {
+        write!(out, "; signed by key {key}")?;
+    }
+    writeln!(out)?;
+    Ok(())
+}
+
+/// Download progress on stderr: a `\r`-updated line on a terminal, else one line at the
+/// end.
+struct Progress {
+    tty: bool,
+    last: Option<(u64, Option<u64>)>,
+}
+
+impl Progress {
+    fn new(tty: bool) -> Self {
+        Progress { tty, last: None }
+    }
+
+    fn line(got: u64, total: Option<u64>) -> String {
+        match total {
+            Some(t) => format!("downloaded {got} of {t} bytes"),
+            None => format!("downloaded {got} bytes"),
+        }
+    }
+
+    fn update(&mut self, got: u64, total: Option<u64>) {
+        self.last = Some((got, total));
+        if self.tty {
+            let mut err = std::io::stderr().lock();
+            let _ = write!(err, "\r{}", Self::line(got, total));
+            let _ = err.flush();
+        }
+    }
+
+    fn end(&mut self) {
+        if let Some((got, total)) = self.last.take() {
+            if self.tty {
+                eprintln!();
+            } else {
+                eprintln!("{}", Self::line(got, total));
+            }
+        }
+    }
+}
+
+/// What `watch` prints when its view of the installed packages changes: one line per
+/// package that was loaded or failed to load in a new version or state, or went. A
+/// package not tried yet (this host has not applied it) is not news.
+pub(crate) fn package_changes(
+    shown: &mut BTreeMap<String, (String, String)>,
+    now: &[PackageStatus],
+) -> Vec<String> {
+    let mut lines = Vec::new();
+    for p in now.iter().filter(|p| p.loaded || p.error.is_some()) {
+        let state = (p.version.clone(), status(p));
+        if shown.get(&p.name) != Some(&state) {
+            lines.push(format!("package {} {} {}", p.name, state.0, state.1));
+            shown.insert(p.name.clone(), state);
+        }
+    }
+    let gone: Vec<String> = shown
+        .keys()
+        .filter(|n| !now.iter().any(|p| &p.name == *n))
+        .cloned()
+        .collect();
+    for name in gone {
+        shown.remove(&name);
+        lines.push(format!("package {name} removed"));
+    }
+    lines
+}
