@@ -575,25 +575,19 @@ impl<S: State> Slot<S> {
                 Err(failure) => {
                     // Without Skip nothing decoded this step's input: if it does not decode,
                     // the previous step replied garbage and the call ends on its account.
-                    if !skip && walk.pos > first {
-                        if let Err(f) = decode::<S>(wire, &bytes) {
-                            let prev = &chain.steps[walk.pos - 1];
-                            let mut none = None;
-                            let outcome = self.on_failure(
-                                chain,
-                                prev,
-                                f,
-                                Duration::ZERO,
-                                obs,
-                                input,
-                                &mut none,
-                            );
-                            // Without Skip the policy always ends the call here.
-                            return Err(match outcome {
-                                Err(done) => done,
-                                Ok(_) => Err(self.error(step, failure)),
-                            });
-                        }
+                    if !skip
+                        && walk.pos > first
+                        && let Err(f) = decode::<S>(wire, &bytes)
+                    {
+                        let prev = &chain.steps[walk.pos - 1];
+                        let mut none = None;
+                        let outcome =
+                            self.on_failure(chain, prev, f, Duration::ZERO, obs, input, &mut none);
+                        // Without Skip the policy always ends the call here.
+                        return Err(match outcome {
+                            Err(done) => done,
+                            Ok(_) => Err(self.error(step, failure)),
+                        });
                     }
                     // Skip goes on from the state this step was given.
                     let mut backup = given.take();

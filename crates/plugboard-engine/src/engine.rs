@@ -425,10 +425,10 @@ impl Engine {
         let _g = ControlGuard::enter(Op::Register)?;
         let _ctl = self.shared.lock();
         let slots = self.shared.slots.load();
-        if let Some(slot) = slots.by_type.get(&TypeId::of::<E>()) {
-            if let Ok(slot) = slot.clone().downcast::<Slot<E::State>>() {
-                return Ok(slot);
-            }
+        if let Some(slot) = slots.by_type.get(&TypeId::of::<E>())
+            && let Ok(slot) = slot.clone().downcast::<Slot<E::State>>()
+        {
+            return Ok(slot);
         }
         if let Some(existing) = slots.by_name.get(E::NAME) {
             return Err(EngineError::EventConflict {
@@ -1631,17 +1631,17 @@ fn apply(
     } else {
         op
     };
-    if let Some(code) = &entry.code {
-        if let Err(reason) = code.lifecycle(callback, &entry.record) {
-            if !forced {
-                return Err(EngineError::Refused {
-                    plugin: name.to_owned(),
-                    op,
-                    reason,
-                });
-            }
-            tracing::warn!(plugin = name, %op, %reason, "callback refused a forced operation");
+    if let Some(code) = &entry.code
+        && let Err(reason) = code.lifecycle(callback, &entry.record)
+    {
+        if !forced {
+            return Err(EngineError::Refused {
+                plugin: name.to_owned(),
+                op,
+                reason,
+            });
         }
+        tracing::warn!(plugin = name, %op, %reason, "callback refused a forced operation");
     }
     match op {
         Op::Delete => {

@@ -64,10 +64,11 @@ pub enum InstallError {
         /// The offered version.
         offered: String,
     },
-    /// The new version failed its `initial` or health check; the previous state stands.
+    /// The new version failed its `initial` or health check; the previous state stands
+    /// (`restored`: an installed version stays or was put back).
     #[error(
         "package `{package}` {version} failed its checks ({why}); {}",
-        if *.restored { "the previous version was restored" } else { "nothing was installed" }
+        if *.restored { "the previous version stays" } else { "nothing was installed" }
     )]
     Unhealthy {
         /// The package.

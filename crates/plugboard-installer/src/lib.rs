@@ -220,27 +220,49 @@ impl Installer {
         &self.inner.config
     }
 
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Loaded>> {
+    /// One operation at a time: in this process (the mutex) and among processes sharing
+    /// the packages directory (an exclusive lock on `<dir>/.lock`), so that one's boot
+    /// never cleans up another's install in progress.
+    fn lock(&self) -> OpGuard<'_> {
         // A panic while holding it left the map as it was before that operation's write.
-        self.inner
+        let map = self
+            .inner
             .op
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let dir = &self.inner.config.dir;
+        let file = std::fs::create_dir_all(dir)
+            .and_then(|()| {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(dir.join(".lock"))
+            })
+            .and_then(|f| f.lock().map(|()| f));
+        let file = match file {
+            Ok(f) => Some(f),
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot lock the packages directory; going on unlocked");
+                None
+            }
+        };
+        OpGuard { map, _file: file }
     }
 
     fn record(&self, action: &str, status: &str, subject: &str, extra: Value) {
-        if let Ok(log) = self.inner.log.lock() {
-            if let Some(log) = log.as_ref() {
-                log.record(NewActivity {
-                    kind: "package".into(),
-                    action: action.into(),
-                    priority: if status == "error" { "high" } else { "none" }.into(),
-                    status: status.into(),
-                    subject: Some(subject.into()),
-                    section_id: None,
-                    extra,
-                });
-            }
+        if let Ok(log) = self.inner.log.lock()
+            && let Some(log) = log.as_ref()
+        {
+            log.record(NewActivity {
+                kind: "package".into(),
+                action: action.into(),
+                priority: if status == "error" { "high" } else { "none" }.into(),
+                status: status.into(),
+                subject: Some(subject.into()),
+                section_id: None,
+                extra,
+            });
         }
     }
 
@@ -374,12 +396,10 @@ impl Installer {
                 if e.file_name()
                     .to_string_lossy()
                     .ends_with(&format!("-{}.pbpkg", &sha256[..16.min(sha256.len())]))
+                    && let Ok(bytes) = std::fs::read(e.path())
+                    && sha256_hex(&bytes) == sha256
                 {
-                    if let Ok(bytes) = std::fs::read(e.path()) {
-                        if sha256_hex(&bytes) == sha256 {
-                            return Ok(bytes);
-                        }
-                    }
+                    return Ok(bytes);
                 }
             }
         }
@@ -536,13 +556,13 @@ impl Installer {
                 });
             }
         };
-        if let Some(old) = &old {
-            if old.component != plugin.sha256() {
-                // The old version's compiled code stays cached only while it is the
-                // previous version (for a quick rollback).
-                if row.previous_sha256.as_deref() != Some(old.sha256.as_str()) {
-                    self.inner.host.evict(&old.component);
-                }
+        if let Some(old) = &old
+            && old.component != plugin.sha256()
+        {
+            // The old version's compiled code stays cached only while it is the
+            // previous version (for a quick rollback).
+            if row.previous_sha256.as_deref() != Some(old.sha256.as_str()) {
+                self.inner.host.evict(&old.component);
             }
         }
         loaded.insert(
@@ -819,7 +839,8 @@ impl Installer {
         if let Ok(entries) = std::fs::read_dir(&self.inner.config.dir) {
             for e in entries.flatten() {
                 let n = e.file_name().to_string_lossy().into_owned();
-                if n != ".staging"
+                if e.path().is_dir()
+                    && n != ".staging"
                     && !rows.iter().any(|r| r.name == n)
                     && std::fs::remove_dir_all(e.path()).is_ok()
                 {
@@ -832,13 +853,13 @@ impl Installer {
         }
         // Records owned by packages that are not installed.
         for info in self.inner.engine.plugins() {
-            if let Some(o) = owner(&info.record) {
-                if !rows.iter().any(|r| r.name == o) {
-                    match self.inner.engine.unregister(info.record.name.as_str()) {
-                        Ok(_) => report.orphans.push(info.record.name.clone()),
-                        Err(e) => {
-                            tracing::warn!(plugin = %info.record.name, error = %e, "could not remove an orphan record")
-                        }
+            if let Some(o) = owner(&info.record)
+                && !rows.iter().any(|r| r.name == o)
+            {
+                match self.inner.engine.unregister(info.record.name.as_str()) {
+                    Ok(_) => report.orphans.push(info.record.name.clone()),
+                    Err(e) => {
+                        tracing::warn!(plugin = %info.record.name, error = %e, "could not remove an orphan record")
                     }
                 }
             }
@@ -935,6 +956,11 @@ impl Installer {
                     // followed yet.
                     match self.inner.engine.unregister(p.as_str()) {
                         Ok(_) | Err(EngineError::UnknownPlugin(_)) => {}
+                        // Already removed in the database; this host's record watcher
+                        // drops its copy.
+                        Err(EngineError::Persist(plugboard_engine::PersistError::Conflict {
+                            ..
+                        })) => {}
                         Err(e) => tracing::warn!(plugin = %p, error = %e, "could not unregister"),
                     }
                 }
@@ -1118,6 +1144,26 @@ impl Installer {
         let index = Index::read(&source, &self.inner.config.fetch)?;
         let rows = self.inner.store.packages()?;
         Ok(index.outdated(&rows))
+    }
+}
+
+/// The installer's lock: the loaded packages, and the directory lock (released when the
+/// file closes).
+struct OpGuard<'a> {
+    map: MutexGuard<'a, BTreeMap<String, Loaded>>,
+    _file: Option<std::fs::File>,
+}
+
+impl std::ops::Deref for OpGuard<'_> {
+    type Target = BTreeMap<String, Loaded>;
+    fn deref(&self) -> &Self::Target {
+        &self.map
+    }
+}
+
+impl std::ops::DerefMut for OpGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.map
     }
 }
 

@@ -345,13 +345,13 @@ fn attempt(
             });
         }
     }
-    if let Some(t) = *total {
-        if t > policy.max_bytes {
-            return Err(Broken::Fatal(FetchError::TooLarge {
-                limit: policy.max_bytes,
-                seen: format!("announced {t} bytes"),
-            }));
-        }
+    if let Some(t) = *total
+        && t > policy.max_bytes
+    {
+        return Err(Broken::Fatal(FetchError::TooLarge {
+            limit: policy.max_bytes,
+            seen: format!("announced {t} bytes"),
+        }));
     }
     if resume_from.is_some() {
         *resumable = true;
@@ -381,13 +381,13 @@ fn attempt(
             }
         }
     }
-    if let Some(t) = *total {
-        if (buf.len() as u64) < t {
-            return Err(Broken::Retry(format!(
-                "connection closed after {} of {t} bytes",
-                buf.len()
-            )));
-        }
+    if let Some(t) = *total
+        && (buf.len() as u64) < t
+    {
+        return Err(Broken::Retry(format!(
+            "connection closed after {} of {t} bytes",
+            buf.len()
+        )));
     }
     Ok(())
 }

@@ -138,13 +138,13 @@ impl Manifest {
     /// Everything this manifest asks for that `policy` does not allow, in manifest order.
     pub fn violations(&self, policy: &InstallPolicy) -> Vec<PolicyViolation> {
         let mut out = Vec::new();
-        if let Some(req) = &self.package.host {
-            if !req.matches(&policy.host_version) {
-                out.push(PolicyViolation::HostVersion {
-                    required: req.to_string(),
-                    host: policy.host_version.to_string(),
-                });
-            }
+        if let Some(req) = &self.package.host
+            && !req.matches(&policy.host_version)
+        {
+            out.push(PolicyViolation::HostVersion {
+                required: req.to_string(),
+                host: policy.host_version.to_string(),
+            });
         }
         if !self.package.contract.matches(&policy.contract_version) {
             out.push(PolicyViolation::ContractVersion {
@@ -173,15 +173,15 @@ impl Manifest {
             .into_iter()
             .zip(policy.max_limits.fields())
         {
-            if let (Some(requested), Some(allowed)) = (requested, allowed) {
-                if requested > allowed {
-                    out.push(PolicyViolation::LimitTooHigh {
-                        field,
-                        requested,
-                        allowed,
-                        unit,
-                    });
-                }
+            if let (Some(requested), Some(allowed)) = (requested, allowed)
+                && requested > allowed
+            {
+                out.push(PolicyViolation::LimitTooHigh {
+                    field,
+                    requested,
+                    allowed,
+                    unit,
+                });
             }
         }
         for ((capability, asked), (_, allowed)) in self

@@ -467,11 +467,10 @@ impl Store {
                 };
                 buf.clear();
                 batches += 1;
-                                if batches % 64 == 0 {
-                    if let Err(e) = prune(db.clone(), max_rows, max_age).await {
+                                if batches.is_multiple_of(64)
+                    && let Err(e) = prune(db.clone(), max_rows, max_age).await {
                         tracing::warn!(error = %e, "activity retention failed");
                     }
-                }
             }
         });
         let mut forwarder = None;

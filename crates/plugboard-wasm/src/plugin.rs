@@ -143,10 +143,10 @@ fn check_contract(
     let ty = component.component_type();
     let mut found = None;
     for (name, item) in ty.exports(engine) {
-        if let Some(version) = name.strip_prefix("plugboard:plugin/guest@") {
-            if matches!(item.ty, ComponentItem::ComponentInstance(_)) {
-                found = Some(version.to_owned());
-            }
+        if let Some(version) = name.strip_prefix("plugboard:plugin/guest@")
+            && matches!(item.ty, ComponentItem::ComponentInstance(_))
+        {
+            found = Some(version.to_owned());
         }
     }
     match found {
@@ -264,10 +264,10 @@ impl WasmPlugin {
     }
 
     fn give_back(&self, warm: Warm) {
-        if let Ok(mut w) = self.warm.lock() {
-            if w.len() < self.limits.warm {
-                w.push(warm);
-            }
+        if let Ok(mut w) = self.warm.lock()
+            && w.len() < self.limits.warm
+        {
+            w.push(warm);
         }
     }
 

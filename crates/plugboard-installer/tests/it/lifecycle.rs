@@ -97,7 +97,7 @@ fn an_unhealthy_upgrade_leaves_the_running_version_in_place() {
     let e = h.install(&sick).unwrap_err();
     assert_eq!(
         e.to_string(),
-        "package `audit` 1.1.0 failed its checks (cannot reach its database); the previous version was restored"
+        "package `audit` 1.1.0 failed its checks (cannot reach its database); the previous version stays"
     );
     let row = h.store.package("audit").unwrap().unwrap();
     assert_eq!(

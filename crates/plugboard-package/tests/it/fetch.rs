@@ -107,15 +107,14 @@ fn answer(
         stream.flush()?;
         std::thread::sleep(d);
     }
-    if status.starts_with("200") {
-        if let Some(at) = how.cut_once_at {
-            if cut_pending.swap(false, Ordering::SeqCst) {
-                stream.write_all(&part[..at])?;
-                stream.flush()?;
-                // Close without finishing: the client sees a broken transfer.
-                return stream.shutdown(std::net::Shutdown::Both);
-            }
-        }
+    if status.starts_with("200")
+        && let Some(at) = how.cut_once_at
+        && cut_pending.swap(false, Ordering::SeqCst)
+    {
+        stream.write_all(&part[..at])?;
+        stream.flush()?;
+        // Close without finishing: the client sees a broken transfer.
+        return stream.shutdown(std::net::Shutdown::Both);
     }
     stream.write_all(part)?;
     stream.flush()
