@@ -2,6 +2,8 @@
 //!
 //! - `cargo xtask build-plugins`: builds the example and test plugins in `plugins/` as
 //!   WebAssembly components (`wasm32-wasip2`) into `target/wasm-plugins/`.
+//! - `cargo xtask package-examples`: builds the example plugins and packs each with its
+//!   `plugboard.toml` into `examples/packages/` (committed: `plugboard serve` installs them).
 //! - `cargo xtask bench-report`: reads criterion's medians from `target/criterion` (after
 //!   `cargo bench -p plugboard-engine`) and prints the ratio table quoted in BENCHMARKS.md.
 
@@ -14,7 +16,8 @@ fn main() -> Result<()> {
     match task.as_str() {
         "bench-report" => bench_report(),
         "build-plugins" => build_plugins(),
-        _ => bail!("usage: cargo xtask bench-report | build-plugins"),
+        "package-examples" => package_examples(),
+        _ => bail!("usage: cargo xtask bench-report | build-plugins | package-examples"),
     }
 }
 
@@ -33,6 +36,44 @@ fn build_plugins() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The example plugins that ship as packages (their directory in `plugins/`).
+const EXAMPLES: &[&str] = &["audit", "validator", "dependent"];
+
+/// Packs each example plugin with its manifest into `examples/packages/NAME-VERSION.pbpkg`.
+fn package_examples() -> Result<()> {
+    let root = root();
+    let built = plugboard_testkit::build_plugins(&root).map_err(anyhow::Error::msg)?;
+    let out = root.join("examples/packages");
+    std::fs::create_dir_all(&out)?;
+    for example in EXAMPLES {
+        let dir = tempdir(example)?;
+        let manifest =
+            std::fs::read_to_string(root.join("plugins").join(example).join("plugboard.toml"))?;
+        let parsed = plugboard_package::Manifest::parse(&manifest)?;
+        std::fs::write(dir.join("plugboard.toml"), &manifest)?;
+        std::fs::copy(
+            built.join(format!("plugin_{example}.wasm")),
+            dir.join("plugin.wasm"),
+        )?;
+        let (bytes, sha) = plugboard_package::pack(&dir, None)?;
+        let file = out.join(format!(
+            "{}-{}.pbpkg",
+            parsed.package.name, parsed.package.version
+        ));
+        std::fs::write(&file, bytes)?;
+        std::fs::remove_dir_all(&dir)?;
+        println!("{} sha256 {sha}", file.display());
+    }
+    Ok(())
+}
+
+fn tempdir(name: &str) -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("plugboard-xtask-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
 }
 
 fn root() -> PathBuf {

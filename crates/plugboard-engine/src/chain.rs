@@ -51,6 +51,8 @@ pub(crate) struct Stats {
     pub(crate) calls: AtomicU64,
     pub(crate) nanos: AtomicU64,
     pub(crate) max_nanos: AtomicU64,
+    /// Per-bucket counts (not cumulative), the last for +Inf.
+    pub(crate) buckets: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
     pub(crate) last_error: Mutex<Option<Failure>>,
 }
 
@@ -68,6 +70,12 @@ impl Stats {
         self.calls.fetch_add(1, Relaxed);
         self.nanos.fetch_add(ns, Relaxed);
         self.max_nanos.fetch_max(ns, Relaxed);
+        let us = ns as f64 / 1e3;
+        let bucket = LATENCY_BUCKETS_US
+            .iter()
+            .position(|&le| us <= le)
+            .unwrap_or(LATENCY_BUCKETS_US.len());
+        self.buckets[bucket].fetch_add(1, Relaxed);
     }
 }
 
@@ -170,7 +178,18 @@ pub struct PluginProfile {
     pub max_us: f64,
     /// Failures since registration.
     pub failures: u64,
+    /// How many timed calls took at most each bound of [`LATENCY_BUCKETS_US`]
+    /// (cumulative, as Prometheus histograms count; the last bucket is +Inf).
+    pub buckets: Vec<u64>,
+    /// The total time of the timed calls, in microseconds.
+    pub sum_us: f64,
 }
+
+/// The upper bounds (microseconds) of the latency histogram buckets; a final +Inf bucket
+/// follows them in [`PluginProfile::buckets`].
+pub const LATENCY_BUCKETS_US: [f64; 12] = [
+    1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 1_000.0, 10_000.0, 100_000.0, 1_000_000.0,
+];
 
 /// Receives each step of a call; the plain call's observer does nothing and compiles away.
 trait Observer {
@@ -816,6 +835,16 @@ impl<S: State> Slot<S> {
                     },
                     max_us: s.stats.max_nanos.load(Relaxed) as f64 / 1e3,
                     failures: s.stats.failures.load(Relaxed),
+                    buckets: s
+                        .stats
+                        .buckets
+                        .iter()
+                        .scan(0, |total, b| {
+                            *total += b.load(Relaxed);
+                            Some(*total)
+                        })
+                        .collect(),
+                    sum_us: nanos as f64 / 1e3,
                 }
             })
             .collect()

@@ -44,7 +44,9 @@ mod graph;
 mod persist;
 
 pub use background::Spawned;
-pub use chain::{CallOptions, OnFailure, PluginProfile, StepOutcome, Trace, TraceStep};
+pub use chain::{
+    CallOptions, LATENCY_BUCKETS_US, OnFailure, PluginProfile, StepOutcome, Trace, TraceStep,
+};
 pub use change::{Cause, LifecycleEvent};
 pub use code::{AsyncStep, BoxFuture, Callbacks, Code, CodeKind, EncodedStep, SyncStep};
 pub use engine::{BootReport, Engine, EngineBuilder, Health, Hook, PluginInfo, Report, Target};
