@@ -1,0 +1,101 @@
+// The dashboard in real headless Chromium: log in, install a package by upload and see it
+// in its event's chain, stop a plugin and see the chain change live (from the dashboard and
+// from the CLI), fire the demo sign-up failure and see the audit plugin's effect in the
+// activity page. Screenshots go to the directory given.
+//
+// usage: node dashboard.mjs BASE_URL TOKEN SHOTS_DIR PACKAGE_FILE
+// Protocol with the Rust test driving it: prints `WAIT <what>` and waits for a line on
+// stdin before going on; prints `OK` at the end. Any failure exits non-zero.
+import { chromium } from "playwright-core";
+import { createInterface } from "node:readline";
+
+const [base, token, shots, pkg] = process.argv.slice(2);
+const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
+const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+const wait = async (what) => { console.log(`WAIT ${what}`); await lines.next(); };
+const step = (what) => console.log(`STEP ${what}`);
+const shot = (page, name) => page.screenshot({ path: `${shots}/${name}.png`, fullPage: true });
+
+const browser = await chromium.launch({
+  executablePath,
+  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+});
+try {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  const page = await context.newPage();
+  page.setDefaultTimeout(15000);
+  page.on("pageerror", (e) => { console.error("page error:", e.message); process.exitCode = 1; });
+
+  step("login");
+  await page.goto(`${base}/`);
+  await page.waitForURL(/\/login/);
+  await shot(page, "01-login");
+  await page.getByLabel(/token/i).fill("wrong-token");
+  await page.keyboard.press("Enter");
+  await page.waitForLoadState();
+  if (!/\/login/.test(page.url())) throw new Error("a wrong token logged in");
+  await page.goto(`${base}/login`);
+  await page.getByLabel(/token/i).fill(token);
+  await page.keyboard.press("Enter");
+  await page.waitForURL(`${base}/`);
+  await page.locator("#live.on").waitFor();
+  await page.locator('section[data-event="on_user_after_save_failure"]').waitFor();
+  await shot(page, "02-events");
+
+  step("install by upload");
+  await page.getByRole("link", { name: "Packages" }).click();
+  await page.locator("#file").setInputFiles(pkg);
+  await page.getByRole("button", { name: "Upload and install" }).click();
+  await page.locator('tr[data-package="passthrough"]').waitFor();
+  await page.locator("#install-log", { hasText: "install: passthrough 1.0.0" }).waitFor();
+  await shot(page, "03-installed");
+  await page.getByRole("link", { name: "Events" }).click();
+  await page.locator('[data-chain="on_content_prepare"] [data-plugin="passthrough"]').waitFor();
+  await shot(page, "04-in-chain");
+
+  step("stop from the dashboard; another tab sees the chain change live");
+  const watcher = await context.newPage();
+  await watcher.goto(`${base}/#/events`);
+  await watcher.locator("#live.on").waitFor();
+  const inChain = watcher.locator('[data-chain="on_content_prepare"] [data-plugin="passthrough"]');
+  await inChain.waitFor();
+  await page.getByRole("link", { name: "Plugins" }).click();
+  // Keyboard only: focus the button and press Enter.
+  await page.getByRole("button", { name: "stop passthrough" }).focus();
+  await page.keyboard.press("Enter");
+  await watcher.locator('[data-out="passthrough"]', { hasText: "stopped" }).waitFor();
+  if (await inChain.count() !== 0) throw new Error("passthrough is still drawn in the chain");
+  await shot(watcher, "05-stopped-live");
+
+  step("a change made by the CLI shows live");
+  const audit = watcher.locator('[data-chain="on_user_after_save_failure"] [data-plugin="wasm-audit"]');
+  await audit.waitFor();
+  await wait("cli-stop wasm-audit");
+  await watcher.locator('[data-out="wasm-audit"]').waitFor();
+  await shot(watcher, "06-cli-stopped-live");
+  await wait("cli-enable wasm-audit");
+  await audit.waitFor();
+
+  step("demo sign-up failure shows the audit plugin's effect");
+  const demo = await context.newPage();
+  await demo.goto(`${base}/demo`);
+  await demo.getByLabel(/name/i).first().fill("Ada");
+  await demo.getByLabel(/email/i).fill("not-an-email");
+  await demo.getByLabel(/password/i).fill("short");
+  await demo.getByRole("button", { name: /sign up/i }).click();
+  await demo.waitForLoadState();
+  await shot(demo, "07-demo-failure");
+  await page.goto(`${base}/#/activity?kind=event`);
+  await page.locator("#activity-rows", { hasText: "wasm-audit" }).waitFor();
+  await shot(page, "08-activity");
+
+  step("try an event shows the per-plugin trace");
+  await page.goto(`${base}/#/try/on_user_after_save_failure`);
+  await page.getByRole("button", { name: "Call" }).click();
+  await page.locator("#try-result", { hasText: "wasm-audit" }).waitFor();
+  await shot(page, "09-trace");
+  console.log("OK");
+} finally {
+  await browser.close();
+}
