@@ -49,9 +49,9 @@ pub(crate) fn routes(state: &Shared) -> axum::Router<Shared> {
         .route("/api/plugins/{name}/{action}", post(plugin_action))
         .route(
             "/api/packages",
-            get(packages).post(upload_package).layer(DefaultBodyLimit::max(
-                state.options.upload_limit,
-            )),
+            get(packages)
+                .post(upload_package)
+                .layer(DefaultBodyLimit::max(state.options.upload_limit)),
         )
         .route("/api/packages/url", post(install_url))
         .route("/api/packages/outdated", get(outdated))
@@ -106,6 +106,13 @@ pub(crate) async fn json_errors(response: Response) -> Response {
     } else {
         text
     };
+    // axum rejects a well-formed body of the wrong shape with 422; here 422 means a
+    // refusal by the installer or the engine, so a malformed request is a 400.
+    let status = if status == StatusCode::UNPROCESSABLE_ENTITY {
+        StatusCode::BAD_REQUEST
+    } else {
+        status
+    };
     let mut error = ApiError::new(status, ApiError::code_of(status), message);
     if status == StatusCode::TOO_MANY_REQUESTS {
         error.retry_after = parts
@@ -150,13 +157,18 @@ pub(crate) enum Auth {
 }
 
 /// Checks the admin token or the session cookie (not CSRF).
-pub(crate) fn authenticate(state: &Shared, headers: &HeaderMap) -> ApiResult<(Auth, Option<String>)> {
+pub(crate) fn authenticate(
+    state: &Shared,
+    headers: &HeaderMap,
+) -> ApiResult<(Auth, Option<String>)> {
     if let Some(value) = headers.get(header::AUTHORIZATION) {
         let value = value.to_str().unwrap_or("");
         let token = value
             .strip_prefix("Bearer ")
             .or_else(|| value.strip_prefix("bearer "))
-            .ok_or_else(|| ApiError::unauthorized("the Authorization header must be `Bearer <token>`"))?;
+            .ok_or_else(|| {
+                ApiError::unauthorized("the Authorization header must be `Bearer <token>`")
+            })?;
         return if auth::token_matches(&state.token_hash, token.trim()) {
             Ok((Auth::Token, None))
         } else {
@@ -264,7 +276,10 @@ fn login_page(message: &str) -> String {
     let note = if message.is_empty() {
         String::new()
     } else {
-        format!("<p class=\"error\" role=\"alert\">{}</p>", crate::demo::escape(message))
+        format!(
+            "<p class=\"error\" role=\"alert\">{}</p>",
+            crate::demo::escape(message)
+        )
     };
     LOGIN_PAGE.replace("{{message}}", &note)
 }
@@ -290,7 +305,9 @@ async fn login(
     if let Some(wait) = state.limiter.blocked(ip) {
         let mut r = (
             StatusCode::TOO_MANY_REQUESTS,
-            Html(login_page("Too many failed logins; wait a minute and try again.")),
+            Html(login_page(
+                "Too many failed logins; wait a minute and try again.",
+            )),
         )
             .into_response();
         if let Ok(v) = wait.to_string().parse() {
@@ -408,7 +425,9 @@ pub(crate) async fn api_health(State(state): State<Shared>) -> ApiResult<Json<Va
             .iter()
             .map(|e| {
                 let chain = engine.chain(&e.name).unwrap_or_default();
-                let ok = chain.iter().all(|p| healthy.get(p).copied().unwrap_or(false));
+                let ok = chain
+                    .iter()
+                    .all(|p| healthy.get(p).copied().unwrap_or(false));
                 json!({ "name": e.name, "chain_len": chain.len(), "healthy": ok })
             })
             .collect();
@@ -483,7 +502,12 @@ pub(crate) async fn event(
         .engine
         .event(&name)
         .ok_or_else(|| ApiError::not_found(format!("no event named `{name}` is declared")))?;
-    Ok(Json(event_json(&state, &info, &state.engine.plugins(), true)))
+    Ok(Json(event_json(
+        &state,
+        &info,
+        &state.engine.plugins(),
+        true,
+    )))
 }
 
 /// The body of a call.
@@ -544,11 +568,10 @@ pub(crate) async fn call_event(
         )));
     }
     let (engine, ev, input) = (state.engine.clone(), name.clone(), body.state.clone());
-    let trace = tokio::task::spawn_blocking(move || {
-        engine.trace_json(&ev, input, &CallOptions::default())
-    })
-    .await
-    .map_err(internal)?;
+    let trace =
+        tokio::task::spawn_blocking(move || engine.trace_json(&ev, input, &CallOptions::default()))
+            .await
+            .map_err(internal)?;
     let trace = if matches!(trace.result, Err(CallError::NeedsAsync { .. })) {
         state
             .engine
@@ -597,8 +620,7 @@ pub(crate) async fn plugins(
         if f.event.as_ref().is_some_and(|e| *e != p.record.event) {
             continue;
         }
-        if f
-            .status
+        if f.status
             .as_ref()
             .is_some_and(|s| json!(p.record.status) != json!(s))
         {

@@ -22,11 +22,7 @@ pub(crate) fn routes() -> axum::Router<Shared> {
 /// `GET /`: the dashboard, or a redirect to the login form.
 async fn app(State(state): State<Shared>, headers: HeaderMap) -> Response {
     match crate::api::authenticate(&state, &headers) {
-        Ok(_) => (
-            [(header::CACHE_CONTROL, "no-store")],
-            Html(APP_HTML),
-        )
-            .into_response(),
+        Ok(_) => ([(header::CACHE_CONTROL, "no-store")], Html(APP_HTML)).into_response(),
         Err(_) => {
             let mut r = Redirect::to("/login").into_response();
             *r.status_mut() = StatusCode::SEE_OTHER;

@@ -99,10 +99,7 @@ fn note(outcome: &Result<Value, String>) -> String {
             escape(&serde_json::to_string_pretty(extra).unwrap_or_default())
         ),
         Ok(_) => String::new(),
-        Err(e) => format!(
-            "<p class=\"note\">A plugin failed: {}</p>",
-            escape(e)
-        ),
+        Err(e) => format!("<p class=\"note\">A plugin failed: {}</p>", escape(e)),
     }
 }
 

@@ -201,12 +201,13 @@ impl Server {
             options,
         } = config;
         let (token_hash, first_token) = auth::load_or_create(&home)?;
-        let listener = TcpListener::bind(options.addr)
-            .await
-            .map_err(|source| ServerError::Bind {
-                addr: options.addr.to_string(),
-                source,
-            })?;
+        let listener =
+            TcpListener::bind(options.addr)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    addr: options.addr.to_string(),
+                    source,
+                })?;
         let addr = listener.local_addr().map_err(|source| ServerError::Bind {
             addr: options.addr.to_string(),
             source,
@@ -325,8 +326,8 @@ impl Server {
         // Stopping the follower joins its thread: off the async workers.
         let _ = tokio::task::spawn_blocking(move || drop(follow)).await;
         let log_state = state.clone();
-        let _ = tokio::task::spawn_blocking(move || log_state.log.flush(Duration::from_secs(5)))
-            .await;
+        let _ =
+            tokio::task::spawn_blocking(move || log_state.log.flush(Duration::from_secs(5))).await;
         result
     }
 }
@@ -357,12 +358,9 @@ async fn signal() {
 /// Every route, with auth, body limits and JSON errors.
 fn routes(state: Shared) -> Router {
     let json_limit = state.options.json_limit;
-    let protected = api::routes(&state)
-        .merge(metrics::routes())
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            api::require_auth,
-        ));
+    let protected = api::routes(&state).merge(metrics::routes()).route_layer(
+        axum::middleware::from_fn_with_state(state.clone(), api::require_auth),
+    );
     Router::new()
         .merge(protected)
         .merge(assets::routes())

@@ -196,12 +196,7 @@ pub(crate) async fn metrics(State(state): State<Shared>) -> impl IntoResponse {
             );
         }
     }
-    family(
-        &mut out,
-        "plugboard_plugins",
-        "gauge",
-        "Plugins by status.",
-    );
+    family(&mut out, "plugboard_plugins", "gauge", "Plugins by status.");
     let mut by_status: BTreeMap<String, u64> = [
         Status::Registered,
         Status::Started,
@@ -273,7 +268,10 @@ pub(crate) async fn metrics(State(state): State<Shared>) -> impl IntoResponse {
         state.metrics.lagged.load(Relaxed)
     );
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         out,
     )
 }

@@ -143,7 +143,10 @@ fn login_sets_an_http_only_strict_cookie_and_sessions_need_csrf() {
     );
     assert_eq!(r.status, 200, "{}", r.body);
     // Bearer requests need no CSRF token.
-    assert_eq!(env.api("POST", "/api/plugins/shouter/stop", None).status, 200);
+    assert_eq!(
+        env.api("POST", "/api/plugins/shouter/stop", None).status,
+        200
+    );
 
     // Logout needs the CSRF token, then ends the session.
     env.send("POST", "/logout", &[("cookie", cookie.clone())], None)

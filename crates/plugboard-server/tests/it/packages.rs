@@ -44,19 +44,29 @@ fn upload_installs_into_the_chain_and_uninstall_removes_it() {
         .api("GET", "/api/events/on_user_after_save_failure", None)
         .json();
     assert_eq!(ev["chain"], json!([]));
-    assert_eq!(env.api("POST", "/api/plugins/audit/enable", None).status, 200);
+    assert_eq!(
+        env.api("POST", "/api/plugins/audit/enable", None).status,
+        200
+    );
 
     // The same version again is a conflict; forced, a reinstall.
     upload(&env, audit_package("audit", "1.0.0"), "").assert_error(409, "conflict");
     let r = upload(&env, audit_package("audit", "1.0.0"), "?force=true");
     assert_eq!(r.json()["action"], "reinstall", "{}", r.body);
     // A wrong pin, garbage and an empty body are refused.
-    upload(&env, audit_package("audit", "1.1.0"), &format!("?sha256={}", "0".repeat(64)))
-        .assert_error(422, "refused");
+    upload(
+        &env,
+        audit_package("audit", "1.1.0"),
+        &format!("?sha256={}", "0".repeat(64)),
+    )
+    .assert_error(422, "refused");
     upload(&env, b"not a package".to_vec(), "").assert_error(422, "refused");
     upload(&env, Vec::new(), "").assert_error(400, "bad_request");
     // Upgrade, then roll back.
-    assert_eq!(upload(&env, audit_package("audit", "1.1.0"), "").json()["action"], "upgrade");
+    assert_eq!(
+        upload(&env, audit_package("audit", "1.1.0"), "").json()["action"],
+        "upgrade"
+    );
     let r = env.api("POST", "/api/packages/audit/rollback", None);
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["version"], "1.0.0");
@@ -64,8 +74,12 @@ fn upload_installs_into_the_chain_and_uninstall_removes_it() {
         .assert_error(404, "not_found");
     env.api("GET", "/api/packages/outdated", None)
         .assert_error(400, "invalid_state");
-    env.api("POST", "/api/packages/url", Some(json!({ "url": "/etc/passwd" })))
-        .assert_error(400, "bad_request");
+    env.api(
+        "POST",
+        "/api/packages/url",
+        Some(json!({ "url": "/etc/passwd" })),
+    )
+    .assert_error(400, "bad_request");
 
     let r = env.api("DELETE", "/api/packages/audit?cascade=true", None);
     assert_eq!(r.status, 200, "{}", r.body);
@@ -85,21 +99,33 @@ fn upload_installs_into_the_chain_and_uninstall_removes_it() {
             None,
         )
         .body;
-    assert!(metrics.contains("plugboard_installs_total{action=\"install\",result=\"ok\"} 1"), "{metrics}");
-    assert!(metrics.contains("plugboard_installs_total{action=\"uninstall\",result=\"ok\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("plugboard_installs_total{action=\"install\",result=\"ok\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("plugboard_installs_total{action=\"uninstall\",result=\"ok\"} 1"),
+        "{metrics}"
+    );
 }
 
 #[test]
 fn demo_signup_fires_events_and_records_the_plugins_effect() {
     let env = Env::start();
-    assert_eq!(upload(&env, audit_package("audit", "1.0.0"), "").status, 200);
+    assert_eq!(
+        upload(&env, audit_package("audit", "1.0.0"), "").status,
+        200
+    );
 
     let page = env.send("GET", "/demo", &[], None);
     assert_eq!(page.status, 200);
     assert!(page.body.contains("name=\"password\""));
 
     let form = [
-        ("content-type", "application/x-www-form-urlencoded".to_owned()),
+        (
+            "content-type",
+            "application/x-www-form-urlencoded".to_owned(),
+        ),
         ("user-agent", "server-tests".to_owned()),
     ];
     let r = env.send(
@@ -111,7 +137,11 @@ fn demo_signup_fires_events_and_records_the_plugins_effect() {
     assert_eq!(r.status, 422);
     assert!(r.body.contains("must contain @"), "{}", r.body);
     assert!(r.body.contains("at least 8"), "{}", r.body);
-    assert!(r.body.contains("wasm-audit"), "the plugins' effect is shown: {}", r.body);
+    assert!(
+        r.body.contains("wasm-audit"),
+        "the plugins' effect is shown: {}",
+        r.body
+    );
 
     let rows = env.eventually("the failed sign-up is recorded", || {
         let rows = env
@@ -147,7 +177,11 @@ fn demo_signup_fires_events_and_records_the_plugins_effect() {
     assert!(again.body.contains("already taken"));
     env.eventually("the sign-up is recorded", || {
         let rows = env
-            .api("GET", "/api/activity?kind=event&subject=on_user_after_save", None)
+            .api(
+                "GET",
+                "/api/activity?kind=event&subject=on_user_after_save",
+                None,
+            )
             .json();
         (!rows.as_array().unwrap().is_empty()).then_some(())
     });

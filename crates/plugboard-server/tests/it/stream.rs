@@ -25,7 +25,10 @@ fn the_stream_reports_a_stop() {
             .starts_with("text/event-stream")
     );
     let mut lines = BufReader::new(r.into_body().into_reader()).lines();
-    assert_eq!(env.api("POST", "/api/plugins/shouter/stop", None).status, 200);
+    assert_eq!(
+        env.api("POST", "/api/plugins/shouter/stop", None).status,
+        200
+    );
     let mut event = String::new();
     let mut seen = Vec::new();
     while let Some(Ok(line)) = lines.next() {
@@ -81,13 +84,30 @@ fn metrics_have_the_expected_families() {
         "plugboard_installs_total",
         "plugboard_background_dropped_total",
     ] {
-        assert!(body.contains(&format!("# TYPE {family} ")), "{family} missing:\n{body}");
+        assert!(
+            body.contains(&format!("# TYPE {family} ")),
+            "{family} missing:\n{body}"
+        );
     }
-    assert!(body.contains("plugboard_event_calls_total{event=\"on_content_prepare\"} 2"), "{body}");
-    assert!(body.contains("plugboard_plugin_calls_total{event=\"on_content_prepare\",plugin=\"shouter\"} 2"), "{body}");
+    assert!(
+        body.contains("plugboard_event_calls_total{event=\"on_content_prepare\"} 2"),
+        "{body}"
+    );
+    assert!(
+        body.contains(
+            "plugboard_plugin_calls_total{event=\"on_content_prepare\",plugin=\"greeter\"} 2"
+        ),
+        "{body}"
+    );
     assert!(body.contains("plugboard_failures_by_kind_total{event=\"on_content_prepare\",plugin=\"shouter\",kind=\"panic\"} 1"), "{body}");
-    assert!(body.contains("plugboard_plugins{status=\"started\"} 2"), "{body}");
-    assert!(body.contains("plugboard_plugins{status=\"stopped\"} 0"), "{body}");
+    assert!(
+        body.contains("plugboard_plugins{status=\"started\"} 2"),
+        "{body}"
+    );
+    assert!(
+        body.contains("plugboard_plugins{status=\"stopped\"} 0"),
+        "{body}"
+    );
     // Every sample line is `name{labels} number`.
     for line in body.lines().filter(|l| !l.starts_with('#')) {
         let value = line.rsplit(' ').next().unwrap();
