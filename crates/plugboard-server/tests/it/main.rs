@@ -87,6 +87,31 @@ priority = 50
     plugboard_package::pack(src.path(), None).unwrap().0
 }
 
+/// Serves `bytes` to every request on a loopback port until the process ends; returns
+/// `host:port`.
+pub fn file_server(bytes: Vec<u8>) -> String {
+    use std::io::{BufRead as _, BufReader, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                bytes.len()
+            );
+            let _ = conn.write_all(head.as_bytes());
+            let _ = conn.write_all(&bytes);
+        }
+    });
+    addr
+}
+
 /// A running server and its parts.
 pub struct Env {
     pub base: String,
@@ -103,6 +128,13 @@ impl Env {
     }
 
     pub fn start_with(tweak: impl FnOnce(&mut ServerOptions)) -> Env {
+        Self::start_full(tweak, |_| {})
+    }
+
+    pub fn start_full(
+        tweak: impl FnOnce(&mut ServerOptions),
+        installer_tweak: impl FnOnce(&mut InstallerConfig),
+    ) -> Env {
         let home = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", home.path().join("plugboard.db").display());
         let store = Store::open(&url).unwrap();
@@ -123,12 +155,9 @@ impl Env {
             ..HostConfig::default()
         })
         .unwrap();
-        let installer = Installer::new(
-            store.clone(),
-            engine.clone(),
-            host,
-            InstallerConfig::new(home.path().join("packages")),
-        );
+        let mut installer_config = InstallerConfig::new(home.path().join("packages"));
+        installer_tweak(&mut installer_config);
+        let installer = Installer::new(store.clone(), engine.clone(), host, installer_config);
         installer.boot().unwrap();
         engine.finish_boot().unwrap();
 

@@ -186,3 +186,55 @@ fn demo_signup_fires_events_and_records_the_plugins_effect() {
         (!rows.as_array().unwrap().is_empty()).then_some(())
     });
 }
+
+#[test]
+fn install_from_a_url_streams_progress() {
+    use std::io::{BufRead, BufReader};
+
+    let bytes = audit_package("audit", "1.0.0");
+    let sha = plugboard_package::sha256_hex(&bytes);
+    let host = crate::file_server(bytes);
+    let allowed = host.clone();
+    let env = Env::start_full(
+        |_| {},
+        move |c| {
+            c.fetch.allowed_hosts = vec![allowed];
+            c.fetch.allow_http = true;
+        },
+    );
+    let req = ureq::http::Request::builder()
+        .uri(env.url("/api/stream"))
+        .header("authorization", format!("Bearer {}", env.token))
+        .body(())
+        .unwrap();
+    let stream = crate::agent().run(req).unwrap();
+    let mut lines = BufReader::new(stream.into_body().into_reader()).lines();
+
+    let url = format!("http://{host}/audit.pbpkg");
+    // Not pinned, from a host that is not trusted: refused.
+    env.api("POST", "/api/packages/url", Some(json!({ "url": url })))
+        .assert_error(422, "refused");
+    let r = env.api(
+        "POST",
+        "/api/packages/url",
+        Some(json!({ "url": url, "sha256": sha })),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["name"], "audit");
+
+    let mut event = String::new();
+    while let Some(Ok(line)) = lines.next() {
+        if let Some(name) = line.strip_prefix("event: ") {
+            event = name.to_owned();
+        } else if let Some(data) = line.strip_prefix("data: ")
+            && event == "install"
+        {
+            let v: serde_json::Value = serde_json::from_str(data).unwrap();
+            assert_eq!(v["url"], url);
+            if v["received"] == v["total"] {
+                return;
+            }
+        }
+    }
+    panic!("no final install progress event");
+}
