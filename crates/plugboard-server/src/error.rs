@@ -36,6 +36,9 @@ pub enum ServerError {
     /// The system's random source failed.
     #[error("no randomness for tokens: {0}")]
     Random(String),
+    /// The engine refused what the server needs (its demo hooks).
+    #[error("the engine refused: {0}")]
+    Engine(#[from] EngineError),
     /// Serving failed.
     #[error("serving failed: {0}")]
     Serve(std::io::Error),

@@ -219,12 +219,8 @@ impl Server {
                 }
             }
         }
-        let failure_hook = engine
-            .hook::<OnUserAfterSaveFailure>()
-            .map_err(|e| ServerError::Serve(std::io::Error::other(e.to_string())))?;
-        let save_hook = engine
-            .hook::<OnUserAfterSave>()
-            .map_err(|e| ServerError::Serve(std::io::Error::other(e.to_string())))?;
+        let failure_hook = engine.hook::<OnUserAfterSaveFailure>()?;
+        let save_hook = engine.hook::<OnUserAfterSave>()?;
         let log = store.activity_log(
             options.log_lifecycle.then_some(&engine),
             LogConfig::default(),
