@@ -99,3 +99,25 @@ fn heavy_crates_stay_out_of_the_engine_and_facade() {
         }
     }
 }
+
+#[test]
+fn only_the_server_knows_http_serving() {
+    for package in [
+        "plugboard-core",
+        "plugboard-engine",
+        "plugboard",
+        "plugboard-store",
+        "plugboard-wasm",
+        "plugboard-installer",
+    ] {
+        let deps = normal_deps(package);
+        for banned in ["axum", "utoipa"] {
+            assert!(
+                !deps.iter().any(|d| d == banned),
+                "{package} depends on {banned}"
+            );
+        }
+    }
+    let server = normal_deps("plugboard-server");
+    assert!(server.iter().any(|d| d == "axum"));
+}

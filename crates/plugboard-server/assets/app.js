@@ -1,0 +1,377 @@
+// Plugboard's dashboard: a small single-page app over the JSON API, with live updates
+// from the server-sent event stream. No framework, no build step.
+"use strict";
+
+const state = { csrf: "", view: "events", refreshing: null, installLog: [] };
+
+const $ = (sel, root = document) => root.querySelector(sel);
+const esc = (v) => String(v ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+
+function toast(message, error = false) {
+  const d = document.createElement("div");
+  d.textContent = message;
+  if (error) d.className = "err";
+  $("#toast").append(d);
+  setTimeout(() => d.remove(), error ? 9000 : 4000);
+}
+
+async function api(method, path, body, contentType = "application/json") {
+  const opts = { method, headers: {}, credentials: "same-origin" };
+  if (method !== "GET") opts.headers["X-CSRF-Token"] = state.csrf;
+  if (body !== undefined) {
+    opts.headers["Content-Type"] = contentType;
+    opts.body = contentType === "application/json" ? JSON.stringify(body) : body;
+  }
+  const res = await fetch(path, opts);
+  if (res.status === 401) { location.href = "/login"; throw new Error("session expired"); }
+  const text = await res.text();
+  const data = text ? JSON.parse(text) : null;
+  if (!res.ok) {
+    const e = (data && data.error) || { code: String(res.status), message: res.statusText };
+    const err = new Error(e.message);
+    err.code = e.code;
+    throw err;
+  }
+  return data;
+}
+
+// Plugin rows may come flattened or with the record nested; read either.
+const rec = (p) => (p && p.record) ? Object.assign({}, p.record, p) : p;
+
+function badge(text, cls = "") { return `<span class="badge ${cls}">${esc(text)}</span>`; }
+function statusBadge(s) { return badge(s, "s-" + s); }
+function kindBadge(k) { return k ? badge(k === "encoded" ? "wasm" : k, "k-" + k) : ""; }
+
+function whyOut(p) {
+  p = rec(p);
+  if (p.status === "stopped") return "stopped by an operator or by repeated failures";
+  if (p.status === "held") return "held: waiting for " + ((p.waiting_for || []).join(", ") || "a hard dependency");
+  if (p.status === "registered") return "registered, not started";
+  if (p.loaded === false) return "no code loaded";
+  return "not in the chain";
+}
+
+// ---- views ----
+
+const views = {
+  async events(main) {
+    const events = await api("GET", "/api/events");
+    const showAll = location.hash.includes("all");
+    const list = events.filter((e) => showAll || (e.plugins || []).length > 0);
+    main.innerHTML = `<h2>Events</h2>
+      <p class="muted">Each event's chain, in the order its plugins run. Plugins out of the chain are listed below it with the reason.
+      <a href="${showAll ? "#/events" : "#/events/all"}">${showAll ? "Only events with plugins" : "Show all " + events.length + " events"}</a></p>
+      ${list.map(eventCard).join("") || "<p>No plugins are registered yet.</p>"}`;
+  },
+
+  async plugins(main) {
+    const plugins = (await api("GET", "/api/plugins")).map(rec);
+    main.innerHTML = `<h2>Plugins</h2>
+      <table><thead><tr><th>Plugin</th><th>Event</th><th>Prio</th><th>Status</th><th>Kind</th><th>Package</th><th>Failures</th><th>Last error</th><th>Actions</th></tr></thead>
+      <tbody>${plugins.map((p) => `<tr data-plugin="${esc(p.name)}">
+        <td><strong>${esc(p.name)}</strong>${(p.depends || []).length ? `<div class="muted">depends (${esc(p.depend_type)}): ${esc(p.depends.join(", "))}</div>` : ""}</td>
+        <td>${esc(p.event)}</td><td>${esc(p.priority)}</td><td>${statusBadge(p.status)}</td><td>${kindBadge(p.kind)}</td>
+        <td>${esc(p.package || "")}</td><td>${esc(p.failures ?? 0)}</td>
+        <td class="muted">${esc(p.last_error ? (p.last_error.kind + ": " + p.last_error.message) : "")}</td>
+        <td class="actions">${["start", "stop", "restart", "enable", "delete", "unregister"].map((a) =>
+          `<button type="button" data-action="${a}" data-name="${esc(p.name)}" aria-label="${a} ${esc(p.name)}">${a}</button>`).join("")}</td>
+      </tr>`).join("")}</tbody></table>
+      <div class="card" style="margin-top:14px"><h3>Dependencies</h3>${graph(plugins)}</div>`;
+    main.querySelectorAll("button[data-action]").forEach((b) => b.addEventListener("click", async () => {
+      b.disabled = true;
+      try {
+        await api("POST", `/api/plugins/${encodeURIComponent(b.dataset.name)}/${b.dataset.action}`);
+        toast(`${b.dataset.name}: ${b.dataset.action} done`);
+      } catch (e) { toast(`${b.dataset.name}: ${e.message}`, true); }
+      refresh();
+    }));
+  },
+
+  async install(main) {
+    main.innerHTML = `<h2>Packages</h2>
+      <div class="card"><h3>Install or upgrade</h3>
+        <form id="upload" class="row"><label>Package file (.pbpkg)<input type="file" id="file" accept=".pbpkg" required></label>
+          <label>sha256 (optional)<input type="text" id="upload-sha" size="40"></label>
+          <label><span>force</span><input type="checkbox" id="upload-force"></label>
+          <button class="primary" type="submit">Upload and install</button></form>
+        <form id="by-url" class="row"><label>URL<input type="url" id="url" size="50" required></label>
+          <label>sha256<input type="text" id="url-sha" size="40"></label>
+          <button class="primary" type="submit">Download and install</button></form>
+        <h3>Install log</h3><div id="install-log" class="log" aria-live="polite">${esc(state.installLog.join("\n"))}</div>
+      </div>
+      <div id="packages"></div>`;
+    $("#upload").addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const f = $("#file").files[0];
+      if (!f) return;
+      const q = new URLSearchParams();
+      if ($("#upload-sha").value.trim()) q.set("sha256", $("#upload-sha").value.trim());
+      if ($("#upload-force").checked) q.set("force", "true");
+      logInstall(`uploading ${f.name} (${f.size} bytes)…`);
+      try {
+        const done = await api("POST", "/api/packages?" + q, await f.arrayBuffer(), "application/octet-stream");
+        logInstall(`${done.action}: ${done.name} ${done.version} (plugins ${done.plugins.join(", ")})`);
+        toast(`${done.name} ${done.version} installed`);
+      } catch (e) { logInstall("refused: " + e.message); toast(e.message, true); }
+      refresh();
+    });
+    $("#by-url").addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const body = { url: $("#url").value.trim() };
+      if ($("#url-sha").value.trim()) body.sha256 = $("#url-sha").value.trim();
+      logInstall(`downloading ${body.url}…`);
+      try {
+        const done = await api("POST", "/api/packages/url", body);
+        logInstall(`${done.action}: ${done.name} ${done.version}`);
+      } catch (e) { logInstall("refused: " + e.message); toast(e.message, true); }
+      refresh();
+    });
+    await renderPackages();
+  },
+
+  async activity(main) {
+    const params = new URLSearchParams(location.hash.split("?")[1] || "");
+    const q = new URLSearchParams();
+    for (const k of ["kind", "status", "subject", "before_id"]) if (params.get(k)) q.set(k, params.get(k));
+    q.set("limit", "50");
+    const entries = await api("GET", "/api/activity?" + q);
+    main.innerHTML = `<h2>Activity</h2>
+      <form id="filters" class="row">
+        <label>Kind<select name="kind"><option value="">any</option>${["plugin", "package", "setting", "event", "activity", "installer"].map((k) => `<option ${params.get("kind") === k ? "selected" : ""}>${k}</option>`).join("")}</select></label>
+        <label>Status<select name="status"><option value="">any</option>${["error", "info", "warning", "report", "throw", "exit"].map((k) => `<option ${params.get("status") === k ? "selected" : ""}>${k}</option>`).join("")}</select></label>
+        <label>Subject<input type="search" name="subject" value="${esc(params.get("subject") || "")}"></label>
+        <button type="submit">Filter</button></form>
+      <table><thead><tr><th>When</th><th>Kind</th><th>Action</th><th>Status</th><th>Subject</th><th>Details</th></tr></thead>
+      <tbody id="activity-rows">${entries.map((a) => `<tr><td>${esc(a.created_at)}</td><td>${esc(a.kind)}</td><td>${esc(a.action)}</td>
+        <td>${badge(a.status, a.status === "error" ? "s-stopped" : "")}</td><td>${esc(a.subject || "")}</td>
+        <td><code>${esc(JSON.stringify(a.extra))}</code></td></tr>`).join("")}</tbody></table>
+      ${entries.length === 50 ? `<p><a href="#/activity?${new URLSearchParams({ ...Object.fromEntries(params), before_id: entries[entries.length - 1].id })}">Older</a></p>` : ""}`;
+    $("#filters").addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      const f = new URLSearchParams(new FormData(ev.target));
+      for (const [k, v] of [...f]) if (!v) f.delete(k);
+      location.hash = "#/activity?" + f;
+    });
+  },
+
+  async settings(main) {
+    const list = await api("GET", "/api/settings");
+    main.innerHTML = `<h2>Settings</h2>
+      <table><thead><tr><th>Name</th><th>Configs</th><th></th></tr></thead><tbody>
+      ${list.map((s) => `<tr><td>${esc(s.name)}</td><td><code>${esc(JSON.stringify(s.configs))}</code></td>
+        <td><button type="button" data-edit="${esc(s.name)}">Edit</button> <button type="button" data-del="${esc(s.name)}">Delete</button></td></tr>`).join("")}
+      </tbody></table>
+      <form id="setting" class="card" style="margin-top:14px"><h3>Create or replace</h3>
+        <div class="row"><label>Name (5–50 characters)<input type="text" id="setting-name" required minlength="5" maxlength="50"></label></div>
+        <label style="display:block">Configs (JSON)<textarea id="setting-configs">{}</textarea></label>
+        <button class="primary" type="submit">Save</button></form>`;
+    main.querySelectorAll("[data-edit]").forEach((b) => b.addEventListener("click", () => {
+      const s = list.find((x) => x.name === b.dataset.edit);
+      $("#setting-name").value = s.name;
+      $("#setting-configs").value = JSON.stringify(s.configs, null, 2);
+      $("#setting-configs").focus();
+    }));
+    main.querySelectorAll("[data-del]").forEach((b) => b.addEventListener("click", async () => {
+      try { await api("DELETE", "/api/settings/" + encodeURIComponent(b.dataset.del)); toast("deleted"); } catch (e) { toast(e.message, true); }
+      refresh();
+    }));
+    $("#setting").addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      let configs;
+      try { configs = JSON.parse($("#setting-configs").value); } catch (e) { toast("configs are not JSON: " + e.message, true); return; }
+      try { await api("PUT", "/api/settings/" + encodeURIComponent($("#setting-name").value), configs); toast("saved"); } catch (e) { toast(e.message, true); }
+      refresh();
+    });
+  },
+
+  async try(main) {
+    const events = await api("GET", "/api/events");
+    const chosen = decodeURIComponent((location.hash.split("/")[2] || "on_user_after_save_failure"));
+    main.innerHTML = `<h2>Try an event</h2>
+      <form id="try" class="card"><div class="row"><label>Event<select id="try-event">${events.map((e) =>
+        `<option ${e.name === chosen ? "selected" : ""}>${esc(e.name)}</option>`).join("")}</select></label></div>
+        <label style="display:block">State (JSON)<textarea id="try-state">${esc(JSON.stringify(sample(chosen), null, 2))}</textarea></label>
+        <button class="primary" type="submit">Call</button></form>
+      <div id="try-result"></div>`;
+    $("#try-event").addEventListener("change", (ev) => { location.hash = "#/try/" + encodeURIComponent(ev.target.value); });
+    $("#try").addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      let st;
+      try { st = JSON.parse($("#try-state").value); } catch (e) { toast("state is not JSON: " + e.message, true); return; }
+      try {
+        const out = await api("POST", `/api/events/${encodeURIComponent($("#try-event").value)}/call`, { state: st });
+        $("#try-result").innerHTML = `<div class="card"><h3>Trace</h3>
+          <table><thead><tr><th>#</th><th>Plugin</th><th>Outcome</th><th>Time (µs)</th></tr></thead><tbody>
+          ${(out.trace || []).map((t, i) => `<tr><td>${i + 1}</td><td>${esc(t.plugin)}</td>
+            <td class="outcome-${esc(t.outcome)}">${esc(t.outcome)}${t.failure ? ": " + esc(t.failure.message) : ""}</td><td>${Number(t.elapsed_us ?? t.elapsed ?? 0).toFixed(1)}</td></tr>`).join("")}
+          </tbody></table>
+          ${out.halted_by ? `<p>Halted by <strong>${esc(out.halted_by)}</strong>.</p>` : ""}
+          ${out.error ? `<p class="outcome-failed">${esc(out.error.message)}</p>` : ""}
+          <h3>Result</h3><pre>${esc(JSON.stringify(out.result, null, 2))}</pre></div>`;
+      } catch (e) { toast(e.message, true); }
+    });
+  },
+};
+
+function eventCard(e) {
+  const plugins = (e.plugins || []).map(rec);
+  const byName = Object.fromEntries(plugins.map((p) => [p.name, p]));
+  const chain = (e.chain || []).map((n) => byName[n] || { name: n });
+  const out = plugins.filter((p) => !(e.chain || []).includes(p.name));
+  return `<section class="card" data-event="${esc(e.name)}" aria-label="${esc(e.name)}">
+    <h3>${esc(e.name)} <span class="muted">${esc(e.section)}</span></h3>
+    <div class="chain" data-chain="${esc(e.name)}">${chain.length ? chain.map((p, i) => `${i ? '<span class="arrow" aria-hidden="true">→</span>' : ""}
+      <div class="step ${p.kind === "encoded" ? "wasm" : ""}" data-plugin="${esc(p.name)}"><div class="name">${esc(p.name)}</div>
+      ${statusBadge(p.status)}${kindBadge(p.kind)}${badge("prio " + p.priority)}${p.package ? badge("pkg " + p.package) : ""}</div>`).join("")
+      : '<span class="muted">empty chain: a call returns its state unchanged</span>'}</div>
+    ${out.length ? `<div class="muted">Out of the chain:</div><div class="chain">${out.map((p) => `<div class="step out" data-out="${esc(p.name)}">
+      <div class="name">${esc(p.name)}</div>${statusBadge(p.status)}${kindBadge(p.kind)}<div class="muted">${esc(whyOut(p))}</div></div>`).join("")}</div>` : ""}
+  </section>`;
+}
+
+// A layered drawing: each plugin's column is one more than its deepest dependency's.
+function graph(plugins) {
+  const names = new Set(plugins.map((p) => p.name));
+  const depth = {};
+  const d = (n, seen = new Set()) => {
+    if (depth[n] !== undefined) return depth[n];
+    if (seen.has(n)) return 0;
+    seen.add(n);
+    const p = plugins.find((x) => x.name === n);
+    const deps = (p && p.depends || []).filter((x) => names.has(x));
+    return (depth[n] = deps.length ? 1 + Math.max(...deps.map((x) => d(x, seen))) : 0);
+  };
+  plugins.forEach((p) => d(p.name));
+  const cols = {};
+  plugins.forEach((p) => (cols[depth[p.name]] = cols[depth[p.name]] || []).push(p));
+  const pos = {};
+  const W = 190, H = 44;
+  Object.entries(cols).forEach(([c, ps]) => ps.forEach((p, i) => (pos[p.name] = { x: 10 + c * W, y: 10 + i * H })));
+  const width = 20 + (Object.keys(cols).length || 1) * W, height = 20 + Math.max(1, ...Object.values(cols).map((c) => c.length)) * H;
+  const edges = plugins.flatMap((p) => (p.depends || []).filter((x) => pos[x]).map((x) => {
+    const a = pos[x], b = pos[p.name];
+    return `<line x1="${a.x + 150}" y1="${a.y + 15}" x2="${b.x}" y2="${b.y + 15}" stroke="#888" ${p.depend_type === "soft" ? 'stroke-dasharray="4 3"' : ""} marker-end="url(#arr)"/>`;
+  }));
+  const nodes = plugins.map((p) => {
+    const { x, y } = pos[p.name];
+    const color = p.status === "stopped" ? "#c4302b" : p.status === "held" ? "#9a6700" : (p.status === "started" || p.status === "restarted") ? "#1a7f37" : "#5b6470";
+    return `<g><rect x="${x}" y="${y}" width="150" height="30" rx="5" fill="#fff" stroke="${color}" stroke-width="2"/><text x="${x + 8}" y="${y + 19}">${esc(p.name.length > 20 ? p.name.slice(0, 19) + "…" : p.name)}</text></g>`;
+  });
+  return `<svg role="img" aria-label="Plugin dependency graph: arrows point from a dependency to its dependent; dashed arrows are soft dependencies" width="${width}" height="${height}">
+    <defs><marker id="arr" markerWidth="8" markerHeight="8" refX="8" refY="4" orient="auto"><path d="M0,0 L8,4 L0,8 z" fill="#888"/></marker></defs>
+    ${edges.join("")}${nodes.join("")}</svg>
+    <p class="muted">Solid: hard dependency (held while it is not running). Dashed: soft (only orders the chain).</p>`;
+}
+
+async function renderPackages() {
+  const box = $("#packages");
+  if (!box) return;
+  const [packages, outdated] = await Promise.all([
+    api("GET", "/api/packages"),
+    api("GET", "/api/packages/outdated").catch(() => []),
+  ]);
+  const newer = Object.fromEntries((outdated || []).map((o) => [o.name, o.latest]));
+  box.innerHTML = `<table><thead><tr><th>Package</th><th>Version</th><th>Previous</th><th>Plugins</th><th>State</th><th></th></tr></thead><tbody>
+    ${packages.map((p) => `<tr data-package="${esc(p.name)}"><td><strong>${esc(p.name)}</strong><div class="muted">${esc(p.description)}</div></td>
+      <td>${esc(p.version)}${newer[p.name] ? ` ${badge("update available: " + newer[p.name].version, "s-held")}` : ""}</td>
+      <td>${esc(p.previous || "")}</td><td>${esc((p.plugins || []).join(", "))}</td>
+      <td>${p.loaded ? badge("loaded", "s-started") : badge("failed", "s-stopped") + `<div class="muted">${esc(p.error || "")}</div>`}</td>
+      <td class="actions">${newer[p.name] ? `<button type="button" data-upgrade="${esc(p.name)}">Upgrade</button>` : ""}
+        ${p.previous ? `<button type="button" data-rollback="${esc(p.name)}">Roll back</button>` : ""}
+        <button type="button" data-uninstall="${esc(p.name)}">Uninstall</button></td></tr>`).join("") || '<tr><td colspan="6">No packages installed.</td></tr>'}
+    </tbody></table>`;
+  box.querySelectorAll("[data-upgrade]").forEach((b) => b.addEventListener("click", async () => {
+    const latest = newer[b.dataset.upgrade];
+    logInstall(`upgrading ${b.dataset.upgrade} to ${latest.version} from ${latest.url}…`);
+    try { const d = await api("POST", "/api/packages/url", { url: latest.url, sha256: latest.sha256 }); logInstall(`${d.action}: ${d.name} ${d.version}`); }
+    catch (e) { logInstall("refused: " + e.message); toast(e.message, true); }
+    refresh();
+  }));
+  box.querySelectorAll("[data-rollback]").forEach((b) => b.addEventListener("click", async () => {
+    try { const d = await api("POST", `/api/packages/${encodeURIComponent(b.dataset.rollback)}/rollback`); logInstall(`rolled back ${d.name} to ${d.version}`); }
+    catch (e) { toast(e.message, true); }
+    refresh();
+  }));
+  box.querySelectorAll("[data-uninstall]").forEach((b) => b.addEventListener("click", async () => {
+    if (!confirm(`Uninstall ${b.dataset.uninstall}?`)) return;
+    try { await api("DELETE", `/api/packages/${encodeURIComponent(b.dataset.uninstall)}`); logInstall(`uninstalled ${b.dataset.uninstall}`); }
+    catch (e) {
+      if (e.code === "conflict" || /depend/.test(e.message)) {
+        if (confirm(e.message + "\n\nUninstall anyway, holding the dependents' plugins?")) {
+          try { await api("DELETE", `/api/packages/${encodeURIComponent(b.dataset.uninstall)}?cascade=true`); logInstall(`uninstalled ${b.dataset.uninstall} (dependents held)`); } catch (e2) { toast(e2.message, true); }
+        }
+      } else toast(e.message, true);
+    }
+    refresh();
+  }));
+}
+
+function logInstall(line) {
+  state.installLog.push(`${new Date().toLocaleTimeString()} ${line}`);
+  state.installLog = state.installLog.slice(-200);
+  const log = $("#install-log");
+  if (log) { log.textContent = state.installLog.join("\n"); log.scrollTop = log.scrollHeight; }
+}
+
+function sample(event) {
+  const conn = { method: "POST", path: "/signup", headers: { "user-agent": "dashboard" }, peer: null };
+  const samples = {
+    on_user_after_save_failure: { error: { code: "validation_failed", message: "email has already been taken", fields: { email: ["is taken"] }, details: null },
+      ip: "203.0.113.9", endpoint: "html", status: "added", conn, modifier_user: "self", extra: null },
+    on_content_before_save: { data: { title: "" }, extra: {} },
+    on_content_prepare: { data: { title: "Hello" }, extra: {} },
+  };
+  return samples[event] || { data: {}, extra: {} };
+}
+
+// ---- routing and live updates ----
+
+async function render() {
+  const view = (location.hash.replace(/^#\//, "").split(/[/?]/)[0]) || "events";
+  state.view = views[view] ? view : "events";
+  document.querySelectorAll("nav a").forEach((a) => {
+    if (a.dataset.view === state.view) a.setAttribute("aria-current", "page");
+    else a.removeAttribute("aria-current");
+  });
+  const main = $("#main");
+  try { await views[state.view](main); } catch (e) { main.innerHTML = `<p class="outcome-failed">${esc(e.message)}</p>`; }
+}
+
+// Re-render the current view (debounced), keeping what the user is typing.
+function refresh() {
+  clearTimeout(state.refreshing);
+  state.refreshing = setTimeout(() => {
+    const active = document.activeElement;
+    if (active && /INPUT|TEXTAREA|SELECT/.test(active.tagName) && state.view !== "events" && state.view !== "plugins") {
+      if (state.view === "install") renderPackages();
+      return;
+    }
+    render();
+  }, 150);
+}
+
+function connect() {
+  const live = $("#live");
+  const es = new EventSource("/api/stream");
+  es.onopen = () => { live.textContent = "live"; live.classList.add("on"); };
+  es.onerror = () => { live.textContent = "reconnecting…"; live.classList.remove("on"); };
+  es.addEventListener("change", () => refresh());
+  es.addEventListener("activity", () => { if (state.view === "activity") refresh(); });
+  es.addEventListener("install", (ev) => {
+    try {
+      const p = JSON.parse(ev.data);
+      if (p.received !== undefined) logInstall(`${p.url || "download"}: ${p.received}${p.total ? " / " + p.total : ""} bytes`);
+      else logInstall(p.message || ev.data);
+    } catch { logInstall(ev.data); }
+    if (state.view === "install") renderPackages();
+  });
+}
+
+window.addEventListener("hashchange", render);
+window.addEventListener("DOMContentLoaded", async () => {
+  try { state.csrf = (await api("GET", "/api/session")).csrf; } catch { /* redirected to /login */ }
+  const lc = $("#logout-csrf");
+  if (lc) lc.value = state.csrf;
+  connect();
+  render();
+});

@@ -1,0 +1,1006 @@
+//! The JSON API under `/api`, the auth middleware, login and logout, and the response
+//! layers every route shares (JSON errors, request logs).
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use plugboard_core::EventInfo;
+use plugboard_engine::{CallError, CallOptions, PluginInfo, Report, Target, Trace};
+use plugboard_installer::{InstallOptions, Installed, owner};
+use plugboard_store::ActivityQuery;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::auth::{self, SESSION_COOKIE, Session};
+use crate::error::{ApiError, ErrorBody, call_error_code};
+use crate::{Shared, stream};
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// Runs blocking work (the engine, the installer, the store) off the async workers.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> ApiResult<T> + Send + 'static,
+) -> ApiResult<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("a worker task failed: {e}")))?
+}
+
+// ----- routes -----
+
+/// The routes that need auth.
+pub(crate) fn routes(state: &Shared) -> axum::Router<Shared> {
+    axum::Router::new()
+        .route("/api/health", get(api_health))
+        .route("/api/session", get(session))
+        .route("/api/events", get(events))
+        .route("/api/events/{name}", get(event))
+        .route("/api/events/{name}/call", post(call_event))
+        .route("/api/plugins", get(plugins))
+        .route("/api/plugins/{name}", get(plugin))
+        .route("/api/plugins/{name}/{action}", post(plugin_action))
+        .route(
+            "/api/packages",
+            get(packages)
+                .post(upload_package)
+                .layer(DefaultBodyLimit::max(state.options.upload_limit)),
+        )
+        .route("/api/packages/url", post(install_url))
+        .route("/api/packages/outdated", get(outdated))
+        .route("/api/packages/{name}", axum::routing::delete(uninstall))
+        .route("/api/packages/{name}/rollback", post(rollback))
+        .route("/api/activity", get(activity))
+        .route("/api/settings", get(settings))
+        .route(
+            "/api/settings/{name}",
+            get(setting).put(put_setting).delete(delete_setting),
+        )
+        .route("/api/profile", get(profile))
+        .route("/api/stream", get(stream::stream))
+        .route("/api/openapi.json", get(openapi_json))
+}
+
+/// The routes open to everyone.
+pub(crate) fn public_routes() -> axum::Router<Shared> {
+    axum::Router::new()
+        .route("/health", get(health))
+        .route("/login", get(login_form).post(login))
+        .route("/logout", post(logout))
+}
+
+/// Unknown paths.
+pub(crate) async fn not_found() -> ApiError {
+    ApiError::not_found("no such route")
+}
+
+/// Turns every error response that is not already JSON (or an HTML page) into the JSON
+/// error shape, keeping its status: rejections of extractors, body limits, 405s.
+pub(crate) async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let ctype = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if ctype.starts_with("application/json") || ctype.starts_with("text/html") {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_owned()
+    } else {
+        text
+    };
+    // axum rejects a well-formed body of the wrong shape with 422; here 422 means a
+    // refusal by the installer or the engine, so a malformed request is a 400.
+    let status = if status == StatusCode::UNPROCESSABLE_ENTITY {
+        StatusCode::BAD_REQUEST
+    } else {
+        status
+    };
+    let mut error = ApiError::new(status, ApiError::code_of(status), message);
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        error.retry_after = parts
+            .headers
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+    }
+    let mut out = error.into_response();
+    for (k, v) in parts.headers.iter() {
+        if k != header::CONTENT_TYPE && k != header::CONTENT_LENGTH {
+            out.headers_mut().insert(k.clone(), v.clone());
+        }
+    }
+    out
+}
+
+/// Logs each request (method, path, status, time) at debug level, errors at info.
+pub(crate) async fn log_request(req: Request, next: Next) -> Response {
+    let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+    let start = Instant::now();
+    let response = next.run(req).await;
+    let status = response.status().as_u16();
+    let micros = start.elapsed().as_micros() as u64;
+    if status >= 400 {
+        tracing::info!(%method, %path, status, micros, "request");
+    } else {
+        tracing::debug!(%method, %path, status, micros, "request");
+    }
+    response
+}
+
+// ----- auth -----
+
+/// How a request proved who it is.
+#[derive(Clone, Debug)]
+pub(crate) enum Auth {
+    /// The admin token.
+    Token,
+    /// A session cookie.
+    Session(Session),
+}
+
+/// Checks the admin token or the session cookie (not CSRF).
+pub(crate) fn authenticate(
+    state: &Shared,
+    headers: &HeaderMap,
+) -> ApiResult<(Auth, Option<String>)> {
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        let value = value.to_str().unwrap_or("");
+        let token = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+            .ok_or_else(|| {
+                ApiError::unauthorized("the Authorization header must be `Bearer <token>`")
+            })?;
+        return if auth::token_matches(&state.token_hash, token.trim()) {
+            Ok((Auth::Token, None))
+        } else {
+            Err(ApiError::unauthorized("the admin token is wrong"))
+        };
+    }
+    let id = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|c| auth::cookie(c, SESSION_COOKIE));
+    match id {
+        Some(id) => match state.sessions.get(id) {
+            Some(s) => Ok((Auth::Session(s), Some(id.to_owned()))),
+            None => Err(ApiError::unauthorized(
+                "the session has expired or is unknown; log in again",
+            )),
+        },
+        None => Err(ApiError::unauthorized(
+            "log in, or send the admin token as `Authorization: Bearer <token>`",
+        )),
+    }
+}
+
+fn csrf_error() -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "csrf",
+        "missing or wrong CSRF token: send the session's token (GET /api/session) as the X-CSRF-Token header",
+    )
+}
+
+fn changes_state(method: &Method) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"))
+}
+
+/// The `csrf` field of a form body.
+fn form_csrf(body: &[u8]) -> Option<String> {
+    serde_urlencoded::from_bytes::<Vec<(String, String)>>(body)
+        .ok()?
+        .into_iter()
+        .find(|(k, _)| k == "csrf")
+        .map(|(_, v)| v)
+}
+
+/// Requires the admin token or a session; a session's state-changing requests must carry
+/// its CSRF token.
+pub(crate) async fn require_auth(
+    State(state): State<Shared>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let (auth, _) = match authenticate(&state, req.headers()) {
+        Ok(a) => a,
+        Err(e) => return e.into_response(),
+    };
+    let mut req = req;
+    if let Auth::Session(session) = &auth
+        && changes_state(req.method())
+    {
+        let header_token = req
+            .headers()
+            .get("x-csrf-token")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let ok = match header_token {
+            Some(t) => auth::secret_eq(&t, &session.csrf),
+            None if is_form(req.headers()) => {
+                let (parts, body) = req.into_parts();
+                let bytes = match axum::body::to_bytes(body, state.options.json_limit).await {
+                    Ok(b) => b,
+                    Err(_) => {
+                        return ApiError::new(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            "too_large",
+                            "the form is too large",
+                        )
+                        .into_response();
+                    }
+                };
+                let ok = form_csrf(&bytes).is_some_and(|t| auth::secret_eq(&t, &session.csrf));
+                req = Request::from_parts(parts, Body::from(bytes));
+                ok
+            }
+            None => false,
+        };
+        if !ok {
+            return csrf_error().into_response();
+        }
+    }
+    req.extensions_mut().insert(auth);
+    next.run(req).await
+}
+
+const LOGIN_PAGE: &str = include_str!("../assets/login.html");
+
+fn login_page(message: &str) -> String {
+    let note = if message.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "<p class=\"error\" role=\"alert\">{}</p>",
+            crate::demo::escape(message)
+        )
+    };
+    LOGIN_PAGE.replace("{{message}}", &note)
+}
+
+/// `GET /login`: the login form.
+async fn login_form() -> Html<String> {
+    Html(login_page(""))
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    #[serde(default)]
+    token: String,
+}
+
+/// `POST /login`: a form with `token`; on success a session cookie and a redirect to `/`.
+async fn login(
+    State(state): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    axum::Form(form): axum::Form<LoginForm>,
+) -> Response {
+    let ip = peer.ip();
+    if let Some(wait) = state.limiter.blocked(ip) {
+        let mut r = (
+            StatusCode::TOO_MANY_REQUESTS,
+            Html(login_page(
+                "Too many failed logins; wait a minute and try again.",
+            )),
+        )
+            .into_response();
+        if let Ok(v) = wait.to_string().parse() {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return r;
+    }
+    if !auth::token_matches(&state.token_hash, form.token.trim()) {
+        state.limiter.fail(ip);
+        tracing::warn!(%ip, "failed login");
+        return (
+            StatusCode::UNAUTHORIZED,
+            Html(login_page("That token is not the admin token.")),
+        )
+            .into_response();
+    }
+    state.limiter.clear(ip);
+    let (id, _) = match state.sessions.create() {
+        Ok(s) => s,
+        Err(e) => return ApiError::internal(e.to_string()).into_response(),
+    };
+    let cookie = format!(
+        "{SESSION_COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
+        state.sessions.lifetime().as_secs()
+    );
+    let mut r = Redirect::to("/").into_response();
+    *r.status_mut() = StatusCode::SEE_OTHER;
+    if let Ok(v) = cookie.parse() {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r
+}
+
+/// `POST /logout`: ends the session (its CSRF token is required, as header or form field)
+/// and clears the cookie.
+async fn logout(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Ok((Auth::Session(session), Some(id))) = authenticate(&state, &headers) {
+        let token = headers
+            .get("x-csrf-token")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .or_else(|| form_csrf(&body));
+        if !token.is_some_and(|t| auth::secret_eq(&t, &session.csrf)) {
+            return csrf_error().into_response();
+        }
+        state.sessions.remove(&id);
+    }
+    let mut r = Redirect::to("/login").into_response();
+    *r.status_mut() = StatusCode::SEE_OTHER;
+    if let Ok(v) =
+        format!("{SESSION_COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0").parse()
+    {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r
+}
+
+/// The current session.
+#[derive(serde::Serialize, ToSchema)]
+pub(crate) struct SessionInfo {
+    /// `token` or `session`.
+    auth: &'static str,
+    /// The CSRF token to send as `X-CSRF-Token` (sessions only).
+    csrf: Option<String>,
+    /// When the session ends (RFC 3339; sessions only).
+    expires_at: Option<String>,
+}
+
+/// `GET /api/session`.
+#[utoipa::path(get, path = "/api/session", tag = "auth",
+    responses((status = 200, body = SessionInfo), (status = 401, body = ErrorBody)))]
+pub(crate) async fn session(axum::Extension(auth): axum::Extension<Auth>) -> Json<SessionInfo> {
+    Json(match auth {
+        Auth::Token => SessionInfo {
+            auth: "token",
+            csrf: None,
+            expires_at: None,
+        },
+        Auth::Session(s) => SessionInfo {
+            auth: "session",
+            csrf: Some(s.csrf),
+            expires_at: s
+                .expires_at
+                .format(&time::format_description::well_known::Rfc3339)
+                .ok(),
+        },
+    })
+}
+
+// ----- health -----
+
+/// `GET /health` (no auth).
+#[utoipa::path(get, path = "/health", tag = "health",
+    responses((status = 200, description = "`{\"status\":\"ok\"}`", body = Value)))]
+pub(crate) async fn health() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// `GET /api/health`: each plugin's health check, and each event's chain health.
+#[utoipa::path(get, path = "/api/health", tag = "health",
+    responses((status = 200, description = "`{plugins: [health], events: [{name, chain_len, healthy}]}`", body = Value)))]
+pub(crate) async fn api_health(State(state): State<Shared>) -> ApiResult<Json<Value>> {
+    blocking(move || {
+        let engine = &state.engine;
+        let mut healthy = std::collections::HashMap::new();
+        let mut plugins = Vec::new();
+        for p in engine.plugins() {
+            if let Ok(h) = engine.health(&p.record.name) {
+                healthy.insert(h.plugin.clone(), h.healthy);
+                plugins.push(serde_json::to_value(&h).map_err(internal)?);
+            }
+        }
+        let events: Vec<Value> = engine
+            .events()
+            .iter()
+            .map(|e| {
+                let chain = engine.chain(&e.name).unwrap_or_default();
+                let ok = chain
+                    .iter()
+                    .all(|p| healthy.get(p).copied().unwrap_or(false));
+                json!({ "name": e.name, "chain_len": chain.len(), "healthy": ok })
+            })
+            .collect();
+        Ok(Json(json!({ "plugins": plugins, "events": events })))
+    })
+    .await
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::internal(e.to_string())
+}
+
+// ----- events -----
+
+fn plugin_summary(p: &PluginInfo) -> Value {
+    json!({
+        "name": p.record.name,
+        "status": p.record.status,
+        "priority": p.record.priority,
+        "kind": p.kind,
+        "in_chain": p.in_chain,
+        "waiting_for": p.waiting_for,
+        "package": owner(&p.record),
+    })
+}
+
+fn event_json(state: &Shared, info: &EventInfo, all: &[PluginInfo], schema: bool) -> Value {
+    let chain = state.engine.chain(&info.name).unwrap_or_default();
+    let plugins: Vec<Value> = all
+        .iter()
+        .filter(|p| p.record.event == info.name)
+        .map(plugin_summary)
+        .collect();
+    let mut v = json!({
+        "name": info.name,
+        "section": info.section,
+        "doc": info.doc,
+        "fields": info.fields(),
+        "chain": chain,
+        "plugins": plugins,
+    });
+    if schema {
+        v["schema"] = info.schema.clone();
+    }
+    v
+}
+
+/// `GET /api/events`: every event with its chain and plugins.
+#[utoipa::path(get, path = "/api/events", tag = "events",
+    responses((status = 200, description = "`[{name, section, doc, fields, chain, plugins: [{name, status, priority, kind, in_chain, waiting_for, package}]}]`", body = Vec<Value>)))]
+pub(crate) async fn events(State(state): State<Shared>) -> Json<Vec<Value>> {
+    let all = state.engine.plugins();
+    Json(
+        state
+            .engine
+            .events()
+            .iter()
+            .map(|e| event_json(&state, e, &all, false))
+            .collect(),
+    )
+}
+
+/// `GET /api/events/{name}`: one event, with its state's JSON Schema.
+#[utoipa::path(get, path = "/api/events/{name}", tag = "events",
+    params(("name" = String, Path, description = "The event")),
+    responses((status = 200, body = Value), (status = 404, body = ErrorBody)))]
+pub(crate) async fn event(
+    State(state): State<Shared>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let info = state
+        .engine
+        .event(&name)
+        .ok_or_else(|| ApiError::not_found(format!("no event named `{name}` is declared")))?;
+    Ok(Json(event_json(
+        &state,
+        &info,
+        &state.engine.plugins(),
+        true,
+    )))
+}
+
+/// The body of a call.
+#[derive(Deserialize, ToSchema)]
+pub(crate) struct CallBody {
+    /// The event's state, as JSON.
+    #[schema(value_type = Object)]
+    state: Value,
+}
+
+fn trace_json(t: Trace<Value>) -> Value {
+    let steps: Vec<Value> = t
+        .steps
+        .iter()
+        .map(|s| {
+            let mut step = json!({
+                "plugin": s.plugin,
+                "elapsed_us": s.elapsed.as_secs_f64() * 1e6,
+            });
+            match &s.outcome {
+                plugboard_engine::StepOutcome::Continued => step["outcome"] = json!("continued"),
+                plugboard_engine::StepOutcome::Halted => step["outcome"] = json!("halted"),
+                plugboard_engine::StepOutcome::Failed { failure } => {
+                    step["outcome"] = json!("failed");
+                    step["failure"] = json!(failure);
+                }
+            }
+            step
+        })
+        .collect();
+    let (result, error) = match t.result {
+        Ok(v) => (v, Value::Null),
+        Err(e) => (
+            Value::Null,
+            json!({ "code": call_error_code(&e), "message": e.to_string() }),
+        ),
+    };
+    json!({ "result": result, "error": error, "trace": steps, "halted_by": t.halted_by })
+}
+
+/// `POST /api/events/{name}/call`: calls the event with a JSON state and reports each
+/// plugin's step.
+#[utoipa::path(post, path = "/api/events/{name}/call", tag = "events",
+    params(("name" = String, Path, description = "The event")),
+    request_body = CallBody,
+    responses(
+        (status = 200, description = "`{result, error, trace: [{plugin, elapsed_us, outcome, failure?}], halted_by}`; a failing plugin is reported in `error`", body = Value),
+        (status = 400, description = "`invalid_state`: the state does not decode", body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+pub(crate) async fn call_event(
+    State(state): State<Shared>,
+    Path(name): Path<String>,
+    Json(body): Json<CallBody>,
+) -> ApiResult<Json<Value>> {
+    if state.engine.event(&name).is_none() {
+        return Err(ApiError::not_found(format!(
+            "no event named `{name}` is declared"
+        )));
+    }
+    let (engine, ev, input) = (state.engine.clone(), name.clone(), body.state.clone());
+    let trace =
+        tokio::task::spawn_blocking(move || engine.trace_json(&ev, input, &CallOptions::default()))
+            .await
+            .map_err(internal)?;
+    let trace = if matches!(trace.result, Err(CallError::NeedsAsync { .. })) {
+        state
+            .engine
+            .trace_json_async(&name, body.state, &CallOptions::default())
+            .await
+    } else {
+        trace
+    };
+    if let Err(e @ CallError::InvalidState { .. }) = &trace.result {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_state",
+            e.to_string(),
+        ));
+    }
+    Ok(Json(trace_json(trace)))
+}
+
+// ----- plugins -----
+
+fn plugin_json(p: &PluginInfo) -> ApiResult<Value> {
+    let mut v = serde_json::to_value(p).map_err(internal)?;
+    v["package"] = json!(owner(&p.record));
+    Ok(v)
+}
+
+/// Filters of the plugin list.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct PluginFilter {
+    /// Only plugins of this event.
+    event: Option<String>,
+    /// Only plugins with this status.
+    status: Option<String>,
+}
+
+/// `GET /api/plugins`.
+#[utoipa::path(get, path = "/api/plugins", tag = "plugins", params(PluginFilter),
+    responses((status = 200, description = "`[{name, event, priority, status, depend_type, depends, extra, inserted_at, updated_at, loaded, kind, in_chain, waiting_for, dependents, failures, consecutive_failures, last_error, package}]`", body = Vec<Value>)))]
+pub(crate) async fn plugins(
+    State(state): State<Shared>,
+    Query(f): Query<PluginFilter>,
+) -> ApiResult<Json<Vec<Value>>> {
+    let mut out = Vec::new();
+    for p in state.engine.plugins() {
+        if f.event.as_ref().is_some_and(|e| *e != p.record.event) {
+            continue;
+        }
+        if f.status
+            .as_ref()
+            .is_some_and(|s| json!(p.record.status) != json!(s))
+        {
+            continue;
+        }
+        out.push(plugin_json(&p)?);
+    }
+    Ok(Json(out))
+}
+
+/// `GET /api/plugins/{name}`.
+#[utoipa::path(get, path = "/api/plugins/{name}", tag = "plugins",
+    params(("name" = String, Path, description = "The plugin")),
+    responses((status = 200, body = Value), (status = 404, body = ErrorBody)))]
+pub(crate) async fn plugin(
+    State(state): State<Shared>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let p = state
+        .engine
+        .plugin(&name)
+        .ok_or_else(|| ApiError::not_found(format!("no plugin named `{name}` is registered")))?;
+    Ok(Json(plugin_json(&p)?))
+}
+
+fn report_json(action: &str, plugin: &str, r: Report) -> Value {
+    let skipped: Vec<Value> = r
+        .skipped
+        .into_iter()
+        .map(|(p, e)| {
+            let e = ApiError::from(e);
+            json!({ "plugin": p, "error": { "code": e.code, "message": e.message } })
+        })
+        .collect();
+    json!({ "action": action, "plugin": plugin, "changed": r.changed, "skipped": skipped })
+}
+
+/// `POST /api/plugins/{name}/{action}`: `start`, `stop`, `restart`, `enable`, `delete` or
+/// `unregister`.
+#[utoipa::path(post, path = "/api/plugins/{name}/{action}", tag = "plugins",
+    params(("name" = String, Path, description = "The plugin"),
+           ("action" = String, Path, description = "start, stop, restart, enable, delete or unregister")),
+    responses(
+        (status = 200, description = "`{action, plugin, changed: [record], skipped: [{plugin, error}]}`", body = Value),
+        (status = 400, description = "`bad_request` (unknown action) or `invalid_state` (e.g. start on a stopped plugin)", body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub(crate) async fn plugin_action(
+    State(state): State<Shared>,
+    Path((name, action)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    if !matches!(
+        action.as_str(),
+        "start" | "stop" | "restart" | "enable" | "delete" | "unregister"
+    ) {
+        return Err(ApiError::bad_request(format!(
+            "unknown action `{action}`: use start, stop, restart, enable, delete or unregister"
+        )));
+    }
+    let engine = state.engine.clone();
+    blocking(move || {
+        let target = Target::Plugin(&name);
+        let report = match action.as_str() {
+            "start" => engine.start(target),
+            "stop" => engine.stop(target),
+            "restart" => engine.restart(target),
+            "enable" => engine.enable(target),
+            "delete" => engine.delete(target),
+            _ => engine.unregister(target),
+        }?;
+        Ok(Json(report_json(&action, &name, report)))
+    })
+    .await
+}
+
+// ----- packages -----
+
+fn count_install<T>(state: &Shared, action: &str, r: &ApiResult<T>) {
+    match r {
+        Ok(_) => state.metrics.install(action, "ok"),
+        Err(e) => state.metrics.install(action, e.code),
+    }
+}
+
+fn installed_action(r: &ApiResult<Installed>, fallback: &'static str) -> String {
+    r.as_ref()
+        .map_or_else(|_| fallback.to_owned(), |i| i.action.to_owned())
+}
+
+/// `GET /api/packages`.
+#[utoipa::path(get, path = "/api/packages", tag = "packages",
+    responses((status = 200, description = "`[{name, version, previous, description, sha256, source, dependencies, plugins, loaded, error, updated_at}]`", body = Vec<Value>)))]
+pub(crate) async fn packages(State(state): State<Shared>) -> ApiResult<Json<Value>> {
+    blocking(move || {
+        let list = state.installer.packages()?;
+        Ok(Json(serde_json::to_value(list).map_err(internal)?))
+    })
+    .await
+}
+
+/// Options of an upload.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct UploadQuery {
+    /// The sha256 the file must have.
+    sha256: Option<String>,
+    /// Install even if the same or a newer version is installed.
+    #[serde(default)]
+    force: bool,
+}
+
+/// `POST /api/packages`: installs an uploaded `.pbpkg` (the raw body).
+#[utoipa::path(post, path = "/api/packages", tag = "packages", params(UploadQuery),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The .pbpkg file"),
+    responses(
+        (status = 200, description = "`{name, version, replaced, sha256, plugins, action, signer}`", body = Value),
+        (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub(crate) async fn upload_package(
+    State(state): State<Shared>,
+    Query(q): Query<UploadQuery>,
+    body: Bytes,
+) -> ApiResult<Json<Installed>> {
+    if body.is_empty() {
+        return Err(ApiError::bad_request(
+            "send the .pbpkg file as the request body",
+        ));
+    }
+    let st = state.clone();
+    let result = blocking(move || {
+        let opts = InstallOptions {
+            sha256: q.sha256,
+            force: q.force,
+        };
+        Ok(st
+            .installer
+            .install_bytes(body.to_vec(), "upload", "upload", &opts)?)
+    })
+    .await;
+    count_install(&state, &installed_action(&result, "install"), &result);
+    result.map(Json)
+}
+
+/// The body of an install from a URL.
+#[derive(Deserialize, ToSchema)]
+pub(crate) struct UrlInstall {
+    /// An `http(s)://` URL.
+    url: String,
+    /// The sha256 the file must have (required unless the host is trusted).
+    sha256: Option<String>,
+    /// Install even if the same or a newer version is installed.
+    #[serde(default)]
+    force: bool,
+}
+
+/// `POST /api/packages/url`: downloads and installs; progress goes to the stream as
+/// `install` events.
+#[utoipa::path(post, path = "/api/packages/url", tag = "packages", request_body = UrlInstall,
+    responses(
+        (status = 200, description = "What was installed", body = Value),
+        (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub(crate) async fn install_url(
+    State(state): State<Shared>,
+    Json(body): Json<UrlInstall>,
+) -> ApiResult<Json<Installed>> {
+    if !(body.url.starts_with("http://") || body.url.starts_with("https://")) {
+        return Err(ApiError::bad_request(
+            "the url must start with http:// or https://",
+        ));
+    }
+    let st = state.clone();
+    let result = blocking(move || {
+        let opts = InstallOptions {
+            sha256: body.sha256,
+            force: body.force,
+        };
+        let url = body.url;
+        let mut last = Instant::now();
+        let mut progress = |received: u64, total: Option<u64>| {
+            let done = total == Some(received);
+            if done || last.elapsed().as_millis() >= 100 {
+                last = Instant::now();
+                st.hub.publish(
+                    "install",
+                    json!({ "url": url, "received": received, "total": total }),
+                );
+            }
+        };
+        Ok(st.installer.install(&url, &opts, &mut progress)?)
+    })
+    .await;
+    count_install(&state, &installed_action(&result, "install"), &result);
+    result.map(Json)
+}
+
+/// `POST /api/packages/{name}/rollback`.
+#[utoipa::path(post, path = "/api/packages/{name}/rollback", tag = "packages",
+    params(("name" = String, Path, description = "The package")),
+    responses((status = 200, body = Value), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn rollback(
+    State(state): State<Shared>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Installed>> {
+    let st = state.clone();
+    let result = blocking(move || Ok(st.installer.rollback(&name)?)).await;
+    count_install(&state, "rollback", &result);
+    result.map(Json)
+}
+
+/// Options of an uninstall.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct UninstallQuery {
+    /// Uninstall even if other packages depend on it (their plugins are held).
+    #[serde(default)]
+    cascade: bool,
+}
+
+/// `DELETE /api/packages/{name}`.
+#[utoipa::path(delete, path = "/api/packages/{name}", tag = "packages",
+    params(("name" = String, Path, description = "The package"), UninstallQuery),
+    responses((status = 200, description = "`{uninstalled, held: [plugin]}`", body = Value),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn uninstall(
+    State(state): State<Shared>,
+    Path(name): Path<String>,
+    Query(q): Query<UninstallQuery>,
+) -> ApiResult<Json<Value>> {
+    let st = state.clone();
+    let result = blocking(move || {
+        let held = st.installer.uninstall(&name, q.cascade)?;
+        Ok(json!({ "uninstalled": name, "held": held }))
+    })
+    .await;
+    count_install(&state, "uninstall", &result);
+    result.map(Json)
+}
+
+/// `GET /api/packages/outdated`: newer versions in the configured index.
+#[utoipa::path(get, path = "/api/packages/outdated", tag = "packages",
+    responses((status = 200, body = Vec<Value>), (status = 400, description = "`invalid_state`: no index configured", body = ErrorBody)))]
+pub(crate) async fn outdated(State(state): State<Shared>) -> ApiResult<Json<Value>> {
+    blocking(move || {
+        let list = state.installer.outdated(None)?;
+        Ok(Json(serde_json::to_value(list).map_err(internal)?))
+    })
+    .await
+}
+
+// ----- activity, settings, profile -----
+
+/// Filters and a page of the activity log.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ActivityFilter {
+    /// `plugin`, `package`, `setting`, `event`, `activity` or `installer`.
+    kind: Option<String>,
+    /// `error`, `info`, `warning`, `report`, `throw` or `exit`.
+    status: Option<String>,
+    /// A plugin's, package's or event's name.
+    subject: Option<String>,
+    /// At most this many (default 50, at most 1000).
+    limit: Option<u32>,
+    /// Only entries older than this id (the next page).
+    before_id: Option<i64>,
+}
+
+/// `GET /api/activity`: newest first.
+#[utoipa::path(get, path = "/api/activity", tag = "activity", params(ActivityFilter),
+    responses((status = 200, description = "`[{id, kind, action, priority, status, subject, section_id, extra, created_at}]`", body = Vec<Value>)))]
+pub(crate) async fn activity(
+    State(state): State<Shared>,
+    Query(f): Query<ActivityFilter>,
+) -> ApiResult<Json<Value>> {
+    blocking(move || {
+        let q = ActivityQuery {
+            kind: f.kind,
+            status: f.status,
+            subject: f.subject,
+            before_id: f.before_id,
+            limit: f.limit,
+            ..ActivityQuery::default()
+        };
+        let rows = state.store.activities(&q)?;
+        Ok(Json(serde_json::to_value(rows).map_err(internal)?))
+    })
+    .await
+}
+
+fn rfc3339(t: time::OffsetDateTime) -> Value {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .map_or(Value::Null, Value::String)
+}
+
+/// `GET /api/settings`.
+#[utoipa::path(get, path = "/api/settings", tag = "settings",
+    responses((status = 200, description = "`[{name, configs, updated_at}]`", body = Vec<Value>)))]
+pub(crate) async fn settings(State(state): State<Shared>) -> ApiResult<Json<Vec<Value>>> {
+    blocking(move || {
+        let list = state.store.settings().list()?;
+        Ok(Json(
+            list.into_iter()
+                .map(|(name, configs, at)| {
+                    json!({ "name": name, "configs": configs, "updated_at": rfc3339(at) })
+                })
+                .collect(),
+        ))
+    })
+    .await
+}
+
+/// `GET /api/settings/{name}`.
+#[utoipa::path(get, path = "/api/settings/{name}", tag = "settings",
+    params(("name" = String, Path, description = "The setting")),
+    responses((status = 200, description = "`{name, configs}`", body = Value), (status = 404, body = ErrorBody)))]
+pub(crate) async fn setting(
+    State(state): State<Shared>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    blocking(move || match state.store.settings().get(&name)? {
+        Some(configs) => Ok(Json(json!({ "name": name, "configs": configs }))),
+        None => Err(ApiError::not_found(format!("no setting named `{name}`"))),
+    })
+    .await
+}
+
+/// `PUT /api/settings/{name}`: the body is the setting's configs.
+#[utoipa::path(put, path = "/api/settings/{name}", tag = "settings",
+    params(("name" = String, Path, description = "The setting")),
+    request_body(content = Value, description = "The configs (any JSON)"),
+    responses((status = 200, description = "`{name, configs}`", body = Value), (status = 400, body = ErrorBody)))]
+pub(crate) async fn put_setting(
+    State(state): State<Shared>,
+    Path(name): Path<String>,
+    Json(configs): Json<Value>,
+) -> ApiResult<Json<Value>> {
+    blocking(move || {
+        state.store.settings().set(&name, &configs)?;
+        Ok(Json(json!({ "name": name, "configs": configs })))
+    })
+    .await
+}
+
+/// `DELETE /api/settings/{name}`.
+#[utoipa::path(delete, path = "/api/settings/{name}", tag = "settings",
+    params(("name" = String, Path, description = "The setting")),
+    responses((status = 200, description = "`{deleted}`", body = Value), (status = 404, body = ErrorBody)))]
+pub(crate) async fn delete_setting(
+    State(state): State<Shared>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    blocking(move || {
+        if state.store.settings().delete(&name)? {
+            Ok(Json(json!({ "deleted": name })))
+        } else {
+            Err(ApiError::not_found(format!("no setting named `{name}`")))
+        }
+    })
+    .await
+}
+
+/// `GET /api/profile`: each plugin's time per event (profiling is on for every event
+/// unless the server was started without it).
+#[utoipa::path(get, path = "/api/profile", tag = "events",
+    responses((status = 200, description = "`[{event, plugins: [{plugin, position, calls, mean_us, max_us, failures}]}]`", body = Vec<Value>)))]
+pub(crate) async fn profile(State(state): State<Shared>) -> ApiResult<Json<Vec<Value>>> {
+    let mut out = Vec::new();
+    for e in state.engine.events() {
+        let p = state.engine.profile(&e.name)?;
+        if !p.is_empty() {
+            out.push(json!({ "event": e.name, "plugins": p }));
+        }
+    }
+    Ok(Json(out))
+}
+
+/// `GET /api/openapi.json`.
+#[utoipa::path(get, path = "/api/openapi.json", tag = "meta",
+    responses((status = 200, description = "This document", body = Value)))]
+pub(crate) async fn openapi_json() -> Response {
+    match crate::openapi::openapi().to_json() {
+        Ok(s) => ([(header::CONTENT_TYPE, "application/json")], s).into_response(),
+        Err(e) => ApiError::internal(e.to_string()).into_response(),
+    }
+}

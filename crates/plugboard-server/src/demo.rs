@@ -1,0 +1,224 @@
+//! The demo host (no auth): a sign-up form whose outcome fires the reference events
+//! `on_user_after_save_failure` (validation failed) or `on_user_after_save` (the user was
+//! added) through the engine's typed hooks, so operators can watch plugins act on real
+//! calls. Users live in memory only.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Mutex;
+
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use plugboard_core::Event;
+use plugboard_core::reference::{
+    Conn, Endpoint, ErrorPayload, Ip, ModifierUser, OnUserAfterSave, OnUserAfterSaveFailure,
+    SaveStatus, UserInfo,
+};
+use plugboard_store::NewActivity;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::Shared;
+
+const FORM: &str = include_str!("../assets/demo.html");
+const WELCOME: &str = include_str!("../assets/demo-welcome.html");
+
+/// The demo's users (emails taken).
+#[derive(Default)]
+pub(crate) struct Demo {
+    emails: Mutex<HashSet<String>>,
+}
+
+pub(crate) fn routes() -> axum::Router<Shared> {
+    axum::Router::new()
+        .route("/demo", get(form))
+        .route("/demo/signup", post(signup))
+}
+
+/// HTML-escapes text.
+pub(crate) fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+fn render(name: &str, email: &str, errors: &BTreeMap<String, Vec<String>>, note: &str) -> String {
+    let list = |field: &str| {
+        errors
+            .get(field)
+            .map(|ms| {
+                ms.iter()
+                    .map(|m| format!("<p class=\"error\">{}</p>", escape(m)))
+                    .collect::<String>()
+            })
+            .unwrap_or_default()
+    };
+    FORM.replace("{{name}}", &escape(name))
+        .replace("{{email}}", &escape(email))
+        .replace("{{name_errors}}", &list("name"))
+        .replace("{{email_errors}}", &list("email"))
+        .replace("{{password_errors}}", &list("password"))
+        .replace("{{note}}", note)
+}
+
+/// `GET /demo`.
+async fn form() -> Html<String> {
+    Html(render("", "", &BTreeMap::new(), ""))
+}
+
+#[derive(Deserialize)]
+struct Signup {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    password: String,
+}
+
+/// The request as the reference events carry it.
+fn conn(headers: &HeaderMap, peer: SocketAddr) -> Conn {
+    let mut c = Conn::new("POST", "/demo/signup").peer(peer);
+    if let Some(ua) = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+    {
+        c = c.header("user-agent", ua);
+    }
+    c
+}
+
+fn note(outcome: &Result<Value, String>) -> String {
+    match outcome {
+        Ok(extra) if !extra.is_null() => format!(
+            "<details class=\"note\"><summary>What the plugins added</summary><pre>{}</pre></details>",
+            escape(&serde_json::to_string_pretty(extra).unwrap_or_default())
+        ),
+        Ok(_) => String::new(),
+        Err(e) => format!("<p class=\"note\">A plugin failed: {}</p>", escape(e)),
+    }
+}
+
+/// Records a call of the demo in the activity log and on the stream.
+fn record(state: &Shared, event: &str, outcome: &Result<Value, String>) {
+    let (status, extra) = match outcome {
+        Ok(extra) => ("info", extra.clone()),
+        Err(e) => ("error", json!({ "error": e })),
+    };
+    let entry = NewActivity {
+        kind: "event".into(),
+        action: "call".into(),
+        priority: if status == "error" { "high" } else { "none" }.into(),
+        status: status.into(),
+        subject: Some(event.to_owned()),
+        section_id: Some("user".into()),
+        extra,
+    };
+    if let Ok(v) = serde_json::to_value(&entry) {
+        state.hub.publish("activity", v);
+    }
+    if !state.log.record(entry) {
+        tracing::warn!(event, "activity log full: demo call not recorded");
+    }
+}
+
+/// `POST /demo/signup`.
+async fn signup(
+    State(state): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    axum::Form(f): axum::Form<Signup>,
+) -> Response {
+    let email = f.email.trim().to_lowercase();
+    let mut error = ErrorPayload::new("validation_failed", "the sign-up form has errors");
+    if f.name.trim().is_empty() {
+        error = error.field("name", "Enter your name.");
+    }
+    if !email.contains('@') {
+        error = error.field("email", "An email address must contain @.");
+    } else if state
+        .demo
+        .emails
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .contains(&email)
+    {
+        error = error.field("email", "This email is already taken.");
+    }
+    if f.password.chars().count() < 8 {
+        error = error.field("password", "A password needs at least 8 characters.");
+    }
+    let conn = conn(&headers, peer);
+    let ip = Ip::from(peer.ip());
+
+    if !error.fields.is_empty() {
+        let fields = error.fields.clone();
+        let s = OnUserAfterSaveFailure {
+            error,
+            ip,
+            endpoint: Endpoint::Html,
+            status: SaveStatus::Added,
+            conn,
+            modifier_user: ModifierUser::SelfUser,
+            extra: Value::Null,
+        };
+        let hook = state.failure_hook.clone();
+        let outcome = match tokio::task::spawn_blocking(move || hook.call(s)).await {
+            Ok(Ok(s)) => Ok(s.extra),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        record(&state, OnUserAfterSaveFailure::NAME, &outcome);
+        let page = render(&f.name, &f.email, &fields, &note(&outcome));
+        return (StatusCode::UNPROCESSABLE_ENTITY, Html(page)).into_response();
+    }
+
+    let added = state
+        .demo
+        .emails
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(email.clone());
+    if !added {
+        // Taken between the check and now: show the form again.
+        let mut fields = BTreeMap::new();
+        fields.insert(
+            "email".to_owned(),
+            vec!["This email is already taken.".to_owned()],
+        );
+        return (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Html(render(&f.name, &f.email, &fields, "")),
+        )
+            .into_response();
+    }
+    let mut user = UserInfo::new();
+    user.insert("name".into(), json!(f.name.trim()));
+    user.insert("email".into(), json!(email));
+    let s = OnUserAfterSave {
+        user_info: user,
+        ip,
+        endpoint: Endpoint::Html,
+        status: SaveStatus::Added,
+        conn,
+        modifier_user: ModifierUser::SelfUser,
+        extra: Value::Null,
+    };
+    let hook = state.save_hook.clone();
+    let outcome = match tokio::task::spawn_blocking(move || hook.call(s)).await {
+        Ok(Ok(s)) => Ok(s.extra),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    record(&state, OnUserAfterSave::NAME, &outcome);
+    Html(
+        WELCOME
+            .replace("{{name}}", &escape(f.name.trim()))
+            .replace("{{note}}", &note(&outcome)),
+    )
+    .into_response()
+}

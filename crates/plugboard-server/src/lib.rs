@@ -1,0 +1,370 @@
+//! # plugboard-server
+//!
+//! The admin HTTP API of a Plugboard host (`plugboard serve`): it lists and calls events,
+//! runs plugins' lifecycle operations, installs, rolls back and uninstalls packages, reads
+//! the activity log and settings, streams every change as Server-Sent Events, exports
+//! Prometheus metrics, serves the dashboard's static assets, and hosts a small demo
+//! application whose sign-up form fires real events through the engine.
+//!
+//! ```no_run
+//! use plugboard_server::{Server, ServerConfig};
+//!
+//! # async fn run(store: plugboard_store::Store, engine: plugboard_engine::Engine,
+//! #              installer: plugboard_installer::Installer) -> Result<(), Box<dyn std::error::Error>> {
+//! let config = ServerConfig::new(store, engine, installer, plugboard_store::home());
+//! let server = Server::bind(config).await?;
+//! if let Some(token) = server.first_token() {
+//!     println!("admin token (shown once): {token}");
+//! }
+//! println!("listening on http://{}", server.local_addr());
+//! server.run_until_signal().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! **Auth.** Everything but `GET /health`, `/login` and the demo host (`/demo…`) needs the
+//! admin token (`Authorization: Bearer …`) or a session cookie from `POST /login`. Only
+//! the token's sha256 is kept (`<home>/admin-token.sha256`, mode 0600); a first start
+//! creates one and [`Server::first_token`] shows it once; [`rotate_token`] replaces it.
+//! A state-changing request authenticated by cookie must repeat the session's CSRF token
+//! (`X-CSRF-Token`, or the form field `csrf`), which `GET /api/session` returns.
+//!
+//! **Errors** are always `{"error": {"code": "…", "message": "…"}}` with a stable code
+//! (`bad_request`, `invalid_state`, `unauthorized`, `csrf`, `not_found`, `conflict`,
+//! `too_large`, `refused`, `rate_limited`, `internal`); see [`ApiError`].
+//!
+//! **Blocking work** (engine calls and lifecycle operations, the installer, the store)
+//! runs on tokio's blocking pool: sandboxed plugins run synchronously.
+//!
+//! The OpenAPI document of the JSON API is served at `GET /api/openapi.json` and built
+//! from the handlers (`utoipa`).
+
+mod api;
+mod assets;
+mod auth;
+mod demo;
+mod error;
+mod metrics;
+mod openapi;
+mod stream;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use plugboard_core::reference::{OnUserAfterSave, OnUserAfterSaveFailure};
+use plugboard_engine::{Engine, Hook};
+use plugboard_installer::{Follow, Installer};
+use plugboard_store::{ActivityLog, LogConfig, Store, Watch};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use auth::{SESSION_COOKIE, TOKEN_FILE, rotate_token};
+pub use error::{ApiError, ServerError};
+pub use openapi::openapi;
+pub use stream::StreamEvent;
+
+/// Tunables of the server; [`Default`] gives the documented defaults.
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    /// Where to listen (default `127.0.0.1:4000`; tests use port 0).
+    pub addr: SocketAddr,
+    /// Largest JSON (or form) body (default 1 MiB).
+    pub json_limit: usize,
+    /// Largest package upload (default 32 MiB).
+    pub upload_limit: usize,
+    /// How long a login session lasts (default 12 h).
+    pub session_lifetime: Duration,
+    /// Failed logins allowed per client address within [`ServerOptions::login_window`]
+    /// (default 5); more get 429.
+    pub login_attempts: u32,
+    /// The window of the login rate limit (default 1 minute).
+    pub login_window: Duration,
+    /// Turn on per-plugin timing of every declared event at start, for `/api/profile` and
+    /// `/metrics` (default on; it costs a clock read per plugin per call).
+    pub profiling: bool,
+    /// Follow other processes' changes to plugin records (`Store::watch`; default on).
+    pub watch: bool,
+    /// Apply other processes' package installs at this interval (`Installer::follow`;
+    /// default every second; `None`: off).
+    pub follow: Option<Duration>,
+    /// Record every lifecycle event of the engine in the activity log (default off: a host
+    /// usually attaches its own log to the engine, as the CLI's installer does).
+    pub log_lifecycle: bool,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 4000),
+            json_limit: 1 << 20,
+            upload_limit: 32 << 20,
+            session_lifetime: Duration::from_secs(12 * 3600),
+            login_attempts: 5,
+            login_window: Duration::from_secs(60),
+            profiling: true,
+            watch: true,
+            follow: Some(Duration::from_secs(1)),
+            log_lifecycle: false,
+        }
+    }
+}
+
+/// What the server serves: the host's store, engine and installer, and its data directory.
+pub struct ServerConfig {
+    /// The store (records, activity, settings, packages).
+    pub store: Store,
+    /// The engine whose events and plugins are served.
+    pub engine: Engine,
+    /// The installer of that engine.
+    pub installer: Installer,
+    /// The data directory (`plugboard_store::home()`): where the admin token's hash lives.
+    pub home: PathBuf,
+    /// Tunables.
+    pub options: ServerOptions,
+}
+
+impl ServerConfig {
+    /// A configuration with default options.
+    pub fn new(store: Store, engine: Engine, installer: Installer, home: PathBuf) -> Self {
+        ServerConfig {
+            store,
+            engine,
+            installer,
+            home,
+            options: ServerOptions::default(),
+        }
+    }
+
+    /// Replaces the options.
+    pub fn options(mut self, options: ServerOptions) -> Self {
+        self.options = options;
+        self
+    }
+}
+
+/// Everything the handlers share.
+pub(crate) struct AppState {
+    pub(crate) store: Store,
+    pub(crate) engine: Engine,
+    pub(crate) installer: Installer,
+    pub(crate) options: ServerOptions,
+    pub(crate) token_hash: [u8; 32],
+    pub(crate) sessions: auth::Sessions,
+    pub(crate) limiter: auth::LoginLimiter,
+    pub(crate) hub: stream::Hub,
+    pub(crate) metrics: metrics::Metrics,
+    pub(crate) log: ActivityLog,
+    pub(crate) demo: demo::Demo,
+    pub(crate) failure_hook: Hook<OnUserAfterSaveFailure>,
+    pub(crate) save_hook: Hook<OnUserAfterSave>,
+}
+
+pub(crate) type Shared = Arc<AppState>;
+
+/// Stops a running server gracefully (requests in flight finish). Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct ShutdownHandle {
+    tx: Arc<watch::Sender<bool>>,
+}
+
+impl ShutdownHandle {
+    /// Asks the server to stop.
+    pub fn shutdown(&self) {
+        let _ = self.tx.send(true);
+    }
+}
+
+/// A bound admin server; [`Server::run`] serves it.
+pub struct Server {
+    listener: TcpListener,
+    addr: SocketAddr,
+    state: Shared,
+    first_token: Option<String>,
+    shutdown_tx: Arc<watch::Sender<bool>>,
+    shutdown_rx: watch::Receiver<bool>,
+    watch: Option<Watch>,
+    follow: Option<Follow>,
+}
+
+impl Server {
+    /// Binds the address, loads (or creates) the admin token and starts following the
+    /// engine's changes. Must be called within a tokio runtime.
+    pub async fn bind(config: ServerConfig) -> Result<Server, ServerError> {
+        let ServerConfig {
+            store,
+            engine,
+            installer,
+            home,
+            options,
+        } = config;
+        let (token_hash, first_token) = auth::load_or_create(&home)?;
+        let listener =
+            TcpListener::bind(options.addr)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    addr: options.addr.to_string(),
+                    source,
+                })?;
+        let addr = listener.local_addr().map_err(|source| ServerError::Bind {
+            addr: options.addr.to_string(),
+            source,
+        })?;
+        if options.profiling {
+            for event in engine.events() {
+                if let Err(e) = engine.set_profiling(&event.name, true) {
+                    tracing::warn!(event = %event.name, error = %e, "cannot turn profiling on");
+                }
+            }
+        }
+        let failure_hook = engine.hook::<OnUserAfterSaveFailure>()?;
+        let save_hook = engine.hook::<OnUserAfterSave>()?;
+        let log = store.activity_log(
+            options.log_lifecycle.then_some(&engine),
+            LogConfig::default(),
+        );
+        let watch = options.watch.then(|| store.watch(&engine));
+        let follow = options.follow.map(|every| installer.follow(every));
+        let state = Arc::new(AppState {
+            sessions: auth::Sessions::new(options.session_lifetime),
+            limiter: auth::LoginLimiter::new(options.login_attempts, options.login_window),
+            hub: stream::Hub::new(),
+            metrics: metrics::Metrics::default(),
+            demo: demo::Demo::default(),
+            store,
+            engine,
+            installer,
+            options,
+            token_hash,
+            log,
+            failure_hook,
+            save_hook,
+        });
+        let (tx, rx) = watch::channel(false);
+        Ok(Server {
+            listener,
+            addr,
+            state,
+            first_token,
+            shutdown_tx: Arc::new(tx),
+            shutdown_rx: rx,
+            watch,
+            follow,
+        })
+    }
+
+    /// The address bound (with the real port when port 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The admin token, when this start created it (show it once; only its hash is kept).
+    pub fn first_token(&self) -> Option<&str> {
+        self.first_token.as_deref()
+    }
+
+    /// A handle that stops [`Server::run`] gracefully.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            tx: self.shutdown_tx.clone(),
+        }
+    }
+
+    /// The routes, for embedding the admin API in another axum application.
+    pub fn router(&self) -> Router {
+        routes(self.state.clone())
+    }
+
+    /// Serves until the [`ShutdownHandle`] is used.
+    pub async fn run(self) -> Result<(), ServerError> {
+        self.serve(std::future::pending()).await
+    }
+
+    /// Serves until the handle is used, Ctrl-C, or (on Unix) SIGTERM.
+    pub async fn run_until_signal(self) -> Result<(), ServerError> {
+        self.serve(signal()).await
+    }
+
+    async fn serve(
+        self,
+        signal: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        let Server {
+            listener,
+            addr,
+            state,
+            mut shutdown_rx,
+            watch,
+            follow,
+            ..
+        } = self;
+        let forwarder = tokio::spawn(stream::forward(state.clone()));
+        let app = routes(state.clone());
+        tracing::info!(%addr, "admin server listening");
+        let stop = async move {
+            tokio::select! {
+                _ = shutdown_rx.wait_for(|stop| *stop) => {}
+                () = signal => {}
+            }
+            tracing::info!("admin server stopping");
+        };
+        let result = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(stop)
+        .await
+        .map_err(ServerError::Serve);
+        forwarder.abort();
+        drop(watch);
+        // Stopping the follower joins its thread: off the async workers.
+        let _ = tokio::task::spawn_blocking(move || drop(follow)).await;
+        let log_state = state.clone();
+        let _ =
+            tokio::task::spawn_blocking(move || log_state.log.flush(Duration::from_secs(5))).await;
+        result
+    }
+}
+
+async fn signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
+/// Every route, with auth, body limits and JSON errors.
+fn routes(state: Shared) -> Router {
+    let json_limit = state.options.json_limit;
+    let protected = api::routes(&state).merge(metrics::routes()).route_layer(
+        axum::middleware::from_fn_with_state(state.clone(), api::require_auth),
+    );
+    Router::new()
+        .merge(protected)
+        .merge(assets::routes())
+        .merge(demo::routes())
+        .merge(api::public_routes())
+        .fallback(api::not_found)
+        .layer(DefaultBodyLimit::max(json_limit))
+        .layer(axum::middleware::map_response(api::json_errors))
+        .layer(axum::middleware::from_fn(api::log_request))
+        .with_state(state)
+}

@@ -1,0 +1,51 @@
+//! The OpenAPI document of the JSON API, generated from the handlers' annotations.
+
+use utoipa::Modify;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+
+use crate::{api, error, metrics, stream};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Plugboard admin API",
+        description = "Events, plugins, packages, activity, settings and a live stream of a Plugboard host. Errors are `{\"error\": {\"code\", \"message\"}}`."
+    ),
+    paths(
+        api::health, api::api_health, api::session,
+        api::events, api::event, api::call_event,
+        api::plugins, api::plugin, api::plugin_action,
+        api::packages, api::upload_package, api::install_url, api::rollback, api::uninstall, api::outdated,
+        api::activity, api::settings, api::setting, api::put_setting, api::delete_setting,
+        api::profile, api::openapi_json, stream::stream, metrics::metrics,
+    ),
+    components(schemas(error::ErrorBody, error::ErrorDetail, api::CallBody, api::UrlInstall, api::SessionInfo)),
+    modifiers(&Security),
+    security(("bearer" = []), ("session" = []))
+)]
+struct ApiDoc;
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                crate::SESSION_COOKIE,
+                "The session cookie set by POST /login; state-changing requests also need X-CSRF-Token.",
+            ))),
+        );
+    }
+}
+
+/// The OpenAPI document of the admin API (also served at `GET /api/openapi.json`).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}

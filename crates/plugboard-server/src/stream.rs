@@ -1,0 +1,106 @@
+//! The live stream (`GET /api/stream`, Server-Sent Events): `change` for every engine
+//! lifecycle event (including changes made by other processes, which reach this engine
+//! through the store's watcher), `install` for download progress, `activity` for what the
+//! server records itself.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures_util::Stream;
+use plugboard_engine::LifecycleEvent;
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::broadcast;
+
+use crate::Shared;
+
+/// One message of the stream: its SSE event name and JSON data.
+#[derive(Clone, Debug, Serialize)]
+pub struct StreamEvent {
+    /// `change`, `install` or `activity`.
+    pub kind: &'static str,
+    /// The data.
+    pub data: Value,
+}
+
+/// Fans messages out to every connected stream.
+pub(crate) struct Hub {
+    tx: broadcast::Sender<StreamEvent>,
+}
+
+impl Hub {
+    pub(crate) fn new() -> Self {
+        Hub {
+            tx: broadcast::channel(1024).0,
+        }
+    }
+
+    /// Sends to every listener (none listening is fine).
+    pub(crate) fn publish(&self, kind: &'static str, data: Value) {
+        let _ = self.tx.send(StreamEvent { kind, data });
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<StreamEvent> {
+        self.tx.subscribe()
+    }
+}
+
+/// Forwards the engine's lifecycle events to the hub and the metrics until aborted.
+pub(crate) async fn forward(state: Shared) {
+    let mut events = state.engine.subscribe();
+    loop {
+        match events.recv().await {
+            Ok(ev) => {
+                if let LifecycleEvent::PluginFailed {
+                    plugin,
+                    event,
+                    failure,
+                    ..
+                } = &ev
+                {
+                    state.metrics.failure(plugin, event, failure.kind.as_str());
+                }
+                match serde_json::to_value(&ev) {
+                    Ok(data) => state.hub.publish("change", data),
+                    Err(e) => tracing::warn!(error = %e, "cannot serialise a lifecycle event"),
+                }
+            }
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                state.metrics.lagged(n);
+                state
+                    .hub
+                    .publish("lagged", serde_json::json!({ "missed": n }));
+            }
+            Err(broadcast::error::RecvError::Closed) => break,
+        }
+    }
+}
+
+/// `GET /api/stream`.
+#[utoipa::path(
+    get,
+    path = "/api/stream",
+    tag = "stream",
+    responses((status = 200, description = "Server-Sent Events: `change` (a lifecycle event), `install` (`{url, received, total}`), `activity` (a recorded entry), `lagged` (`{missed}`)", content_type = "text/event-stream", body = String))
+)]
+pub(crate) async fn stream(
+    State(state): State<Shared>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let rx = state.hub.subscribe();
+    let events = futures_util::stream::unfold(rx, |mut rx| async move {
+        let event = match rx.recv().await {
+            Ok(m) => Event::default()
+                .event(m.kind)
+                .json_data(&m.data)
+                .unwrap_or_else(|_| Event::default().event(m.kind)),
+            Err(broadcast::error::RecvError::Lagged(n)) => Event::default()
+                .event("lagged")
+                .data(format!("{{\"missed\":{n}}}")),
+            Err(broadcast::error::RecvError::Closed) => return None,
+        };
+        Some((Ok(event), rx))
+    });
+    Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}

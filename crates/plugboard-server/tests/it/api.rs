@@ -1,0 +1,308 @@
+//! Events, plugins, settings, activity, profile and their errors.
+
+use serde_json::json;
+
+use crate::Env;
+
+#[test]
+fn events_list_chains_and_plugins() {
+    let env = Env::start();
+    let r = env.api("GET", "/api/events", None);
+    assert_eq!(r.status, 200);
+    let list = r.json();
+    let list = list.as_array().unwrap();
+    assert!(list.len() >= 32, "the reference events are declared");
+    let prepare = list
+        .iter()
+        .find(|e| e["name"] == "on_content_prepare")
+        .unwrap();
+    assert_eq!(prepare["chain"], json!(["greeter", "shouter"]));
+    assert_eq!(prepare["section"], "content");
+    assert!(
+        prepare["fields"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("extra"))
+    );
+    assert!(prepare.get("schema").is_none());
+    let shouter = prepare["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "shouter")
+        .unwrap();
+    assert_eq!(shouter["status"], "started");
+    assert_eq!(shouter["priority"], 20);
+    assert_eq!(shouter["kind"], "native");
+    assert_eq!(shouter["in_chain"], true);
+    assert_eq!(shouter["package"], json!(null));
+
+    let one = env
+        .api("GET", "/api/events/on_content_prepare", None)
+        .json();
+    assert_eq!(one["chain"], json!(["greeter", "shouter"]));
+    assert!(one["schema"].is_object());
+    env.api("GET", "/api/events/nope", None)
+        .assert_error(404, "not_found");
+}
+
+#[test]
+fn calling_an_event_returns_result_and_trace() {
+    let env = Env::start();
+    let r = env.api(
+        "POST",
+        "/api/events/on_content_prepare/call",
+        Some(json!({ "state": { "data": {}, "extra": {} } })),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["result"]["extra"]["shout"], "HELLO");
+    assert_eq!(v["error"], json!(null));
+    assert_eq!(v["halted_by"], json!(null));
+    let trace = v["trace"].as_array().unwrap();
+    assert_eq!(trace.len(), 2);
+    assert_eq!(trace[0]["plugin"], "greeter");
+    assert_eq!(trace[0]["outcome"], "continued");
+    assert!(trace[0]["elapsed_us"].is_number());
+
+    let halted = env
+        .api(
+            "POST",
+            "/api/events/on_content_prepare/call",
+            Some(json!({ "state": { "data": { "halt": true } } })),
+        )
+        .json();
+    assert_eq!(halted["halted_by"], "shouter");
+    assert_eq!(halted["trace"][1]["outcome"], "halted");
+
+    let failed = env
+        .api(
+            "POST",
+            "/api/events/on_content_prepare/call",
+            Some(json!({ "state": { "data": { "panic": true } } })),
+        )
+        .json();
+    assert_eq!(failed["result"], json!(null));
+    assert_eq!(failed["error"]["code"], "plugin_failed");
+    assert_eq!(failed["trace"][1]["outcome"], "failed");
+    assert_eq!(failed["trace"][1]["failure"]["kind"], "panic");
+
+    env.api(
+        "POST",
+        "/api/events/on_content_prepare/call",
+        Some(json!({ "state": { "data": 5 } })),
+    )
+    .assert_error(400, "invalid_state");
+    env.api(
+        "POST",
+        "/api/events/nope/call",
+        Some(json!({ "state": {} })),
+    )
+    .assert_error(404, "not_found");
+    // A body that is not the call's shape.
+    env.api(
+        "POST",
+        "/api/events/on_content_prepare/call",
+        Some(json!({ "nope": 1 })),
+    )
+    .assert_error(400, "bad_request");
+    let r = env.send(
+        "POST",
+        "/api/events/on_content_prepare/call",
+        &[
+            ("authorization", format!("Bearer {}", env.token)),
+            ("content-type", "application/json".into()),
+        ],
+        Some(b"{not json".to_vec()),
+    );
+    r.assert_error(400, "bad_request");
+}
+
+#[test]
+fn plugins_list_filter_and_lifecycle() {
+    let env = Env::start();
+    let all = env.api("GET", "/api/plugins", None).json();
+    let names: Vec<_> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["greeter", "shouter"]);
+    let greeter = &all[0];
+    for key in [
+        "event",
+        "priority",
+        "status",
+        "depend_type",
+        "depends",
+        "extra",
+        "inserted_at",
+        "updated_at",
+        "loaded",
+        "kind",
+        "in_chain",
+        "waiting_for",
+        "dependents",
+        "failures",
+        "consecutive_failures",
+        "last_error",
+        "package",
+    ] {
+        assert!(greeter.get(key).is_some(), "missing {key}: {greeter}");
+    }
+    assert_eq!(greeter["dependents"], json!(["shouter"]));
+
+    let filtered = env
+        .api(
+            "GET",
+            "/api/plugins?event=on_content_prepare&status=started",
+            None,
+        )
+        .json();
+    assert_eq!(filtered.as_array().unwrap().len(), 2);
+    let none = env.api("GET", "/api/plugins?status=stopped", None).json();
+    assert_eq!(none, json!([]));
+
+    // Stopping greeter holds shouter and empties the chain.
+    let r = env.api("POST", "/api/plugins/greeter/stop", None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let report = r.json();
+    assert_eq!(report["action"], "stop");
+    assert_eq!(report["changed"][0]["name"], "greeter");
+    assert_eq!(report["changed"][0]["status"], "stopped");
+    let shouter = env.api("GET", "/api/plugins/shouter", None).json();
+    assert_eq!(shouter["status"], "held");
+    assert_eq!(shouter["waiting_for"], json!(["greeter"]));
+    let ev = env
+        .api("GET", "/api/events/on_content_prepare", None)
+        .json();
+    assert_eq!(ev["chain"], json!([]));
+
+    // Start on a stopped plugin is an invalid state; enable brings both back.
+    env.api("POST", "/api/plugins/greeter/start", None)
+        .assert_error(400, "invalid_state");
+    assert_eq!(
+        env.api("POST", "/api/plugins/greeter/enable", None).status,
+        200
+    );
+    let ev = env
+        .api("GET", "/api/events/on_content_prepare", None)
+        .json();
+    assert_eq!(ev["chain"], json!(["greeter", "shouter"]));
+    assert_eq!(
+        env.api("POST", "/api/plugins/shouter/restart", None).status,
+        200
+    );
+
+    env.api("GET", "/api/plugins/nope", None)
+        .assert_error(404, "not_found");
+    env.api("POST", "/api/plugins/nope/stop", None)
+        .assert_error(404, "not_found");
+    env.api("POST", "/api/plugins/greeter/explode", None)
+        .assert_error(400, "bad_request");
+    env.api("GET", "/api/plugins/greeter/stop", None)
+        .assert_error(405, "method_not_allowed");
+    env.api("GET", "/api/nothing-here", None)
+        .assert_error(404, "not_found");
+
+    // Delete unloads the code, unregister removes the record.
+    let r = env.api("POST", "/api/plugins/shouter/delete", None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        env.api("GET", "/api/plugins/shouter", None).json()["loaded"],
+        false
+    );
+    assert_eq!(
+        env.api("POST", "/api/plugins/shouter/unregister", None)
+            .status,
+        200
+    );
+    env.api("GET", "/api/plugins/shouter", None)
+        .assert_error(404, "not_found");
+}
+
+#[test]
+fn settings_crud() {
+    let env = Env::start();
+    assert_eq!(env.api("GET", "/api/settings", None).json(), json!([]));
+    env.api("GET", "/api/settings/theme", None)
+        .assert_error(404, "not_found");
+    let r = env.api("PUT", "/api/settings/theme", Some(json!({ "dark": true })));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        env.api("GET", "/api/settings/theme", None).json(),
+        json!({ "name": "theme", "configs": { "dark": true } })
+    );
+    let list = env.api("GET", "/api/settings", None).json();
+    assert_eq!(list[0]["name"], "theme");
+    assert!(list[0]["updated_at"].is_string());
+    assert_eq!(env.api("DELETE", "/api/settings/theme", None).status, 200);
+    env.api("DELETE", "/api/settings/theme", None)
+        .assert_error(404, "not_found");
+}
+
+#[test]
+fn activity_health_and_profile() {
+    let env = Env::start_with(|o| o.log_lifecycle = true);
+    assert_eq!(
+        env.api("POST", "/api/plugins/shouter/stop", None).status,
+        200
+    );
+    let rows = env.eventually("the stop is recorded", || {
+        let rows = env
+            .api(
+                "GET",
+                "/api/activity?kind=plugin&subject=shouter&limit=5",
+                None,
+            )
+            .json();
+        (!rows.as_array().unwrap().is_empty()).then_some(rows)
+    });
+    assert_eq!(rows[0]["subject"], "shouter");
+    assert!(rows[0]["id"].is_number());
+    let older = rows[0]["id"].as_i64().unwrap();
+    let page = env
+        .api("GET", &format!("/api/activity?before_id={older}"), None)
+        .json();
+    assert!(
+        page.as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["id"].as_i64().unwrap() < older)
+    );
+    env.api("GET", "/api/activity?limit=abc", None)
+        .assert_error(400, "bad_request");
+
+    let h = env.api("GET", "/api/health", None).json();
+    let greeter = h["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["plugin"] == "greeter")
+        .unwrap();
+    assert_eq!(greeter["healthy"], true);
+    let prepare = h["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "on_content_prepare")
+        .unwrap();
+    assert_eq!(prepare["chain_len"], 1);
+    assert_eq!(prepare["healthy"], true);
+
+    env.api(
+        "POST",
+        "/api/events/on_content_prepare/call",
+        Some(json!({ "state": {} })),
+    );
+    let p = env.api("GET", "/api/profile", None).json();
+    let prepare = p
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["event"] == "on_content_prepare")
+        .unwrap();
+    assert_eq!(prepare["plugins"][0]["plugin"], "greeter");
+    assert_eq!(prepare["plugins"][0]["calls"], 1);
+}

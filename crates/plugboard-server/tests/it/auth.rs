@@ -1,0 +1,237 @@
+//! Tokens, sessions, CSRF, rate limits, body limits.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::Env;
+
+#[test]
+fn health_is_open_and_the_api_is_not() {
+    let env = Env::start();
+    let r = env.send("GET", "/health", &[], None);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json(), json!({ "status": "ok" }));
+
+    env.send("GET", "/api/events", &[], None)
+        .assert_error(401, "unauthorized");
+    env.send("GET", "/metrics", &[], None)
+        .assert_error(401, "unauthorized");
+    env.send(
+        "GET",
+        "/api/events",
+        &[("authorization", "Bearer nope".into())],
+        None,
+    )
+    .assert_error(401, "unauthorized");
+    env.send(
+        "GET",
+        "/api/events",
+        &[("authorization", format!("Basic {}", env.token))],
+        None,
+    )
+    .assert_error(401, "unauthorized");
+    assert_eq!(env.api("GET", "/api/events", None).status, 200);
+}
+
+#[test]
+fn the_token_file_keeps_only_a_hash_and_rotation_replaces_it() {
+    let env = Env::start();
+    let path = env.home.path().join(plugboard_server::TOKEN_FILE);
+    let stored = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(stored.trim().len(), 64);
+    assert!(!stored.contains(&env.token));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let new = plugboard_server::rotate_token(env.home.path()).unwrap();
+    assert_ne!(new, env.token);
+    assert_ne!(std::fs::read_to_string(&path).unwrap(), stored);
+}
+
+#[test]
+fn root_redirects_to_login_and_serves_the_app_when_logged_in() {
+    let env = Env::start();
+    let r = env.send("GET", "/", &[], None);
+    assert_eq!(r.status, 303);
+    assert_eq!(r.header("location"), Some("/login"));
+    let login = env.send("GET", "/login", &[], None);
+    assert_eq!(login.status, 200);
+    assert!(login.body.contains("name=\"token\""));
+
+    let (cookie, _) = env.login();
+    let app = env.send("GET", "/", &[("cookie", cookie)], None);
+    assert_eq!(app.status, 200);
+    assert!(app.body.contains("/assets/app.js"));
+    let js = env.send("GET", "/assets/app.js", &[], None);
+    assert_eq!(js.status, 200);
+    assert!(js.header("content-type").unwrap().contains("javascript"));
+    let css = env.send("GET", "/assets/app.css", &[], None);
+    assert!(css.header("content-type").unwrap().contains("text/css"));
+}
+
+#[test]
+fn login_sets_an_http_only_strict_cookie_and_sessions_need_csrf() {
+    let env = Env::start();
+    let r = env.send(
+        "POST",
+        "/login",
+        &[(
+            "content-type",
+            "application/x-www-form-urlencoded".to_owned(),
+        )],
+        Some(format!("token={}", env.token).into_bytes()),
+    );
+    assert_eq!(r.status, 303);
+    assert_eq!(r.header("location"), Some("/"));
+    let set = r.header("set-cookie").unwrap();
+    assert!(set.starts_with("pb_session="), "{set}");
+    assert!(set.contains("HttpOnly"), "{set}");
+    assert!(set.contains("SameSite=Strict"), "{set}");
+    assert!(set.contains("Path=/"), "{set}");
+
+    let (cookie, csrf) = env.login();
+    // Reads work with the cookie alone.
+    let r = env.send("GET", "/api/plugins", &[("cookie", cookie.clone())], None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let s = env.send("GET", "/api/session", &[("cookie", cookie.clone())], None);
+    assert_eq!(s.json()["auth"], "session");
+    assert!(s.json()["expires_at"].is_string());
+
+    // A state change without the CSRF token is refused, and changes nothing.
+    env.send(
+        "POST",
+        "/api/plugins/shouter/stop",
+        &[("cookie", cookie.clone())],
+        None,
+    )
+    .assert_error(403, "csrf");
+    env.send(
+        "POST",
+        "/api/plugins/shouter/stop",
+        &[("cookie", cookie.clone()), ("x-csrf-token", "wrong".into())],
+        None,
+    )
+    .assert_error(403, "csrf");
+    assert_eq!(
+        env.engine.plugin("shouter").unwrap().record.status,
+        plugboard_core::Status::Started
+    );
+    // With it, the change goes through.
+    let r = env.send(
+        "POST",
+        "/api/plugins/shouter/stop",
+        &[("cookie", cookie.clone()), ("x-csrf-token", csrf.clone())],
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    // The form field works too (for plain HTML forms).
+    let r = env.send(
+        "POST",
+        "/api/plugins/shouter/enable",
+        &[
+            ("cookie", cookie.clone()),
+            (
+                "content-type",
+                "application/x-www-form-urlencoded".to_owned(),
+            ),
+        ],
+        Some(format!("csrf={csrf}").into_bytes()),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    // Bearer requests need no CSRF token.
+    assert_eq!(
+        env.api("POST", "/api/plugins/shouter/stop", None).status,
+        200
+    );
+
+    // Logout needs the CSRF token, then ends the session.
+    env.send("POST", "/logout", &[("cookie", cookie.clone())], None)
+        .assert_error(403, "csrf");
+    let out = env.send(
+        "POST",
+        "/logout",
+        &[("cookie", cookie.clone()), ("x-csrf-token", csrf)],
+        None,
+    );
+    assert_eq!(out.status, 303);
+    assert!(out.header("set-cookie").unwrap().contains("Max-Age=0"));
+    env.send("GET", "/api/plugins", &[("cookie", cookie)], None)
+        .assert_error(401, "unauthorized");
+}
+
+#[test]
+fn sessions_expire() {
+    let env = Env::start_with(|o| o.session_lifetime = Duration::from_secs(1));
+    let (cookie, _) = env.login();
+    assert_eq!(
+        env.send("GET", "/api/events", &[("cookie", cookie.clone())], None)
+            .status,
+        200
+    );
+    std::thread::sleep(Duration::from_millis(1300));
+    env.send("GET", "/api/events", &[("cookie", cookie)], None)
+        .assert_error(401, "unauthorized");
+    env.send(
+        "GET",
+        "/api/events",
+        &[("cookie", "pb_session=forged".into())],
+        None,
+    )
+    .assert_error(401, "unauthorized");
+}
+
+#[test]
+fn failed_logins_are_rate_limited() {
+    let env = Env::start_with(|o| o.login_attempts = 3);
+    let form = [(
+        "content-type",
+        "application/x-www-form-urlencoded".to_owned(),
+    )];
+    for _ in 0..3 {
+        let r = env.send("POST", "/login", &form, Some(b"token=wrong".to_vec()));
+        assert_eq!(r.status, 401);
+        assert!(r.header("set-cookie").is_none());
+    }
+    let r = env.send("POST", "/login", &form, Some(b"token=wrong".to_vec()));
+    assert_eq!(r.status, 429);
+    let wait: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+    // Even the right token waits until the window passes.
+    let r = env.send(
+        "POST",
+        "/login",
+        &form,
+        Some(format!("token={}", env.token).into_bytes()),
+    );
+    assert_eq!(r.status, 429);
+}
+
+#[test]
+fn oversized_bodies_get_413_as_json() {
+    let env = Env::start();
+    let big = format!("{{\"state\": \"{}\"}}", "x".repeat((1 << 20) + 1024));
+    let r = env.send(
+        "POST",
+        "/api/events/on_content_prepare/call",
+        &[
+            ("authorization", format!("Bearer {}", env.token)),
+            ("content-type", "application/json".into()),
+        ],
+        Some(big.into_bytes()),
+    );
+    r.assert_error(413, "too_large");
+    let r = env.send(
+        "PUT",
+        "/api/settings/big",
+        &[
+            ("authorization", format!("Bearer {}", env.token)),
+            ("content-type", "application/json".into()),
+        ],
+        Some(vec![b' '; (1 << 20) + 10]),
+    );
+    r.assert_error(413, "too_large");
+}

@@ -1,0 +1,155 @@
+//! The SSE stream, metrics and the OpenAPI document.
+
+use std::io::{BufRead, BufReader};
+
+use serde_json::{Value, json};
+
+use crate::Env;
+
+#[test]
+fn the_stream_reports_a_stop() {
+    let env = Env::start();
+    env.send("GET", "/api/stream", &[], None)
+        .assert_error(401, "unauthorized");
+    let req = ureq::http::Request::builder()
+        .uri(env.url("/api/stream"))
+        .header("authorization", format!("Bearer {}", env.token))
+        .body(())
+        .unwrap();
+    let r = crate::agent().run(req).unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let mut lines = BufReader::new(r.into_body().into_reader()).lines();
+    assert_eq!(
+        env.api("POST", "/api/plugins/shouter/stop", None).status,
+        200
+    );
+    let mut event = String::new();
+    let mut seen = Vec::new();
+    while let Some(Ok(line)) = lines.next() {
+        if let Some(name) = line.strip_prefix("event: ") {
+            event = name.to_owned();
+        } else if let Some(data) = line.strip_prefix("data: ") {
+            let v: Value = serde_json::from_str(data).unwrap();
+            seen.push((event.clone(), v.clone()));
+            if event == "change" && v["type"] == "status_changed" {
+                assert_eq!(v["plugin"], "shouter");
+                assert_eq!(v["to"], "stopped");
+                assert_eq!(v["cause"], json!({ "by": "operator", "op": "stop" }));
+                return;
+            }
+        }
+    }
+    panic!("no change event; saw {seen:?}");
+}
+
+#[test]
+fn metrics_have_the_expected_families() {
+    let env = Env::start();
+    for state in [json!({}), json!({ "data": { "panic": true } })] {
+        env.api(
+            "POST",
+            "/api/events/on_content_prepare/call",
+            Some(json!({ "state": state })),
+        );
+    }
+    let get = || {
+        env.send(
+            "GET",
+            "/metrics",
+            &[("authorization", format!("Bearer {}", env.token))],
+            None,
+        )
+    };
+    let r = get();
+    assert_eq!(r.status, 200);
+    assert!(r.header("content-type").unwrap().starts_with("text/plain"));
+    let body = env.eventually("the failure is counted", || {
+        let b = get().body;
+        b.contains("kind=\"panic\"").then_some(b)
+    });
+    for family in [
+        "plugboard_event_calls_total",
+        "plugboard_plugin_calls_total",
+        "plugboard_plugin_latency_mean_microseconds",
+        "plugboard_plugin_latency_max_microseconds",
+        "plugboard_plugin_failures_total",
+        "plugboard_failures_by_kind_total",
+        "plugboard_plugins",
+        "plugboard_installs_total",
+        "plugboard_background_dropped_total",
+    ] {
+        assert!(
+            body.contains(&format!("# TYPE {family} ")),
+            "{family} missing:\n{body}"
+        );
+    }
+    assert!(
+        body.contains("plugboard_event_calls_total{event=\"on_content_prepare\"} 2"),
+        "{body}"
+    );
+    assert!(
+        body.contains(
+            "plugboard_plugin_calls_total{event=\"on_content_prepare\",plugin=\"greeter\"} 2"
+        ),
+        "{body}"
+    );
+    assert!(body.contains("plugboard_failures_by_kind_total{event=\"on_content_prepare\",plugin=\"shouter\",kind=\"panic\"} 1"), "{body}");
+    assert!(
+        body.contains("plugboard_plugins{status=\"started\"} 2"),
+        "{body}"
+    );
+    assert!(
+        body.contains("plugboard_plugins{status=\"stopped\"} 0"),
+        "{body}"
+    );
+    // Every sample line is `name{labels} number`.
+    for line in body.lines().filter(|l| !l.starts_with('#')) {
+        let value = line.rsplit(' ').next().unwrap();
+        assert!(value.parse::<f64>().is_ok(), "{line}");
+    }
+}
+
+#[test]
+fn the_openapi_document_lists_the_paths() {
+    let env = Env::start();
+    let r = env.api("GET", "/api/openapi.json", None);
+    assert_eq!(r.status, 200);
+    let doc = r.json();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let paths = doc["paths"].as_object().unwrap();
+    for p in [
+        "/health",
+        "/api/health",
+        "/api/session",
+        "/api/events",
+        "/api/events/{name}",
+        "/api/events/{name}/call",
+        "/api/plugins",
+        "/api/plugins/{name}",
+        "/api/plugins/{name}/{action}",
+        "/api/packages",
+        "/api/packages/url",
+        "/api/packages/outdated",
+        "/api/packages/{name}",
+        "/api/packages/{name}/rollback",
+        "/api/activity",
+        "/api/settings",
+        "/api/settings/{name}",
+        "/api/profile",
+        "/api/stream",
+        "/api/openapi.json",
+        "/metrics",
+    ] {
+        assert!(paths.contains_key(p), "{p} missing");
+    }
+    assert!(paths["/api/settings/{name}"].get("put").is_some());
+    assert!(paths["/api/packages/{name}"].get("delete").is_some());
+    assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    assert_eq!(plugboard_server::openapi().paths.paths.len(), paths.len());
+}
