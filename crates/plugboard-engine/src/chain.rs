@@ -188,7 +188,18 @@ pub struct PluginProfile {
 /// The upper bounds (microseconds) of the latency histogram buckets; a final +Inf bucket
 /// follows them in [`PluginProfile::buckets`].
 pub const LATENCY_BUCKETS_US: [f64; 12] = [
-    1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 1_000.0, 10_000.0, 100_000.0, 1_000_000.0,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    25.0,
+    50.0,
+    100.0,
+    250.0,
+    1_000.0,
+    10_000.0,
+    100_000.0,
+    1_000_000.0,
 ];
 
 /// Receives each step of a call; the plain call's observer does nothing and compiles away.

@@ -1,8 +1,8 @@
 //! `GET /metrics`: the Prometheus text format, written by hand.
 //!
 //! Calls and timings come from the engine's per-plugin profile (profiling is turned on for
-//! every event at start unless disabled). The engine keeps a mean and a maximum per plugin,
-//! not a distribution, so latency is exported as two gauges rather than a histogram.
+//! every event at start unless disabled): a latency histogram per plugin (the engine's
+//! buckets, in seconds as Prometheus prefers), plus the longest call as a gauge.
 //! Failures are counted from the engine's `PluginFailed` lifecycle events while the server
 //! runs; installs from the installs this server performed.
 
@@ -125,18 +125,31 @@ pub(crate) async fn metrics(State(state): State<Shared>) -> impl IntoResponse {
     }
     family(
         &mut out,
-        "plugboard_plugin_latency_mean_microseconds",
-        "gauge",
-        "Mean time per call of each plugin (the engine keeps a mean and a maximum, not a histogram).",
+        "plugboard_plugin_latency_seconds",
+        "histogram",
+        "Time per call of each plugin in its event's chain (needs profiling).",
     );
     for (event, p) in &profiles {
         for s in p {
+            let labels = format!("event=\"{}\",plugin=\"{}\"", esc(event), esc(&s.plugin));
+            for (i, count) in s.buckets.iter().enumerate() {
+                let le = plugboard_engine::LATENCY_BUCKETS_US
+                    .get(i)
+                    .map_or_else(|| "+Inf".to_owned(), |us| format!("{}", us / 1e6));
+                let _ = writeln!(
+                    out,
+                    "plugboard_plugin_latency_seconds_bucket{{{labels},le=\"{le}\"}} {count}"
+                );
+            }
             let _ = writeln!(
                 out,
-                "plugboard_plugin_latency_mean_microseconds{{event=\"{}\",plugin=\"{}\"}} {}",
-                esc(event),
-                esc(&s.plugin),
-                s.mean_us
+                "plugboard_plugin_latency_seconds_sum{{{labels}}} {}",
+                s.sum_us / 1e6
+            );
+            let _ = writeln!(
+                out,
+                "plugboard_plugin_latency_seconds_count{{{labels}}} {}",
+                s.calls
             );
         }
     }

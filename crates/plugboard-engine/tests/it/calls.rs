@@ -220,7 +220,10 @@ fn profile_counts_calls_while_on() {
     assert!(p.iter().all(|p| p.max_us >= p.mean_us && p.mean_us > 0.0));
     // The histogram is cumulative and ends with every call in +Inf.
     for p in &p {
-        assert_eq!(p.buckets.len(), plugboard_engine::LATENCY_BUCKETS_US.len() + 1);
+        assert_eq!(
+            p.buckets.len(),
+            plugboard_engine::LATENCY_BUCKETS_US.len() + 1
+        );
         assert!(p.buckets.windows(2).all(|w| w[0] <= w[1]));
         assert_eq!(p.buckets.last(), Some(&5));
         assert!((p.sum_us / 5.0 - p.mean_us).abs() < 1e-6);

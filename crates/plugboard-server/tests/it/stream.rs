@@ -76,7 +76,7 @@ fn metrics_have_the_expected_families() {
     for family in [
         "plugboard_event_calls_total",
         "plugboard_plugin_calls_total",
-        "plugboard_plugin_latency_mean_microseconds",
+        "plugboard_plugin_latency_seconds",
         "plugboard_plugin_latency_max_microseconds",
         "plugboard_plugin_failures_total",
         "plugboard_failures_by_kind_total",
@@ -106,6 +106,15 @@ fn metrics_have_the_expected_families() {
     );
     assert!(
         body.contains("plugboard_plugins{status=\"stopped\"} 0"),
+        "{body}"
+    );
+    // The greeter's two timed calls are in its histogram, cumulatively up to +Inf.
+    assert!(
+        body.contains("plugboard_plugin_latency_seconds_bucket{event=\"on_content_prepare\",plugin=\"greeter\",le=\"+Inf\"} 2"),
+        "{body}"
+    );
+    assert!(
+        body.contains("plugboard_plugin_latency_seconds_count{event=\"on_content_prepare\",plugin=\"greeter\"} 2"),
         "{body}"
     );
     // Every sample line is `name{labels} number`.
