@@ -10,6 +10,7 @@
 mod demo;
 mod install;
 mod package;
+mod serve;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -29,6 +30,9 @@ struct Cli {
     /// a SQLite file in $PLUGBOARD_HOME (./.plugboard/)]
     #[arg(long, global = true, value_name = "URL")]
     database: Option<String>,
+    /// The format of the logs written to stderr.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -69,6 +73,18 @@ enum Command {
     Delete(Which),
     /// Remove plugins' records; dependents are held, never removed.
     Unregister(Which),
+    /// The main job: a host with the sample plugins and the example packages, the demo
+    /// host, the admin API and the dashboard. Prints the admin token on the first start.
+    Serve {
+        /// Where to listen.
+        #[arg(long, default_value = "127.0.0.1:4000")]
+        addr: std::net::SocketAddr,
+    },
+    /// Manage the admin token of `plugboard serve`.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// Read the activity log, newest first.
     Activity {
         /// At most this many entries.
@@ -211,6 +227,20 @@ enum EventsCommand {
 }
 
 #[derive(Subcommand)]
+enum TokenCommand {
+    /// Replace the admin token (running servers accept the old one until they restart).
+    Rotate,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Subcommand)]
 enum SettingsCommand {
     /// Print a setting's configs.
     Get {
@@ -235,15 +265,22 @@ enum SettingsCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Lifecycle changes are traced at `info`; `RUST_LOG=plugboard=info` shows them.
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("warn,plugboard_engine=error,sqlx=error")
-            }),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    // Lifecycle changes are traced at `info`; `RUST_LOG=plugboard=info` shows them. The
+    // server logs its requests and changes at `info` by default.
+    let default = if matches!(cli.command, Command::Serve { .. }) {
+        "info,sqlx=warn,cranelift_codegen=warn,wasmtime=warn,wasmtime_cranelift=warn"
+    } else {
+        "warn,plugboard_engine=error,sqlx=error"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         // A closed pipe (`plugboard events | head`) is the reader's choice, not an error.
@@ -421,6 +458,20 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Watch => watch(cli.database, &mut out)?,
+        Command::Serve { addr } => serve::serve(cli.database, addr, &mut out)?,
+        Command::Token {
+            command: TokenCommand::Rotate,
+        } => {
+            let token = plugboard_server::rotate_token(&plugboard_store::home())?;
+            writeln!(
+                out,
+                "new admin token (shown once; only its hash is kept): {token}"
+            )?;
+            writeln!(
+                out,
+                "running servers accept the old token until they restart"
+            )?;
+        }
         Command::Pack {
             dir,
             out: file,
@@ -553,6 +604,21 @@ fn print_change(out: &mut impl Write, ev: &LifecycleEvent) -> Result<()> {
     Ok(())
 }
 
+/// Registers the sample plugins. Another host booting at the same moment may insert the
+/// same records first: then take its records and register again.
+fn register_samples_racing(store: &Store, engine: &Engine) -> Result<()> {
+    let mut attempt = 0;
+    while let Err(e) = demo::register_samples(engine) {
+        attempt += 1;
+        if attempt == 5 {
+            return Err(e);
+        }
+        tracing::info!(error = %e, "registration raced another host; reloading and retrying");
+        store.sync(engine)?;
+    }
+    Ok(())
+}
+
 /// A host that follows other processes' changes and prints its chain when it changes,
 /// and its packages when they change.
 fn watch(database: Option<String>, out: &mut impl Write) -> Result<()> {
@@ -560,17 +626,7 @@ fn watch(database: Option<String>, out: &mut impl Write) -> Result<()> {
     let engine = store.engine(Engine::builder())?;
     // The installer owns the activity log (it records this host's lifecycle events too).
     let installer = install::installer(&store, &engine)?;
-    // Another host booting at the same moment may insert the same records first: then
-    // take its records and register again.
-    let mut attempt = 0;
-    while let Err(e) = demo::register_samples(&engine) {
-        attempt += 1;
-        if attempt == 5 {
-            return Err(e);
-        }
-        tracing::info!(error = %e, "registration raced another host; reloading and retrying");
-        store.sync(&engine)?;
-    }
+    register_samples_racing(&store, &engine)?;
     // The installed packages join before `finish_boot`, so that their records count as
     // having code.
     let packages = installer.boot().map_err(|e| anyhow!("{e}"))?;

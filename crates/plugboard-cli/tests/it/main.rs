@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod catalogue;
+mod e2e;
 mod install;
 mod operator;
 mod package;

@@ -1,0 +1,163 @@
+//! `plugboard serve` end to end: the real binary on loopback, its dashboard driven in
+//! headless Chromium by `e2e/dashboard.mjs` (playwright-core). Screenshots are kept in
+//! `target/e2e-screenshots/`. Outside CI the test is skipped, with a message, when Chromium
+//! or `e2e/node_modules` is missing; in CI (`CI=true`, where `.ci/run` installs both) it
+//! must run.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{plugboard_in, run};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Why the test cannot run here, if it cannot.
+fn missing() -> Option<String> {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    if !Path::new(&chromium).exists() {
+        return Some(format!(
+            "no Chromium at {chromium} (apt-get install chromium)"
+        ));
+    }
+    if !root().join("e2e/node_modules/playwright-core").exists() {
+        return Some("e2e/node_modules is missing (npm ci --prefix e2e)".into());
+    }
+    if Command::new("node").arg("--version").output().is_err() {
+        return Some("node is not installed".into());
+    }
+    None
+}
+
+/// `plugboard serve` on a free port; its address and first token.
+struct Serve {
+    child: Child,
+    base: String,
+    token: String,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(home: &Path) -> Serve {
+    let mut child = plugboard_in(home)
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut base, mut token) = (None, None);
+    let started = Instant::now();
+    while base.is_none() || token.is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "serve did not start"
+        );
+        let line = lines.next().expect("serve exited").unwrap();
+        if let Some(b) = line.strip_prefix("listening on ") {
+            base = Some(b.trim().to_owned());
+        }
+        if let Some((_, t)) = line.split_once("admin token (shown once; only its hash is kept): ") {
+            token = Some(t.trim().to_owned());
+        }
+    }
+    // Keep draining its output so that it never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Serve {
+        child,
+        base: base.unwrap(),
+        token: token.unwrap(),
+    }
+}
+
+/// A package the dashboard uploads: the hostile component (which passes any state through
+/// unchanged on ordinary events) hooking `on_content_prepare`.
+fn passthrough_package(dir: &Path) -> PathBuf {
+    let built = plugboard_testkit::build_plugins(&root()).unwrap();
+    let src = dir.join("passthrough");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(
+        src.join("plugboard.toml"),
+        r#"[package]
+name = "passthrough"
+version = "1.0.0"
+description = "Passes content through unchanged."
+authors = ["Tests"]
+license = "MIT"
+contract = "0.2"
+
+[[hooks]]
+event = "on_content_prepare"
+priority = 50
+"#,
+    )
+    .unwrap();
+    std::fs::copy(built.join("plugin_hostile.wasm"), src.join("plugin.wasm")).unwrap();
+    let (bytes, _) = plugboard_package::pack(&src, None).unwrap();
+    let file = dir.join("passthrough-1.0.0.pbpkg");
+    std::fs::write(&file, bytes).unwrap();
+    file
+}
+
+#[test]
+fn the_dashboard_in_headless_chromium() {
+    if let Some(why) = missing() {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("the end-to-end test must run in CI: {why}");
+        }
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    let package = passthrough_package(tmp.path());
+    let server = serve(&home);
+    let shots = root().join("target/e2e-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let mut node = Command::new("node")
+        .arg(root().join("e2e/dashboard.mjs"))
+        .args([&server.base, &server.token])
+        .arg(&shots)
+        .arg(&package)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut stdin = node.stdin.take().unwrap();
+    let mut transcript = Vec::new();
+    for line in BufReader::new(node.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        eprintln!("e2e: {line}");
+        transcript.push(line.clone());
+        // The script asks for changes made from the CLI against the same database.
+        if let Some(what) = line.strip_prefix("WAIT cli-") {
+            let (verb, plugin) = what.split_once(' ').unwrap();
+            let out = run(&home, &[verb, plugin]);
+            assert!(out.status.success(), "plugboard {verb} {plugin}: {out:?}");
+            writeln!(stdin, "go").unwrap();
+        }
+    }
+    let status = node.wait().unwrap();
+    assert!(
+        status.success() && transcript.last().map(String::as_str) == Some("OK"),
+        "the dashboard script failed: {transcript:?}"
+    );
+    for shot in [
+        "01-login",
+        "04-in-chain",
+        "05-stopped-live",
+        "08-activity",
+        "09-trace",
+    ] {
+        assert!(shots.join(format!("{shot}.png")).exists(), "{shot}.png");
+    }
+}
