@@ -4,6 +4,9 @@
 //!   WebAssembly components (`wasm32-wasip2`) into `target/wasm-plugins/`.
 //! - `cargo xtask package-examples`: builds the example plugins and packs each with its
 //!   `plugboard.toml` into `examples/packages/` (committed: `plugboard serve` installs them).
+//! - `cargo xtask serve-bench`: load on `plugboard serve`'s call endpoint with `wrk` (run
+//!   `cargo build --release -p plugboard-cli` first): throughput and p50/p99 latency of
+//!   calling `on_user_after_save_failure` (native + wasm chain), beside `GET /health`.
 //! - `cargo xtask bench-report`: reads criterion's medians from `target/criterion` (after
 //!   `cargo bench -p plugboard-engine`) and prints the ratio table quoted in BENCHMARKS.md.
 
@@ -17,7 +20,10 @@ fn main() -> Result<()> {
         "bench-report" => bench_report(),
         "build-plugins" => build_plugins(),
         "package-examples" => package_examples(),
-        _ => bail!("usage: cargo xtask bench-report | build-plugins | package-examples"),
+        "serve-bench" => serve_bench(),
+        _ => bail!(
+            "usage: cargo xtask bench-report | build-plugins | package-examples | serve-bench"
+        ),
     }
 }
 
@@ -67,6 +73,60 @@ fn package_examples() -> Result<()> {
         println!("{} sha256 {sha}", file.display());
     }
     Ok(())
+}
+
+/// Starts the release binary's `serve` in a fresh home, then loads it with wrk.
+fn serve_bench() -> Result<()> {
+    use std::io::BufRead;
+    let root = root();
+    let bin = root.join("target/release/plugboard");
+    if !bin.exists() {
+        bail!("build it first: cargo build --release -p plugboard-cli");
+    }
+    let home = tempdir("serve-bench")?;
+    let mut child = std::process::Command::new(&bin)
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        .env("PLUGBOARD_HOME", &home)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let mut lines = std::io::BufReader::new(child.stdout.take().context("stdout")?).lines();
+    let (mut base, mut token) = (None, None);
+    while base.is_none() || token.is_none() {
+        let line = lines.next().context("serve exited")??;
+        if let Some(b) = line.strip_prefix("listening on ") {
+            base = Some(b.trim().to_owned());
+        }
+        if let Some((_, t)) = line.split_once("kept): ") {
+            token = Some(t.trim().to_owned());
+        }
+    }
+    let (base, token) = (base.context("address")?, token.context("token")?);
+    let chain = std::process::Command::new("curl")
+        .args(["-s", "-H", &format!("Authorization: Bearer {token}")])
+        .arg(format!("{base}/api/events/on_user_after_save_failure"))
+        .output()?;
+    let chain: serde_json::Value = serde_json::from_slice(&chain.stdout)?;
+    println!("chain of on_user_after_save_failure: {}", chain["chain"]);
+    let wrk = |script: &str, path: &str| -> Result<()> {
+        let out = std::process::Command::new("wrk")
+            .args(["-t2", "-c32", "-d20s", "--latency", "-s"])
+            .arg(root.join("xtask/bench").join(script))
+            .arg(format!("{base}{path}"))
+            .env("PLUGBOARD_TOKEN", &token)
+            .output()
+            .context("running wrk (apt-get install wrk)")?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        println!("{path}: {}", text.lines().last().unwrap_or_default());
+        Ok(())
+    };
+    let result = wrk("health.lua", "/health")
+        .and_then(|()| wrk("call.lua", "/api/events/on_user_after_save_failure/call"));
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&home);
+    result
 }
 
 fn tempdir(name: &str) -> Result<PathBuf> {

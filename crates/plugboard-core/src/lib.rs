@@ -45,7 +45,9 @@ pub use event::{Event, EventInfo, Json, schema_of};
 pub use plugin::{
     AsyncPlugin, Context, EMPTY_META, FnPlugin, Meta, Plugin, Reason, Reply, from_fn,
 };
-pub use record::{DependType, PluginRecord, Priority, PriorityError, Registration, Status};
+pub use record::{
+    DependType, PluginRecord, Priority, PriorityError, Registration, Status, invalid_name,
+};
 pub use wire::Wire;
 
 /// Re-exported so that hosts and plugins name the same versions.

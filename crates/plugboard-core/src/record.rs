@@ -238,3 +238,20 @@ impl Registration {
         self
     }
 }
+
+/// Why `name` may not name an event or a plugin: the rules are 1 to 128 bytes of ASCII
+/// letters, digits and `_ - . : /` (names travel in URLs, logs and SQL).
+pub fn invalid_name(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("it is empty")
+    } else if name.len() > 128 {
+        Some("it is longer than 128 bytes")
+    } else if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':' | '/'))
+    {
+        Some("only ASCII letters, digits and `_ - . : /` are allowed")
+    } else {
+        None
+    }
+}

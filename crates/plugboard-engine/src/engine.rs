@@ -349,19 +349,7 @@ impl Drop for ControlGuard {
 }
 
 fn validate_name(what: &'static str, name: &str) -> Result<(), EngineError> {
-    let why = if name.is_empty() {
-        Some("it is empty")
-    } else if name.len() > 128 {
-        Some("it is longer than 128 bytes")
-    } else if !name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':' | '/'))
-    {
-        Some("only ASCII letters, digits and `_ - . : /` are allowed")
-    } else {
-        None
-    };
-    match why {
+    match plugboard_core::invalid_name(name) {
         Some(why) => Err(EngineError::InvalidName {
             what,
             name: name.to_owned(),

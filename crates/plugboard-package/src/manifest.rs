@@ -208,22 +208,8 @@ pub fn is_valid_package_name(name: &str) -> bool {
             .all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_' || c == b'-')
 }
 
-/// Why `name` may not name an event or a plugin record, under the engine's rules (1 to
-/// 128 bytes of ASCII letters, digits and `_ - . : /`).
-pub fn invalid_record_name(name: &str) -> Option<&'static str> {
-    if name.is_empty() {
-        Some("it is empty")
-    } else if name.len() > 128 {
-        Some("it is longer than 128 bytes")
-    } else if !name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':' | '/'))
-    {
-        Some("only ASCII letters, digits and `_ - . : /` are allowed")
-    } else {
-        None
-    }
-}
+/// Why `name` may not name an event or a plugin record (the engine's rules).
+pub use plugboard_core::invalid_name as invalid_record_name;
 
 struct Lines<'a>(&'a str);
 

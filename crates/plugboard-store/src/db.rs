@@ -30,6 +30,39 @@ macro_rules! on_db {
 }
 pub(crate) use on_db;
 
+/// Runs `$body` (an `async` block using the connection `$conn`) in one write transaction on
+/// either backend; the body's `Result` decides commit or rollback. SQLite takes the write
+/// lock up front (`BEGIN IMMEDIATE`), so that two processes queue on the busy timeout
+/// instead of failing on a lock upgrade; PostgreSQL runs a plain transaction. A connection
+/// whose transaction could not be ended is closed, never returned to the pool inside it
+/// (on SQLite it would hold the write lock).
+macro_rules! transaction {
+    ($db:expr, |$conn:ident| $body:expr) => {
+        $crate::db::on_db!($db, |pool| {
+            let mut $conn = pool.acquire().await?;
+            let begin = match $db.backend() {
+                $crate::Backend::Sqlite => "BEGIN IMMEDIATE",
+                $crate::Backend::Postgres => "BEGIN",
+            };
+            sqlx::query(begin).execute(&mut *$conn).await?;
+            let result = $body.await;
+            let end = match &result {
+                Ok(_) => sqlx::query("COMMIT").execute(&mut *$conn).await.map(|_| ()),
+                Err(_) => sqlx::query("ROLLBACK")
+                    .execute(&mut *$conn)
+                    .await
+                    .map(|_| ()),
+            };
+            if let Err(e) = end {
+                let _ = $conn.close().await;
+                return result.and(Err($crate::StoreError::Db(e)));
+            }
+            result
+        })
+    };
+}
+pub(crate) use transaction;
+
 impl Db {
     pub(crate) fn backend(&self) -> Backend {
         match self {

@@ -6,7 +6,7 @@ use sqlx::Row;
 use sqlx::types::Json;
 use time::OffsetDateTime;
 
-use crate::db::{Db, on_db};
+use crate::db::{Db, on_db, transaction};
 use crate::records::announce;
 use crate::{Store, StoreError};
 
@@ -81,24 +81,6 @@ async fn load(db: Db, name: Option<String>) -> Result<Vec<PackageRow>, StoreErro
     })
 }
 
-macro_rules! finish_body {
-    ($conn:expr, $result:expr) => {{
-        let end = match &$result {
-            Ok(_) => sqlx::query("COMMIT").execute(&mut *$conn).await.map(|_| ()),
-            Err(_) => sqlx::query("ROLLBACK")
-                .execute(&mut *$conn)
-                .await
-                .map(|_| ()),
-        };
-        if let Err(e) = end {
-            // Never return a connection to the pool inside a transaction.
-            let _ = $conn.close().await;
-            return $result.and(Err(StoreError::Db(e)));
-        }
-        $result
-    }};
-}
-
 /// Writes a package row (and its archive) in one transaction, refusing it if the row's
 /// revision moved since `expected` (0: the package must not exist yet); then deletes the
 /// archives no package uses any more.
@@ -108,16 +90,9 @@ async fn put(
     archive: Option<Vec<u8>>,
     expected: i64,
 ) -> Result<(), StoreError> {
-    on_db!(&db, |pool| {
-        let mut conn = pool.acquire().await?;
-        let begin = match db.backend() {
-            crate::Backend::Sqlite => "BEGIN IMMEDIATE",
-            crate::Backend::Postgres => "BEGIN",
-        };
-        sqlx::query(begin).execute(&mut *conn).await?;
-        let result: Result<(), StoreError> = async {
-            if let Some(bytes) = archive {
-                sqlx::query(
+    transaction!(&db, |conn| async {
+        if let Some(bytes) = archive {
+            sqlx::query(
                     "INSERT INTO package_archives (sha256, bytes, inserted_at) VALUES ($1, $2, $3) ON CONFLICT (sha256) DO NOTHING",
                 )
                 .bind(&row.sha256)
@@ -125,9 +100,9 @@ async fn put(
                 .bind(OffsetDateTime::now_utc())
                 .execute(&mut *conn)
                 .await?;
-            }
-            let affected = if expected == 0 {
-                sqlx::query(
+        }
+        let affected = if expected == 0 {
+            sqlx::query(
                     "INSERT INTO packages (name, version, source_kind, source, sha256, dependencies, manifest, previous_version, previous_sha256, revision, load_error, installed_at, updated_at) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, NULL, $10, $11) ON CONFLICT (name) DO NOTHING",
                 )
@@ -145,8 +120,8 @@ async fn put(
                 .execute(&mut *conn)
                 .await?
                 .rows_affected()
-            } else {
-                sqlx::query(
+        } else {
+            sqlx::query(
                     "UPDATE packages SET version = $2, source_kind = $3, source = $4, sha256 = $5, dependencies = $6, manifest = $7, \
                      previous_version = $8, previous_sha256 = $9, revision = revision + 1, load_error = NULL, updated_at = $10 \
                      WHERE name = $1 AND revision = $11",
@@ -165,30 +140,26 @@ async fn put(
                 .execute(&mut *conn)
                 .await?
                 .rows_affected()
-            };
-            if affected != 1 {
-                return Err(StoreError::PackageConflict {
-                    package: row.name.clone(),
-                });
-            }
-            let referenced: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM package_archives WHERE sha256 = $1",
-            )
-            .bind(&row.sha256)
-            .fetch_one(&mut *conn)
-            .await?;
-            if referenced != 1 {
-                return Err(StoreError::Invalid {
-                    field: "archive",
-                    why: format!("no stored package file with sha256 {}", row.sha256),
-                });
-            }
-            sqlx::query(GC).execute(&mut *conn).await?;
-            announce!(conn, db.backend(), "packages");
-            Ok(())
+        };
+        if affected != 1 {
+            return Err(StoreError::PackageConflict {
+                package: row.name.clone(),
+            });
         }
-        .await;
-        finish_body!(conn, result)
+        let referenced: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM package_archives WHERE sha256 = $1")
+                .bind(&row.sha256)
+                .fetch_one(&mut *conn)
+                .await?;
+        if referenced != 1 {
+            return Err(StoreError::Invalid {
+                field: "archive",
+                why: format!("no stored package file with sha256 {}", row.sha256),
+            });
+        }
+        sqlx::query(GC).execute(&mut *conn).await?;
+        announce!(conn, db.backend(), "packages");
+        Ok(())
     })
 }
 
@@ -197,29 +168,19 @@ const GC: &str = "DELETE FROM package_archives WHERE sha256 NOT IN (SELECT sha25
      AND sha256 NOT IN (SELECT previous_sha256 FROM packages WHERE previous_sha256 IS NOT NULL)";
 
 async fn remove(db: Db, name: String, expected: i64) -> Result<bool, StoreError> {
-    on_db!(&db, |pool| {
-        let mut conn = pool.acquire().await?;
-        let begin = match db.backend() {
-            crate::Backend::Sqlite => "BEGIN IMMEDIATE",
-            crate::Backend::Postgres => "BEGIN",
-        };
-        sqlx::query(begin).execute(&mut *conn).await?;
-        let result: Result<bool, StoreError> = async {
-            let affected = sqlx::query("DELETE FROM packages WHERE name = $1 AND revision = $2")
-                .bind(&name)
-                .bind(expected)
-                .execute(&mut *conn)
-                .await?
-                .rows_affected();
-            if affected == 0 {
-                return Ok(false);
-            }
-            sqlx::query(GC).execute(&mut *conn).await?;
-            announce!(conn, db.backend(), "packages");
-            Ok(true)
+    transaction!(&db, |conn| async {
+        let affected = sqlx::query("DELETE FROM packages WHERE name = $1 AND revision = $2")
+            .bind(&name)
+            .bind(expected)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+        if affected == 0 {
+            return Ok(false);
         }
-        .await;
-        finish_body!(conn, result)
+        sqlx::query(GC).execute(&mut *conn).await?;
+        announce!(conn, db.backend(), "packages");
+        Ok(true)
     })
 }
 

@@ -11,7 +11,7 @@ use sqlx::Row;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use crate::db::{Db, on_db};
+use crate::db::{Db, on_db, transaction};
 use crate::{Store, StoreError};
 
 /// The notification channel on PostgreSQL.
@@ -106,20 +106,11 @@ fn conflict(r: &StoredRecord) -> StoreError {
 
 /// Writes a changeset in one transaction, refusing it whole if any record's version moved.
 pub(crate) async fn commit(db: Db, changes: Changeset) -> Result<(), StoreError> {
-    on_db!(&db, |pool| {
-        let mut conn = pool.acquire().await?;
-        // SQLite: take the write lock up front so that two processes queue on the busy
-        // timeout instead of failing on a lock upgrade. PostgreSQL: a plain transaction.
-        let begin = match db.backend() {
-            crate::Backend::Sqlite => "BEGIN IMMEDIATE",
-            crate::Backend::Postgres => "BEGIN",
-        };
-        sqlx::query(begin).execute(&mut *conn).await?;
-        let result: Result<(), StoreError> = async {
-            for up in &changes.upserts {
-                let r = &up.record;
-                let affected = if up.version == 0 {
-                    sqlx::query(
+    transaction!(&db, |conn| async {
+        for up in &changes.upserts {
+            let r = &up.record;
+            let affected = if up.version == 0 {
+                sqlx::query(
                         "INSERT INTO plugins (id, name, event, priority, status, depend_type, depends, extra, version, inserted_at, updated_at) \
                          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9, $10) ON CONFLICT (name) DO NOTHING",
                     )
@@ -136,8 +127,8 @@ pub(crate) async fn commit(db: Db, changes: Changeset) -> Result<(), StoreError>
                     .execute(&mut *conn)
                     .await?
                     .rows_affected()
-                } else {
-                    sqlx::query(
+            } else {
+                sqlx::query(
                         "UPDATE plugins SET event = $2, priority = $3, status = $4, depend_type = $5, depends = $6, extra = $7, \
                          updated_at = $8, version = version + 1 WHERE name = $1 AND version = $9",
                     )
@@ -153,40 +144,24 @@ pub(crate) async fn commit(db: Db, changes: Changeset) -> Result<(), StoreError>
                     .execute(&mut *conn)
                     .await?
                     .rows_affected()
-                };
-                if affected != 1 {
-                    return Err(conflict(up));
-                }
+            };
+            if affected != 1 {
+                return Err(conflict(up));
             }
-            for gone in changes.removals.iter().filter(|g| g.version > 0) {
-                let affected = sqlx::query("DELETE FROM plugins WHERE name = $1 AND version = $2")
-                    .bind(&gone.record.name)
-                    .bind(gone.version)
-                    .execute(&mut *conn)
-                    .await?
-                    .rows_affected();
-                if affected != 1 {
-                    return Err(conflict(gone));
-                }
-            }
-                                    announce!(conn, db.backend(), "plugins");
-            Ok(())
         }
-        .await;
-        let end = match &result {
-            Ok(()) => sqlx::query("COMMIT").execute(&mut *conn).await.map(|_| ()),
-            Err(_) => sqlx::query("ROLLBACK")
+        for gone in changes.removals.iter().filter(|g| g.version > 0) {
+            let affected = sqlx::query("DELETE FROM plugins WHERE name = $1 AND version = $2")
+                .bind(&gone.record.name)
+                .bind(gone.version)
                 .execute(&mut *conn)
-                .await
-                .map(|_| ()),
-        };
-        if let Err(e) = end {
-            // A connection whose transaction could not be ended must not go back to the
-            // pool still inside it (on SQLite it would hold the write lock).
-            let _ = conn.close().await;
-            return result.and(Err(StoreError::Db(e)));
+                .await?
+                .rows_affected();
+            if affected != 1 {
+                return Err(conflict(gone));
+            }
         }
-        result
+        announce!(conn, db.backend(), "plugins");
+        Ok(())
     })
 }
 
