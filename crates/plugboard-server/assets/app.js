@@ -357,6 +357,8 @@ function connect() {
   es.onerror = () => { live.textContent = "reconnecting…"; live.classList.remove("on"); };
   es.addEventListener("change", () => refresh());
   es.addEventListener("activity", () => { if (state.view === "activity") refresh(); });
+  // The server checks the package index on a schedule and says when newer versions appear.
+  es.addEventListener("outdated", () => { if (state.view === "install") renderPackages(); });
   es.addEventListener("install", (ev) => {
     try {
       const p = JSON.parse(ev.data);

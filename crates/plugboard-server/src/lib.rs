@@ -90,6 +90,10 @@ pub struct ServerOptions {
     /// Apply other processes' package installs at this interval (`Installer::follow`;
     /// default every second; `None`: off).
     pub follow: Option<Duration>,
+    /// Check the package index (the `index` of the `installer` setting) for newer versions
+    /// at this interval, and tell the dashboard (default every 10 minutes; `None`: off;
+    /// nothing happens while no index is configured).
+    pub index_poll: Option<Duration>,
     /// Record every lifecycle event of the engine in the activity log (default off: a host
     /// usually attaches its own log to the engine, as the CLI's installer does).
     pub log_lifecycle: bool,
@@ -107,6 +111,7 @@ impl Default for ServerOptions {
             profiling: true,
             watch: true,
             follow: Some(Duration::from_secs(1)),
+            index_poll: Some(Duration::from_secs(600)),
             log_lifecycle: false,
         }
     }
@@ -301,6 +306,10 @@ impl Server {
             ..
         } = self;
         let forwarder = tokio::spawn(stream::forward(state.clone()));
+        let poller = state
+            .options
+            .index_poll
+            .map(|every| tokio::spawn(stream::poll_index(state.clone(), every)));
         let app = routes(state.clone());
         tracing::info!(%addr, "admin server listening");
         let stop = async move {
@@ -318,6 +327,9 @@ impl Server {
         .await
         .map_err(ServerError::Serve);
         forwarder.abort();
+        if let Some(p) = poller {
+            p.abort();
+        }
         drop(watch);
         // Stopping the follower joins its thread: off the async workers.
         let _ = tokio::task::spawn_blocking(move || drop(follow)).await;

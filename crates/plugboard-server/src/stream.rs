@@ -19,7 +19,7 @@ use crate::Shared;
 /// One message of the stream: its SSE event name and JSON data.
 #[derive(Clone, Debug, Serialize)]
 pub struct StreamEvent {
-    /// `change`, `install` or `activity`.
+    /// `change`, `install`, `activity` or `outdated`.
     pub kind: &'static str,
     /// The data.
     pub data: Value,
@@ -44,6 +44,33 @@ impl Hub {
 
     fn subscribe(&self) -> broadcast::Receiver<StreamEvent> {
         self.tx.subscribe()
+    }
+}
+
+/// Polls the package index on a schedule; when the set of newer versions changes, publishes
+/// it as an `outdated` event (the dashboard's "update available").
+pub(crate) async fn poll_index(state: Shared, every: std::time::Duration) {
+    let mut last: Option<Value> = None;
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        if state.installer.config().index.is_none() {
+            continue;
+        }
+        let installer = state.installer.clone();
+        let found = tokio::task::spawn_blocking(move || installer.outdated(None)).await;
+        match found {
+            Ok(Ok(list)) => {
+                let now = serde_json::to_value(&list).unwrap_or(Value::Null);
+                if last.as_ref() != Some(&now) {
+                    tracing::info!(updates = list.len(), "package index checked");
+                    state.hub.publish("outdated", now.clone());
+                    last = Some(now);
+                }
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "package index check failed"),
+            Err(e) => tracing::warn!(error = %e, "package index check panicked"),
+        }
     }
 }
 

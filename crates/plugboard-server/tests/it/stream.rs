@@ -162,3 +162,54 @@ fn the_openapi_document_lists_the_paths() {
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
     assert_eq!(plugboard_server::openapi().paths.paths.len(), paths.len());
 }
+
+#[test]
+fn the_package_index_is_polled_and_newer_versions_announced() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = dir.path().join("index.json");
+    std::fs::write(
+        &index,
+        json!({ "packages": { "audit": [
+            { "version": "1.4.0", "sha256": "ab", "url": "https://example.org/audit-1.4.0.pbpkg" }
+        ] } })
+        .to_string(),
+    )
+    .unwrap();
+    let path = index.to_str().unwrap().to_owned();
+    let env = crate::Env::start_full(
+        |o| o.index_poll = Some(std::time::Duration::from_millis(100)),
+        move |c| c.index = Some(path),
+    );
+    let req = ureq::http::Request::builder()
+        .uri(env.url("/api/stream"))
+        .header("authorization", format!("Bearer {}", env.token))
+        .body(())
+        .unwrap();
+    let r = crate::agent().run(req).unwrap();
+    let mut lines = BufReader::new(r.into_body().into_reader()).lines();
+    let r = env.send(
+        "POST",
+        "/api/packages",
+        &[
+            ("authorization", format!("Bearer {}", env.token)),
+            ("content-type", "application/octet-stream".into()),
+        ],
+        Some(crate::audit_package("audit", "1.0.0")),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let mut event = String::new();
+    while let Some(Ok(line)) = lines.next() {
+        if let Some(name) = line.strip_prefix("event: ") {
+            event = name.to_owned();
+        } else if let Some(data) = line.strip_prefix("data: ") {
+            let v: Value = serde_json::from_str(data).unwrap();
+            if event == "outdated" && v.as_array().is_some_and(|a| !a.is_empty()) {
+                assert_eq!(v[0]["name"], "audit");
+                assert_eq!(v[0]["installed"], "1.0.0");
+                assert_eq!(v[0]["latest"]["version"], "1.4.0");
+                return;
+            }
+        }
+    }
+    panic!("no outdated event");
+}
