@@ -32,10 +32,15 @@ try {
   await page.waitForURL(/\/login/);
   await shot(page, "01-login");
   await page.getByLabel(/token/i).fill("wrong-token");
-  await page.keyboard.press("Enter");
+  // Wait for the form's own POST to finish: navigating while it is in flight aborts.
+  const [refused] = await Promise.all([
+    page.waitForResponse((r) => r.url().endsWith("/login") && r.request().method() === "POST"),
+    page.keyboard.press("Enter"),
+  ]);
+  if (refused.status() !== 401) throw new Error(`a wrong token got ${refused.status()}`);
   await page.waitForLoadState();
   if (!/\/login/.test(page.url())) throw new Error("a wrong token logged in");
-  await page.goto(`${base}/login`);
+  // The refusal page shows the form again.
   await page.getByLabel(/token/i).fill(token);
   await page.keyboard.press("Enter");
   await page.waitForURL(`${base}/`);
@@ -83,11 +88,22 @@ try {
   await demo.getByLabel(/name/i).first().fill("Ada");
   await demo.getByLabel(/email/i).fill("not-an-email");
   await demo.getByLabel(/password/i).fill("short");
-  await demo.getByRole("button", { name: /sign up/i }).click();
+  const [signup] = await Promise.all([
+    demo.waitForResponse((r) => r.url().endsWith("/demo/signup")),
+    demo.getByRole("button", { name: /sign up/i }).click(),
+  ]);
+  if (signup.status() !== 422) throw new Error(`the failed sign-up got ${signup.status()}`);
   await demo.waitForLoadState();
   await shot(demo, "07-demo-failure");
-  await page.goto(`${base}/#/activity?kind=event`);
-  await page.locator("#activity-rows", { hasText: "wasm-audit" }).waitFor();
+  // The activity log writes in batches: look again until the entry is there.
+  const rows = page.locator("#activity-rows", { hasText: "wasm-audit" });
+  for (let i = 0; ; i++) {
+    await page.goto(`${base}/#/activity?kind=event&n=${i}`);
+    await page.locator("#activity-rows").waitFor();
+    if (await rows.count() > 0) break;
+    if (i === 20) throw new Error("the sign-up's activity entry never showed");
+    await page.waitForTimeout(500);
+  }
   await shot(page, "08-activity");
 
   step("try an event shows the per-plugin trace");
