@@ -11,7 +11,8 @@ import { createInterface } from "node:readline";
 
 const [base, token, shots, pkg] = process.argv.slice(2);
 const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
-const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+const input = createInterface({ input: process.stdin });
+const lines = input[Symbol.asyncIterator]();
 const wait = async (what) => { console.log(`WAIT ${what}`); await lines.next(); };
 const step = (what) => console.log(`STEP ${what}`);
 const shot = (page, name) => page.screenshot({ path: `${shots}/${name}.png`, fullPage: true });
@@ -112,6 +113,12 @@ try {
   await page.locator("#try-result", { hasText: "wasm-audit" }).waitFor();
   await shot(page, "09-trace");
   console.log("OK");
+} catch (e) {
+  console.error(e);
+  process.exitCode = 1;
 } finally {
   await browser.close();
+  // Stdin keeps the event loop alive: end explicitly, whatever happened.
+  input.close();
+  process.exit(process.exitCode ?? 0);
 }

@@ -134,8 +134,28 @@ fn the_dashboard_in_headless_chromium() {
         .unwrap();
     let mut stdin = node.stdin.take().unwrap();
     let mut transcript = Vec::new();
-    for line in BufReader::new(node.stdout.take().unwrap()).lines() {
-        let line = line.unwrap();
+    // Read the script's lines on a thread, so that a stuck browser fails the test after a
+    // while instead of hanging it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = node.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = match rx.recv_timeout(left) {
+            Ok(line) => line.unwrap(),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                let _ = node.kill();
+                panic!("the dashboard script took over 4 minutes: {transcript:?}");
+            }
+        };
         eprintln!("e2e: {line}");
         transcript.push(line.clone());
         // The script asks for changes made from the CLI against the same database.
