@@ -271,6 +271,38 @@ pub fn with_custom_section(wasm: &[u8], name: &str, payload: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A package manifest for tests: one hook on `event` at priority 50, the clock capability
+/// (the audit plugin reads the time), and `more` TOML after the hook's keys.
+pub fn manifest(name: &str, version: &str, event: &str, more: &str) -> String {
+    format!(
+        r#"[package]
+name = "{name}"
+version = "{version}"
+description = "test package {name}"
+authors = ["Tests"]
+license = "MIT"
+contract = "0.2"
+
+[capabilities]
+clock = true
+
+[[hooks]]
+event = "{event}"
+priority = 50
+{more}"#
+    )
+}
+
+/// Packs a package file from a manifest and a component, as `plugboard pack` does.
+pub fn pack(manifest: &str, component: &[u8]) -> Result<Vec<u8>, String> {
+    let src = tempfile::tempdir().map_err(|e| e.to_string())?;
+    std::fs::write(src.path().join("plugboard.toml"), manifest).map_err(|e| e.to_string())?;
+    std::fs::write(src.path().join("plugin.wasm"), component).map_err(|e| e.to_string())?;
+    plugboard_package::pack(src.path(), None)
+        .map(|(bytes, _)| bytes)
+        .map_err(|e| e.to_string())
+}
+
 /// A backend to run a test against.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {

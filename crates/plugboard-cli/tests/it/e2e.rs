@@ -82,11 +82,7 @@ fn serve(home: &Path) -> Serve {
 /// unchanged on ordinary events) hooking `on_content_prepare`.
 fn passthrough_package(dir: &Path) -> PathBuf {
     let built = plugboard_testkit::build_plugins(&root()).unwrap();
-    let src = dir.join("passthrough");
-    std::fs::create_dir_all(&src).unwrap();
-    std::fs::write(
-        src.join("plugboard.toml"),
-        r#"[package]
+    let manifest = r#"[package]
 name = "passthrough"
 version = "1.0.0"
 description = "Passes content through unchanged."
@@ -97,11 +93,9 @@ contract = "0.2"
 [[hooks]]
 event = "on_content_prepare"
 priority = 50
-"#,
-    )
-    .unwrap();
-    std::fs::copy(built.join("plugin_hostile.wasm"), src.join("plugin.wasm")).unwrap();
-    let (bytes, _) = plugboard_package::pack(&src, None).unwrap();
+"#;
+    let component = std::fs::read(built.join("plugin_hostile.wasm")).unwrap();
+    let bytes = plugboard_testkit::pack(manifest, &component).unwrap();
     let file = dir.join("passthrough-1.0.0.pbpkg");
     std::fs::write(&file, bytes).unwrap();
     file

@@ -29,32 +29,16 @@ pub fn component(name: &str) -> Vec<u8> {
 
 /// A manifest with one hook on `on_user_after_save_failure`, plus `more` TOML.
 pub fn manifest(name: &str, version: &str, more: &str) -> String {
-    format!(
-        r#"[package]
-name = "{name}"
-version = "{version}"
-description = "test package {name}"
-authors = ["Tests"]
-license = "MIT"
-contract = "0.2"
-
-[capabilities]
-clock = true
-
-[[hooks]]
-event = "on_user_after_save_failure"
-priority = 50
-{more}"#
-    )
+    plugboard_testkit::manifest(name, version, "on_user_after_save_failure", more)
 }
 
-/// Packs a package from a manifest and component bytes; returns the file.
+/// Packs a package from a manifest and component bytes into `dir`; returns the file.
 pub fn package(dir: &Path, manifest: &str, component: &[u8]) -> PathBuf {
-    let src = tempfile::tempdir().unwrap();
-    std::fs::write(src.path().join("plugboard.toml"), manifest).unwrap();
-    std::fs::write(src.path().join("plugin.wasm"), component).unwrap();
-    let (bytes, sha) = plugboard_package::pack(src.path(), None).unwrap();
-    let out = dir.join(format!("{}.pbpkg", &sha[..12]));
+    let bytes = plugboard_testkit::pack(manifest, component).unwrap();
+    let out = dir.join(format!(
+        "{}.pbpkg",
+        &plugboard_package::sha256_hex(&bytes)[..12]
+    ));
     std::fs::write(&out, bytes).unwrap();
     out
 }

@@ -1,7 +1,6 @@
 //! Tests of the package format: hostile archives, manifests, round trips, downloads.
 #![allow(clippy::unwrap_used, missing_docs, unreachable_pub)]
 
-mod deps;
 mod fetch;
 mod hostile;
 mod manifest;

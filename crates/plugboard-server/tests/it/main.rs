@@ -64,27 +64,8 @@ pub fn component(name: &str) -> Vec<u8> {
 
 /// A package of the `audit` component with one hook on `on_user_after_save_failure`.
 pub fn audit_package(name: &str, version: &str) -> Vec<u8> {
-    let manifest = format!(
-        r#"[package]
-name = "{name}"
-version = "{version}"
-description = "test package {name}"
-authors = ["Tests"]
-license = "MIT"
-contract = "0.2"
-
-[capabilities]
-clock = true
-
-[[hooks]]
-event = "on_user_after_save_failure"
-priority = 50
-"#
-    );
-    let src = tempfile::tempdir().unwrap();
-    std::fs::write(src.path().join("plugboard.toml"), manifest).unwrap();
-    std::fs::write(src.path().join("plugin.wasm"), component("audit")).unwrap();
-    plugboard_package::pack(src.path(), None).unwrap().0
+    let manifest = plugboard_testkit::manifest(name, version, "on_user_after_save_failure", "");
+    plugboard_testkit::pack(&manifest, &component("audit")).unwrap()
 }
 
 /// Serves `bytes` to every request on a loopback port until the process ends; returns

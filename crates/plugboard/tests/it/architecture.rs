@@ -121,3 +121,22 @@ fn only_the_server_knows_http_serving() {
     let server = normal_deps("plugboard-server");
     assert!(server.iter().any(|d| d == "axum"));
 }
+
+#[test]
+fn the_package_format_stays_light() {
+    let deps = normal_deps("plugboard-package");
+    assert!(deps.iter().any(|d| d == "ureq"), "{deps:?}");
+    for banned in [
+        "wasmtime",
+        "sqlx",
+        "tokio",
+        "plugboard-engine",
+        "plugboard-store",
+        "plugboard-wasm",
+    ] {
+        assert!(
+            !deps.iter().any(|d| d.starts_with(banned)),
+            "plugboard-package depends on {banned}"
+        );
+    }
+}
