@@ -166,12 +166,7 @@ async fn signup(
             modifier_user: ModifierUser::SelfUser,
             extra: Value::Null,
         };
-        let hook = state.failure_hook.clone();
-        let outcome = match tokio::task::spawn_blocking(move || hook.call(s)).await {
-            Ok(Ok(s)) => Ok(s.extra),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
+        let outcome = fire(state.failure_hook.clone(), s, |s| s.extra).await;
         record(&state, OnUserAfterSaveFailure::NAME, &outcome);
         let page = render(&f.name, &f.email, &fields, &note(&outcome));
         return (StatusCode::UNPROCESSABLE_ENTITY, Html(page)).into_response();
@@ -208,12 +203,7 @@ async fn signup(
         modifier_user: ModifierUser::SelfUser,
         extra: Value::Null,
     };
-    let hook = state.save_hook.clone();
-    let outcome = match tokio::task::spawn_blocking(move || hook.call(s)).await {
-        Ok(Ok(s)) => Ok(s.extra),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(e) => Err(e.to_string()),
-    };
+    let outcome = fire(state.save_hook.clone(), s, |s| s.extra).await;
     record(&state, OnUserAfterSave::NAME, &outcome);
     Html(
         WELCOME
@@ -221,4 +211,18 @@ async fn signup(
             .replace("{{note}}", &note(&outcome)),
     )
     .into_response()
+}
+
+/// Fires an event on the blocking pool (wasm steps run synchronously); the plugins' effect
+/// is the resulting state's `extra`, or why the call failed.
+async fn fire<E: Event>(
+    hook: plugboard_engine::Hook<E>,
+    state: E::State,
+    extra: fn(E::State) -> Value,
+) -> Result<Value, String> {
+    match tokio::task::spawn_blocking(move || hook.call(state)).await {
+        Ok(Ok(s)) => Ok(extra(s)),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(e.to_string()),
+    }
 }
