@@ -23,6 +23,16 @@ pub enum Wire {
     Binary,
 }
 
+/// A state that decoding in place ([`Wire::decode_into`]) overwrites entirely once
+/// [`DecodeInPlace::reset_skipped`] has run, so that a guest may decode each call into the
+/// state its previous call returned and keep that state's allocations. The reference
+/// events implement it; a type with `#[serde(skip)]` fields must reset them (in-place
+/// decoding leaves them as they were).
+pub trait DecodeInPlace: DeserializeOwned {
+    /// Resets what in-place decoding does not write.
+    fn reset_skipped(&mut self) {}
+}
+
 /// An encoding or decoding failure.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -49,6 +59,35 @@ impl Wire {
                 Ok(out)
             }
             Wire::Binary => postcard::to_extend(state, out).map_err(|e| WireError(e.to_string())),
+        }
+    }
+
+    /// Decodes into an existing state with serde's `deserialize_in_place`: where the
+    /// state's `Deserialize` supports it, strings and lists keep their buffers, so decoding
+    /// allocates less. On an error `place` is left half-written; throw it away.
+    pub fn decode_into<T: DeserializeOwned>(
+        self,
+        bytes: &[u8],
+        place: &mut T,
+    ) -> Result<(), WireError> {
+        match self {
+            Wire::Json => {
+                let mut de = serde_json::Deserializer::from_slice(bytes);
+                T::deserialize_in_place(&mut de, place).map_err(|e| WireError(e.to_string()))?;
+                de.end().map_err(|e| WireError(e.to_string()))
+            }
+            Wire::Binary => {
+                let mut de = postcard::Deserializer::from_bytes(bytes);
+                T::deserialize_in_place(&mut de, place).map_err(|e| WireError(e.to_string()))?;
+                match de.finalize() {
+                    Ok([]) => Ok(()),
+                    Ok(rest) => Err(WireError(format!(
+                        "{} trailing bytes after the state",
+                        rest.len()
+                    ))),
+                    Err(e) => Err(WireError(e.to_string())),
+                }
+            }
         }
     }
 
@@ -251,7 +290,9 @@ mod tree {
                     f.write_str("a map of free JSON values")
                 }
                 fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<MapOwned, A::Error> {
-                    let mut out = Map::new();
+                    // Sized up front (growing an index map rehashes it); capped, as the
+                    // hint comes from the bytes.
+                    let mut out = Map::with_capacity(map.size_hint().unwrap_or(0).min(64));
                     while let Some((k, Owned(v))) = map.next_entry::<String, Owned>()? {
                         out.insert(k, v);
                     }

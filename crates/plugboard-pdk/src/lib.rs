@@ -49,6 +49,25 @@ pub mod bindings {
 
 use std::marker::PhantomData;
 
+#[cfg(any(
+    test,
+    all(
+        feature = "fast-alloc",
+        target_family = "wasm",
+        not(target_feature = "atomics")
+    )
+))]
+mod alloc;
+
+// Single-threaded wasm only: the free lists take no lock.
+#[cfg(all(
+    feature = "fast-alloc",
+    target_family = "wasm",
+    not(target_feature = "atomics")
+))]
+#[global_allocator]
+static ALLOCATOR: alloc::Bins = alloc::Bins::new();
+
 use bindings::exports::plugboard::plugin::guest::{Reply as WitReply, Wire as WitWire};
 
 use bindings::plugboard::plugin::host;
@@ -126,25 +145,76 @@ pub fn __call<P: Plugin>(
     plugin: &P,
     event: &str,
     wire: WitWire,
-    state: &[u8],
+    bytes: &[u8],
+    reuse: Option<fn(&mut P::State)>,
+    last: &mut Option<P::State>,
 ) -> Result<WitReply, String> {
     let wire = match wire {
         WitWire::Json => Wire::Json,
         WitWire::Binary => Wire::Binary,
     };
-    let state_bytes = state;
-    let state: P::State = wire
-        .decode(state_bytes)
-        .map_err(|e| format!("invalid state for `{event}`: {e}"))?;
-    let size = state_bytes.len() + 64;
-    let encode = |s: &P::State| {
-        wire.encode_sized(s, size)
-            .map_err(|e| format!("cannot encode the reply: {e}"))
+    let invalid = |e: plugboard_core::wire::WireError| format!("invalid state for `{event}`: {e}");
+    // A state that decodes in place goes into the one the previous call returned, so its
+    // strings keep their buffers: most of a step's allocations are gone.
+    let state = match (reuse, last.take()) {
+        (Some(reset), Some(mut s)) => {
+            wire.decode_into(bytes, &mut s).map_err(invalid)?;
+            reset(&mut s);
+            s
+        }
+        _ => wire.decode(bytes).map_err(invalid)?,
     };
-    Ok(match plugin.call(event, state)? {
-        Reply::Continue(s) => WitReply::Continue(encode(&s)?),
-        Reply::Halt(s) => WitReply::Halt(encode(&s)?),
+    let (halt, state) = match plugin.call(event, state)? {
+        Reply::Continue(s) => (false, s),
+        Reply::Halt(s) => (true, s),
+    };
+    let out = wire
+        .encode_sized(&state, bytes.len() + 64)
+        .map_err(|e| format!("cannot encode the reply: {e}"))?;
+    if reuse.is_some() {
+        *last = Some(state);
+    }
+    Ok(if halt {
+        WitReply::Halt(out)
+    } else {
+        WitReply::Continue(out)
     })
+}
+
+/// Decides whether a state decodes in place: `(&Reuse::<State>::new()).reuse()` in
+/// `export_plugin!` resolves to [`ViaInPlace`] for states that implement
+/// [`DecodeInPlace`](plugboard_core::wire::DecodeInPlace) and to [`ViaFresh`] otherwise.
+#[doc(hidden)]
+pub struct Reuse<T>(PhantomData<T>);
+
+impl<T> Reuse<T> {
+    #[doc(hidden)]
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        Reuse(PhantomData)
+    }
+}
+
+#[doc(hidden)]
+pub trait ViaInPlace<T> {
+    fn reuse(&self) -> Option<fn(&mut T)>;
+}
+
+impl<T: plugboard_core::wire::DecodeInPlace> ViaInPlace<T> for Reuse<T> {
+    fn reuse(&self) -> Option<fn(&mut T)> {
+        Some(T::reset_skipped)
+    }
+}
+
+#[doc(hidden)]
+pub trait ViaFresh<T> {
+    fn reuse(&self) -> Option<fn(&mut T)>;
+}
+
+impl<T> ViaFresh<T> for &Reuse<T> {
+    fn reuse(&self) -> Option<fn(&mut T)> {
+        None
+    }
 }
 
 /// Finds a state type's binary layout where it has one: the `export_plugin!` macro asks
@@ -221,7 +291,20 @@ macro_rules! export_plugin {
                 wire: $crate::bindings::exports::plugboard::plugin::guest::Wire,
                 state: Vec<u8>,
             ) -> Result<$crate::bindings::exports::plugboard::plugin::guest::Reply, String> {
-                $crate::__call(__plugboard_instance(), &event, wire, &state)
+                #[allow(unused_imports)]
+                use $crate::{ViaFresh as _, ViaInPlace as _};
+                type State = <$ty as $crate::Plugin>::State;
+                // The state the previous call returned, kept for decoding in place.
+                ::std::thread_local! {
+                    static LAST: ::std::cell::RefCell<Option<State>> =
+                        const { ::std::cell::RefCell::new(None) };
+                }
+                let reuse = (&$crate::Reuse::<State>::new()).reuse();
+                let mut last = LAST.with(|l| l.borrow_mut().take());
+                let reply =
+                    $crate::__call(__plugboard_instance(), &event, wire, &state, reuse, &mut last);
+                LAST.with(|l| *l.borrow_mut() = last);
+                reply
             }
 
             fn lifecycle(op: String, record: String) -> Result<(), String> {

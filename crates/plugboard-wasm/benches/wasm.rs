@@ -152,6 +152,34 @@ fn one_plugin(c: &mut Criterion) {
             })
         });
     }
+    // What an embedder calling the plugin with wasmtime alone also pays to get a typed
+    // state back: encode the state, call, decode the reply (the same codec the chain
+    // uses). The chain's overhead over this is Plugboard's own.
+    let (mut codec_store, codec_inst) = raw_instance(&audit, false);
+    g.bench_function("raw_component_call_binary_with_codec", |b| {
+        b.iter_batched(
+            state,
+            |s| {
+                let bytes = Wire::Binary.encode(&s).unwrap();
+                drop(s);
+                let reply = codec_inst
+                    .plugboard_plugin_guest()
+                    .call_call(
+                        &mut codec_store,
+                        "on_user_after_save_failure",
+                        RawWire::Binary,
+                        &bytes,
+                    )
+                    .unwrap()
+                    .unwrap();
+                let raw::exports::plugboard::plugin::guest::Reply::Continue(out) = reply else {
+                    panic!("the audit plugin continues")
+                };
+                Wire::Binary.decode::<OnUserAfterSaveFailure>(&out).unwrap()
+            },
+            BatchSize::SmallInput,
+        )
+    });
     // The floor of any step: a component call that hands the bytes back untouched.
     let (mut store, inst) = raw_instance(&probe, false);
     g.bench_function("raw_component_call_echo", |b| {

@@ -67,6 +67,9 @@ pub struct WasmPlugin {
     layouts: Mutex<HashMap<String, Option<u64>>>,
     hash: String,
     origin: Origin,
+    /// The per-call deadline in epoch ticks, worked out once (a `u128` division per call
+    /// was a measurable part of a step).
+    deadline_ticks: u64,
 }
 
 impl WasmHost {
@@ -116,6 +119,7 @@ impl WasmHost {
             .instantiate_pre(&component)
             .map_err(|e| WasmError::Link(format!("{e:#}")))?;
         let pre = PluginPre::new(instance_pre).map_err(|e| WasmError::Link(format!("{e:#}")))?;
+        let limits_deadline = limits.deadline;
         let plugin = WasmPlugin {
             host: self.clone(),
             name: Arc::from(name),
@@ -126,6 +130,11 @@ impl WasmHost {
             layouts: Mutex::default(),
             hash,
             origin,
+            deadline_ticks: u64::try_from(
+                limits_deadline.as_nanos() / self.inner.tick.as_nanos().max(1),
+            )
+            .unwrap_or(u64::MAX)
+            .max(1),
         };
         let warm = plugin
             .instantiate()
@@ -236,11 +245,7 @@ impl WasmPlugin {
 
     /// Sets the deadline (and fuel) for the next call.
     fn arm(&self, store: &mut Store<HostState>) -> Result<(), Failure> {
-        let tick = self.host.inner.tick.as_nanos().max(1);
-        let ticks = u64::try_from(self.limits.deadline.as_nanos() / tick)
-            .unwrap_or(u64::MAX)
-            .max(1);
-        store.set_epoch_deadline(ticks);
+        store.set_epoch_deadline(self.deadline_ticks);
         if self.host.inner.config.fuel {
             // With metering on, a store starts with no fuel: a plugin without a budget
             // gets an unlimited one.

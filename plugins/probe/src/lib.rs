@@ -1,11 +1,32 @@
 //! Probe: measures the floor of a wasm step for the benchmarks. On `echo` it returns the
-//! state's bytes untouched; on any other event it decodes the typed reference state in the
-//! wire it was given and encodes it back unchanged.
+//! state's bytes untouched; on any other event it is a pass-through plugin (the typed
+//! reference state in, the same state out) run exactly as `export_plugin!` runs one.
+
+use std::cell::RefCell;
 
 use plugboard_pdk::bindings::exports::plugboard::plugin::guest::{Guest, Reply, Wire};
 use plugboard_pdk::reference::OnUserAfterSaveFailure;
+use plugboard_pdk::{Plugin, ViaInPlace as _};
 
 struct Probe;
+
+struct PassThrough;
+
+impl Plugin for PassThrough {
+    type State = OnUserAfterSaveFailure;
+
+    fn call(
+        &self,
+        _event: &str,
+        state: Self::State,
+    ) -> Result<plugboard_pdk::Reply<Self::State>, String> {
+        Ok(plugboard_pdk::Reply::Continue(state))
+    }
+}
+
+thread_local! {
+    static LAST: RefCell<Option<OnUserAfterSaveFailure>> = const { RefCell::new(None) };
+}
 
 impl Guest for Probe {
     fn initial(_: String) -> Result<(), String> {
@@ -21,15 +42,13 @@ impl Guest for Probe {
         if event == "echo" {
             return Ok(Reply::Continue(state));
         }
-        let wire = match wire {
-            Wire::Json => plugboard_pdk::Wire::Json,
-            Wire::Binary => plugboard_pdk::Wire::Binary,
-        };
-        let s: OnUserAfterSaveFailure = wire.decode(&state).map_err(|e| e.to_string())?;
-        Ok(Reply::Continue(
-            wire.encode_sized(&s, state.len() + 64)
-                .map_err(|e| e.to_string())?,
-        ))
+        // As `export_plugin!` does: the borrow picks the in-place path when there is one.
+        #[allow(clippy::needless_borrow)]
+        let reuse = (&plugboard_pdk::Reuse::<OnUserAfterSaveFailure>::new()).reuse();
+        let mut last = LAST.with(|l| l.borrow_mut().take());
+        let reply = plugboard_pdk::__call(&PassThrough, &event, wire, &state, reuse, &mut last);
+        LAST.with(|l| *l.borrow_mut() = last);
+        reply
     }
 
     fn lifecycle(_: String, _: String) -> Result<(), String> {

@@ -424,3 +424,20 @@ pub trait Visit {
     /// Called once per event type.
     fn visit<E: Event>(&mut self);
 }
+
+// Decoding in place overwrites every field of these but a request's skipped native object.
+macro_rules! decode_in_place {
+    ($($ty:ident),* ; with conn: $($with_conn:ident),*) => {
+        $(impl crate::wire::DecodeInPlace for $ty {})*
+        $(impl crate::wire::DecodeInPlace for $with_conn {
+            fn reset_skipped(&mut self) {
+                self.conn.forget_native();
+            }
+        })*
+    };
+}
+
+decode_in_place!(OnChangeDependency, OnRouter, OnUserBeforeLogin;
+    with conn: OnUserAfterDeleteRole, OnUserAfterSaveRole, OnUserAfterLogin, OnUserAfterLogout,
+    OnUserAfterSave, OnUserAfterSaveFailure, OnUserAuthorisation, OnUserAuthorisationFailure,
+    OnUserLoginFailure);

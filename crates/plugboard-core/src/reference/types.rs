@@ -282,6 +282,12 @@ impl Conn {
         self
     }
 
+    /// Drops the host's request object (it never crosses a sandbox; see
+    /// [`crate::wire::DecodeInPlace`]).
+    pub(crate) fn forget_native(&mut self) {
+        self.native = None;
+    }
+
     /// Attaches the host's own request object, for native plugins only.
     pub fn with_native<T: Any + Send + Sync>(mut self, native: Arc<T>) -> Self {
         self.native = Some(native);

@@ -137,3 +137,48 @@ fn free_json_is_plain_json_in_json_and_a_tree_in_binary() {
     bad[0] = 9;
     assert!(Wire::Binary.decode::<S>(&bad).is_err());
 }
+
+/// Decoding in place gives exactly what a fresh decode gives, whatever the place held
+/// before (longer strings, more map entries, a host request object), on both wires.
+#[test]
+fn decoding_in_place_leaves_nothing_of_the_old_state() {
+    use plugboard_core::wire::DecodeInPlace;
+    use std::sync::Arc;
+    let old = || OnUserAfterSaveFailure {
+        error: ErrorPayload::new("conflict", "an old and much longer message".repeat(8))
+            .field("email", "is taken")
+            .field("name", "is blank"),
+        ip: "2001:db8::1".parse().unwrap(),
+        endpoint: Endpoint::Html,
+        status: SaveStatus::Added,
+        conn: Conn::new("PATCH", "/a/much/longer/path")
+            .header("X-Old", "1")
+            .header("Accept", "*/*")
+            .with_native(Arc::new(7_u32)),
+        modifier_user: ModifierUser::SelfUser,
+        extra: json!({ "old": { "deep": [1, 2] } }),
+    };
+    let new: OnUserAfterSaveFailure = serde_json::from_value(json!({
+        "error": { "code": "x", "message": "short" },
+        "ip": "127.0.0.1", "endpoint": "api", "status": "added",
+        "conn": { "method": "GET", "path": "/" },
+        "modifier_user": "self", "extra": null
+    }))
+    .unwrap();
+    for wire in [Wire::Json, Wire::Binary] {
+        let bytes = wire.encode(&new).unwrap();
+        let mut place = old();
+        wire.decode_into(&bytes, &mut place).unwrap();
+        place.reset_skipped();
+        assert_eq!(
+            serde_json::to_value(&place).unwrap(),
+            serde_json::to_value(&new).unwrap(),
+            "{wire:?}"
+        );
+        assert!(place.conn.native::<u32>().is_none(), "{wire:?}");
+        // Trailing bytes are refused in place too.
+        let mut longer = bytes.clone();
+        longer.extend_from_slice(if wire == Wire::Json { b" 1" } else { b"\x01" });
+        assert!(wire.decode_into(&longer, &mut old()).is_err(), "{wire:?}");
+    }
+}

@@ -249,3 +249,54 @@ fn plugins_built_against_the_states_layout_get_the_binary_wire() {
     json["extra"]["at"] = Value::Null;
     assert_eq!(binary, json);
 }
+
+/// A guest decodes each call's state into the one its previous call returned (to keep
+/// its allocations): nothing of an earlier, larger state may show through a later one.
+#[test]
+fn a_guest_reusing_its_previous_state_returns_exactly_the_new_one() {
+    let host = host();
+    let event = OnUserAfterSaveFailure::NAME;
+    let big = OnUserAfterSaveFailure {
+        error: ErrorPayload::new("validation_failed", "a much longer message ".repeat(20))
+            .field("email", "is taken")
+            .field("email", "is invalid")
+            .field("name", "is too short"),
+        ip: "2001:db8::7".parse().unwrap(),
+        endpoint: Endpoint::Html,
+        status: SaveStatus::Edited,
+        conn: Conn::new("PATCH", "/users/42/profile")
+            .header("User-Agent", "x".repeat(300))
+            .header("Accept", "text/html"),
+        modifier_user: ModifierUser::SelfUser,
+        extra: json!({ "nested": { "list": [1, 2, 3] }, "flag": true }),
+    };
+    let small = failure();
+    let engine = Engine::new();
+    add(
+        &engine,
+        event,
+        load(&host, "probe", "probe"),
+        Registration::new("probe"),
+    );
+    let dynamic = Engine::builder().reference_events(false).build();
+    dynamic
+        .declare_dynamic(plugboard_core::EventInfo::dynamic(event, "user", "as JSON"))
+        .unwrap();
+    add(
+        &dynamic,
+        event,
+        load(&host, "probe", "probe2"),
+        Registration::new("probe2"),
+    );
+    for state in [big.clone(), small.clone(), big, small] {
+        let expected = serde_json::to_value(&state).unwrap();
+        // Binary wire (the probe was built against the state's layout) ...
+        let out = engine.call::<OnUserAfterSaveFailure>(state).unwrap();
+        assert_eq!(serde_json::to_value(out).unwrap(), expected);
+        // ... and JSON.
+        let out = dynamic
+            .call_json(event, expected.clone(), &Default::default())
+            .unwrap();
+        assert_eq!(out, expected);
+    }
+}
