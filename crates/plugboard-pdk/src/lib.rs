@@ -27,12 +27,18 @@
 //! cheaper to decode; the host picks it only when this plugin was built against the same
 //! layout (a fingerprint of the state's schema), so an old plugin keeps working on JSON.
 //!
+//! Two things make a step cheap without asking anything of the plugin: a state that
+//! implements [`DecodeInPlace`](plugboard_core::wire::DecodeInPlace) (the reference events
+//! do) is decoded into the state the previous call returned, so its strings keep their
+//! buffers; and, with the default `fast-alloc` feature, the guest's global allocator keeps
+//! free lists of small blocks (turn the feature off to bring your own allocator).
+//!
 //! The host grants nothing but [`log`], [`settings`] and [`now_ms`]: no files, network,
 //! environment or processes. Calls run under the host's limits (memory, deadline, reply
 //! size); exceeding one ends the call with an error the host reports against the plugin.
 
 // The bindings wit-bindgen generates for the WIT contract use `unsafe` for the canonical
-// ABI; nothing else in this crate does.
+// ABI, and so does the small-block allocator (`alloc.rs`); nothing else in this crate does.
 #![allow(unsafe_code)]
 
 /// The generated bindings of the `plugboard:plugin` contract.
