@@ -83,14 +83,34 @@ use serde::de::DeserializeOwned;
 pub use plugboard_core::{Event, PluginRecord, Reply, Wire, reference};
 pub use serde_json;
 
-/// A sandboxed plugin. Only `call` is required.
+/// A sandboxed plugin: implement [`call`](Plugin::call), or
+/// [`call_lazy`](Plugin::call_lazy) to decode the state only when needed.
 pub trait Plugin: Send + Sync + 'static {
     /// The event's state: a reference event's type, your own serde type, or
     /// `serde_json::Value` for any event.
     type State: Serialize + DeserializeOwned;
 
-    /// Handles one call of `event`.
-    fn call(&self, event: &str, state: Self::State) -> Result<Reply<Self::State>, String>;
+    /// Handles one call of `event`: the state in, the reply out.
+    fn call(&self, event: &str, state: Self::State) -> Result<Reply<Self::State>, String> {
+        let _ = (event, state);
+        Err("the plugin implements neither `call` nor `call_lazy`".to_owned())
+    }
+
+    /// Handles one call of `event` with the state decoded only when the plugin asks for
+    /// it. A plugin that never looks at the state (a counter, a rate limit on the event
+    /// itself) skips decoding it; one that only reads it ([`Lazy::get`], e.g. to decide
+    /// whether to halt) skips re-encoding it: the state goes on as the bytes it came in.
+    /// The default decodes the state and hands it to [`call`](Plugin::call).
+    fn call_lazy(&self, event: &str, state: &mut Lazy<'_, Self::State>) -> Result<Flow, String> {
+        let reply = self.call(event, state.take()?)?;
+        let flow = if reply.is_halt() {
+            Flow::Halt
+        } else {
+            Flow::Continue
+        };
+        state.set(reply.into_state());
+        Ok(flow)
+    }
 
     /// Called when the plugin is registered; an error refuses the registration.
     fn initial(&self, record: &PluginRecord) -> Result<(), String> {
@@ -146,12 +166,127 @@ pub fn now_ms() -> u64 {
     host::now_ms()
 }
 
+/// What [`Plugin::call_lazy`] decides: go on with the state as it now is, or end the
+/// chain with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    /// Hand the state to the next plugin.
+    Continue,
+    /// Stop the chain here; the state is the call's result.
+    Halt,
+}
+
+/// One call's state, decoded the first time the plugin asks for it. If the plugin never
+/// changes it ([`get_mut`](Lazy::get_mut), [`set`](Lazy::set)), the reply is the bytes
+/// the state came in, not a re-encoding.
+pub struct Lazy<'a, S> {
+    event: &'a str,
+    wire: Wire,
+    bytes: Vec<u8>,
+    state: Option<S>,
+    changed: bool,
+    /// Set for states that decode in place: resets what in-place decoding leaves.
+    reuse: Option<fn(&mut S)>,
+    /// The state the previous call returned, to decode into.
+    spare: &'a mut Option<S>,
+}
+
+impl<S: Serialize + DeserializeOwned> Lazy<'_, S> {
+    /// The wire the state came in.
+    pub fn wire(&self) -> Wire {
+        self.wire
+    }
+
+    /// The state's encoded bytes, as they came in.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The state, decoded on first use.
+    pub fn get(&mut self) -> Result<&S, String> {
+        self.decode()?;
+        self.state.as_ref().ok_or_else(|| self.taken())
+    }
+
+    /// The state, to change; the reply is encoded from it.
+    pub fn get_mut(&mut self) -> Result<&mut S, String> {
+        self.decode()?;
+        self.changed = true;
+        match self.state.as_mut() {
+            Some(s) => Ok(s),
+            None => Err(format!("the state of `{}` was taken", self.event)),
+        }
+    }
+
+    /// Replaces the state; the reply is encoded from the new one.
+    pub fn set(&mut self, state: S) {
+        self.state = Some(state);
+        self.changed = true;
+    }
+
+    /// Takes the state out (decoding it); [`set`](Lazy::set) one back before replying.
+    pub fn take(&mut self) -> Result<S, String> {
+        self.decode()?;
+        self.changed = true;
+        self.state.take().ok_or_else(|| self.taken())
+    }
+
+    fn taken(&self) -> String {
+        format!(
+            "the state of `{}` was taken and not put back with `set`",
+            self.event
+        )
+    }
+
+    fn decode(&mut self) -> Result<(), String> {
+        if self.state.is_some() || self.changed {
+            return Ok(());
+        }
+        let invalid =
+            |e: plugboard_core::wire::WireError| format!("invalid state for `{}`: {e}", self.event);
+        // A state that decodes in place goes into the one the previous call returned, so
+        // its strings keep their buffers: most of a step's allocations are gone.
+        let state = match (self.reuse, self.spare.take()) {
+            (Some(reset), Some(mut s)) => {
+                self.wire
+                    .decode_into(&self.bytes, &mut s)
+                    .map_err(invalid)?;
+                reset(&mut s);
+                s
+            }
+            _ => self.wire.decode(&self.bytes).map_err(invalid)?,
+        };
+        self.state = Some(state);
+        Ok(())
+    }
+
+    /// The reply's bytes: the state re-encoded if it changed, else the bytes it came in.
+    fn finish(self) -> Result<Vec<u8>, String> {
+        let out = if self.changed {
+            let Some(state) = &self.state else {
+                return Err(self.taken());
+            };
+            self.wire
+                .encode_sized(state, self.bytes.len() + 64)
+                .map_err(|e| format!("cannot encode the reply: {e}"))?
+        } else {
+            self.bytes
+        };
+        if self.reuse.is_some()
+            && let Some(state) = self.state
+        {
+            *self.spare = Some(state);
+        }
+        Ok(out)
+    }
+}
+
 #[doc(hidden)]
 pub fn __call<P: Plugin>(
     plugin: &P,
     event: &str,
     wire: WitWire,
-    bytes: &[u8],
+    bytes: Vec<u8>,
     reuse: Option<fn(&mut P::State)>,
     last: &mut Option<P::State>,
 ) -> Result<WitReply, String> {
@@ -159,31 +294,20 @@ pub fn __call<P: Plugin>(
         WitWire::Json => Wire::Json,
         WitWire::Binary => Wire::Binary,
     };
-    let invalid = |e: plugboard_core::wire::WireError| format!("invalid state for `{event}`: {e}");
-    // A state that decodes in place goes into the one the previous call returned, so its
-    // strings keep their buffers: most of a step's allocations are gone.
-    let state = match (reuse, last.take()) {
-        (Some(reset), Some(mut s)) => {
-            wire.decode_into(bytes, &mut s).map_err(invalid)?;
-            reset(&mut s);
-            s
-        }
-        _ => wire.decode(bytes).map_err(invalid)?,
+    let mut state = Lazy {
+        event,
+        wire,
+        bytes,
+        state: None,
+        changed: false,
+        reuse,
+        spare: last,
     };
-    let (halt, state) = match plugin.call(event, state)? {
-        Reply::Continue(s) => (false, s),
-        Reply::Halt(s) => (true, s),
-    };
-    let out = wire
-        .encode_sized(&state, bytes.len() + 64)
-        .map_err(|e| format!("cannot encode the reply: {e}"))?;
-    if reuse.is_some() {
-        *last = Some(state);
-    }
-    Ok(if halt {
-        WitReply::Halt(out)
-    } else {
-        WitReply::Continue(out)
+    let flow = plugin.call_lazy(event, &mut state)?;
+    let out = state.finish()?;
+    Ok(match flow {
+        Flow::Continue => WitReply::Continue(out),
+        Flow::Halt => WitReply::Halt(out),
     })
 }
 
@@ -308,7 +432,7 @@ macro_rules! export_plugin {
                 let reuse = (&$crate::Reuse::<State>::new()).reuse();
                 let mut last = LAST.with(|l| l.borrow_mut().take());
                 let reply =
-                    $crate::__call(__plugboard_instance(), &event, wire, &state, reuse, &mut last);
+                    $crate::__call(__plugboard_instance(), &event, wire, state, reuse, &mut last);
                 LAST.with(|l| *l.borrow_mut() = last);
                 reply
             }
@@ -325,4 +449,87 @@ macro_rules! export_plugin {
 
         $crate::bindings::export_guest!(__PlugboardGuest with_types_in $crate::bindings);
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    fn lazy<'a>(bytes: &[u8], spare: &'a mut Option<Value>) -> Lazy<'a, Value> {
+        Lazy {
+            event: "ev",
+            wire: Wire::Json,
+            bytes: bytes.to_vec(),
+            state: None,
+            changed: false,
+            reuse: Some(|_| {}),
+            spare,
+        }
+    }
+
+    // Deliberately not in serde_json's own spelling: a re-encoding would show.
+    const IN: &[u8] = br#"{ "n" : 1 }"#;
+
+    #[test]
+    fn a_state_not_changed_goes_on_as_the_bytes_it_came_in() {
+        let mut spare = None;
+        assert_eq!(lazy(IN, &mut spare).finish().unwrap(), IN);
+        // Read, not changed: still the same bytes; the decoded state is kept to reuse.
+        let mut l = lazy(IN, &mut spare);
+        assert_eq!(l.get().unwrap()["n"], 1);
+        assert_eq!(l.finish().unwrap(), IN);
+        assert_eq!(spare, Some(json!({"n": 1})));
+    }
+
+    #[test]
+    fn a_changed_state_is_encoded() {
+        let mut spare = None;
+        let mut l = lazy(IN, &mut spare);
+        l.get_mut().unwrap()["n"] = json!(2);
+        assert_eq!(l.finish().unwrap(), br#"{"n":2}"#);
+        let mut l = lazy(IN, &mut spare);
+        l.set(json!("other"));
+        assert_eq!(l.finish().unwrap(), br#""other""#);
+    }
+
+    #[test]
+    fn a_taken_state_must_be_put_back_and_bad_bytes_are_named() {
+        let mut spare = None;
+        let mut l = lazy(IN, &mut spare);
+        l.take().unwrap();
+        assert!(l.get().unwrap_err().contains("taken"));
+        assert!(l.finish().unwrap_err().contains("taken and not put back"));
+        let mut l = lazy(b"{", &mut spare);
+        assert!(l.get().unwrap_err().starts_with("invalid state for `ev`"));
+    }
+
+    struct Halts;
+    impl Plugin for Halts {
+        type State = Value;
+        fn call(&self, _: &str, mut s: Value) -> Result<Reply<Value>, String> {
+            s["halted"] = json!(true);
+            Ok(Reply::Halt(s))
+        }
+    }
+
+    struct Neither;
+    impl Plugin for Neither {
+        type State = Value;
+    }
+
+    #[test]
+    fn call_lazy_defaults_to_call() {
+        let mut spare = None;
+        let reply = __call(&Halts, "ev", WitWire::Json, IN.to_vec(), None, &mut spare).unwrap();
+        let WitReply::Halt(out) = reply else {
+            panic!("expected a halt")
+        };
+        assert_eq!(
+            serde_json::from_slice::<Value>(&out).unwrap(),
+            json!({"n": 1, "halted": true})
+        );
+        let err = __call(&Neither, "ev", WitWire::Json, IN.to_vec(), None, &mut spare);
+        assert!(err.unwrap_err().contains("neither `call` nor `call_lazy`"));
+    }
 }

@@ -1,6 +1,7 @@
 //! A chain with one wasm plugin handling the `on_user_after_save_failure` state, against a
 //! raw wasmtime component call carrying the same bytes through the same typed function;
-//! ten wasm plugins in one chain; the floor of a component call; cold load of a cached
+//! ten wasm plugins in one chain (that do real work, that decode and re-encode the
+//! state, that never decode it); the floor of a component call; cold load of a cached
 //! plugin; the two wires' encode + decode. Run with
 //! `cargo xtask build-plugins && cargo bench -p plugboard-wasm --bench wasm`.
 #![allow(missing_docs, clippy::unwrap_used)]
@@ -223,6 +224,18 @@ fn one_plugin(c: &mut Criterion) {
         b.iter_batched(
             state,
             |s| passthrough10.call(s).unwrap(),
+            BatchSize::SmallInput,
+        )
+    });
+    // Ten plugins that never ask for the state (`call_lazy`): the floor of a typed step,
+    // the state passed from plugin to plugin as bytes.
+    let observer = std::fs::read(component("observer")).unwrap();
+    let (o10, _) = chain(&host, &observer, 10);
+    let observer10 = o10.hook::<OnUserAfterSaveFailure>().unwrap();
+    g.bench_function("chain_ten_observer_plugins", |b| {
+        b.iter_batched(
+            state,
+            |s| observer10.call(s).unwrap(),
             BatchSize::SmallInput,
         )
     });

@@ -46,7 +46,7 @@ impl Guest for Probe {
         #[allow(clippy::needless_borrow)]
         let reuse = (&plugboard_pdk::Reuse::<OnUserAfterSaveFailure>::new()).reuse();
         let mut last = LAST.with(|l| l.borrow_mut().take());
-        let reply = plugboard_pdk::__call(&PassThrough, &event, wire, &state, reuse, &mut last);
+        let reply = plugboard_pdk::__call(&PassThrough, &event, wire, state, reuse, &mut last);
         LAST.with(|l| *l.borrow_mut() = last);
         reply
     }

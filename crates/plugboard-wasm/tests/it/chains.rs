@@ -300,3 +300,50 @@ fn a_guest_reusing_its_previous_state_returns_exactly_the_new_one() {
         assert_eq!(out, expected);
     }
 }
+
+/// A plugin that never asks for the state (`call_lazy`) passes it on as the bytes it came
+/// in, before or after plugins that change it, on both wires.
+#[test]
+fn a_plugin_that_never_decodes_the_state_passes_it_on_untouched() {
+    let host = host();
+    let event = OnUserAfterSaveFailure::NAME;
+    let engine = Engine::new();
+    add(
+        &engine,
+        event,
+        load(&host, "observer", "first"),
+        Registration::new("first").priority(0),
+    );
+    add(
+        &engine,
+        event,
+        load(&host, "audit", "audit"),
+        Registration::new("audit").priority(1),
+    );
+    add(
+        &engine,
+        event,
+        load(&host, "observer", "last"),
+        Registration::new("last").priority(2),
+    );
+    let out = engine.call::<OnUserAfterSaveFailure>(failure()).unwrap();
+    assert_eq!(out.extra["audited_by"], "wasm-audit");
+    assert_eq!(out.error.code, "validation_failed");
+
+    // Alone, on the JSON wire: out is in.
+    let dynamic = Engine::builder().reference_events(false).build();
+    dynamic
+        .declare_dynamic(plugboard_core::EventInfo::dynamic(event, "user", "as JSON"))
+        .unwrap();
+    add(
+        &dynamic,
+        event,
+        load(&host, "observer", "json"),
+        Registration::new("json"),
+    );
+    let input = serde_json::to_value(failure()).unwrap();
+    let out = dynamic
+        .call_json(event, input.clone(), &Default::default())
+        .unwrap();
+    assert_eq!(out, input);
+}
