@@ -1,9 +1,9 @@
 //! A chain with one wasm plugin handling the `on_user_after_save_failure` state, against a
-//! raw wasmtime component call carrying the same bytes through the same typed function;
-//! ten wasm plugins in one chain (that do real work, that decode and re-encode the
-//! state, that never decode it); the floor of a component call; cold load of a cached
-//! plugin; the two wires' encode + decode. Run with
-//! `cargo xtask build-plugins && cargo bench -p plugboard-wasm --bench wasm`.
+//! raw wasmtime component call carrying the same bytes through the same typed function
+//! (bare, and with the host's codec); ten wasm plugins in one chain (that do real work,
+//! that decode and re-encode the state, that only read it, that never decode it); the
+//! floor of a component call; cold load of a cached plugin; the two wires' encode +
+//! decode. Run with `cargo xtask build-plugins && cargo bench -p plugboard-wasm --bench wasm`.
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
@@ -238,6 +238,14 @@ fn one_plugin(c: &mut Criterion) {
             |s| observer10.call(s).unwrap(),
             BatchSize::SmallInput,
         )
+    });
+    // Ten plugins that read the typed state and decide (`Lazy::get`), as a guard or a
+    // validator does: decoded in each guest, never re-encoded.
+    let guard = std::fs::read(component("guard")).unwrap();
+    let (gd10, _) = chain(&host, &guard, 10);
+    let guard10 = gd10.hook::<OnUserAfterSaveFailure>().unwrap();
+    g.bench_function("chain_ten_guard_plugins", |b| {
+        b.iter_batched(state, |s| guard10.call(s).unwrap(), BatchSize::SmallInput)
     });
     g.finish();
 

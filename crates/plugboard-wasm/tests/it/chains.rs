@@ -347,3 +347,55 @@ fn a_plugin_that_never_decodes_the_state_passes_it_on_untouched() {
         .unwrap();
     assert_eq!(out, input);
 }
+
+/// A plugin that only reads the state halts or goes on with it as it came in; its
+/// settings choose what it halts on.
+#[test]
+fn a_plugin_that_only_reads_the_state_halts_on_what_it_reads() {
+    let host = host();
+    let event = OnUserAfterSaveFailure::NAME;
+    let engine = Engine::new();
+    add(
+        &engine,
+        event,
+        load(&host, "guard", "guard"),
+        Registration::new("guard").priority(0),
+    );
+    add(
+        &engine,
+        event,
+        load(&host, "audit", "audit"),
+        Registration::new("audit").priority(1),
+    );
+    // Not on the block list: on to the audit plugin.
+    let out = engine.call::<OnUserAfterSaveFailure>(failure()).unwrap();
+    assert_eq!(out.extra["audited_by"], "wasm-audit");
+    // On it: halted before the audit, the state exactly as it was.
+    let mut blocked = failure();
+    blocked.error.code = "blocked".into();
+    let expected = serde_json::to_value(&blocked).unwrap();
+    let out = engine.call::<OnUserAfterSaveFailure>(blocked).unwrap();
+    assert_eq!(serde_json::to_value(out).unwrap(), expected);
+    // Its settings replace the list (read when its instance first needs them).
+    let other = load(&host, "guard", "guard2");
+    other.set_settings(Some(r#"["validation_failed"]"#.into()));
+    let engine = Engine::new();
+    add(
+        &engine,
+        event,
+        other,
+        Registration::new("guard2").priority(0),
+    );
+    add(
+        &engine,
+        event,
+        load(&host, "audit", "audit2"),
+        Registration::new("audit2").priority(1),
+    );
+    let out = engine.call::<OnUserAfterSaveFailure>(failure()).unwrap();
+    assert!(
+        out.extra.is_null(),
+        "halted before the audit: {:?}",
+        out.extra
+    );
+}
