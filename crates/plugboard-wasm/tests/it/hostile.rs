@@ -35,12 +35,22 @@ fn setup() -> (Engine, plugboard_wasm::WasmHost) {
         engine
             .declare_dynamic(EventInfo::dynamic(name.clone(), "test", "hostile"))
             .unwrap();
-        add(
-            &engine,
-            &name,
-            load(&host, "hostile", event),
-            Registration::new(event),
-        );
+        // The memory hog writes 64 MiB before it meets the cap: on a loaded machine that
+        // can take longer than the default deadline, so it gets a generous one and the
+        // memory cap, not the clock, is what stops it (the loop tests the deadline).
+        let plugin = if event == "memory" {
+            let limits = plugboard_wasm::Limits {
+                deadline: std::time::Duration::from_secs(30),
+                ..Default::default()
+            };
+            std::sync::Arc::new(
+                host.load_file(event, &crate::component("hostile"), limits)
+                    .unwrap(),
+            )
+        } else {
+            load(&host, "hostile", event)
+        };
+        add(&engine, &name, plugin, Registration::new(event));
     }
     engine.declare::<OnHostileInvalid>().unwrap();
     add(
