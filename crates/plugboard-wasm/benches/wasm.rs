@@ -211,42 +211,24 @@ fn one_plugin(c: &mut Criterion) {
     g.bench_function("chain_one_wasm_plugin", |b| {
         b.iter_batched(state, |s| hook.call(s).unwrap(), BatchSize::SmallInput)
     });
-    let (e10, _) = chain(&host, &audit, 10);
-    let hook10 = e10.hook::<OnUserAfterSaveFailure>().unwrap();
-    g.bench_function("chain_ten_wasm_plugins", |b| {
-        b.iter_batched(state, |s| hook10.call(s).unwrap(), BatchSize::SmallInput)
-    });
-    // Ten plugins that decode the typed state and encode it back: the cost of a step
-    // itself, without a plugin's own work.
-    let (p10, _) = chain(&host, &probe, 10);
-    let passthrough10 = p10.hook::<OnUserAfterSaveFailure>().unwrap();
-    g.bench_function("chain_ten_passthrough_plugins", |b| {
-        b.iter_batched(
-            state,
-            |s| passthrough10.call(s).unwrap(),
-            BatchSize::SmallInput,
-        )
-    });
-    // Ten plugins that never ask for the state (`call_lazy`): the floor of a typed step,
-    // the state passed from plugin to plugin as bytes.
-    let observer = std::fs::read(component("observer")).unwrap();
-    let (o10, _) = chain(&host, &observer, 10);
-    let observer10 = o10.hook::<OnUserAfterSaveFailure>().unwrap();
-    g.bench_function("chain_ten_observer_plugins", |b| {
-        b.iter_batched(
-            state,
-            |s| observer10.call(s).unwrap(),
-            BatchSize::SmallInput,
-        )
-    });
-    // Ten plugins that read the typed state and decide (`Lazy::get`), as a guard or a
-    // validator does: decoded in each guest, never re-encoded.
-    let guard = std::fs::read(component("guard")).unwrap();
-    let (gd10, _) = chain(&host, &guard, 10);
-    let guard10 = gd10.hook::<OnUserAfterSaveFailure>().unwrap();
-    g.bench_function("chain_ten_guard_plugins", |b| {
-        b.iter_batched(state, |s| guard10.call(s).unwrap(), BatchSize::SmallInput)
-    });
+    // Ten plugins in one chain, each kind on its own:
+    for (id, file) in [
+        // real work (decode, build `extra`, encode);
+        ("chain_ten_wasm_plugins", "audit"),
+        // decode the typed state and encode it back: a step without a plugin's own work;
+        ("chain_ten_passthrough_plugins", "probe"),
+        // never ask for the state (`call_lazy`): it passes from plugin to plugin as bytes;
+        ("chain_ten_observer_plugins", "observer"),
+        // read the typed state and decide (`Lazy::get`), as a guard or validator does.
+        ("chain_ten_guard_plugins", "guard"),
+    ] {
+        let bytes = std::fs::read(component(file)).unwrap();
+        let (engine, _) = chain(&host, &bytes, 10);
+        let hook = engine.hook::<OnUserAfterSaveFailure>().unwrap();
+        g.bench_function(id, |b| {
+            b.iter_batched(state, |s| hook.call(s).unwrap(), BatchSize::SmallInput)
+        });
+    }
     g.finish();
 
     let memory = p.instance_memory();

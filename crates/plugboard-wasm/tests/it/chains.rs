@@ -23,6 +23,38 @@ fn failure() -> OnUserAfterSaveFailure {
     }
 }
 
+/// An engine whose `on_user_after_save_failure` chain runs these components (file, name)
+/// in this order.
+fn chain_of(host: &plugboard_wasm::WasmHost, plugins: &[(&str, &str)]) -> Engine {
+    let engine = Engine::new();
+    for (i, (file, name)) in (0_u8..).zip(plugins) {
+        add(
+            &engine,
+            OnUserAfterSaveFailure::NAME,
+            load(host, file, name),
+            Registration::new(*name).priority(i),
+        );
+    }
+    engine
+}
+
+/// An engine that knows `on_user_after_save_failure` only by name (so its state crosses
+/// as JSON), with one component on it.
+fn json_chain(host: &plugboard_wasm::WasmHost, file: &str, name: &str) -> Engine {
+    let event = OnUserAfterSaveFailure::NAME;
+    let engine = Engine::builder().reference_events(false).build();
+    engine
+        .declare_dynamic(plugboard_core::EventInfo::dynamic(event, "user", "as JSON"))
+        .unwrap();
+    add(
+        &engine,
+        event,
+        load(host, file, name),
+        Registration::new(name),
+    );
+    engine
+}
+
 /// A native plugin that records, in `extra.native`, what it saw before it.
 struct Native(&'static str);
 impl Plugin<OnUserAfterSaveFailure> for Native {
@@ -225,16 +257,7 @@ fn plugins_built_against_the_states_layout_get_the_binary_wire() {
     let engine = Engine::new();
     add(&engine, event, audit, Registration::new("audit"));
     let binary = engine.call::<OnUserAfterSaveFailure>(failure()).unwrap();
-    let dynamic = Engine::builder().reference_events(false).build();
-    dynamic
-        .declare_dynamic(plugboard_core::EventInfo::dynamic(event, "user", "as JSON"))
-        .unwrap();
-    add(
-        &dynamic,
-        event,
-        load(&host, "audit", "audit2"),
-        Registration::new("audit2"),
-    );
+    let dynamic = json_chain(&host, "audit", "audit2");
     let json = dynamic
         .call_json(
             event,
@@ -271,23 +294,8 @@ fn a_guest_reusing_its_previous_state_returns_exactly_the_new_one() {
         extra: json!({ "nested": { "list": [1, 2, 3] }, "flag": true }),
     };
     let small = failure();
-    let engine = Engine::new();
-    add(
-        &engine,
-        event,
-        load(&host, "probe", "probe"),
-        Registration::new("probe"),
-    );
-    let dynamic = Engine::builder().reference_events(false).build();
-    dynamic
-        .declare_dynamic(plugboard_core::EventInfo::dynamic(event, "user", "as JSON"))
-        .unwrap();
-    add(
-        &dynamic,
-        event,
-        load(&host, "probe", "probe2"),
-        Registration::new("probe2"),
-    );
+    let engine = chain_of(&host, &[("probe", "probe")]);
+    let dynamic = json_chain(&host, "probe", "probe2");
     for state in [big.clone(), small.clone(), big, small] {
         let expected = serde_json::to_value(&state).unwrap();
         // Binary wire (the probe was built against the state's layout) ...
@@ -306,44 +314,27 @@ fn a_guest_reusing_its_previous_state_returns_exactly_the_new_one() {
 #[test]
 fn a_plugin_that_never_decodes_the_state_passes_it_on_untouched() {
     let host = host();
-    let event = OnUserAfterSaveFailure::NAME;
-    let engine = Engine::new();
-    add(
-        &engine,
-        event,
-        load(&host, "observer", "first"),
-        Registration::new("first").priority(0),
-    );
-    add(
-        &engine,
-        event,
-        load(&host, "audit", "audit"),
-        Registration::new("audit").priority(1),
-    );
-    add(
-        &engine,
-        event,
-        load(&host, "observer", "last"),
-        Registration::new("last").priority(2),
+    let engine = chain_of(
+        &host,
+        &[
+            ("observer", "first"),
+            ("audit", "audit"),
+            ("observer", "last"),
+        ],
     );
     let out = engine.call::<OnUserAfterSaveFailure>(failure()).unwrap();
     assert_eq!(out.extra["audited_by"], "wasm-audit");
     assert_eq!(out.error.code, "validation_failed");
 
     // Alone, on the JSON wire: out is in.
-    let dynamic = Engine::builder().reference_events(false).build();
-    dynamic
-        .declare_dynamic(plugboard_core::EventInfo::dynamic(event, "user", "as JSON"))
-        .unwrap();
-    add(
-        &dynamic,
-        event,
-        load(&host, "observer", "json"),
-        Registration::new("json"),
-    );
+    let dynamic = json_chain(&host, "observer", "json");
     let input = serde_json::to_value(failure()).unwrap();
     let out = dynamic
-        .call_json(event, input.clone(), &Default::default())
+        .call_json(
+            OnUserAfterSaveFailure::NAME,
+            input.clone(),
+            &Default::default(),
+        )
         .unwrap();
     assert_eq!(out, input);
 }
@@ -354,19 +345,7 @@ fn a_plugin_that_never_decodes_the_state_passes_it_on_untouched() {
 fn a_plugin_that_only_reads_the_state_halts_on_what_it_reads() {
     let host = host();
     let event = OnUserAfterSaveFailure::NAME;
-    let engine = Engine::new();
-    add(
-        &engine,
-        event,
-        load(&host, "guard", "guard"),
-        Registration::new("guard").priority(0),
-    );
-    add(
-        &engine,
-        event,
-        load(&host, "audit", "audit"),
-        Registration::new("audit").priority(1),
-    );
+    let engine = chain_of(&host, &[("guard", "guard"), ("audit", "audit")]);
     // Not on the block list: on to the audit plugin.
     let out = engine.call::<OnUserAfterSaveFailure>(failure()).unwrap();
     assert_eq!(out.extra["audited_by"], "wasm-audit");
