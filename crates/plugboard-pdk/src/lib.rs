@@ -205,17 +205,15 @@ impl<S: Serialize + DeserializeOwned> Lazy<'_, S> {
     /// The state, decoded on first use.
     pub fn get(&mut self) -> Result<&S, String> {
         self.decode()?;
-        self.state.as_ref().ok_or_else(|| self.taken())
+        self.state.as_ref().ok_or_else(|| taken(self.event))
     }
 
     /// The state, to change; the reply is encoded from it.
     pub fn get_mut(&mut self) -> Result<&mut S, String> {
         self.decode()?;
         self.changed = true;
-        match self.state.as_mut() {
-            Some(s) => Ok(s),
-            None => Err(format!("the state of `{}` was taken", self.event)),
-        }
+        let event = self.event;
+        self.state.as_mut().ok_or_else(|| taken(event))
     }
 
     /// Replaces the state; the reply is encoded from the new one.
@@ -228,14 +226,7 @@ impl<S: Serialize + DeserializeOwned> Lazy<'_, S> {
     pub fn take(&mut self) -> Result<S, String> {
         self.decode()?;
         self.changed = true;
-        self.state.take().ok_or_else(|| self.taken())
-    }
-
-    fn taken(&self) -> String {
-        format!(
-            "the state of `{}` was taken and not put back with `set`",
-            self.event
-        )
+        self.state.take().ok_or_else(|| taken(self.event))
     }
 
     fn decode(&mut self) -> Result<(), String> {
@@ -264,7 +255,7 @@ impl<S: Serialize + DeserializeOwned> Lazy<'_, S> {
     fn finish(self) -> Result<Vec<u8>, String> {
         let out = if self.changed {
             let Some(state) = &self.state else {
-                return Err(self.taken());
+                return Err(taken(self.event));
             };
             self.wire
                 .encode_sized(state, self.bytes.len() + 64)
@@ -279,6 +270,10 @@ impl<S: Serialize + DeserializeOwned> Lazy<'_, S> {
         }
         Ok(out)
     }
+}
+
+fn taken(event: &str) -> String {
+    format!("the state of `{event}` was taken and not put back with `set`")
 }
 
 #[doc(hidden)]

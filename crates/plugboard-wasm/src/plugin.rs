@@ -67,8 +67,8 @@ pub struct WasmPlugin {
     layouts: Mutex<HashMap<String, Option<u64>>>,
     hash: String,
     origin: Origin,
-    /// The per-call deadline in epoch ticks, worked out once (a `u128` division per call
-    /// was a measurable part of a step).
+    /// The per-call deadline in epoch ticks, worked out once rather than on every call
+    /// (it is a `u128` division, on the hot path).
     deadline_ticks: u64,
 }
 
@@ -119,7 +119,10 @@ impl WasmHost {
             .instantiate_pre(&component)
             .map_err(|e| WasmError::Link(format!("{e:#}")))?;
         let pre = PluginPre::new(instance_pre).map_err(|e| WasmError::Link(format!("{e:#}")))?;
-        let limits_deadline = limits.deadline;
+        let deadline_ticks =
+            u64::try_from(limits.deadline.as_nanos() / self.inner.tick.as_nanos().max(1))
+                .unwrap_or(u64::MAX)
+                .max(1);
         let plugin = WasmPlugin {
             host: self.clone(),
             name: Arc::from(name),
@@ -130,11 +133,7 @@ impl WasmHost {
             layouts: Mutex::default(),
             hash,
             origin,
-            deadline_ticks: u64::try_from(
-                limits_deadline.as_nanos() / self.inner.tick.as_nanos().max(1),
-            )
-            .unwrap_or(u64::MAX)
-            .max(1),
+            deadline_ticks,
         };
         let warm = plugin
             .instantiate()
