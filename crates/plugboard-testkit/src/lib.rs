@@ -217,6 +217,24 @@ pub fn build_plugins(root: &Path) -> Result<PathBuf, String> {
     Ok(root.join("target/plugins/wasm32-wasip2/release"))
 }
 
+/// The path of a built guest component (`plugin_<name>.wasm`: `audit`, `probe`, …). The
+/// first call in a test process builds the plugins workspace (incrementally), as
+/// `cargo xtask build-plugins` does; a failed build fails the test.
+pub fn component_path(name: &str) -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        build_plugins(&root).unwrap_or_else(|e| panic!("{e}"))
+    });
+    dir.join(format!("plugin_{name}.wasm"))
+}
+
+/// The bytes of a built guest component; see [`component_path`].
+pub fn component(name: &str) -> Vec<u8> {
+    let path = component_path(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
 /// Builds one guest plugin (`plugin-audit`, …) with a named cargo profile of the plugins
 /// workspace (e.g. `unoptimized`); returns the component's path.
 pub fn build_plugin_profile(root: &Path, package: &str, profile: &str) -> Result<PathBuf, String> {

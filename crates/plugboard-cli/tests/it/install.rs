@@ -7,7 +7,6 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use plugboard_testkit::{BOTH, fresh_url};
@@ -16,15 +15,7 @@ use serde_json::Value;
 use crate::operator::{Host, with_db};
 use crate::{plugboard_in, run, stdout};
 
-/// The example components (`plugin_<name>.wasm`), built once per test run.
-fn component(name: &str) -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    let dir = BUILT.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        plugboard_testkit::build_plugins(&root).unwrap_or_else(|e| panic!("{e}"))
-    });
-    dir.join(format!("plugin_{name}.wasm"))
-}
+use plugboard_testkit::component_path as component;
 
 /// The manifest of package `name` `version`: one hook on `on_user_after_save_failure`
 /// whose plugin is `wasm_<name>`; `extra` is appended.

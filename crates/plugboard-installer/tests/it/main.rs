@@ -7,7 +7,6 @@ mod install;
 mod lifecycle;
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
 use plugboard_core::reference::{
     Conn, Endpoint, ErrorPayload, Ip, ModifierUser, OnUserAfterSaveFailure, SaveStatus,
@@ -17,15 +16,7 @@ use plugboard_installer::{InstallOptions, Installed, Installer, InstallerConfig}
 use plugboard_store::Store;
 use plugboard_wasm::{HostConfig, WasmHost};
 
-/// A built plugin component, by name (`audit`, `probe`, `unhealthy`, `future`, …).
-pub fn component(name: &str) -> Vec<u8> {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    let dir = BUILT.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        plugboard_testkit::build_plugins(&root).unwrap_or_else(|e| panic!("{e}"))
-    });
-    std::fs::read(dir.join(format!("plugin_{name}.wasm"))).unwrap()
-}
+pub use plugboard_testkit::component;
 
 /// A manifest with one hook on `on_user_after_save_failure`, plus `more` TOML.
 pub fn manifest(name: &str, version: &str, more: &str) -> String {

@@ -8,8 +8,6 @@ mod auth;
 mod packages;
 mod stream;
 
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use plugboard_core::reference::{OnContentPrepare, Payload};
@@ -52,15 +50,7 @@ impl Plugin<OnContentPrepare> for Shouter {
     }
 }
 
-/// The audit guest component, built once.
-pub fn component(name: &str) -> Vec<u8> {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    let dir = BUILT.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        plugboard_testkit::build_plugins(&root).unwrap_or_else(|e| panic!("{e}"))
-    });
-    std::fs::read(dir.join(format!("plugin_{name}.wasm"))).unwrap()
-}
+pub use plugboard_testkit::component;
 
 /// A package of the `audit` component with one hook on `on_user_after_save_failure`.
 pub fn audit_package(name: &str, version: &str) -> Vec<u8> {

@@ -6,22 +6,12 @@ mod hostile;
 mod loading;
 mod python;
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use plugboard_engine::{Engine, Registration};
 use plugboard_wasm::{HostConfig, Limits, WasmHost, WasmPlugin};
 
-/// The built plugin components; built once per test run (incrementally) with the same
-/// command as `cargo xtask build-plugins`.
-pub fn component(name: &str) -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    let dir = BUILT.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        plugboard_testkit::build_plugins(&root).unwrap_or_else(|e| panic!("{e}"))
-    });
-    dir.join(format!("plugin_{name}.wasm"))
-}
+pub use plugboard_testkit::component_path as component;
 
 pub fn host() -> WasmHost {
     WasmHost::new(HostConfig::default()).unwrap()
