@@ -1,5 +1,10 @@
 //! Project automation behind `cargo xtask` (see `.cargo/config.toml`).
 //!
+//! - `cargo xtask test [ARGS…]`: the README's test command: installs what a fresh machine
+//!   lacks (wasm target, componentize-py, Chromium, the e2e script's modules), then runs
+//!   `cargo test --workspace --locked ARGS…` (see `setup.rs`).
+//! - `cargo xtask fresh-machine`: both README commands from a fresh clone, in a rustup home
+//!   without the wasm target and a `PATH` without Chromium or componentize-py, timed.
 //! - `cargo xtask build-plugins`: builds the example and test plugins in `plugins/` as
 //!   WebAssembly components (`wasm32-wasip2`) into `target/wasm-plugins/`.
 //! - `cargo xtask package-examples`: builds the example plugins and packs each with its
@@ -14,15 +19,20 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
+mod setup;
+
 fn main() -> Result<()> {
-    let task = std::env::args().nth(1).unwrap_or_default();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let task = args.first().cloned().unwrap_or_default();
     match task.as_str() {
+        "test" => setup::test(&root(), &args[1..]),
+        "fresh-machine" => setup::fresh_machine(&root()),
         "bench-report" => bench_report(),
         "build-plugins" => build_plugins(),
         "package-examples" => package_examples(),
         "serve-bench" => serve_bench(),
         _ => bail!(
-            "usage: cargo xtask bench-report | build-plugins | package-examples | serve-bench"
+            "usage: cargo xtask test [ARGS…] | fresh-machine | bench-report | build-plugins | package-examples | serve-bench"
         ),
     }
 }

@@ -40,7 +40,7 @@ fn a_python_plugin_joins_a_chain() {
         }
         Err(e) => {
             eprintln!(
-                "skipped: componentize-py is not installed ({e}); `pip install componentize-py`"
+                "skipped: componentize-py is not installed ({e}); `cargo xtask test` installs it"
             );
             return;
         }
