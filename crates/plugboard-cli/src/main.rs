@@ -558,6 +558,12 @@ fn lifecycle(
     for (name, why) in &report.skipped {
         writeln!(out, "skipped {name}: {}", explain_ref(why))?;
     }
+    for (name, why) in &report.overridden {
+        writeln!(
+            out,
+            "warning: {name}'s callback failed ({why}); done anyway"
+        )?;
+    }
     if !any {
         writeln!(out, "nothing to change")?;
     }

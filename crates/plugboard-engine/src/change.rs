@@ -96,6 +96,18 @@ pub enum LifecycleEvent {
         /// Why it failed.
         error: String,
     },
+    /// A plugin's callback failed on an operation it may not refuse (`stop`, `delete`,
+    /// `unregister`, or a stop at the failure threshold): the operation went ahead.
+    CallbackOverridden {
+        /// The plugin.
+        plugin: String,
+        /// Its event.
+        event: String,
+        /// The operation that went ahead.
+        op: Op,
+        /// What the callback said.
+        reason: String,
+    },
     /// A record is known but no code for it was registered: it is never called.
     MissingCode {
         /// The plugin.

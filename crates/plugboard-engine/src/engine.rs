@@ -56,6 +56,9 @@ pub struct Report {
     /// For operations on an event or on all plugins: the plugins it could not change, and
     /// why (e.g. `start` on a stopped plugin). Each plugin's change is all or nothing.
     pub skipped: Vec<(String, EngineError)>,
+    /// Plugins whose callback failed on an operation it may not refuse (`stop`,
+    /// `delete`, `unregister`): the operation went ahead; what the callback said.
+    pub overridden: Vec<(String, String)>,
 }
 
 /// Everything known about one plugin.
@@ -851,6 +854,15 @@ impl Engine {
                 // Storage is the truth: any other version (newer, or a row deleted and
                 // created again elsewhere) replaces ours; the code is kept.
                 Some(e) if stored.version != e.version => {
+                    // An operator's start, restart or enable, wherever it was issued, gives
+                    // the plugin a clean failure streak here too.
+                    let running = |s: Status| matches!(s, Status::Started | Status::Restarted);
+                    if running(stored.record.status)
+                        && (e.record.status != stored.record.status
+                            || e.record.updated_at != stored.record.updated_at)
+                    {
+                        e.stats.consecutive.store(0, Relaxed);
+                    }
                     e.record = stored.record;
                     e.version = stored.version;
                     changed = true;
@@ -1445,6 +1457,15 @@ impl Shared {
         );
         self.commit(&mut ctl, snapshot)?;
         self.rebuild(&mut ctl, &mut events);
+        report.overridden = events
+            .iter()
+            .filter_map(|ev| match ev {
+                LifecycleEvent::CallbackOverridden { plugin, reason, .. } => {
+                    Some((plugin.clone(), reason.clone()))
+                }
+                _ => None,
+            })
+            .collect();
         report.changed = touched
             .iter()
             .filter_map(|n| ctl.plugins.get(n).map(|e| e.record.clone()))
@@ -1622,14 +1643,22 @@ fn apply(
     if let Some(code) = &entry.code
         && let Err(reason) = code.lifecycle(callback, &entry.record)
     {
-        if !forced {
+        // A plugin may refuse to start, but never to be taken out: the operator (or the
+        // failure threshold) wins, and the refusal is reported.
+        if !forced && !op.takes_out() {
             return Err(EngineError::Refused {
                 plugin: name.to_owned(),
                 op,
                 reason,
             });
         }
-        tracing::warn!(plugin = name, %op, %reason, "callback refused a forced operation");
+        tracing::warn!(plugin = name, %op, %reason, "callback failed; the operation goes ahead");
+        events.push(LifecycleEvent::CallbackOverridden {
+            plugin: name.to_owned(),
+            event: entry.record.event.clone(),
+            op,
+            reason: reason.to_string(),
+        });
     }
     match op {
         Op::Delete => {

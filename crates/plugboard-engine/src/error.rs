@@ -38,6 +38,12 @@ impl Op {
             Op::Unregister => "unregister",
         }
     }
+
+    /// Whether the operation takes a plugin out (`stop`, `delete`, `unregister`): the
+    /// plugin's callback is told, but cannot refuse it.
+    pub fn takes_out(self) -> bool {
+        matches!(self, Op::Stop | Op::Delete | Op::Unregister)
+    }
 }
 
 impl fmt::Display for Op {

@@ -655,7 +655,12 @@ fn report_json(action: &str, plugin: &str, r: Report) -> Value {
             json!({ "plugin": p, "error": { "code": e.code, "message": e.message } })
         })
         .collect();
-    json!({ "action": action, "plugin": plugin, "changed": r.changed, "skipped": skipped })
+    let overridden: Vec<Value> = r
+        .overridden
+        .iter()
+        .map(|(p, why)| json!({ "plugin": p, "callback_error": why }))
+        .collect();
+    json!({ "action": action, "plugin": plugin, "changed": r.changed, "skipped": skipped, "overridden": overridden })
 }
 
 /// `POST /api/plugins/{name}/{action}`: `start`, `stop`, `restart`, `enable`, `delete` or
@@ -664,7 +669,7 @@ fn report_json(action: &str, plugin: &str, r: Report) -> Value {
     params(("name" = String, Path, description = "The plugin"),
            ("action" = String, Path, description = "start, stop, restart, enable, delete or unregister")),
     responses(
-        (status = 200, description = "`{action, plugin, changed: [record], skipped: [{plugin, error}]}`", body = Value),
+        (status = 200, description = "`{action, plugin, changed: [record], skipped: [{plugin, error}], overridden: [{plugin, callback_error}]}`", body = Value),
         (status = 400, description = "`bad_request` (unknown action) or `invalid_state` (e.g. start on a stopped plugin)", body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub(crate) async fn plugin_action(

@@ -178,6 +178,22 @@ impl NewActivity {
                 plugin.as_deref(),
                 json!({ "error": error }),
             ),
+            LifecycleEvent::CallbackOverridden {
+                plugin,
+                event,
+                op,
+                reason,
+            } => {
+                let mut a = NewActivity::new(
+                    "plugin",
+                    op.as_str(),
+                    "warning",
+                    Some(plugin),
+                    json!({ "callback_failed": reason, "went_ahead": true }),
+                );
+                a.section_id = Some(event.clone());
+                a
+            }
             LifecycleEvent::MissingCode { plugin, event } => {
                 let mut a = NewActivity::new(
                     "plugin",

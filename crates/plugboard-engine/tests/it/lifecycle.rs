@@ -309,8 +309,18 @@ impl plugboard_core::Plugin<OnTest> for Picky {
             Ok(())
         }
     }
+    fn start(&self, record: &PluginRecord) -> Result<(), Reason> {
+        if record.extra.iter().any(|m| m.len() > 1) {
+            Err("too much configuration".into())
+        } else {
+            Ok(())
+        }
+    }
     fn stop(&self, _: &PluginRecord) -> Result<(), Reason> {
         Err("busy".into())
+    }
+    fn unregister(&self, _: &PluginRecord) -> Result<(), Reason> {
+        Err("still needed".into())
     }
 }
 
@@ -328,9 +338,47 @@ fn refusals_change_nothing() {
     e.register(Registration::new("picky").extra(extra), Picky)
         .unwrap();
     e.start("picky").unwrap();
-    let err = e.stop("picky").unwrap_err();
-    assert!(matches!(err, EngineError::Refused { op: Op::Stop, .. }));
     expect(&e, &[("picky", Started)]);
+}
+
+#[test]
+fn a_plugin_may_refuse_to_start_but_never_to_be_taken_out() {
+    let e = engine();
+    let mut changes = e.subscribe();
+    let mut extra = serde_json::Map::new();
+    extra.insert("k".into(), 1.into());
+    e.register(Registration::new("picky").extra(extra), Picky)
+        .unwrap();
+    e.start("picky").unwrap();
+    // The operator wins over a failing stop callback; the failure is reported.
+    let report = e.stop("picky").unwrap();
+    assert_eq!(
+        report.overridden,
+        vec![("picky".to_owned(), "busy".to_owned())]
+    );
+    expect(&e, &[("picky", Stopped)]);
+    let overridden: Vec<_> = std::iter::from_fn(|| changes.try_recv().ok())
+        .filter_map(|ev| match ev {
+            LifecycleEvent::CallbackOverridden {
+                plugin, op, reason, ..
+            } => Some((plugin, op, reason)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(overridden, vec![("picky".into(), Op::Stop, "busy".into())]);
+    // A refusing unregister callback does not keep the record either.
+    let report = e.unregister("picky").unwrap();
+    assert_eq!(report.overridden.len(), 1);
+    assert!(e.plugin("picky").is_none());
+    // Starting is the plugin's to refuse: nothing changes.
+    let mut extra = serde_json::Map::new();
+    extra.insert("a".into(), 1.into());
+    extra.insert("b".into(), 2.into());
+    e.register(Registration::new("picky").extra(extra), Picky)
+        .unwrap();
+    let err = e.start("picky").unwrap_err();
+    assert!(matches!(err, EngineError::Refused { op: Op::Start, .. }));
+    expect(&e, &[("picky", Registered)]);
 }
 
 #[test]

@@ -40,7 +40,7 @@ fn a_callback_can_read_the_registry() {
     assert!(seen.load(Ordering::SeqCst));
 }
 
-/// A JSON step whose `stop` callback panics.
+/// A JSON step whose `restart` and `stop` callbacks panic.
 struct PanickyStep;
 impl SyncStep<Value> for PanickyStep {
     fn run(&self, state: Value, _: &Context<'_>) -> Result<Reply<Value>, Failure> {
@@ -49,8 +49,8 @@ impl SyncStep<Value> for PanickyStep {
 }
 impl Callbacks for PanickyStep {
     fn lifecycle(&self, op: Op, _: &PluginRecord) -> Result<(), Reason> {
-        if op == Op::Stop {
-            panic!("stop exploded");
+        if matches!(op, Op::Restart | Op::Stop) {
+            panic!("{op} exploded");
         }
         Ok(())
     }
@@ -70,10 +70,10 @@ fn panicking_callbacks_of_any_code_are_refusals() {
     )
     .unwrap();
     e.start("step").unwrap();
-    let err = e.stop("step").unwrap_err();
+    let err = e.restart("step").unwrap_err();
     assert_eq!(
         err.to_string(),
-        "plugin `step` refused to stop: callback panicked: stop exploded"
+        "plugin `step` refused to restart: callback panicked: restart exploded"
     );
     assert_eq!(status(&e, "step"), Status::Started);
     let h = e.health("step").unwrap();
@@ -82,10 +82,22 @@ fn panicking_callbacks_of_any_code_are_refusals() {
         h.reason.as_deref(),
         Some("callback panicked: health exploded")
     );
-    // In bulk, the refusal is reported and the others still stop, consistently.
-    let r = e.stop(plugboard_engine::Target::All).unwrap();
+    // In bulk, the refusal is reported and the others still restart, consistently.
+    let r = e.restart(plugboard_engine::Target::All).unwrap();
     assert_eq!(r.skipped.len(), 1);
-    assert_eq!(status(&e, "a"), Status::Stopped);
+    assert_eq!(status(&e, "a"), Status::Restarted);
+    assert_eq!(status(&e, "step"), Status::Started);
+    // A panicking stop callback cannot keep the plugin running: reported, and stopped.
+    let r = e.stop(plugboard_engine::Target::All).unwrap();
+    assert!(r.skipped.is_empty());
+    assert_eq!(
+        r.overridden,
+        vec![(
+            "step".to_owned(),
+            "callback panicked: stop exploded".to_owned()
+        )]
+    );
+    assert_eq!(status(&e, "step"), Status::Stopped);
     assert!(trail(&e).is_empty());
 }
 

@@ -273,3 +273,52 @@ fn a_boot_registering_dependents_first_writes_nothing() {
         assert_eq!(e.plugin("child").unwrap().record.status, Status::Held);
     });
 }
+
+/// Fails every call.
+struct Failing;
+
+impl plugboard_core::Plugin<crate::OnStore> for Failing {
+    fn call(
+        &self,
+        _: crate::OnStore,
+        _: &plugboard_core::Context<'_>,
+    ) -> plugboard_core::Reply<crate::OnStore> {
+        panic!("always fails")
+    }
+}
+
+#[test]
+fn an_enable_from_another_process_gives_a_clean_failure_streak() {
+    each_backend(|backend, url| {
+        let store = Store::open(url).unwrap();
+        let host = store.engine(builder().failure_threshold(3)).unwrap();
+        host.register(Registration::new("flaky"), Failing).unwrap();
+        host.start("flaky").unwrap();
+        for _ in 0..3 {
+            let _ = host.call::<crate::OnStore>(crate::OnStore { trail: vec![] });
+        }
+        assert_eq!(
+            status(&store, "flaky"),
+            Some(Status::Stopped),
+            "{backend:?}"
+        );
+        // The operator enables it from another process (the CLI's records-only engine).
+        let cli_store = Store::open(url).unwrap();
+        let cli = cli_store.engine(builder().records_only(true)).unwrap();
+        cli.enable("flaky").unwrap();
+        store.sync(&host).unwrap();
+        assert_eq!(
+            host.plugin("flaky").unwrap().record.status,
+            Status::Restarted,
+            "{backend:?}"
+        );
+        // One failure is one failure, not the streak's fourth.
+        let _ = host.call::<crate::OnStore>(crate::OnStore { trail: vec![] });
+        assert_eq!(
+            host.plugin("flaky").unwrap().record.status,
+            Status::Restarted,
+            "{backend:?}: stopped again by a single failure"
+        );
+        assert_eq!(host.plugin("flaky").unwrap().consecutive_failures, 1);
+    });
+}
