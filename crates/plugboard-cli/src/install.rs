@@ -97,20 +97,25 @@ pub(crate) fn uninstall(
 ) -> Result<()> {
     let installer = session(database, true, false)?;
     let result = installer.uninstall(name, cascade);
-    let held = finish(&installer, result)?;
+    let done = finish(&installer, result)?;
     writeln!(out, "uninstalled {name}")?;
-    if !held.is_empty() {
-        writeln!(out, "held (a dependency is gone): {}", held.join(", "))?;
+    for (plugin, why) in &done.overridden {
+        writeln!(
+            out,
+            "warning: {plugin}'s unregister callback failed ({why}); removed anyway"
+        )?;
+    }
+    if !done.held.is_empty() {
+        writeln!(out, "held (a dependency is gone): {}", done.held.join(", "))?;
     }
     Ok(())
 }
 
-/// `plugboard packages [--json]`: boots an installer so that the status is this machine's
-/// load state.
+/// `plugboard packages [--json]`: reads the store only (nothing is loaded or written);
+/// a package's status is the last load error any host recorded.
 pub(crate) fn packages(database: Option<String>, out: &mut impl Write, json: bool) -> Result<()> {
-    let installer = session(database, true, true)?;
-    let result = installer.packages();
-    let list = finish(&installer, result)?;
+    let store = crate::open_existing(database)?;
+    let list = plugboard_installer::stored_packages(&store).map_err(message)?;
     if json {
         writeln!(out, "{}", serde_json::to_string_pretty(&list)?)?;
         return Ok(());
@@ -138,12 +143,13 @@ pub(crate) fn packages(database: Option<String>, out: &mut impl Write, json: boo
     Ok(())
 }
 
-/// `loaded`, `failed: why`, or (not tried yet on this host) `not loaded`.
+/// `loaded` (on this host), `failed: why` (as last recorded by any host), or
+/// `installed`.
 pub(crate) fn status(p: &PackageStatus) -> String {
     match (&p.error, p.loaded) {
         (_, true) => "loaded".into(),
         (Some(why), false) => format!("failed: {why}"),
-        (None, false) => "not loaded".into(),
+        (None, false) => "installed".into(),
     }
 }
 
@@ -154,7 +160,9 @@ pub(crate) fn outdated(
     index: Option<&str>,
     json: bool,
 ) -> Result<()> {
-    let installer = session(database, false, true)?;
+    let store = crate::open_existing(database)?;
+    let engine = crate::records_engine(&store)?;
+    let installer = installer(&store, &engine)?;
     let result = installer.outdated(index);
     let list = finish(&installer, result)?;
     if json {

@@ -67,9 +67,9 @@ enum Command {
     Restart(Which),
     /// Take plugins out of `stopped`.
     Enable(Which),
-    /// Unload plugins' code in the hosts, keeping their records. (A record's status is
-    /// unchanged, so from the CLI this changes nothing; hosts apply `delete` to their own
-    /// code.)
+    /// Unload plugins' code in every host sharing the database, keeping their records
+    /// (and statuses); dependents are held. Registering the code again (a host's restart,
+    /// a reinstall) brings a plugin back.
     Delete(Which),
     /// Remove plugins' records; dependents are held, never removed.
     Unregister(Which),
@@ -228,7 +228,8 @@ enum EventsCommand {
 
 #[derive(Subcommand)]
 enum TokenCommand {
-    /// Replace the admin token (running servers accept the old one until they restart).
+    /// Replace the admin token of the database's servers: running servers revoke the old
+    /// token, its sessions and their event streams within a second.
     Rotate,
 }
 
@@ -244,19 +245,24 @@ enum LogFormat {
 enum SettingsCommand {
     /// Print a setting's configs.
     Get {
-        /// The setting.
+        /// The setting: `installer`, a package or one of its plugins (the package's
+        /// plugin settings, `package.NAME`), or a setting of the host's own.
         name: String,
     },
-    /// Create or replace a setting.
+    /// Create or replace a setting, checked before it is stored: `installer` field by
+    /// field, a package's plugin settings against its settings.schema.json. Running hosts
+    /// sharing the database apply it within a second.
     Set {
-        /// The setting (5 to 50 characters).
+        /// The setting: `installer`, a package or one of its plugins (the package's
+        /// plugin settings, `package.NAME`), or a setting of the host's own (5 to 200
+        /// characters).
         name: String,
         /// Its configs, as JSON.
         configs: String,
     },
     /// Delete a setting.
     Delete {
-        /// The setting.
+        /// The setting (as for `get`).
         name: String,
     },
     /// List the settings.
@@ -300,6 +306,19 @@ fn main() -> ExitCode {
 fn open(url: Option<String>) -> Result<Store> {
     let url = url.unwrap_or_else(plugboard_store::default_url);
     Store::open(&url).with_context(|| format!("opening {}", redact(&url)))
+}
+
+/// Opens a database that exists, creating nothing: for commands that read, or change
+/// records that must already be there.
+fn open_existing(url: Option<String>) -> Result<Store> {
+    let url = url.unwrap_or_else(plugboard_store::default_url);
+    Store::open_existing(&url).map_err(|e| match e {
+        plugboard_store::StoreError::NoDatabase(at) => anyhow!(
+            "no Plugboard database at {at} (check --database or PLUGBOARD_HOME; only commands \
+             that write, such as `serve`, `install` or `settings set`, create one)"
+        ),
+        e => anyhow::Error::new(e).context(format!("opening {}", redact(&url))),
+    })
 }
 
 fn redact(url: &str) -> String {
@@ -349,7 +368,7 @@ fn run(cli: Cli) -> Result<()> {
             log.flush(Duration::from_secs(10));
         }
         Command::Plugins { event, json } => {
-            let store = open(cli.database)?;
+            let store = open_existing(cli.database)?;
             let engine = records_engine(&store)?;
             let plugins: Vec<_> = engine
                 .plugins()
@@ -398,7 +417,7 @@ fn run(cli: Cli) -> Result<()> {
             kind,
             json,
         } => {
-            let store = open(cli.database)?;
+            let store = open_existing(cli.database)?;
             let entries = store.activities(&ActivityQuery {
                 status,
                 subject,
@@ -428,48 +447,21 @@ fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
-        Command::Settings { command } => {
-            let store = open(cli.database)?;
-            let settings = store.settings();
-            match command {
-                SettingsCommand::Get { name } => {
-                    let v = settings.get(&name)?.with_context(|| {
-                        format!("no setting named `{name}`; `plugboard settings list` lists them")
-                    })?;
-                    writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
-                }
-                SettingsCommand::Set { name, configs } => {
-                    let v: serde_json::Value = serde_json::from_str(&configs)
-                        .with_context(|| format!("the configs of `{name}` are not valid JSON"))?;
-                    settings.set(&name, v)?;
-                    writeln!(out, "set {name}")?;
-                }
-                SettingsCommand::Delete { name } => {
-                    if !settings.delete(&name)? {
-                        return Err(anyhow!("no setting named `{name}`"));
-                    }
-                    writeln!(out, "deleted {name}")?;
-                }
-                SettingsCommand::List => {
-                    for (name, v, _) in settings.list()? {
-                        writeln!(out, "{name:20} {v}")?;
-                    }
-                }
-            }
-        }
+        Command::Settings { command } => settings_command(cli.database, &mut out, command)?,
         Command::Watch => watch(cli.database, &mut out)?,
         Command::Serve { addr } => serve::serve(cli.database, addr, &mut out)?,
         Command::Token {
             command: TokenCommand::Rotate,
         } => {
-            let token = plugboard_server::rotate_token(&plugboard_store::home())?;
+            let store = open(cli.database)?;
+            let token = plugboard_server::rotate_token(&store)?;
             writeln!(
                 out,
                 "new admin token (shown once; only its hash is kept): {token}"
             )?;
             writeln!(
                 out,
-                "running servers accept the old token until they restart"
+                "running servers on this database revoke the old token, its sessions and their event streams within a second"
             )?;
         }
         Command::Pack {
@@ -501,6 +493,59 @@ fn run(cli: Cli) -> Result<()> {
         Command::Packages { json } => install::packages(cli.database, &mut out, json)?,
         Command::Outdated { index, json } => {
             install::outdated(cli.database, &mut out, index.as_deref(), json)?
+        }
+    }
+    Ok(())
+}
+
+/// `plugboard settings …`: through the installer's rules, so that a value is checked when
+/// it is set and a plugin's or package's name means its package's plugin settings.
+fn settings_command(
+    database: Option<String>,
+    out: &mut impl Write,
+    command: SettingsCommand,
+) -> Result<()> {
+    use plugboard_installer::settings::{self, SettingTarget};
+    let what = |r: &settings::ResolvedSetting| match &r.target {
+        SettingTarget::Package { package, plugins } => format!(
+            "{} (the settings of package `{package}`, read by {})",
+            r.name,
+            plugins.join(", ")
+        ),
+        _ => r.name.clone(),
+    };
+    match command {
+        SettingsCommand::Get { name } => {
+            let store = open_existing(database)?;
+            let (resolved, value) = settings::get(&store, &name)?;
+            let v = value.with_context(|| {
+                format!(
+                    "no setting named `{}`; `plugboard settings list` lists them",
+                    resolved.name
+                )
+            })?;
+            writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+        }
+        SettingsCommand::Set { name, configs } => {
+            let store = open(database)?;
+            let v: serde_json::Value = serde_json::from_str(&configs)
+                .with_context(|| format!("the configs of `{name}` are not valid JSON"))?;
+            let resolved = settings::set(&store, &name, v)?;
+            writeln!(out, "set {}", what(&resolved))?;
+        }
+        SettingsCommand::Delete { name } => {
+            let store = open_existing(database)?;
+            let (resolved, existed) = settings::delete(&store, &name)?;
+            if !existed {
+                return Err(anyhow!("no setting named `{}`", resolved.name));
+            }
+            writeln!(out, "deleted {}", what(&resolved))?;
+        }
+        SettingsCommand::List => {
+            let store = open_existing(database)?;
+            for (name, v, _) in store.settings().list()? {
+                writeln!(out, "{name:20} {v}")?;
+            }
         }
     }
     Ok(())
@@ -538,7 +583,7 @@ fn lifecycle(
     which: &Which,
     op: impl FnOnce(&Engine, Target<'_>) -> Result<plugboard::Report, EngineError>,
 ) -> Result<()> {
-    let store = open(database)?;
+    let store = open_existing(database)?;
     let engine = records_engine(&store)?;
     let log = store.activity_log(Some(&engine), LogConfig::default());
     let mut changes = engine.subscribe();
@@ -547,7 +592,8 @@ fn lifecycle(
     while let Ok(ev) = changes.try_recv() {
         if let LifecycleEvent::StatusChanged { .. }
         | LifecycleEvent::Unregistered { .. }
-        | LifecycleEvent::Deleted { .. } = ev
+        | LifecycleEvent::Deleted { .. }
+        | LifecycleEvent::Undeleted { .. } = ev
         {
             any = true;
             print_change(out, &ev)?;
@@ -605,6 +651,7 @@ fn print_change(out: &mut impl Write, ev: &LifecycleEvent) -> Result<()> {
         LifecycleEvent::Deleted { plugin, .. } => {
             writeln!(out, "{plugin}: code unloaded (record kept)")?
         }
+        LifecycleEvent::Undeleted { plugin, .. } => writeln!(out, "{plugin}: code loaded again")?,
         _ => {}
     }
     Ok(())

@@ -62,6 +62,13 @@ pub enum LifecycleEvent {
         /// Its event.
         event: String,
     },
+    /// A deleted plugin's code was brought back (`start`, `enable` or `restart`).
+    Undeleted {
+        /// The plugin.
+        plugin: String,
+        /// Its event.
+        event: String,
+    },
     /// A plugin's record was removed.
     Unregistered {
         /// The plugin.

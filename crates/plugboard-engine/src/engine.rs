@@ -293,6 +293,13 @@ struct Entry {
     stats: Arc<Stats>,
     /// The record's version in storage (0: never stored).
     version: i64,
+    /// An operator deleted its code (stored, so that every host unloads it); registering
+    /// code again clears it.
+    unloaded: bool,
+    /// Code unloaded because another process deleted it: taken back if another process
+    /// registers the plugin again (a reinstall), since this host cannot register it itself
+    /// until it restarts.
+    parked: Option<Code>,
 }
 
 impl Entry {
@@ -304,6 +311,8 @@ impl Entry {
             code: None,
             stats: Arc::default(),
             version: stored.version,
+            unloaded: stored.unloaded,
+            parked: None,
         }
     }
 }
@@ -661,6 +670,9 @@ impl Engine {
         let before = statuses(&ctl);
         let snapshot = self.shared.snapshot(&ctl);
         let replaced = existing.is_some();
+        // A deletion outlives a restart: at boot, registered code is set aside until an
+        // operator starts the plugin again. Any other registration brings it back.
+        let still_deleted = ctl.booting && existing.is_some_and(|e| e.unloaded);
         let (stats, version) = match ctl.plugins.get(&name) {
             Some(e) => {
                 // New code starts with a clean failure streak.
@@ -674,9 +686,11 @@ impl Engine {
             Entry {
                 name: Arc::from(name.as_str()),
                 record: record.clone(),
-                code: Some(code),
+                code: (!still_deleted).then(|| code.clone()),
                 stats,
                 version,
+                unloaded: still_deleted,
+                parked: still_deleted.then_some(code),
             },
         );
         let mut events = vec![LifecycleEvent::Registered { record, replaced }];
@@ -721,7 +735,9 @@ impl Engine {
     }
 
     /// Unloads plugins' code, keeping their records (and statuses); dependents are held.
-    /// Registering the code again brings a plugin back as it was.
+    /// With storage, the deletion is stored: every host sharing it unloads the code too
+    /// (from the CLI as well), and it outlives restarts. `start`, `enable` or `restart`
+    /// brings a plugin back, and so does registering its code again (outside a boot).
     pub fn delete<'a>(&self, target: impl Into<Target<'a>>) -> Result<Report, EngineError> {
         self.shared.operate(target.into(), Op::Delete, None)
     }
@@ -746,6 +762,7 @@ impl Engine {
                 Some(e) => {
                     e.record = stored.record;
                     e.version = stored.version;
+                    e.unloaded = stored.unloaded;
                 }
                 None => {
                     ctl.plugins.insert(name.clone(), Entry::stored(stored));
@@ -798,7 +815,8 @@ impl Engine {
             let missing = views
                 .entries
                 .values()
-                .filter(|e| e.code.is_none())
+                // Deleted on purpose is not missing.
+                .filter(|e| e.code.is_none() && !e.unloaded)
                 .map(|e| (e.record.name.clone(), e.record.event.clone()))
                 .collect();
             (registered, missing)
@@ -863,6 +881,18 @@ impl Engine {
                     {
                         e.stats.consecutive.store(0, Relaxed);
                     }
+                    if stored.unloaded && !e.unloaded && e.code.is_some() {
+                        // Deleted elsewhere: unload the code here too.
+                        e.parked = e.code.take();
+                        events.push(LifecycleEvent::Deleted {
+                            plugin: name.clone(),
+                            event: stored.record.event.clone(),
+                        });
+                    } else if !stored.unloaded && e.unloaded && e.code.is_none() {
+                        // Registered again elsewhere: take the code back.
+                        e.code = e.parked.take();
+                    }
+                    e.unloaded = stored.unloaded;
                     e.record = stored.record;
                     e.version = stored.version;
                     changed = true;
@@ -916,6 +946,7 @@ impl Engine {
             .map(|e| StoredRecord {
                 record: e.record.clone(),
                 version: e.version,
+                unloaded: e.unloaded,
             })
             .collect()
     }
@@ -1201,7 +1232,7 @@ fn nodes(ctl: &Control) -> HashMap<&str, Node<'_>> {
                 n.as_str(),
                 Node {
                     record: &e.record,
-                    loaded: e.code.is_some() || ctl.records_only || ctl.booting,
+                    loaded: !e.unloaded && (e.code.is_some() || ctl.records_only || ctl.booting),
                 },
             )
         })
@@ -1280,10 +1311,11 @@ impl Shared {
         let mut changes = Changeset::default();
         for (name, e) in &ctl.plugins {
             let old = snapshot.get(name);
-            if old.is_none_or(|o| o.record != e.record) {
+            if old.is_none_or(|o| o.record != e.record || o.unloaded != e.unloaded) {
                 changes.upserts.push(StoredRecord {
                     record: e.record.clone(),
                     version: old.map_or(0, |o| o.version),
+                    unloaded: e.unloaded,
                 });
             }
         }
@@ -1292,6 +1324,7 @@ impl Shared {
                 changes.removals.push(StoredRecord {
                     record: o.record.clone(),
                     version: o.version,
+                    unloaded: o.unloaded,
                 });
             }
         }
@@ -1490,7 +1523,8 @@ impl Shared {
         let now = OffsetDateTime::now_utc();
         let mut moved: Vec<(String, Status, Cause)> = Vec::new();
         for (name, e) in &ctl.plugins {
-            if (e.code.is_none() && !ctl.records_only && !ctl.booting)
+            if e.unloaded
+                || (e.code.is_none() && !ctl.records_only && !ctl.booting)
                 || !e.record.status.wants_to_run()
             {
                 continue;
@@ -1616,21 +1650,27 @@ fn apply(
     events: &mut Vec<LifecycleEvent>,
     removed: &mut Vec<PluginRecord>,
 ) -> Result<bool, EngineError> {
+    let records_only = ctl.records_only;
     let Some(entry) = ctl.plugins.get_mut(name) else {
         return Err(EngineError::UnknownPlugin(name.to_owned()));
     };
     let from = entry.record.status;
+    // Starting, enabling or restarting a deleted plugin brings its code back.
+    let back = entry.unloaded && matches!(op, Op::Start | Op::Enable | Op::Restart);
     let to = match (op, from) {
         (Op::Start | Op::Restart, Status::Stopped) => {
             return Err(EngineError::Stopped(name.to_owned()));
         }
+        (Op::Start | Op::Enable, Status::Started | Status::Restarted) if back => None,
         (Op::Start | Op::Enable, Status::Started | Status::Restarted) => return Ok(false),
         (Op::Start | Op::Enable | Op::Restart, Status::Registered) => Some(Status::Started),
         (Op::Start | Op::Enable, Status::Held) => Some(Status::Started),
         (Op::Enable, Status::Stopped) | (Op::Restart, _) => Some(Status::Restarted),
         (Op::Stop, Status::Stopped) => return Ok(false),
         (Op::Stop, _) => Some(Status::Stopped),
-        (Op::Delete, _) if entry.code.is_none() => return Ok(false),
+        (Op::Delete, _) if entry.unloaded || (entry.code.is_none() && !records_only) => {
+            return Ok(false);
+        }
         (Op::Delete | Op::Unregister, _) => None,
         (Op::Register, _) => return Ok(false),
     };
@@ -1640,12 +1680,27 @@ fn apply(
     } else {
         op
     };
+    if back {
+        entry.unloaded = false;
+        if entry.code.is_none() {
+            entry.code = entry.parked.take();
+        }
+        events.push(LifecycleEvent::Undeleted {
+            plugin: name.to_owned(),
+            event: entry.record.event.clone(),
+        });
+    }
     if let Some(code) = &entry.code
         && let Err(reason) = code.lifecycle(callback, &entry.record)
     {
         // A plugin may refuse to start, but never to be taken out: the operator (or the
         // failure threshold) wins, and the refusal is reported.
         if !forced && !op.takes_out() {
+            if back {
+                entry.parked = entry.code.take();
+                entry.unloaded = true;
+                events.pop();
+            }
             return Err(EngineError::Refused {
                 plugin: name.to_owned(),
                 op,
@@ -1662,7 +1717,9 @@ fn apply(
     }
     match op {
         Op::Delete => {
-            entry.code = None;
+            // Set aside, not dropped: `start` brings it back without a new registration.
+            entry.parked = entry.code.take();
+            entry.unloaded = true;
             events.push(LifecycleEvent::Deleted {
                 plugin: name.to_owned(),
                 event: entry.record.event.clone(),

@@ -11,6 +11,9 @@ pub struct StoredRecord {
     pub record: PluginRecord,
     /// Its storage version; each write increments it.
     pub version: i64,
+    /// Whether an operator deleted (unloaded) its code: every host sharing the storage
+    /// unloads it, until code is registered for it again.
+    pub unloaded: bool,
 }
 
 /// The records one control operation changed.

@@ -8,6 +8,7 @@ use plugboard_package::fetch::FetchPolicy;
 use plugboard_package::{InstallPolicy, VerifyingKey};
 use plugboard_store::Store;
 use serde::Deserialize;
+use serde_json::Value;
 
 use crate::InstallError;
 
@@ -27,6 +28,10 @@ pub struct InstallerConfig {
     pub trusted_keys: Vec<VerifyingKey>,
     /// The package index (a JSON file's path or URL) that `outdated` reads.
     pub index: Option<String>,
+    /// Whether these rules follow the `installer` setting: when it changes (in any
+    /// process sharing the database), the installer rebuilds them from it. True when made
+    /// by [`InstallerConfig::from_settings`]; rules set in code stay as set.
+    pub follow_setting: bool,
 }
 
 impl InstallerConfig {
@@ -38,6 +43,7 @@ impl InstallerConfig {
             fetch: FetchPolicy::default(),
             trusted_keys: Vec::new(),
             index: None,
+            follow_setting: false,
         }
     }
 
@@ -50,14 +56,18 @@ impl InstallerConfig {
     ///   "index": "https://packages.example.org/index.json" }
     /// ```
     pub fn from_settings(store: &Store, dir: impl Into<PathBuf>) -> Result<Self, InstallError> {
+        let raw = store.settings().get(SETTING)?;
+        InstallerConfig::from_value(dir, raw.as_ref())
+    }
+
+    /// Defaults overridden by a value of the `installer` setting (none: the defaults).
+    pub fn from_value(dir: impl Into<PathBuf>, raw: Option<&Value>) -> Result<Self, InstallError> {
         let mut config = InstallerConfig::new(dir);
-        let Some(raw) = store.settings().get(SETTING)? else {
+        config.follow_setting = true;
+        let Some(raw) = raw else {
             return Ok(config);
         };
-        let s: Setting = serde_json::from_value(raw).map_err(|e| InstallError::Damaged {
-            package: format!("(setting `{SETTING}`)"),
-            why: e.to_string(),
-        })?;
+        let s = Setting::check(raw)?;
         config.fetch.allowed_hosts = s.allowed_hosts;
         config.fetch.trusted_hosts = s.trusted_hosts;
         config.fetch.allow_http = s.allow_http;
@@ -67,9 +77,7 @@ impl InstallerConfig {
         if let Some(secs) = s.download_timeout_s {
             config.fetch.timeout = Duration::from_secs(secs);
         }
-        for hex in s.trusted_keys {
-            config.trusted_keys.push(parse_key(&hex)?);
-        }
+        config.trusted_keys = s.keys;
         config.policy.protected_names = s.protected_names;
         if let Some(v) = s.max_memory_mib {
             config.policy.max_limits.memory_mib = Some(v);
@@ -82,21 +90,79 @@ impl InstallerConfig {
     }
 }
 
-fn parse_key(text: &str) -> Result<VerifyingKey, InstallError> {
-    let bad = |why: String| InstallError::Damaged {
-        package: format!("(setting `{SETTING}`)"),
-        why: format!("trusted key {text:?}: {why}"),
-    };
-    let bytes = hex::decode(text).map_err(|e| bad(e.to_string()))?;
+fn parse_key(text: &str) -> Result<VerifyingKey, String> {
+    let bytes = hex::decode(text).map_err(|e| format!("{text:?} is not hex: {e}"))?;
     let bytes: [u8; 32] = bytes
         .try_into()
-        .map_err(|_| bad("an Ed25519 public key is 32 bytes".into()))?;
-    VerifyingKey::from_bytes(&bytes).map_err(|e| bad(e.to_string()))
+        .map_err(|_| format!("{text:?}: an Ed25519 public key is 32 bytes (64 hex digits)"))?;
+    VerifyingKey::from_bytes(&bytes).map_err(|e| format!("{text:?}: {e}"))
 }
 
+impl Setting {
+    /// Parses the `installer` setting; a refusal names each offending field.
+    pub(crate) fn check(raw: &Value) -> Result<Setting, InstallError> {
+        let refuse = |violations: Vec<String>| InstallError::InvalidSetting {
+            setting: SETTING.into(),
+            violations,
+        };
+        let Some(fields) = raw.as_object() else {
+            return Err(refuse(vec!["must be a JSON object".into()]));
+        };
+        // Field by field, so that each problem names its field (serde's message for the
+        // whole object does not).
+        let mut violations = Vec::new();
+        for (key, value) in fields {
+            let mut one = serde_json::Map::new();
+            one.insert(key.clone(), value.clone());
+            if let Err(e) = serde_json::from_value::<Setting>(Value::Object(one)) {
+                let why = e.to_string();
+                if why.starts_with("unknown field") {
+                    violations.push(why);
+                } else {
+                    violations.push(format!("{key}: {why}"));
+                }
+            }
+        }
+        if !violations.is_empty() {
+            return Err(refuse(violations));
+        }
+        let mut s: Setting =
+            serde_json::from_value(raw.clone()).map_err(|e| refuse(vec![e.to_string()]))?;
+        for (i, hex) in s.trusted_keys.iter().enumerate() {
+            match parse_key(hex) {
+                Ok(k) => s.keys.push(k),
+                Err(why) => violations.push(format!("trusted_keys[{i}]: {why}")),
+            }
+        }
+        for (field, hosts) in [
+            ("allowed_hosts", &s.allowed_hosts),
+            ("trusted_hosts", &s.trusted_hosts),
+        ] {
+            for (i, h) in hosts.iter().enumerate() {
+                if h.is_empty() || h.contains(['/', ' ', '@']) {
+                    violations.push(format!(
+                        "{field}[{i}]: {h:?} is not a host name (write `packages.example.org` or `host:port`)"
+                    ));
+                }
+            }
+        }
+        if let Some(index) = &s.index
+            && index.trim().is_empty()
+        {
+            violations.push("index: must be a path or an http(s) URL".into());
+        }
+        if violations.is_empty() {
+            Ok(s)
+        } else {
+            Err(refuse(violations))
+        }
+    }
+}
+
+/// The `installer` setting as stored.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Setting {
+pub(crate) struct Setting {
     #[serde(default)]
     allowed_hosts: Vec<String>,
     #[serde(default)]
@@ -112,4 +178,7 @@ struct Setting {
     max_download_mib: Option<u64>,
     download_timeout_s: Option<u64>,
     index: Option<String>,
+    /// `trusted_keys`, parsed.
+    #[serde(skip)]
+    keys: Vec<VerifyingKey>,
 }

@@ -105,6 +105,14 @@ pub enum InstallError {
         /// Why.
         why: String,
     },
+    /// A setting's value was refused when it was set (nothing was stored).
+    #[error("setting `{setting}`: {}", .violations.join("; "))]
+    InvalidSetting {
+        /// The setting (`installer`, `package.<name>`).
+        setting: String,
+        /// Each problem, naming its field (`trusted_keys[0]: …`, `/threshold: …`).
+        violations: Vec<String>,
+    },
     /// The package index could not be read.
     #[error("package index {source_name}: {why}")]
     Index {

@@ -46,6 +46,7 @@
 mod config;
 mod error;
 mod index;
+pub mod settings;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -95,6 +96,16 @@ pub struct Installed {
     pub action: &'static str,
     /// The key id that signed it, if a trusted key did.
     pub signer: Option<String>,
+}
+
+/// What an uninstall did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Uninstalled {
+    /// Plugins of dependent packages now held (with `cascade`).
+    pub held: Vec<String>,
+    /// Plugins whose `unregister` callback failed: they were removed anyway (the operator
+    /// wins); what each said.
+    pub overridden: Vec<(String, String)>,
 }
 
 /// An installed package as this host sees it.
@@ -149,6 +160,8 @@ struct Loaded {
     sha256: String,
     component: String,
     plugins: Vec<String>,
+    /// The loaded code, which its plugins share (and so their settings).
+    plugin: Arc<WasmPlugin>,
 }
 
 /// Installs, upgrades, rolls back and uninstalls packages on one engine. Cheap to clone.
@@ -161,13 +174,57 @@ struct Inner {
     store: Store,
     engine: Engine,
     host: WasmHost,
-    config: InstallerConfig,
+    config: std::sync::RwLock<InstallerConfig>,
+    /// Where packages are kept (`config.dir`, which never changes).
+    dir: PathBuf,
+    /// The settings last applied (by name), so that a refresh changes only what changed.
+    applied: Mutex<BTreeMap<String, Option<Value>>>,
     log: Mutex<Option<ActivityLog>>,
     /// One operation at a time in this process (other processes are kept out by the
     /// rows' revisions).
     op: Mutex<BTreeMap<String, Loaded>>,
     /// Packages that failed to load here, by sha256 (not retried until they change).
     failed: Mutex<BTreeMap<String, (String, String)>>,
+}
+
+/// The installed packages as stored, without loading anything (for tools that only read):
+/// `loaded` is false and `error` is the last load error any host recorded.
+pub fn stored_packages(store: &Store) -> Result<Vec<PackageStatus>, InstallError> {
+    package_statuses(store, |_| (false, None))
+}
+
+/// The stored packages, with `here(row)`: whether this host has it loaded, and its error.
+fn package_statuses(
+    store: &Store,
+    here: impl Fn(&PackageRow) -> (bool, Option<String>),
+) -> Result<Vec<PackageStatus>, InstallError> {
+    store
+        .packages()?
+        .into_iter()
+        .map(|row| {
+            let m = Manifest::parse(&row.manifest).ok();
+            let (loaded, error) = here(&row);
+            Ok(PackageStatus {
+                description: m
+                    .as_ref()
+                    .map(|m| m.package.description.clone())
+                    .unwrap_or_default(),
+                plugins: m
+                    .as_ref()
+                    .map(|m| m.plugin_names().map(str::to_owned).collect())
+                    .unwrap_or_default(),
+                loaded,
+                error: error.or(row.load_error.clone()),
+                name: row.name,
+                version: row.version,
+                previous: row.previous_version,
+                sha256: row.sha256,
+                source: row.source,
+                dependencies: row.dependencies,
+                updated_at: row.updated_at,
+            })
+        })
+        .collect()
 }
 
 /// The key plugin records carry in `extra` to name the package that owns them.
@@ -189,7 +246,9 @@ impl Installer {
                 store,
                 engine,
                 host,
-                config,
+                dir: config.dir.clone(),
+                config: std::sync::RwLock::new(config),
+                applied: Mutex::new(BTreeMap::new()),
                 log: Mutex::new(None),
                 op: Mutex::new(BTreeMap::new()),
                 failed: Mutex::new(BTreeMap::new()),
@@ -215,9 +274,80 @@ impl Installer {
         }
     }
 
-    /// The configuration.
-    pub fn config(&self) -> &InstallerConfig {
-        &self.inner.config
+    /// The configuration in force (a copy: with [`InstallerConfig::follow_setting`] it
+    /// follows the `installer` setting, see [`Installer::refresh_settings`]).
+    pub fn config(&self) -> InstallerConfig {
+        self.inner
+            .config
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Applies the settings stored now: the `installer` setting (when the configuration
+    /// follows it) and every loaded package's plugin settings, which its plugins read on
+    /// their next call. Reads the database, not a cache; [`Installer::sync`] (and so
+    /// [`Installer::follow`]) runs it on every change, wherever it was made. A stored value
+    /// that no longer parses is reported and the rules in force stay.
+    pub fn refresh_settings(&self) -> Result<(), InstallError> {
+        let stored: BTreeMap<String, Value> = self
+            .inner
+            .store
+            .settings()
+            .list()?
+            .into_iter()
+            .map(|(name, value, _)| (name, value))
+            .collect();
+        let mut applied = self
+            .inner
+            .applied
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let follows = self.config().follow_setting;
+        let rules = stored.get(SETTING);
+        if follows && applied.get(SETTING) != Some(&rules.cloned()) {
+            match InstallerConfig::from_value(self.inner.dir.clone(), rules) {
+                Ok(config) => {
+                    *self
+                        .inner
+                        .config
+                        .write()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = config;
+                    tracing::info!("installer rules applied from the `{SETTING}` setting");
+                    applied.insert(SETTING.to_owned(), rules.cloned());
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "the stored `{SETTING}` setting is invalid; the rules in force stay");
+                }
+            }
+        }
+        let loaded = self
+            .inner
+            .op
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        for (package, l) in &loaded {
+            let name = settings::package_setting(package);
+            let value = stored.get(&name).cloned();
+            if l.plugin.settings() != value.as_ref().map(Value::to_string) {
+                l.plugin.set_settings(value.as_ref().map(Value::to_string));
+                tracing::info!(package, "plugin settings applied");
+            }
+            applied.insert(name, value);
+        }
+        Ok(())
+    }
+
+    /// Hands a freshly loaded package's plugin its stored settings, before its `initial`.
+    fn give_settings(&self, package: &str, plugin: &WasmPlugin) -> Result<(), InstallError> {
+        let value = self
+            .inner
+            .store
+            .settings()
+            .read(&settings::package_setting(package))?;
+        plugin.set_settings(value.as_ref().map(Value::to_string));
+        Ok(())
     }
 
     /// One operation at a time: in this process (the mutex) and among processes sharing
@@ -230,7 +360,7 @@ impl Installer {
             .op
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let dir = &self.inner.config.dir;
+        let dir = &self.inner.dir;
         let file = std::fs::create_dir_all(dir)
             .and_then(|()| {
                 std::fs::OpenOptions::new()
@@ -267,9 +397,9 @@ impl Installer {
     }
 
     fn verify_options(&self, pin: Option<String>) -> VerifyOptions {
-        let mut opts = self.inner.config.policy.verify_options();
+        let mut opts = self.config().policy.verify_options();
         opts.sha256 = pin;
-        opts.trusted_keys = self.inner.config.trusted_keys.clone();
+        opts.trusted_keys = self.config().trusted_keys;
         opts
     }
 
@@ -285,12 +415,12 @@ impl Installer {
         let bytes = if remote {
             fetch(
                 source,
-                &self.inner.config.fetch,
+                &self.config().fetch,
                 opts.sha256.as_deref(),
                 progress,
             )?
         } else {
-            let limit = self.inner.config.policy.archive.max_compressed;
+            let limit = self.config().policy.archive.max_compressed;
             let len = std::fs::metadata(source)
                 .map_err(InstallError::io(format!("reading {source}")))?
                 .len();
@@ -428,7 +558,7 @@ impl Installer {
         let m = &verified.manifest;
         let name = m.package.name.clone();
         let version = m.package.version.to_string();
-        m.check_against(&self.inner.config.policy)?;
+        m.check_against(&self.config().policy)?;
         for hook in &m.hooks {
             if engine.event(&hook.event).is_none() {
                 return Err(InstallError::UnknownEvent {
@@ -571,6 +701,7 @@ impl Installer {
                 sha256: row.sha256.clone(),
                 component: plugin.sha256().to_owned(),
                 plugins: plugins.clone(),
+                plugin: plugin.clone(),
             },
         );
         if let Ok(mut f) = self.inner.failed.lock() {
@@ -653,14 +784,17 @@ impl Installer {
             settings: m.capabilities.settings,
             clock: m.capabilities.clock,
         };
-        self.inner
+        let plugin = self
+            .inner
             .host
             .load(&m.package.name, &v.component, limits)
             .map(Arc::new)
             .map_err(|source| InstallError::Component {
                 package: m.package.name.clone(),
                 source,
-            })
+            })?;
+        self.give_settings(&m.package.name, &plugin)?;
+        Ok(plugin)
     }
 
     /// Registers every hook's plugin on the engine (a re-registration swaps the code),
@@ -701,7 +835,7 @@ impl Installer {
     }
 
     fn package_dir(&self, name: &str) -> PathBuf {
-        self.inner.config.dir.join(name)
+        self.inner.dir.join(name)
     }
 
     fn file_name(version: &str, sha256: &str) -> String {
@@ -718,7 +852,7 @@ impl Installer {
     ) -> Result<PathBuf, InstallError> {
         use std::io::Write;
         let dir = self.package_dir(name);
-        let staging = self.inner.config.dir.join(".staging");
+        let staging = self.inner.dir.join(".staging");
         std::fs::create_dir_all(&dir)
             .map_err(InstallError::io(format!("creating {}", dir.display())))?;
         std::fs::create_dir_all(&staging)
@@ -801,7 +935,7 @@ impl Installer {
         };
         // The same verification as the installing host's.
         let verified = verify(&bytes, &self.verify_options(Some(row.sha256.clone())))?;
-        verified.manifest.check_against(&self.inner.config.policy)?;
+        verified.manifest.check_against(&self.config().policy)?;
         let dep_plugins = self.check_dependencies(&verified.manifest, rows)?;
         let plugin = self.load_component(&verified)?;
         let old = loaded.get(&row.name).cloned();
@@ -812,6 +946,7 @@ impl Installer {
                 sha256: row.sha256.clone(),
                 component: plugin.sha256().to_owned(),
                 plugins,
+                plugin: plugin.clone(),
             },
         );
         if row.load_error.is_some() {
@@ -826,7 +961,7 @@ impl Installer {
     pub fn boot(&self) -> Result<BootReport, InstallError> {
         let mut loaded = self.lock();
         let mut report = BootReport::default();
-        let staging = self.inner.config.dir.join(".staging");
+        let staging = self.inner.dir.join(".staging");
         if let Ok(entries) = std::fs::read_dir(&staging) {
             report.cleaned += entries
                 .flatten()
@@ -836,7 +971,7 @@ impl Installer {
         let rows = self.inner.store.packages()?;
         // Directories of packages no row knows: an install that never committed, or an
         // uninstall that committed before its files went.
-        if let Ok(entries) = std::fs::read_dir(&self.inner.config.dir) {
+        if let Ok(entries) = std::fs::read_dir(&self.inner.dir) {
             for e in entries.flatten() {
                 let n = e.file_name().to_string_lossy().into_owned();
                 if e.path().is_dir()
@@ -865,6 +1000,8 @@ impl Installer {
             }
         }
         self.load_rows(&mut loaded, &rows, &mut report);
+        drop(loaded);
+        self.refresh_settings()?;
         Ok(report)
     }
 
@@ -970,6 +1107,8 @@ impl Installer {
             }
         }
         self.load_rows(&mut loaded, &rows, &mut report);
+        drop(loaded);
+        self.refresh_settings()?;
         Ok(report)
     }
 
@@ -1011,11 +1150,16 @@ impl Installer {
     /// Uninstalls a package: removes its row, its plugin records, its files and its
     /// compiled code. Refused while other packages depend on it, unless `cascade` (their
     /// plugins, which hard-depend on its plugins, are then held, never removed).
-    pub fn uninstall(&self, name: &str, cascade: bool) -> Result<Vec<String>, InstallError> {
+    pub fn uninstall(&self, name: &str, cascade: bool) -> Result<Uninstalled, InstallError> {
         let mut loaded = self.lock();
         let result = self.uninstall_locked(&mut loaded, name, cascade);
         match &result {
-            Ok(held) => self.record("uninstall", "info", name, json!({ "held": held })),
+            Ok(done) => self.record(
+                "uninstall",
+                "info",
+                name,
+                json!({ "held": done.held, "overridden": done.overridden }),
+            ),
             Err(e) => self.record(
                 "uninstall",
                 "error",
@@ -1031,7 +1175,7 @@ impl Installer {
         loaded: &mut BTreeMap<String, Loaded>,
         name: &str,
         cascade: bool,
-    ) -> Result<Vec<String>, InstallError> {
+    ) -> Result<Uninstalled, InstallError> {
         let row = self
             .inner
             .store
@@ -1066,9 +1210,12 @@ impl Installer {
             .filter(|p| owner(&p.record) == Some(name))
             .map(|p| p.record.name)
             .collect();
+        let mut overridden = Vec::new();
         for p in &owned {
+            // A plugin's refusal cannot stop it (the engine overrides it and reports it).
             match self.inner.engine.unregister(p.as_str()) {
-                Ok(_) | Err(EngineError::UnknownPlugin(_)) => {}
+                Ok(report) => overridden.extend(report.overridden),
+                Err(EngineError::UnknownPlugin(_)) => {}
                 Err(e) => return Err(e.into()),
             }
         }
@@ -1085,7 +1232,7 @@ impl Installer {
             .filter(|p| owner(&p.record).is_some_and(|o| dependents.iter().any(|d| d == o)))
             .map(|p| p.record.name)
             .collect();
-        Ok(held)
+        Ok(Uninstalled { held, overridden })
     }
 
     /// The installed packages, with this host's view of them.
@@ -1097,51 +1244,29 @@ impl Installer {
             .lock()
             .map(|f| f.clone())
             .unwrap_or_default();
-        self.inner
-            .store
-            .packages()?
-            .into_iter()
-            .map(|row| {
-                let m = Manifest::parse(&row.manifest).ok();
-                let here = loaded.get(&row.name).filter(|l| l.sha256 == row.sha256);
-                Ok(PackageStatus {
-                    description: m
-                        .as_ref()
-                        .map(|m| m.package.description.clone())
-                        .unwrap_or_default(),
-                    plugins: m
-                        .as_ref()
-                        .map(|m| m.plugin_names().map(str::to_owned).collect())
-                        .unwrap_or_default(),
-                    loaded: here.is_some(),
-                    error: failed
-                        .get(&row.name)
-                        .filter(|(sha, _)| *sha == row.sha256)
-                        .map(|(_, why)| why.clone())
-                        .or(row.load_error.clone()),
-                    name: row.name,
-                    version: row.version,
-                    previous: row.previous_version,
-                    sha256: row.sha256,
-                    source: row.source,
-                    dependencies: row.dependencies,
-                    updated_at: row.updated_at,
-                })
-            })
-            .collect()
+        package_statuses(&self.inner.store, |row| {
+            let here = loaded
+                .get(&row.name)
+                .is_some_and(|l| l.sha256 == row.sha256);
+            let error = failed
+                .get(&row.name)
+                .filter(|(sha, _)| *sha == row.sha256)
+                .map(|(_, why)| why.clone());
+            (here, error)
+        })
     }
 
     /// Newer versions in the package index (`index`, or the configured one).
     pub fn outdated(&self, index: Option<&str>) -> Result<Vec<Outdated>, InstallError> {
         let source = index
             .map(str::to_owned)
-            .or_else(|| self.inner.config.index.clone())
+            .or_else(|| self.config().index)
             .ok_or_else(|| InstallError::Index {
                 source_name: "(none)".into(),
                 why: "no package index is configured (the `index` key of the `installer` setting)"
                     .into(),
             })?;
-        let index = Index::read(&source, &self.inner.config.fetch)?;
+        let index = Index::read(&source, &self.config().fetch)?;
         let rows = self.inner.store.packages()?;
         Ok(index.outdated(&rows))
     }

@@ -335,13 +335,9 @@ pub fn verify(bytes: &[u8], opts: &VerifyOptions) -> Result<VerifiedPackage, Pac
                 serde_json::from_slice(b).map_err(|e| PackageError::SettingsSchema {
                     why: format!("not valid JSON: {e}"),
                 })?;
-            if v.is_object() {
-                Ok(v)
-            } else {
-                Err(PackageError::SettingsSchema {
-                    why: "must be a JSON object".into(),
-                })
-            }
+            // A schema that does not compile would refuse every setting later.
+            crate::SettingsSchema::compile(&v)?;
+            Ok(v)
         })
         .transpose()?;
 

@@ -53,6 +53,7 @@ mod error;
 pub mod fetch;
 mod manifest;
 mod policy;
+mod schema;
 mod sign;
 
 pub use archive::{
@@ -65,6 +66,7 @@ pub use manifest::{
     invalid_record_name, is_valid_package_name,
 };
 pub use policy::{ArchiveLimits, InstallPolicy, PolicyViolation, host_version};
+pub use schema::{SettingsSchema, SettingsViolation};
 pub use sign::{
     SIGNATURE_FILE, SignatureStatus, SigningKey, VerifyingKey, generate_key, key_id,
     read_public_key, read_signing_key, write_public_key, write_signing_key,

@@ -163,13 +163,15 @@ pub(crate) fn authenticate(
 ) -> ApiResult<(Auth, Option<String>)> {
     if let Some(value) = headers.get(header::AUTHORIZATION) {
         let value = value.to_str().unwrap_or("");
+        // The scheme is case-insensitive (RFC 9110).
         let token = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
+            .split_once(' ')
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token)
             .ok_or_else(|| {
                 ApiError::unauthorized("the Authorization header must be `Bearer <token>`")
             })?;
-        return if auth::token_matches(&state.token_hash, token.trim()) {
+        return if state.token.matches(token.trim()) {
             Ok((Auth::Token, None))
         } else {
             Err(ApiError::unauthorized("the admin token is wrong"))
@@ -315,7 +317,7 @@ async fn login(
         }
         return r;
     }
-    if !auth::token_matches(&state.token_hash, form.token.trim()) {
+    if !state.token.matches(form.token.trim()) {
         state.limiter.fail(ip);
         tracing::warn!(%ip, "failed login");
         return (
@@ -845,7 +847,7 @@ pub(crate) struct UninstallQuery {
 /// `DELETE /api/packages/{name}`.
 #[utoipa::path(delete, path = "/api/packages/{name}", tag = "packages",
     params(("name" = String, Path, description = "The package"), UninstallQuery),
-    responses((status = 200, description = "`{uninstalled, held: [plugin]}`", body = Value),
+    responses((status = 200, description = "`{uninstalled, held: [plugin], overridden: [{plugin, callback_error}]}`", body = Value),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(crate) async fn uninstall(
     State(state): State<Shared>,
@@ -854,8 +856,13 @@ pub(crate) async fn uninstall(
 ) -> ApiResult<Json<Value>> {
     let st = state.clone();
     let result = blocking(move || {
-        let held = st.installer.uninstall(&name, q.cascade)?;
-        Ok(json!({ "uninstalled": name, "held": held }))
+        let done = st.installer.uninstall(&name, q.cascade)?;
+        let overridden: Vec<Value> = done
+            .overridden
+            .iter()
+            .map(|(p, why)| json!({ "plugin": p, "callback_error": why }))
+            .collect();
+        Ok(json!({ "uninstalled": name, "held": done.held, "overridden": overridden }))
     })
     .await;
     count_install(&state, "uninstall", &result);
@@ -937,49 +944,63 @@ pub(crate) async fn settings(State(state): State<Shared>) -> ApiResult<Json<Vec<
 
 /// `GET /api/settings/{name}`.
 #[utoipa::path(get, path = "/api/settings/{name}", tag = "settings",
-    params(("name" = String, Path, description = "The setting")),
-    responses((status = 200, description = "`{name, configs}`", body = Value), (status = 404, body = ErrorBody)))]
+    params(("name" = String, Path, description = "The setting: `installer`, a package or one of its plugins (the package's plugin settings, stored as `package.NAME`), or the host's own")),
+    responses((status = 200, description = "`{name, configs}` (`name`: as stored)", body = Value), (status = 404, body = ErrorBody)))]
 pub(crate) async fn setting(
     State(state): State<Shared>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    blocking(move || match state.store.settings().get(&name)? {
-        Some(configs) => Ok(Json(json!({ "name": name, "configs": configs }))),
-        None => Err(ApiError::not_found(format!("no setting named `{name}`"))),
-    })
+    blocking(
+        move || match plugboard_installer::settings::get(&state.store, &name)? {
+            (r, Some(configs)) => Ok(Json(json!({ "name": r.name, "configs": configs }))),
+            (r, None) => Err(ApiError::not_found(format!(
+                "no setting named `{}`",
+                r.name
+            ))),
+        },
+    )
     .await
 }
 
-/// `PUT /api/settings/{name}`: the body is the setting's configs.
+/// `PUT /api/settings/{name}`: the body is the setting's configs, checked before they are
+/// stored (`installer` field by field; a package's plugin settings against its
+/// `settings.schema.json`). This host applies them at once, the others sharing the
+/// database within a second.
 #[utoipa::path(put, path = "/api/settings/{name}", tag = "settings",
-    params(("name" = String, Path, description = "The setting")),
-    request_body(content = Value, description = "The configs (any JSON)"),
-    responses((status = 200, description = "`{name, configs}`", body = Value), (status = 400, body = ErrorBody)))]
+    params(("name" = String, Path, description = "The setting: `installer`, a package or one of its plugins, or the host's own")),
+    request_body(content = Value, description = "The configs"),
+    responses((status = 200, description = "`{name, configs}` (`name`: as stored)", body = Value), (status = 400, description = "`invalid_setting`, naming each field", body = ErrorBody)))]
 pub(crate) async fn put_setting(
     State(state): State<Shared>,
     Path(name): Path<String>,
     Json(configs): Json<Value>,
 ) -> ApiResult<Json<Value>> {
     blocking(move || {
-        state.store.settings().set(&name, &configs)?;
-        Ok(Json(json!({ "name": name, "configs": configs })))
+        let r = plugboard_installer::settings::set(&state.store, &name, configs.clone())?;
+        state.installer.refresh_settings()?;
+        Ok(Json(json!({ "name": r.name, "configs": configs })))
     })
     .await
 }
 
 /// `DELETE /api/settings/{name}`.
 #[utoipa::path(delete, path = "/api/settings/{name}", tag = "settings",
-    params(("name" = String, Path, description = "The setting")),
+    params(("name" = String, Path, description = "The setting (as for GET)")),
     responses((status = 200, description = "`{deleted}`", body = Value), (status = 404, body = ErrorBody)))]
 pub(crate) async fn delete_setting(
     State(state): State<Shared>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Value>> {
     blocking(move || {
-        if state.store.settings().delete(&name)? {
-            Ok(Json(json!({ "deleted": name })))
+        let (r, existed) = plugboard_installer::settings::delete(&state.store, &name)?;
+        if existed {
+            state.installer.refresh_settings()?;
+            Ok(Json(json!({ "deleted": r.name })))
         } else {
-            Err(ApiError::not_found(format!("no setting named `{name}`")))
+            Err(ApiError::not_found(format!(
+                "no setting named `{}`",
+                r.name
+            )))
         }
     })
     .await

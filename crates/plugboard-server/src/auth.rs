@@ -1,4 +1,5 @@
-//! Authentication: the admin token (only its sha256 is kept, in `<home>/admin-token.sha256`),
+//! Authentication: the admin token (only its sha256 is kept, in the database, so that
+//! every server sharing it accepts the same token and a rotation reaches them all),
 //! browser sessions with a CSRF token each, and the rate limit on failed logins.
 
 use std::collections::HashMap;
@@ -11,9 +12,12 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 
+use plugboard_store::Store;
+
 use crate::error::ServerError;
 
-/// The file, in the data directory, that holds the admin token's sha256 (hex).
+/// The file, in the data directory, where earlier versions kept the admin token's sha256
+/// (hex): imported into the database once, then no longer read.
 pub const TOKEN_FILE: &str = "admin-token.sha256";
 
 /// The session cookie's name.
@@ -41,62 +45,104 @@ fn token_error(path: &Path) -> impl FnOnce(std::io::Error) -> ServerError + '_ {
     }
 }
 
-/// Writes a token's hash, readable by its owner only.
-fn write_hash(path: &Path, token: &str) -> Result<(), ServerError> {
-    use std::io::Write as _;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(token_error(path))?;
-    }
-    let tmp = path.with_extension("sha256.tmp");
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(&tmp).map_err(token_error(path))?;
-    f.write_all(format!("{}\n", hex::encode(sha256(token))).as_bytes())
-        .and_then(|()| f.sync_all())
-        .map_err(token_error(path))?;
-    std::fs::rename(&tmp, path).map_err(token_error(path))
-}
-
-/// Reads the stored hash; `None` when there is no file.
-fn read_hash(path: &Path) -> Result<Option<[u8; 32]>, ServerError> {
+/// Reads the hash earlier versions kept in a file; `None` when there is no file.
+fn read_legacy_hash(path: &Path) -> Result<Option<[u8; 32]>, ServerError> {
     match std::fs::read_to_string(path) {
-        Ok(s) => {
-            let bytes = hex::decode(s.trim())
-                .map_err(|_| ServerError::DamagedToken(path.display().to_string()))?;
-            let hash: [u8; 32] = bytes
-                .try_into()
-                .map_err(|_| ServerError::DamagedToken(path.display().to_string()))?;
-            Ok(Some(hash))
-        }
+        Ok(s) => parse_hash(s.trim())
+            .map(Some)
+            .ok_or_else(|| ServerError::DamagedToken(path.display().to_string())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(token_error(path)(e)),
     }
 }
 
-/// Reads the admin token's hash from `home`, creating a new token when there is none;
-/// returns the hash and the new token (only when one was created).
-pub(crate) fn load_or_create(home: &Path) -> Result<([u8; 32], Option<String>), ServerError> {
-    let path = token_path(home);
-    if let Some(hash) = read_hash(&path)? {
-        return Ok((hash, None));
-    }
-    let token = random_token()?;
-    write_hash(&path, &token)?;
-    Ok((sha256(&token), Some(token)))
+fn parse_hash(hex_text: &str) -> Option<[u8; 32]> {
+    hex::decode(hex_text).ok()?.try_into().ok()
 }
 
-/// Replaces the admin token of the data directory `home` with a new one and returns it
-/// (the only time it is shown). A running server keeps accepting the old token until it
-/// restarts.
-pub fn rotate_token(home: &Path) -> Result<String, ServerError> {
+/// The hash stored in the database, if any.
+fn stored_hash(store: &Store) -> Result<Option<[u8; 32]>, ServerError> {
+    match store.admin_token_hash()? {
+        Some(h) => parse_hash(&h)
+            .map(Some)
+            .ok_or_else(|| ServerError::DamagedToken(format!("the database {}", store.url()))),
+        None => Ok(None),
+    }
+}
+
+/// Reads the admin token's hash from the database, creating a new token when there is
+/// none (or importing the one an earlier version kept in `home`); returns the hash and the
+/// new token (only when this call created it).
+pub(crate) fn load_or_create(
+    store: &Store,
+    home: &Path,
+) -> Result<([u8; 32], Option<String>), ServerError> {
+    if let Some(hash) = stored_hash(store)? {
+        return Ok((hash, None));
+    }
+    if let Some(hash) = read_legacy_hash(&token_path(home))? {
+        store.init_admin_token_hash(&hex::encode(hash))?;
+    } else {
+        let token = random_token()?;
+        let hash = sha256(&token);
+        if store.init_admin_token_hash(&hex::encode(hash))? {
+            return Ok((hash, Some(token)));
+        }
+    }
+    // Another server starting on the same database at the same moment won.
+    let hash = stored_hash(store)?
+        .ok_or_else(|| ServerError::DamagedToken(format!("the database {}", store.url())))?;
+    Ok((hash, None))
+}
+
+/// Replaces the admin token of the database with a new one and returns it (the only time
+/// it is shown). Every running server sharing the database stops accepting the old token,
+/// ends its sessions and closes their event streams within a second.
+pub fn rotate_token(store: &Store) -> Result<String, ServerError> {
     let token = random_token()?;
-    write_hash(&token_path(home), &token)?;
+    store.set_admin_token_hash(&hex::encode(sha256(&token)))?;
     Ok(token)
+}
+
+/// The admin token in force, followed from the database.
+pub(crate) struct Token {
+    hash: std::sync::RwLock<[u8; 32]>,
+    /// Bumped on every rotation: event streams end when it moves.
+    version: tokio::sync::watch::Sender<u64>,
+}
+
+impl Token {
+    pub(crate) fn new(hash: [u8; 32]) -> Self {
+        Token {
+            hash: std::sync::RwLock::new(hash),
+            version: tokio::sync::watch::channel(0).0,
+        }
+    }
+
+    /// Whether `token` is the admin token now, compared in constant time.
+    pub(crate) fn matches(&self, token: &str) -> bool {
+        let hash = *self.hash.read().unwrap_or_else(|p| p.into_inner());
+        token_matches(&hash, token)
+    }
+
+    /// Reads the stored hash; when it changed, takes it and returns true.
+    pub(crate) fn refresh(&self, store: &Store) -> Result<bool, ServerError> {
+        let Some(now) = stored_hash(store)? else {
+            return Ok(false);
+        };
+        let mut hash = self.hash.write().unwrap_or_else(|p| p.into_inner());
+        if bool::from(now.ct_eq(&*hash)) {
+            return Ok(false);
+        }
+        *hash = now;
+        self.version.send_modify(|v| *v += 1);
+        Ok(true)
+    }
+
+    /// Changes when the token is rotated.
+    pub(crate) fn rotations(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.version.subscribe()
+    }
 }
 
 /// Whether `token` hashes to `hash`, compared in constant time.
@@ -165,6 +211,11 @@ impl Sessions {
             }
             None => None,
         }
+    }
+
+    /// Ends every session (the admin token they were opened with was rotated).
+    pub(crate) fn clear(&self) {
+        self.map.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
     /// Ends a session.

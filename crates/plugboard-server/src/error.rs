@@ -30,9 +30,13 @@ pub enum ServerError {
         /// Why.
         source: std::io::Error,
     },
-    /// The admin token file holds something that is not a sha256.
-    #[error("admin token file {0} is damaged (not a hex sha256); rotate the token")]
+    /// The stored admin token hash (in the database, or an earlier version's file) is not
+    /// a sha256.
+    #[error("the admin token hash in {0} is damaged (not a hex sha256)")]
     DamagedToken(String),
+    /// The store failed (reading or writing the admin token's hash).
+    #[error(transparent)]
+    Store(#[from] plugboard_store::StoreError),
     /// The system's random source failed.
     #[error("no randomness for tokens: {0}")]
     Random(String),
@@ -205,6 +209,7 @@ impl From<InstallError> for ApiError {
             InstallError::NoPrevious(_) | InstallError::Index { .. } => {
                 (StatusCode::BAD_REQUEST, "invalid_state")
             }
+            InstallError::InvalidSetting { .. } => (StatusCode::BAD_REQUEST, "invalid_setting"),
             InstallError::Package(_)
             | InstallError::Fetch(_)
             | InstallError::Component { .. }

@@ -87,8 +87,9 @@ pub struct ServerOptions {
     pub profiling: bool,
     /// Follow other processes' changes to plugin records (`Store::watch`; default on).
     pub watch: bool,
-    /// Apply other processes' package installs at this interval (`Installer::follow`;
-    /// default every second; `None`: off).
+    /// Apply other processes' package installs and settings at this interval
+    /// (`Installer::follow`; default every 250 ms, so that a change applies within a
+    /// second; `None`: off).
     pub follow: Option<Duration>,
     /// Check the package index (the `index` of the `installer` setting) for newer versions
     /// at this interval, and tell the dashboard (default every 10 minutes; `None`: off;
@@ -110,7 +111,7 @@ impl Default for ServerOptions {
             login_window: Duration::from_secs(60),
             profiling: true,
             watch: true,
-            follow: Some(Duration::from_secs(1)),
+            follow: Some(Duration::from_millis(250)),
             index_poll: Some(Duration::from_secs(600)),
             log_lifecycle: false,
         }
@@ -156,7 +157,7 @@ pub(crate) struct AppState {
     pub(crate) engine: Engine,
     pub(crate) installer: Installer,
     pub(crate) options: ServerOptions,
-    pub(crate) token_hash: [u8; 32],
+    pub(crate) token: auth::Token,
     pub(crate) sessions: auth::Sessions,
     pub(crate) limiter: auth::LoginLimiter,
     pub(crate) hub: stream::Hub,
@@ -205,7 +206,12 @@ impl Server {
             home,
             options,
         } = config;
-        let (token_hash, first_token) = auth::load_or_create(&home)?;
+        let (token_hash, first_token) = {
+            let store = store.clone();
+            tokio::task::spawn_blocking(move || auth::load_or_create(&store, &home))
+                .await
+                .map_err(|e| ServerError::Random(format!("loading the admin token: {e}")))??
+        };
         let listener =
             TcpListener::bind(options.addr)
                 .await
@@ -242,7 +248,7 @@ impl Server {
             engine,
             installer,
             options,
-            token_hash,
+            token: auth::Token::new(token_hash),
             log,
             failure_hook,
             save_hook,
@@ -310,6 +316,7 @@ impl Server {
             .options
             .index_poll
             .map(|every| tokio::spawn(stream::poll_index(state.clone(), every)));
+        let token_follower = tokio::spawn(follow_token(state.clone()));
         let app = routes(state.clone());
         tracing::info!(%addr, "admin server listening");
         let stop = async move {
@@ -327,6 +334,7 @@ impl Server {
         .await
         .map_err(ServerError::Serve);
         forwarder.abort();
+        token_follower.abort();
         if let Some(p) = poller {
             p.abort();
         }
@@ -337,6 +345,38 @@ impl Server {
         let _ =
             tokio::task::spawn_blocking(move || log_state.log.flush(Duration::from_secs(5))).await;
         result
+    }
+}
+
+/// Follows the admin token in the database: a rotation (by `plugboard token rotate` or
+/// another server) revokes the old token, every session and every event stream here
+/// within a second.
+async fn follow_token(state: Shared) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut seen = None;
+    loop {
+        tick.tick().await;
+        let s = state.clone();
+        let checked = tokio::task::spawn_blocking(move || {
+            let generation = s.store.generation()?;
+            if Some(generation) == seen {
+                return Ok::<_, ServerError>(seen);
+            }
+            if s.token.refresh(&s.store)? {
+                s.sessions.clear();
+                tracing::warn!(
+                    "the admin token was rotated: the old token, its sessions and their event streams are revoked"
+                );
+            }
+            Ok(Some(generation))
+        })
+        .await;
+        match checked {
+            Ok(Ok(g)) => seen = g,
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot read the admin token; retrying"),
+            Err(e) => tracing::warn!(error = %e, "admin token check failed; retrying"),
+        }
     }
 }
 

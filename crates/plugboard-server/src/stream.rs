@@ -114,20 +114,42 @@ pub(crate) async fn forward(state: Shared) {
 )]
 pub(crate) async fn stream(
     State(state): State<Shared>,
+    headers: axum::http::HeaderMap,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    // The route is behind authentication; a browser's stream belongs to its session.
+    let session = crate::api::authenticate(&state, &headers)
+        .ok()
+        .and_then(|(_, id)| id);
     let rx = state.hub.subscribe();
-    let events = futures_util::stream::unfold(rx, |mut rx| async move {
-        let event = match rx.recv().await {
-            Ok(m) => Event::default()
-                .event(m.kind)
-                .json_data(&m.data)
-                .unwrap_or_else(|_| Event::default().event(m.kind)),
-            Err(broadcast::error::RecvError::Lagged(n)) => Event::default()
-                .event("lagged")
-                .data(format!("{{\"missed\":{n}}}")),
-            Err(broadcast::error::RecvError::Closed) => return None,
-        };
-        Some((Ok(event), rx))
-    });
+    let rotations = state.token.rotations();
+    let check = tokio::time::interval(Duration::from_secs(1));
+    let events = futures_util::stream::unfold(
+        (rx, rotations, check, state, session),
+        |(mut rx, mut rotations, mut check, state, session)| async move {
+            let event = loop {
+                tokio::select! {
+                    r = rx.recv() => break match r {
+                        Ok(m) => Event::default()
+                            .event(m.kind)
+                            .json_data(&m.data)
+                            .unwrap_or_else(|_| Event::default().event(m.kind)),
+                        Err(broadcast::error::RecvError::Lagged(n)) => Event::default()
+                            .event("lagged")
+                            .data(format!("{{\"missed\":{n}}}")),
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    },
+                    // The admin token was rotated: whatever opened this stream is revoked.
+                    _ = rotations.changed() => return None,
+                    _ = check.tick() => {
+                        // A session that ended (logout, expiry) ends its stream.
+                        if session.as_deref().is_some_and(|id| state.sessions.get(id).is_none()) {
+                            return None;
+                        }
+                    }
+                }
+            };
+            Some((Ok(event), (rx, rotations, check, state, session)))
+        },
+    );
     Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }

@@ -137,6 +137,17 @@ impl NewActivity {
                 a.section_id = Some(event.clone());
                 a
             }
+            LifecycleEvent::Undeleted { plugin, event } => {
+                let mut a = NewActivity::new(
+                    "plugin",
+                    "edit",
+                    "info",
+                    Some(plugin),
+                    json!({ "code": "loaded again" }),
+                );
+                a.section_id = Some(event.clone());
+                a
+            }
             LifecycleEvent::Unregistered { plugin, event } => {
                 let mut a =
                     NewActivity::new("plugin", "destroy", "info", Some(plugin), Value::Null);

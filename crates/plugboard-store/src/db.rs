@@ -71,7 +71,9 @@ impl Db {
         }
     }
 
-    pub(crate) async fn open(url: String) -> Result<Db, StoreError> {
+    /// Connects; without `create`, a SQLite file that does not exist is refused, and
+    /// nothing (not even its directory) is made.
+    pub(crate) async fn open(url: String, create: bool) -> Result<Db, StoreError> {
         let url = url.as_str();
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let pool = PgPoolOptions::new()
@@ -85,6 +87,9 @@ impl Db {
             return Err(StoreError::BadUrl(url.to_owned()));
         };
         let exists = path.exists();
+        if !exists && !create {
+            return Err(StoreError::NoDatabase(path.display().to_string()));
+        }
         if !exists && let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }

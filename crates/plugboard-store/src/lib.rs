@@ -30,6 +30,7 @@ mod packages;
 mod records;
 mod runtime;
 mod schema;
+mod secrets;
 mod settings;
 mod watch;
 
@@ -51,6 +52,9 @@ pub enum StoreError {
     /// The URL is not one the store understands.
     #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://…")]
     BadUrl(String),
+    /// Opening without creating, and there is no Plugboard database there.
+    #[error("no Plugboard database at {0}")]
+    NoDatabase(String),
     /// The file exists but is not a SQLite database.
     #[error("{path} is not a SQLite database; refusing to touch it")]
     NotADatabase {
@@ -148,8 +152,22 @@ pub fn default_url() -> String {
 impl Store {
     /// Opens (creating a SQLite file and its directory if needed) and migrates a store.
     pub fn open(url: &str) -> Result<Store, StoreError> {
+        Store::open_with(url, true)
+    }
+
+    /// Opens a store that exists, creating nothing: no SQLite file or directory, no
+    /// tables in an empty PostgreSQL database ([`StoreError::NoDatabase`]). For tools that
+    /// only read.
+    pub fn open_existing(url: &str) -> Result<Store, StoreError> {
+        Store::open_with(url, false)
+    }
+
+    fn open_with(url: &str, create: bool) -> Result<Store, StoreError> {
         let rt = OwnedRuntime::new()?;
-        let db = rt.block_on(Db::open(url.to_owned()))??;
+        let db = rt.block_on(Db::open(url.to_owned(), create))??;
+        if !create && rt.block_on(schema::version(db.clone()))?? == 0 {
+            return Err(StoreError::NoDatabase(redact(url)));
+        }
         rt.block_on(schema::migrate(db.clone()))??;
         Ok(Store {
             inner: Arc::new(Inner {

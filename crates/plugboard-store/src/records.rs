@@ -27,7 +27,7 @@ fn parse<T: serde::de::DeserializeOwned>(s: &str, what: &str) -> Result<T, Store
 pub(crate) async fn load(db: Db) -> Result<Vec<StoredRecord>, StoreError> {
     let rows = on_db!(&db, |pool| {
         let rows = sqlx::query(
-            "SELECT name, event, priority, status, depend_type, depends, extra, version, inserted_at, updated_at FROM plugins ORDER BY name",
+            "SELECT name, event, priority, status, depend_type, depends, extra, version, unloaded, inserted_at, updated_at FROM plugins ORDER BY name",
         )
         .fetch_all(pool)
         .await?;
@@ -56,6 +56,7 @@ pub(crate) async fn load(db: Db) -> Result<Vec<StoredRecord>, StoreError> {
                     updated_at: row.try_get("updated_at")?,
                 },
                 version: row.try_get("version")?,
+                unloaded: row.try_get("unloaded")?,
             });
         }
         out
@@ -111,8 +112,8 @@ pub(crate) async fn commit(db: Db, changes: Changeset) -> Result<(), StoreError>
             let r = &up.record;
             let affected = if up.version == 0 {
                 sqlx::query(
-                        "INSERT INTO plugins (id, name, event, priority, status, depend_type, depends, extra, version, inserted_at, updated_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9, $10) ON CONFLICT (name) DO NOTHING",
+                        "INSERT INTO plugins (id, name, event, priority, status, depend_type, depends, extra, version, inserted_at, updated_at, unloaded) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9, $10, $11) ON CONFLICT (name) DO NOTHING",
                     )
                     .bind(Uuid::new_v4())
                     .bind(&r.name)
@@ -124,13 +125,14 @@ pub(crate) async fn commit(db: Db, changes: Changeset) -> Result<(), StoreError>
                     .bind(Json(&r.extra))
                     .bind(r.inserted_at)
                     .bind(r.updated_at)
+                    .bind(up.unloaded)
                     .execute(&mut *conn)
                     .await?
                     .rows_affected()
             } else {
                 sqlx::query(
                         "UPDATE plugins SET event = $2, priority = $3, status = $4, depend_type = $5, depends = $6, extra = $7, \
-                         updated_at = $8, version = version + 1 WHERE name = $1 AND version = $9",
+                         updated_at = $8, unloaded = $10, version = version + 1 WHERE name = $1 AND version = $9",
                     )
                     .bind(&r.name)
                     .bind(&r.event)
@@ -141,6 +143,7 @@ pub(crate) async fn commit(db: Db, changes: Changeset) -> Result<(), StoreError>
                     .bind(Json(&r.extra))
                     .bind(r.updated_at)
                     .bind(up.version)
+                    .bind(up.unloaded)
                     .execute(&mut *conn)
                     .await?
                     .rows_affected()

@@ -4,7 +4,7 @@ use crate::StoreError;
 use crate::db::Db;
 
 /// The newest schema this build knows.
-pub(crate) const VERSION: i64 = 2;
+pub(crate) const VERSION: i64 = 3;
 
 /// One migration, in each backend's dialect.
 struct Migration {
@@ -13,7 +13,33 @@ struct Migration {
     postgres: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[V1, V2];
+const MIGRATIONS: &[Migration] = &[V1, V2, V3];
+
+/// Settings' names may be up to 200 characters: a package's plugin settings are stored as
+/// `package.<name>`, and package names have up to 50. (SQLite cannot alter a CHECK: the
+/// table is rebuilt.) A plugin's code deleted by an operator is recorded (`unloaded`), so
+/// that every host unloads it.
+const V3: Migration = Migration {
+    version: 3,
+    sqlite: r#"
+CREATE TABLE settings_v3 (
+    name TEXT PRIMARY KEY CHECK (length(name) BETWEEN 5 AND 200),
+    configs TEXT NOT NULL,
+    inserted_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+INSERT INTO settings_v3 (name, configs, inserted_at, updated_at)
+    SELECT name, configs, inserted_at, updated_at FROM settings;
+DROP TABLE settings;
+ALTER TABLE settings_v3 RENAME TO settings;
+ALTER TABLE plugins ADD COLUMN unloaded BOOLEAN NOT NULL DEFAULT FALSE
+"#,
+    postgres: r#"
+ALTER TABLE settings DROP CONSTRAINT IF EXISTS settings_name_check;
+ALTER TABLE settings ADD CONSTRAINT settings_name_check CHECK (length(name) BETWEEN 5 AND 200);
+ALTER TABLE plugins ADD COLUMN unloaded BOOLEAN NOT NULL DEFAULT FALSE
+"#,
+};
 
 /// The installer: verified package bytes shared by every host (an archive is kept while a
 /// package's current or previous version uses it), the manifest, the previous version

@@ -66,10 +66,11 @@ pub struct Settings<'a> {
 
 fn check_name(name: &str) -> Result<(), StoreError> {
     let n = name.chars().count();
-    if !(5..=50).contains(&n) {
+    // Long enough for `package.` and a package's name.
+    if !(5..=200).contains(&n) {
         return Err(StoreError::Invalid {
             field: "settings.name",
-            why: format!("{name:?} has {n} characters; a setting's name has 5 to 50"),
+            why: format!("{name:?} has {n} characters; a setting's name has 5 to 200"),
         });
     }
     Ok(())
@@ -134,6 +135,15 @@ impl Settings<'_> {
         if let Some(v) = self.store.inner.settings.get(name) {
             return Ok(v);
         }
+        let n = name.to_owned();
+        let v = self.store.run(move |db| read(db, n))?;
+        self.store.inner.settings.put(name, v.clone());
+        Ok(v)
+    }
+
+    /// A setting's configs, read from the database (not the cache), e.g. right after
+    /// another process may have changed it.
+    pub fn read(&self, name: &str) -> Result<Option<Value>, StoreError> {
         let n = name.to_owned();
         let v = self.store.run(move |db| read(db, n))?;
         self.store.inner.settings.put(name, v.clone());

@@ -51,6 +51,9 @@ impl Default for Limits {
 struct Warm {
     store: Store<HostState>,
     plugin: Plugin,
+    /// The settings' version when it was made: an instance made before a settings change
+    /// is not reused, so that a plugin that caches its settings sees the new ones.
+    settings_version: u64,
 }
 
 /// A loaded, validated WebAssembly plugin.
@@ -60,6 +63,8 @@ pub struct WasmPlugin {
     pre: PluginPre<HostState>,
     limits: Limits,
     settings: Arc<RwLock<Option<String>>>,
+    /// Bumped on every change of `settings`.
+    settings_version: std::sync::atomic::AtomicU64,
     /// Warm instances; the lock is held only to take or return one, never during a call,
     /// so calls from several threads run concurrently.
     warm: Mutex<Vec<Warm>>,
@@ -129,6 +134,7 @@ impl WasmHost {
             pre,
             limits,
             settings: Arc::default(),
+            settings_version: std::sync::atomic::AtomicU64::new(0),
             warm: Mutex::new(Vec::new()),
             layouts: Mutex::default(),
             hash,
@@ -199,10 +205,25 @@ impl WasmPlugin {
         &self.limits
     }
 
-    /// Sets the settings the plugin reads through its `settings` import.
+    /// The settings the plugin reads through its `settings` import.
+    pub fn settings(&self) -> Option<String> {
+        self.settings.read().ok().and_then(|s| s.clone())
+    }
+
+    /// Sets the settings the plugin reads through its `settings` import. When they
+    /// change, the warm instances are let go: the plugin's next call runs on a fresh
+    /// instance, which reads the new settings even if the plugin cached the old ones.
     pub fn set_settings(&self, settings: Option<String>) {
         if let Ok(mut s) = self.settings.write() {
+            if *s == settings {
+                return;
+            }
             *s = settings;
+            self.settings_version
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        if let Ok(mut w) = self.warm.lock() {
+            w.clear();
         }
     }
 
@@ -226,6 +247,11 @@ impl WasmPlugin {
     }
 
     fn instantiate(&self) -> Result<Warm, Failure> {
+        // Read before the instance exists: a change racing with it makes it stale, never
+        // the other way round.
+        let settings_version = self
+            .settings_version
+            .load(std::sync::atomic::Ordering::SeqCst);
         let state = HostState::new(
             self.name.clone(),
             self.limits.memory,
@@ -239,7 +265,11 @@ impl WasmPlugin {
             .pre
             .instantiate(&mut store)
             .map_err(|e| classify(&self.name, "instantiate", e))?;
-        Ok(Warm { store, plugin })
+        Ok(Warm {
+            store,
+            plugin,
+            settings_version,
+        })
     }
 
     /// Sets the deadline (and fuel) for the next call.
@@ -268,6 +298,13 @@ impl WasmPlugin {
     }
 
     fn give_back(&self, warm: Warm) {
+        if warm.settings_version
+            != self
+                .settings_version
+                .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return;
+        }
         if let Ok(mut w) = self.warm.lock()
             && w.len() < self.limits.warm
         {

@@ -1,5 +1,6 @@
 //! Hostile: misbehaves on purpose, chosen by the event it is called for. The host's tests
-//! use it to show that each kind of misbehaviour is contained.
+//! use it to show that each kind of misbehaviour is contained. It also refuses to be
+//! stopped, deleted or unregistered, which an operator overrides.
 
 use plugboard_pdk::serde_json::Value;
 use plugboard_pdk::{Plugin, Reply};
@@ -55,6 +56,14 @@ impl Plugin for Hostile {
                 Ok(Reply::Continue(state))
             }
             _ => Ok(Reply::Continue(state)),
+        }
+    }
+
+    /// Refuses to be taken out: the host must stop, delete and unregister it anyway.
+    fn lifecycle(&self, op: &str, _record: &plugboard_pdk::PluginRecord) -> Result<(), String> {
+        match op {
+            "stop" | "delete" | "unregister" => Err(format!("hostile refuses to {op}")),
+            _ => Ok(()),
         }
     }
 }

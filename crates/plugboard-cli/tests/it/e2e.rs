@@ -6,10 +6,10 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{plugboard_in, run};
+use crate::{run, serve};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -30,52 +30,6 @@ fn missing() -> Option<String> {
         return Some("node is not installed".into());
     }
     None
-}
-
-/// `plugboard serve` on a free port; its address and first token.
-struct Serve {
-    child: Child,
-    base: String,
-    token: String,
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(home: &Path) -> Serve {
-    let mut child = plugboard_in(home)
-        .args(["serve", "--addr", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut base, mut token) = (None, None);
-    let started = Instant::now();
-    while base.is_none() || token.is_none() {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "serve did not start"
-        );
-        let line = lines.next().expect("serve exited").unwrap();
-        if let Some(b) = line.strip_prefix("listening on ") {
-            base = Some(b.trim().to_owned());
-        }
-        if let Some((_, t)) = line.split_once("admin token (shown once; only its hash is kept): ") {
-            token = Some(t.trim().to_owned());
-        }
-    }
-    // Keep draining its output so that it never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    Serve {
-        child,
-        base: base.unwrap(),
-        token: token.unwrap(),
-    }
 }
 
 /// A package the dashboard uploads: the hostile component (which passes any state through

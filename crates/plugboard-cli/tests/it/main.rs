@@ -2,13 +2,16 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod catalogue;
+mod control;
 mod e2e;
 mod install;
 mod operator;
 mod package;
 
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 /// The binary, with its data directory in `home` and no inherited database.
 pub fn plugboard_in(home: &Path) -> Command {
@@ -30,4 +33,122 @@ pub fn stdout(out: &Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+/// `plugboard serve` on a free port; its address and first token.
+pub struct Serve {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// The admin token printed at the first start.
+    pub token: String,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn serve(home: &Path) -> Serve {
+    let mut child = plugboard_in(home)
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut base, mut token) = (None, None);
+    let started = Instant::now();
+    while base.is_none() || token.is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "serve did not start"
+        );
+        let line = lines.next().expect("serve exited").unwrap();
+        if let Some(b) = line.strip_prefix("listening on ") {
+            base = Some(b.trim().to_owned());
+        }
+        if let Some((_, t)) = line.split_once("admin token (shown once; only its hash is kept): ") {
+            token = Some(t.trim().to_owned());
+        }
+    }
+    // Keep draining its output so that it never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Serve {
+        child,
+        base: base.unwrap(),
+        token: token.unwrap(),
+    }
+}
+
+/// One HTTP/1.1 request over loopback with the admin token and a JSON body: the status
+/// and the body.
+pub fn http(server: &Serve, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    request(
+        server,
+        method,
+        path,
+        "application/json",
+        body.unwrap_or("").as_bytes(),
+    )
+}
+
+/// The same with raw bytes (`application/octet-stream`), e.g. a package upload.
+pub fn http_bytes(server: &Serve, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+    request(server, method, path, "application/octet-stream", body)
+}
+
+fn request(server: &Serve, method: &str, path: &str, kind: &str, body: &[u8]) -> (u16, String) {
+    let addr = server.base.trim_start_matches("http://");
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    write!(
+        conn,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        server.token,
+        body.len()
+    )
+    .unwrap();
+    conn.write_all(body).unwrap();
+    let mut text = String::new();
+    conn.read_to_string(&mut text).unwrap();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    // Chunked bodies (axum's JSON is sized, but be safe): keep only the chunks' data.
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        let mut out = String::new();
+        let mut rest = body;
+        while let Some((size, after)) = rest.split_once("\r\n") {
+            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            out.push_str(&after[..n]);
+            rest = &after[n + 2..];
+        }
+        out
+    } else {
+        body.to_owned()
+    };
+    (status, body)
+}
+
+/// Polls `f` until it holds, failing after `within`; how long it took.
+pub fn wait_for(within: Duration, what: &str, mut f: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while !f() {
+        assert!(started.elapsed() < within, "not within {within:?}: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    started.elapsed()
 }

@@ -263,8 +263,8 @@ fn uninstalling_a_dependency_is_refused_unless_cascade_which_holds_dependents() 
         "packages user depend on `base`; uninstall them first, or use --cascade (their plugins are held, not removed)"
     );
     assert!(h.store.package("base").unwrap().is_some());
-    let held = h.installer.uninstall("base", true).unwrap();
-    assert_eq!(held, ["user"]);
+    let done = h.installer.uninstall("base", true).unwrap();
+    assert_eq!(done.held, ["user"]);
     let user = h.engine.plugin("user").unwrap();
     assert_eq!(user.record.status, Status::Held);
     assert!(

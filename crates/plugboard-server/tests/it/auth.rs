@@ -35,21 +35,76 @@ fn health_is_open_and_the_api_is_not() {
 }
 
 #[test]
-fn the_token_file_keeps_only_a_hash_and_rotation_replaces_it() {
+fn only_the_tokens_hash_is_kept_and_a_rotation_revokes_the_old_token_sessions_and_streams() {
     let env = Env::start();
-    let path = env.home.path().join(plugboard_server::TOKEN_FILE);
-    let stored = std::fs::read_to_string(&path).unwrap();
-    assert_eq!(stored.trim().len(), 64);
+    // The hash lives in the database (shared by every server on it), never the token.
+    let url = format!(
+        "sqlite://{}",
+        env.home.path().join("plugboard.db").display()
+    );
+    let other = plugboard_store::Store::open(&url).unwrap();
+    let stored = other.admin_token_hash().unwrap().unwrap();
+    assert_eq!(stored.len(), 64);
     assert!(!stored.contains(&env.token));
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o600);
-    }
-    let new = plugboard_server::rotate_token(env.home.path()).unwrap();
+    assert!(!env.home.path().join(plugboard_server::TOKEN_FILE).exists());
+    let settings = env.api("GET", "/api/settings", None).body;
+    assert!(
+        !settings.contains(&stored),
+        "the hash is not a listed setting"
+    );
+
+    // A browser session with an open event stream.
+    let (cookie, _) = env.login();
+    let stream = crate::agent()
+        .run(
+            ureq::http::Request::builder()
+                .uri(env.url("/api/stream"))
+                .header("cookie", &cookie)
+                .body(())
+                .unwrap(),
+        )
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let (ended_tx, ended) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut body = stream.into_body().into_reader();
+        let mut sink = [0u8; 1024];
+        while std::io::Read::read(&mut body, &mut sink).is_ok_and(|n| n > 0) {}
+        let _ = ended_tx.send(());
+    });
+    assert!(ended.recv_timeout(Duration::from_millis(300)).is_err());
+
+    // Rotated by another process sharing the database (as `plugboard token rotate` does).
+    let new = plugboard_server::rotate_token(&other).unwrap();
     assert_ne!(new, env.token);
-    assert_ne!(std::fs::read_to_string(&path).unwrap(), stored);
+    let old = env.token.clone();
+    let started = std::time::Instant::now();
+    env.eventually("the old token is refused", || {
+        let r = env.send(
+            "GET",
+            "/api/events",
+            &[("authorization", format!("Bearer {old}"))],
+            None,
+        );
+        (r.status == 401).then_some(())
+    });
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(1), "revoked after {took:?}");
+    env.send("GET", "/api/session", &[("cookie", cookie.clone())], None)
+        .assert_error(401, "unauthorized");
+    ended
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the session's event stream was closed");
+    let r = env.send(
+        "GET",
+        "/api/events",
+        &[("authorization", format!("BEARER {new}"))],
+        None,
+    );
+    assert_eq!(
+        r.status, 200,
+        "the new token works (any case of the scheme)"
+    );
 }
 
 #[test]

@@ -322,3 +322,52 @@ fn an_enable_from_another_process_gives_a_clean_failure_streak() {
         assert_eq!(host.plugin("flaky").unwrap().consecutive_failures, 1);
     });
 }
+
+#[test]
+fn a_delete_from_another_process_unloads_the_code_in_the_host() {
+    each_backend(|backend, url| {
+        let store = Store::open(url).unwrap();
+        let host = store.engine(builder()).unwrap();
+        host.register(Registration::new("a").priority(1), Mark("a"))
+            .unwrap();
+        host.register(
+            Registration::new("b").priority(2).hard_depends(["a"]),
+            Mark("b"),
+        )
+        .unwrap();
+        host.finish_boot().unwrap();
+        host.start(Target::All).unwrap();
+        assert_eq!(trail(&host), ["a", "b"]);
+        // The CLI's records-only engine deletes `a`: stored, so the host unloads it.
+        let cli_store = Store::open(url).unwrap();
+        let cli = cli_store.engine(builder().records_only(true)).unwrap();
+        let report = cli.delete("a").unwrap();
+        assert_eq!(report.changed.len(), 1, "{backend:?}");
+        assert_eq!(cli.plugin("b").unwrap().record.status, Status::Held);
+        store.sync(&host).unwrap();
+        assert!(!host.plugin("a").unwrap().loaded, "{backend:?}");
+        assert_eq!(host.plugin("a").unwrap().record.status, Status::Started);
+        assert_eq!(host.plugin("b").unwrap().record.status, Status::Held);
+        assert!(trail(&host).is_empty());
+        // A restart of the host keeps it deleted: registered code is set aside at boot.
+        let rebooted = Store::open(url).unwrap().engine(builder()).unwrap();
+        rebooted
+            .register(Registration::new("a").priority(1), Mark("a"))
+            .unwrap();
+        rebooted
+            .register(
+                Registration::new("b").priority(2).hard_depends(["a"]),
+                Mark("b"),
+            )
+            .unwrap();
+        rebooted.finish_boot().unwrap();
+        assert!(!rebooted.plugin("a").unwrap().loaded, "{backend:?}");
+        assert!(trail(&rebooted).is_empty());
+        // `start` from the CLI brings it back in every host.
+        cli_store.sync(&cli).unwrap();
+        cli.start("a").unwrap();
+        store.sync(&host).unwrap();
+        assert_eq!(trail(&host), ["a", "b"], "{backend:?}");
+        assert!(host.plugin("a").unwrap().loaded);
+    });
+}

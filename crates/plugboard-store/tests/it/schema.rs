@@ -8,10 +8,10 @@ use crate::each_backend;
 fn a_fresh_database_is_migrated_and_reopened() {
     each_backend(|backend, url| {
         let store = Store::open(url).unwrap();
-        assert_eq!(store.schema_version().unwrap(), 2, "{backend:?}");
+        assert_eq!(store.schema_version().unwrap(), 3, "{backend:?}");
         drop(store);
         let again = Store::open(url).unwrap();
-        assert_eq!(again.schema_version().unwrap(), 2);
+        assert_eq!(again.schema_version().unwrap(), 3);
         assert!(again.records().unwrap().is_empty());
     });
 }
@@ -135,14 +135,14 @@ fn a_newer_schema_is_refused_on_both_backends() {
                 err,
                 StoreError::NewerSchema {
                     found: 99,
-                    supported: 2
+                    supported: 3
                 }
             ),
             "{backend:?}: {err}"
         );
         assert_eq!(
             err.to_string(),
-            "the database's schema is version 99, newer than this Plugboard's 2; refusing to touch it"
+            "the database's schema is version 99, newer than this Plugboard's 3; refusing to touch it"
         );
     });
 }
@@ -180,7 +180,7 @@ fn execute(backend: plugboard_testkit::Backend, url: &str, statements: &[&str]) 
 }
 
 #[test]
-fn a_version_1_database_is_migrated_to_2_keeping_its_rows() {
+fn a_version_1_database_is_migrated_to_the_current_one_keeping_its_rows() {
     each_backend(|backend, url| {
         let store = Store::open(url).unwrap();
         store
@@ -193,6 +193,7 @@ fn a_version_1_database_is_migrated_to_2_keeping_its_rows() {
             backend,
             url,
             &[
+                "ALTER TABLE plugins DROP COLUMN unloaded",
                 "DROP TABLE package_archives",
                 "ALTER TABLE packages DROP COLUMN manifest",
                 "ALTER TABLE packages DROP COLUMN previous_version",
@@ -203,11 +204,15 @@ fn a_version_1_database_is_migrated_to_2_keeping_its_rows() {
             ],
         );
         let store = Store::open(url).unwrap();
-        assert_eq!(store.schema_version().unwrap(), 2, "{backend:?}");
+        assert_eq!(store.schema_version().unwrap(), 3, "{backend:?}");
         assert_eq!(
             store.settings().get("keep-me").unwrap(),
             Some(serde_json::json!({"a": 1}))
         );
         assert!(store.packages().unwrap().is_empty());
+        // Version 3 lets a setting's name hold `package.` and a 50-character package name.
+        let long = format!("package.{}", "p".repeat(50));
+        store.settings().set(&long, serde_json::json!({})).unwrap();
+        assert!(store.settings().set(&"x".repeat(201), 1).is_err());
     });
 }

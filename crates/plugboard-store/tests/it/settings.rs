@@ -56,7 +56,7 @@ fn settings_round_trip_typed_and_notify() {
 }
 
 #[test]
-fn names_are_5_to_50_characters() {
+fn names_are_5_to_200_characters() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&format!("sqlite://{}", dir.path().join("s.db").display())).unwrap();
     let err = store.settings().set("abc", json!(1)).unwrap_err();
@@ -69,9 +69,11 @@ fn names_are_5_to_50_characters() {
     ));
     assert_eq!(
         err.to_string(),
-        "invalid settings.name: \"abc\" has 3 characters; a setting's name has 5 to 50"
+        "invalid settings.name: \"abc\" has 3 characters; a setting's name has 5 to 200"
     );
-    assert!(store.settings().set(&"x".repeat(51), json!(1)).is_err());
+    assert!(store.settings().set(&"x".repeat(201), json!(1)).is_err());
+    store.settings().set(&"x".repeat(200), json!(1)).unwrap();
+    store.settings().delete(&"x".repeat(200)).unwrap();
     assert!(store.settings().list().unwrap().is_empty());
 }
 

@@ -1,0 +1,155 @@
+//! Settings as an operator sets them (CLI, API, dashboard): validated when they are set,
+//! stored, and applied by every running host that shares the database.
+//!
+//! - `installer`: the operator's install rules ([`crate::InstallerConfig`]); each field is
+//!   checked, and a refusal names it.
+//! - `package.<name>`: the settings of a package's plugins, validated against the
+//!   package's `settings.schema.json`. A package's name or one of its plugins' names may
+//!   be given instead: both mean the package's settings. The plugins read them through
+//!   their `settings` import on their next call ([`crate::Installer::refresh_settings`]
+//!   runs on every change a host follows).
+//! - any other name is the host's own setting, stored as given.
+
+use plugboard_package::{Manifest, SettingsSchema, VerifyOptions, verify};
+use plugboard_store::Store;
+use serde_json::Value;
+
+use crate::InstallError;
+use crate::config::{SETTING, Setting};
+
+/// The prefix of the settings that hold a package's plugin settings.
+pub const PACKAGE_PREFIX: &str = "package.";
+
+/// The setting that holds `package`'s plugin settings.
+pub fn package_setting(package: &str) -> String {
+    format!("{PACKAGE_PREFIX}{package}")
+}
+
+/// What a setting's name designates.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SettingTarget {
+    /// The installer's rules.
+    Installer,
+    /// A package's plugin settings.
+    Package {
+        /// The package.
+        package: String,
+        /// Its plugins (they all read these settings).
+        plugins: Vec<String>,
+    },
+    /// A setting of the host's own.
+    Other,
+}
+
+/// A name resolved to the setting it is stored as.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResolvedSetting {
+    /// The name the value is stored under.
+    pub name: String,
+    /// What it configures.
+    pub target: SettingTarget,
+}
+
+/// Resolves an operator's name: `installer`, `package.<name>`, a package's name, or the
+/// name of one of a package's plugins; anything else is the host's own setting.
+pub fn resolve(store: &Store, name: &str) -> Result<ResolvedSetting, InstallError> {
+    if name == SETTING {
+        return Ok(ResolvedSetting {
+            name: name.to_owned(),
+            target: SettingTarget::Installer,
+        });
+    }
+    let wanted = name.strip_prefix(PACKAGE_PREFIX);
+    for row in store.packages()? {
+        let Ok(m) = Manifest::parse(&row.manifest) else {
+            continue;
+        };
+        let plugins: Vec<String> = m.plugin_names().map(str::to_owned).collect();
+        let hit = match wanted {
+            Some(p) => p == row.name,
+            None => row.name == name || plugins.iter().any(|p| p == name),
+        };
+        if hit {
+            return Ok(ResolvedSetting {
+                name: package_setting(&row.name),
+                target: SettingTarget::Package {
+                    package: row.name,
+                    plugins,
+                },
+            });
+        }
+    }
+    if let Some(package) = wanted {
+        return Err(InstallError::NotInstalled(package.to_owned()));
+    }
+    Ok(ResolvedSetting {
+        name: name.to_owned(),
+        target: SettingTarget::Other,
+    })
+}
+
+/// The settings schema of an installed package, if it ships one.
+pub fn package_schema(
+    store: &Store,
+    package: &str,
+) -> Result<Option<SettingsSchema>, InstallError> {
+    let row = store
+        .package(package)?
+        .ok_or_else(|| InstallError::NotInstalled(package.to_owned()))?;
+    let bytes = store
+        .package_archive(&row.sha256)?
+        .ok_or_else(|| InstallError::Damaged {
+            package: package.to_owned(),
+            why: "its stored archive is missing".into(),
+        })?;
+    // The bytes were verified (pin, signature, policy) when they were installed; here
+    // only their contents are read.
+    let v = verify(&bytes, &VerifyOptions::default())?;
+    Ok(v.settings_schema
+        .as_ref()
+        .map(SettingsSchema::compile)
+        .transpose()?)
+}
+
+/// Checks `value` for the setting `resolved` designates, without storing anything.
+pub fn check(store: &Store, resolved: &ResolvedSetting, value: &Value) -> Result<(), InstallError> {
+    match &resolved.target {
+        SettingTarget::Installer => Setting::check(value).map(|_| ()),
+        SettingTarget::Package { package, .. } => {
+            let Some(schema) = package_schema(store, package)? else {
+                // Without a schema any JSON is accepted: the plugin decides.
+                return Ok(());
+            };
+            schema
+                .validate(value)
+                .map_err(|errors| InstallError::InvalidSetting {
+                    setting: resolved.name.clone(),
+                    violations: errors.iter().map(ToString::to_string).collect(),
+                })
+        }
+        SettingTarget::Other => Ok(()),
+    }
+}
+
+/// Validates and stores a setting; returns what it was stored as. Running hosts apply it
+/// on their next look at the database (within a second for `serve` and `watch`).
+pub fn set(store: &Store, name: &str, value: Value) -> Result<ResolvedSetting, InstallError> {
+    let resolved = resolve(store, name)?;
+    check(store, &resolved, &value)?;
+    store.settings().set(&resolved.name, value)?;
+    Ok(resolved)
+}
+
+/// A setting's value, under the name it is stored as.
+pub fn get(store: &Store, name: &str) -> Result<(ResolvedSetting, Option<Value>), InstallError> {
+    let resolved = resolve(store, name)?;
+    let value = store.settings().get(&resolved.name)?;
+    Ok((resolved, value))
+}
+
+/// Deletes a setting; returns what it was stored as and whether it existed.
+pub fn delete(store: &Store, name: &str) -> Result<(ResolvedSetting, bool), InstallError> {
+    let resolved = resolve(store, name)?;
+    let existed = store.settings().delete(&resolved.name)?;
+    Ok((resolved, existed))
+}
