@@ -60,6 +60,20 @@ try {
   await page.locator('[data-chain="on_content_prepare"] [data-plugin="passthrough"]').waitFor();
   await shot(page, "04-in-chain");
 
+  step("a package's plugin settings: refused with the failing path, then saved");
+  await page.getByRole("link", { name: "Settings" }).click();
+  await page.locator("#setting-name").fill("passthrough");
+  await page.locator("#setting-configs").fill('{"level": "high"}');
+  await page.getByRole("button", { name: "Save" }).click();
+  await page.locator("#toast .err", { hasText: "/level" }).waitFor();
+  await shot(page, "04b-settings-refused");
+  // The page is drawn again after each attempt.
+  await page.locator("#setting-name").fill("passthrough");
+  await page.locator("#setting-configs").fill('{"level": 3}');
+  await page.getByRole("button", { name: "Save" }).click();
+  await page.locator("td", { hasText: "package.passthrough" }).waitFor();
+  await shot(page, "04c-settings-saved");
+
   step("stop from the dashboard; another tab sees the chain change live");
   const watcher = await context.newPage();
   await watcher.goto(`${base}/#/events`);

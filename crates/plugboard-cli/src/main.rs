@@ -297,7 +297,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", terminal_safe(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }
@@ -347,8 +347,54 @@ fn explain(e: EngineError) -> anyhow::Error {
     }
 }
 
+/// Standard output with terminal control characters escaped (as `\u001b`, which JSON
+/// output also reads back): text from packages (descriptions, names in errors) must not
+/// drive the operator's terminal. Newlines and tabs pass.
+struct TerminalSafe<W>(W);
+
+impl<W: Write> Write for TerminalSafe<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut start = 0;
+        let mut i = 0;
+        while i < buf.len() {
+            let b = buf[i];
+            // C0 controls and DEL, and C1 controls (U+0080..U+009F, `C2 80`..`C2 9F`).
+            let control = match b {
+                b'\n' | b'\t' => None,
+                0..=0x1f | 0x7f => Some((b, 1)),
+                0xc2 => buf
+                    .get(i + 1)
+                    .filter(|n| (0x80..=0x9f).contains(*n))
+                    .map(|n| (*n, 2)),
+                _ => None,
+            };
+            if let Some((code, len)) = control {
+                self.0.write_all(&buf[start..i])?;
+                write!(self.0, "\\u{code:04x}")?;
+                i += len;
+                start = i;
+            } else {
+                i += 1;
+            }
+        }
+        self.0.write_all(&buf[start..])?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+/// `text` with terminal control characters escaped, for standard error.
+fn terminal_safe(text: &str) -> String {
+    let mut out = TerminalSafe(Vec::new());
+    let _ = out.write_all(text.as_bytes());
+    String::from_utf8_lossy(&out.0).into_owned()
+}
+
 fn run(cli: Cli) -> Result<()> {
-    let mut out = std::io::stdout().lock();
+    let mut out = TerminalSafe(std::io::stdout().lock());
     match cli.command {
         Command::Events {
             show: Some(EventsCommand::Show { name }),

@@ -79,17 +79,7 @@ pub(crate) fn inspect(
             .collect::<Result<_, _>>()?,
         ..policy.verify_options()
     };
-    let size = std::fs::metadata(file)
-        .with_context(|| format!("reading {}", file.display()))?
-        .len();
-    if size > opts.limits.max_compressed {
-        return Err(anyhow!(
-            "{}: the package is {size} bytes, more than the limit of {} bytes",
-            file.display(),
-            opts.limits.max_compressed
-        ));
-    }
-    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let bytes = plugboard_package::read_package_file(file, opts.limits.max_compressed)?;
     let p = verify(&bytes, &opts).with_context(|| format!("{} is refused", file.display()))?;
     let violations: Vec<String> = p
         .manifest

@@ -421,17 +421,7 @@ impl Installer {
             )?
         } else {
             let limit = self.config().policy.archive.max_compressed;
-            let len = std::fs::metadata(source)
-                .map_err(InstallError::io(format!("reading {source}")))?
-                .len();
-            if len > limit {
-                return Err(plugboard_package::PackageError::CompressedTooLarge {
-                    size: len,
-                    limit,
-                }
-                .into());
-            }
-            std::fs::read(source).map_err(InstallError::io(format!("reading {source}")))?
+            plugboard_package::read_package_file(Path::new(source), limit)?
         };
         let kind = if remote { "url" } else { "path" };
         self.install_bytes(bytes, kind, source, opts)

@@ -59,6 +59,41 @@ pub struct VerifiedPackage {
     pub signature: SignatureStatus,
 }
 
+/// Reads a package file from disk, at most `limit` bytes: a larger file is refused
+/// ([`PackageError::CompressedTooLarge`]), and so is anything but a regular file (a
+/// device such as `/dev/zero` would never end; a FIFO would block).
+pub fn read_package_file(path: &Path, limit: u64) -> Result<Vec<u8>, PackageError> {
+    use std::io::Read as _;
+    let regular = |m: &std::fs::Metadata| m.file_type().is_file();
+    let meta = std::fs::metadata(path).map_err(|e| PackageError::io(path, e))?;
+    if !regular(&meta) {
+        return Err(PackageError::NotAFile { path: path.into() });
+    }
+    let file = std::fs::File::open(path).map_err(|e| PackageError::io(path, e))?;
+    // Checked again on what was opened: the path may have changed in between.
+    let meta = file.metadata().map_err(|e| PackageError::io(path, e))?;
+    if !regular(&meta) {
+        return Err(PackageError::NotAFile { path: path.into() });
+    }
+    if meta.len() > limit {
+        return Err(PackageError::CompressedTooLarge {
+            size: meta.len(),
+            limit,
+        });
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| PackageError::io(path, e))?;
+    if bytes.len() as u64 > limit {
+        return Err(PackageError::CompressedTooLarge {
+            size: bytes.len() as u64,
+            limit,
+        });
+    }
+    Ok(bytes)
+}
+
 /// sha256 of `bytes`, lowercase hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))

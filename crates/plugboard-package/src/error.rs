@@ -199,6 +199,12 @@ pub enum PackageError {
     /// The operator's policy refuses the package.
     #[error("refused by the operator's policy: {0}")]
     Policy(PolicyViolation),
+    /// A package file to read is not a regular file (a device, a FIFO, a directory).
+    #[error("{}: not a regular file", .path.display())]
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+    },
     /// Reading or writing a file failed.
     #[error("{}: {source}", .path.display())]
     Io {

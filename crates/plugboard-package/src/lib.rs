@@ -58,7 +58,8 @@ mod sign;
 
 pub use archive::{
     COMPONENT_FILE, ENTRY_NAMES, MANIFEST_FILE, VerifiedPackage, VerifyOptions,
-    check_component_header, normalise_pin, pack, sha256_hex, verify, write_archive,
+    check_component_header, normalise_pin, pack, read_package_file, sha256_hex, verify,
+    write_archive,
 };
 pub use error::PackageError;
 pub use manifest::{

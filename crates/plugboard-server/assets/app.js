@@ -162,7 +162,8 @@ const views = {
         <td><button type="button" data-edit="${esc(s.name)}">Edit</button> <button type="button" data-del="${esc(s.name)}">Delete</button></td></tr>`).join("")}
       </tbody></table>
       <form id="setting" class="card" style="margin-top:14px"><h3>Create or replace</h3>
-        <div class="row"><label>Name (5–50 characters)<input type="text" id="setting-name" required minlength="5" maxlength="50"></label></div>
+        <p class="muted">A package's or plugin's name sets that package's plugin settings (checked against its settings schema; plugins read them on their next call); <code>installer</code> sets the install rules; any other name is a setting of the host's own.</p>
+        <div class="row"><label>Name<input type="text" id="setting-name" required minlength="2" maxlength="200"></label></div>
         <label style="display:block">Configs (JSON)<textarea id="setting-configs">{}</textarea></label>
         <button class="primary" type="submit">Save</button></form>`;
     main.querySelectorAll("[data-edit]").forEach((b) => b.addEventListener("click", () => {

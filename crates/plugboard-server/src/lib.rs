@@ -417,6 +417,8 @@ fn routes(state: Shared) -> Router {
         .fallback(api::not_found)
         .layer(DefaultBodyLimit::max(json_limit))
         .layer(axum::middleware::map_response(api::json_errors))
+        .layer(axum::middleware::from_fn(api::refuse_nul))
+        .layer(axum::middleware::map_response(api::security_headers))
         .layer(axum::middleware::from_fn(api::log_request))
         .with_state(state)
 }

@@ -65,6 +65,12 @@ pub struct Settings<'a> {
 }
 
 fn check_name(name: &str) -> Result<(), StoreError> {
+    if name.chars().any(char::is_control) {
+        return Err(StoreError::Invalid {
+            field: "settings.name",
+            why: format!("{name:?} has control characters"),
+        });
+    }
     let n = name.chars().count();
     // Long enough for `package.` and a package's name.
     if !(5..=200).contains(&n) {
@@ -132,6 +138,7 @@ async fn all(db: Db) -> Result<Vec<(String, Value, OffsetDateTime)>, StoreError>
 impl Settings<'_> {
     /// A setting's configs, from the cache when possible.
     pub fn get(&self, name: &str) -> Result<Option<Value>, StoreError> {
+        check_name(name)?;
         if let Some(v) = self.store.inner.settings.get(name) {
             return Ok(v);
         }
@@ -144,6 +151,7 @@ impl Settings<'_> {
     /// A setting's configs, read from the database (not the cache), e.g. right after
     /// another process may have changed it.
     pub fn read(&self, name: &str) -> Result<Option<Value>, StoreError> {
+        check_name(name)?;
         let n = name.to_owned();
         let v = self.store.run(move |db| read(db, n))?;
         self.store.inner.settings.put(name, v.clone());
@@ -169,6 +177,13 @@ impl Settings<'_> {
             field: "settings.configs",
             why: e.to_string(),
         })?;
+        // PostgreSQL's JSON cannot hold a NUL character; refuse it on both backends.
+        if configs.to_string().contains("\\u0000") {
+            return Err(StoreError::Invalid {
+                field: "settings.configs",
+                why: "may not contain NUL characters".into(),
+            });
+        }
         let n = name.to_owned();
         let v = configs.clone();
         self.store.run(move |db| write(db, n, v))?;
@@ -184,6 +199,7 @@ impl Settings<'_> {
 
     /// Deletes a setting; returns whether it existed.
     pub fn delete(&self, name: &str) -> Result<bool, StoreError> {
+        check_name(name)?;
         let n = name.to_owned();
         let existed = self.store.run(move |db| remove(db, n))?;
         self.store.inner.settings.put(name, None);

@@ -313,9 +313,22 @@ priority = 50
 
 /// Packs a package file from a manifest and a component, as `plugboard pack` does.
 pub fn pack(manifest: &str, component: &[u8]) -> Result<Vec<u8>, String> {
+    pack_with_schema(manifest, component, None)
+}
+
+/// The same, with a `settings.schema.json` (the manifest must name it).
+pub fn pack_with_schema(
+    manifest: &str,
+    component: &[u8],
+    schema: Option<&str>,
+) -> Result<Vec<u8>, String> {
     let src = tempfile::tempdir().map_err(|e| e.to_string())?;
     std::fs::write(src.path().join("plugboard.toml"), manifest).map_err(|e| e.to_string())?;
     std::fs::write(src.path().join("plugin.wasm"), component).map_err(|e| e.to_string())?;
+    if let Some(schema) = schema {
+        std::fs::write(src.path().join("settings.schema.json"), schema)
+            .map_err(|e| e.to_string())?;
+    }
     plugboard_package::pack(src.path(), None)
         .map(|(bytes, _)| bytes)
         .map_err(|e| e.to_string())

@@ -43,13 +43,16 @@ description = "Passes content through unchanged."
 authors = ["Tests"]
 license = "MIT"
 contract = "0.2"
+settings_schema = "settings.schema.json"
 
 [[hooks]]
 event = "on_content_prepare"
 priority = 50
 "#;
+    let schema =
+        r#"{"type": "object", "properties": {"level": {"type": "integer", "minimum": 1}}}"#;
     let component = std::fs::read(built.join("plugin_hostile.wasm")).unwrap();
-    let bytes = plugboard_testkit::pack(manifest, &component).unwrap();
+    let bytes = plugboard_testkit::pack_with_schema(manifest, &component, Some(schema)).unwrap();
     let file = dir.join("passthrough-1.0.0.pbpkg");
     std::fs::write(&file, bytes).unwrap();
     file

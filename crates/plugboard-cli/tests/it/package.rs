@@ -293,3 +293,70 @@ fn inspect_refuses_with_the_reason() {
         "{err}"
     );
 }
+
+#[test]
+fn terminal_control_characters_from_a_package_are_escaped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let manifest = MANIFEST.replace(
+        "description = \"Enriches extra on failed saves\"",
+        "description = \"Clears \\u001b[2J\\u001b]0;owned\\u0007 the screen \\u009b31m\"",
+    );
+    let dir = package_dir(tmp.path(), &manifest);
+    let file = tmp.path().join("evil.pbpkg");
+    stdout(&run(
+        tmp.path(),
+        &[
+            "pack",
+            dir.to_str().unwrap(),
+            "--out",
+            file.to_str().unwrap(),
+        ],
+    ));
+    for args in [vec!["inspect"], vec!["inspect", "--json"]] {
+        let mut all = args.clone();
+        all.push(file.to_str().unwrap());
+        let out = run(tmp.path(), &all);
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            !text.contains('\u{1b}') && !text.contains('\u{7}') && !text.contains('\u{9b}'),
+            "{args:?}: {text:?}"
+        );
+        assert!(text.contains("u001b[2J"), "{args:?}: {text}");
+    }
+    // The JSON stays JSON.
+    let out = run(tmp.path(), &["inspect", "--json", file.to_str().unwrap()]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        v["manifest"]["package"]["description"]
+            .as_str()
+            .unwrap()
+            .starts_with("Clears \u{1b}[2J")
+    );
+}
+
+#[test]
+fn devices_fifos_and_directories_are_refused_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fifo = tmp.path().join("fifo.pbpkg");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    let mut sources = vec!["/dev/zero".to_owned(), tmp.path().display().to_string()];
+    if made.is_ok_and(|s| s.success()) {
+        sources.push(fifo.display().to_string());
+    }
+    for source in &sources {
+        for command in ["inspect", "install"] {
+            let started = std::time::Instant::now();
+            let out = run(tmp.path(), &[command, source.as_str()]);
+            let err = stderr(&out);
+            assert!(
+                err.contains("not a regular file"),
+                "{command} {source}: {err}"
+            );
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(60),
+                "{command} {source} took {:?}",
+                started.elapsed()
+            );
+        }
+    }
+}

@@ -306,3 +306,58 @@ fn activity_health_and_profile() {
     assert_eq!(prepare["plugins"][0]["plugin"], "greeter");
     assert_eq!(prepare["plugins"][0]["calls"], 1);
 }
+
+#[test]
+fn every_response_carries_the_security_headers() {
+    let env = Env::start();
+    for path in [
+        "/",
+        "/login",
+        "/health",
+        "/demo",
+        "/api/events",
+        "/assets/app.js",
+    ] {
+        let r = env.send("GET", path, &[], None);
+        let csp = r.header("content-security-policy").unwrap_or_default();
+        assert!(
+            csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+            "{path}: {csp}"
+        );
+        assert!(!csp.contains("unsafe-eval"), "{path}");
+        assert_eq!(
+            r.header("x-content-type-options"),
+            Some("nosniff"),
+            "{path}"
+        );
+        assert_eq!(r.header("referrer-policy"), Some("no-referrer"), "{path}");
+    }
+}
+
+#[test]
+fn nul_characters_and_non_object_states_are_clear_400s() {
+    let env = Env::start();
+    for path in [
+        "/api/settings/abc%00defgh",
+        "/api/plugins/a%00b",
+        "/api/activity?subject=a%00b",
+    ] {
+        env.api("GET", path, None).assert_error(400, "bad_request");
+    }
+    env.api(
+        "PUT",
+        "/api/settings/my-setting",
+        Some(json!({ "text": "a\u{0}b" })),
+    )
+    .assert_error(400, "bad_request");
+    for state in [json!(5), json!("text"), json!([1, 2]), json!(null)] {
+        env.api(
+            "POST",
+            "/api/events/on_content_prepare/call",
+            Some(json!({ "state": state })),
+        )
+        .assert_error(400, "invalid_state");
+    }
+    // Nothing was stored.
+    assert_eq!(env.api("GET", "/api/settings", None).json(), json!([]));
+}
