@@ -898,9 +898,9 @@ pub(crate) trait AnySlot: Send + Sync {
 
 impl<S: State> Slot<S> {
     fn decode(&self, state: &Value) -> Result<S, CallError> {
-        S::deserialize(state).map_err(|source| CallError::InvalidState {
+        S::deserialize(state).map_err(|error| CallError::InvalidState {
             event: self.info.name.to_string(),
-            source,
+            error,
         })
     }
 
@@ -908,9 +908,9 @@ impl<S: State> Slot<S> {
         if opts.return_input {
             return Ok(input.clone());
         }
-        let mut out = serde_json::to_value(state).map_err(|source| CallError::InvalidState {
+        let mut out = serde_json::to_value(state).map_err(|error| CallError::InvalidState {
             event: self.info.name.to_string(),
-            source,
+            error,
         })?;
         restore_private(&mut out, input, &opts.private);
         Ok(out)

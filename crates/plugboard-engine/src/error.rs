@@ -113,7 +113,7 @@ pub enum EngineError {
     },
     /// Storage refused the change; nothing changed.
     #[error("the change could not be stored, so nothing changed: {0}")]
-    Persist(#[from] crate::persist::PersistError),
+    Persist(crate::persist::PersistError),
     /// A plugin callback tried to change the engine while the engine was calling it.
     #[error("`{0}` was called from inside a plugin callback; callbacks must not change the engine")]
     Reentrant(Op),
@@ -195,13 +195,12 @@ pub enum CallError {
     #[error("no event named `{0}` is declared")]
     UnknownEvent(String),
     /// The JSON state is not valid for the event.
-    #[error("invalid state for event `{event}`: {source}")]
+    #[error("invalid state for event `{event}`: {error}")]
     InvalidState {
         /// The event.
         event: String,
-        /// What serde said.
-        #[source]
-        source: serde_json::Error,
+        /// What serde said (in the message: not repeated as a source).
+        error: serde_json::Error,
     },
     /// A synchronous call met an async plugin.
     #[error(
@@ -223,4 +222,12 @@ pub enum CallError {
         /// What happened.
         failure: Failure,
     },
+}
+
+// By hand rather than `#[from]`: the cause is in the message, so it is not also a source
+// (a chain printed with `{:#}` would say it twice).
+impl From<crate::persist::PersistError> for EngineError {
+    fn from(e: crate::persist::PersistError) -> Self {
+        EngineError::Persist(e)
+    }
 }

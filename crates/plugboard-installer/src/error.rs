@@ -19,12 +19,12 @@ pub enum InstallError {
     Fetch(#[from] FetchError),
     /// The component was refused by the WebAssembly host (not a component, another
     /// contract version, cannot be linked, refused to start).
-    #[error("package `{package}`: {source}")]
+    #[error("package `{package}`: {error}")]
     Component {
         /// The package.
         package: String,
-        /// Why.
-        source: WasmError,
+        /// Why (in the message: not repeated as a source).
+        error: WasmError,
     },
     /// Package dependencies are missing or of the wrong version.
     #[error("package `{package}` needs {}", .unmet.join("; "))]
@@ -128,18 +128,18 @@ pub enum InstallError {
     #[error(transparent)]
     Engine(#[from] EngineError),
     /// A file operation failed.
-    #[error("{what}: {source}")]
+    #[error("{what}: {error}")]
     Io {
         /// What was being done.
         what: String,
-        /// The error.
-        source: std::io::Error,
+        /// The error (in the message: not repeated as a source).
+        error: std::io::Error,
     },
 }
 
 impl InstallError {
     pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> InstallError {
         let what = what.into();
-        move |source| InstallError::Io { what, source }
+        move |error| InstallError::Io { what, error }
     }
 }

@@ -779,9 +779,9 @@ impl Installer {
             .host
             .load(&m.package.name, &v.component, limits)
             .map(Arc::new)
-            .map_err(|source| InstallError::Component {
+            .map_err(|error| InstallError::Component {
                 package: m.package.name.clone(),
-                source,
+                error,
             })?;
         self.give_settings(&m.package.name, &plugin)?;
         Ok(plugin)
@@ -867,7 +867,7 @@ impl Installer {
             let _ = std::fs::remove_file(&tmp);
             InstallError::Io {
                 what: format!("writing {}", target.display()),
-                source: e,
+                error: e,
             }
         })?;
         Ok(target)

@@ -206,13 +206,12 @@ pub enum PackageError {
         path: PathBuf,
     },
     /// Reading or writing a file failed.
-    #[error("{}: {source}", .path.display())]
+    #[error("{}: {error}", .path.display())]
     Io {
         /// The file.
         path: PathBuf,
-        /// The error.
-        #[source]
-        source: std::io::Error,
+        /// The error (in the message: not repeated as a source).
+        error: std::io::Error,
     },
 }
 
@@ -232,7 +231,7 @@ impl PackageError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         PackageError::Io {
             path: path.into(),
-            source,
+            error: source,
         }
     }
 }

@@ -39,9 +39,9 @@ fn token_path(home: &Path) -> PathBuf {
 }
 
 fn token_error(path: &Path) -> impl FnOnce(std::io::Error) -> ServerError + '_ {
-    move |source| ServerError::Token {
+    move |error| ServerError::Token {
         path: path.display().to_string(),
-        source,
+        error,
     }
 }
 

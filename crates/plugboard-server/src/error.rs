@@ -15,20 +15,20 @@ use serde_json::json;
 #[non_exhaustive]
 pub enum ServerError {
     /// The address could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {error}")]
     Bind {
         /// The address.
         addr: String,
-        /// Why.
-        source: std::io::Error,
+        /// Why (in the message: not repeated as a source).
+        error: std::io::Error,
     },
     /// The admin token file could not be read or written.
-    #[error("admin token file {path}: {source}")]
+    #[error("admin token file {path}: {error}")]
     Token {
         /// The file.
         path: String,
-        /// Why.
-        source: std::io::Error,
+        /// Why (in the message: not repeated as a source).
+        error: std::io::Error,
     },
     /// The stored admin token hash (in the database, or an earlier version's file) is not
     /// a sha256.
@@ -42,10 +42,18 @@ pub enum ServerError {
     Random(String),
     /// The engine refused what the server needs (its demo hooks).
     #[error("the engine refused: {0}")]
-    Engine(#[from] EngineError),
+    Engine(EngineError),
     /// Serving failed.
     #[error("serving failed: {0}")]
     Serve(std::io::Error),
+}
+
+// By hand rather than `#[from]`: the cause is in the message, so it is not also a source
+// (a chain printed with `{:#}` would say it twice).
+impl From<EngineError> for ServerError {
+    fn from(e: EngineError) -> Self {
+        ServerError::Engine(e)
+    }
 }
 
 /// A failed API request: an HTTP status, a stable snake_case code and a human message,

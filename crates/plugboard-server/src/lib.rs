@@ -215,13 +215,13 @@ impl Server {
         let listener =
             TcpListener::bind(options.addr)
                 .await
-                .map_err(|source| ServerError::Bind {
+                .map_err(|error| ServerError::Bind {
                     addr: options.addr.to_string(),
-                    source,
+                    error,
                 })?;
-        let addr = listener.local_addr().map_err(|source| ServerError::Bind {
+        let addr = listener.local_addr().map_err(|error| ServerError::Bind {
             addr: options.addr.to_string(),
-            source,
+            error,
         })?;
         if options.profiling {
             for event in engine.events() {

@@ -90,8 +90,26 @@ impl Db {
         if !exists && !create {
             return Err(StoreError::NoDatabase(path.display().to_string()));
         }
-        if !exists && let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
+        if !exists {
+            // The data directory and the database are the operator's alone: 0700 / 0600
+            // (SQLite gives its -wal and -shm files the database's mode).
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                let mut builder = std::fs::DirBuilder::new();
+                builder.recursive(true);
+                #[cfg(unix)]
+                std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+                builder.create(dir)?;
+            }
+            let mut file = std::fs::OpenOptions::new();
+            file.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut file, 0o600);
+            match file.open(&path) {
+                Ok(_) => {}
+                // Another process created it at the same moment.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e.into()),
+            }
         }
         let base = SqliteConnectOptions::from_str(url)
             .map_err(|_| StoreError::BadUrl(url.to_owned()))?

@@ -106,10 +106,18 @@ pub enum StoreError {
     },
     /// The database failed.
     #[error("database error: {0}")]
-    Db(#[from] sqlx::Error),
+    Db(sqlx::Error),
     /// Filesystem or runtime failure.
-    #[error("{0}")]
+    #[error(transparent)]
     Io(#[from] std::io::Error),
+}
+
+// By hand rather than `#[from]`: the cause is in the message, so it is not also a source
+// (a chain printed with `{:#}` would say it twice).
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::Db(e)
+    }
 }
 
 /// Which database a store is on.

@@ -389,3 +389,15 @@ fn a_delete_from_the_cli_unloads_the_code_in_a_running_server() {
         chain(&server, "on_content_prepare").contains(&"stubborn".to_owned())
     });
 }
+
+#[test]
+fn an_error_says_its_cause_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = run(tmp.path(), &["serve", "--addr", &addr]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("in use").count(), 1, "{err}");
+    assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
+}

@@ -128,7 +128,7 @@ fn refusals_are_specific_and_write_nothing() {
         matches!(
             &e,
             InstallError::Component {
-                source: plugboard_wasm::WasmError::NotAComponent(_),
+                error: plugboard_wasm::WasmError::NotAComponent(_),
                 ..
             }
         ),

@@ -216,3 +216,21 @@ fn a_version_1_database_is_migrated_to_the_current_one_keeping_its_rows() {
         assert!(store.settings().set(&"x".repeat(201), 1).is_err());
     });
 }
+
+#[test]
+fn a_new_sqlite_database_and_its_directory_are_the_operators_alone() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("home/data");
+    let db = dir.join("plugboard.db");
+    let store = Store::open(&format!("sqlite://{}", db.display())).unwrap();
+    store.settings().set("a-setting", 1).unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&tmp.path().join("home")), 0o700);
+    assert_eq!(mode(&db), 0o600);
+    let wal = dir.join("plugboard.db-wal");
+    if wal.exists() {
+        assert_eq!(mode(&wal), 0o600);
+    }
+}
