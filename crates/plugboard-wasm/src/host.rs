@@ -125,11 +125,17 @@ impl HostState {
     ) -> Self {
         // Nothing is granted: no preopened directories, no environment, no arguments,
         // no network, no inherited stdio.
-        let wasi = WasiCtxBuilder::new()
+        let mut builder = WasiCtxBuilder::new();
+        builder
             .allow_tcp(false)
             .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
+            .allow_ip_name_lookup(false);
+        if !capabilities.clock {
+            // WASI's clocks are the `clock` capability too: without it they stand still at
+            // the epoch (the standard library reads them, so they cannot trap).
+            builder.wall_clock(Frozen).monotonic_clock(Frozen);
+        }
+        let wasi = builder.build();
         HostState {
             wasi,
             table: ResourceTable::new(),
@@ -148,6 +154,29 @@ impl HostState {
             "`{}` called `{import}` without the `{capability}` capability (a package asks for it under [capabilities])",
             self.plugin
         ))
+    }
+}
+
+/// The clocks of a plugin without the `clock` capability: always the epoch.
+struct Frozen;
+
+impl wasmtime_wasi::HostWallClock for Frozen {
+    fn resolution(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(1)
+    }
+
+    fn now(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
+}
+
+impl wasmtime_wasi::HostMonotonicClock for Frozen {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+
+    fn now(&self) -> u64 {
+        0
     }
 }
 

@@ -55,6 +55,17 @@ impl Plugin for Hostile {
                 while plugboard_pdk::now_ms() < until {}
                 Ok(Reply::Continue(state))
             }
+            "on_hostile_wasi_clock" => {
+                // Through WASI, not the `now-ms` import: governed by the `clock` capability
+                // all the same.
+                let since = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or_default();
+                Ok(Reply::Continue(
+                    plugboard_pdk::serde_json::json!({ "ms": since }),
+                ))
+            }
             _ => Ok(Reply::Continue(state)),
         }
     }

@@ -176,3 +176,38 @@ fn skip_policy_goes_on_past_a_hostile_wasm_step() {
         .unwrap();
     assert_eq!(out, json!({"n": 1, "after": true}));
 }
+
+#[test]
+fn wasi_clocks_are_the_clock_capability_too() {
+    let engine = Engine::builder().reference_events(false).build();
+    let host = host();
+    let event = "on_hostile_wasi_clock";
+    engine
+        .declare_dynamic(EventInfo::dynamic(event, "test", "hostile"))
+        .unwrap();
+    let read = |clock: bool| -> u64 {
+        let limits = plugboard_wasm::Limits {
+            capabilities: plugboard_wasm::Capabilities {
+                clock,
+                ..plugboard_wasm::Capabilities::ALL
+            },
+            ..Default::default()
+        };
+        let name = if clock { "with-clock" } else { "without-clock" };
+        let plugin = std::sync::Arc::new(
+            host.load_file(name, &crate::component("hostile"), limits)
+                .unwrap(),
+        );
+        add(&engine, event, plugin, Registration::new(name));
+        let out = engine
+            .call_json(event, json!({}), &CallOptions::default())
+            .unwrap();
+        engine.unregister(name).unwrap();
+        out["ms"].as_u64().unwrap()
+    };
+    assert_eq!(read(false), 0, "a plugin without `clock` reads the epoch");
+    assert!(
+        read(true) > 1_700_000_000_000,
+        "a plugin with `clock` reads the time"
+    );
+}
