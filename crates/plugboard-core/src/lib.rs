@@ -43,7 +43,8 @@ pub mod wire;
 
 pub use event::{Event, EventInfo, Json, schema_of};
 pub use plugin::{
-    AsyncPlugin, Context, EMPTY_META, FnPlugin, Meta, Plugin, Reason, Reply, from_fn,
+    AsyncPlugin, Context, EMPTY_META, FnPlugin, MAX_MESSAGE, Meta, Plugin, Reason, Reply, bounded,
+    from_fn,
 };
 pub use record::{
     DependType, PluginRecord, Priority, PriorityError, Registration, Status, invalid_name,

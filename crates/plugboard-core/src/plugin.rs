@@ -55,14 +55,34 @@ impl fmt::Display for Reason {
 
 impl From<&str> for Reason {
     fn from(s: &str) -> Self {
-        Reason(s.to_owned())
+        Reason(bounded(s.to_owned()))
     }
 }
 
 impl From<String> for Reason {
     fn from(s: String) -> Self {
-        Reason(s)
+        Reason(bounded(s))
     }
+}
+
+/// The most bytes of a plugin's message (an error, a refusal, a log line) the host keeps.
+pub const MAX_MESSAGE: usize = 4096;
+
+/// `text` cut to [`MAX_MESSAGE`] bytes (on a character boundary) with a marker saying how
+/// much was cut: a plugin's message reaches logs, HTTP answers and the database, and a
+/// plugin may not fill them.
+pub fn bounded(mut text: String) -> String {
+    if text.len() <= MAX_MESSAGE {
+        return text;
+    }
+    let total = text.len();
+    let mut cut = MAX_MESSAGE;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    text.truncate(cut);
+    text.push_str(&format!("… ({} more bytes cut)", total - cut));
+    text
 }
 
 /// Read-only data a caller hands to every plugin of one call, never merged into the result.

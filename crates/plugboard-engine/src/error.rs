@@ -168,11 +168,12 @@ pub struct Failure {
 }
 
 impl Failure {
-    /// A failure of `kind`.
+    /// A failure of `kind`; the message is cut to [`plugboard_core::MAX_MESSAGE`] bytes
+    /// (with a marker), since a plugin writes it.
     pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
         Failure {
             kind,
-            message: message.into(),
+            message: plugboard_core::bounded(message.into()),
         }
     }
 

@@ -87,6 +87,52 @@ pub(crate) struct HostState {
     pub(crate) plugin: Arc<str>,
     pub(crate) settings: Arc<std::sync::RwLock<Option<String>>>,
     pub(crate) capabilities: Capabilities,
+    pub(crate) logs: Arc<LogBudget>,
+}
+
+/// Log lines a plugin may write per second; past that they are dropped and counted.
+pub const LOG_LINES_PER_SECOND: u32 = 100;
+
+/// One plugin's log budget, shared by its instances.
+#[derive(Default)]
+pub(crate) struct LogBudget {
+    /// The current one-second window: its start and the lines asked for in it.
+    window: std::sync::Mutex<Option<(std::time::Instant, u32)>>,
+    dropped: std::sync::atomic::AtomicU64,
+}
+
+impl LogBudget {
+    /// Whether one more line may be written now.
+    fn admit(&self, plugin: &str) -> bool {
+        let now = std::time::Instant::now();
+        let mut window = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        let (start, count) = window.get_or_insert((now, 0));
+        if now.duration_since(*start) >= std::time::Duration::from_secs(1) {
+            if *count > LOG_LINES_PER_SECOND {
+                tracing::warn!(
+                    target: "plugboard::wasm::guest",
+                    plugin,
+                    dropped = *count - LOG_LINES_PER_SECOND,
+                    "plugin wrote more than {LOG_LINES_PER_SECOND} log lines in a second; the rest were dropped"
+                );
+            }
+            *start = now;
+            *count = 0;
+        }
+        *count += 1;
+        if *count <= LOG_LINES_PER_SECOND {
+            true
+        } else {
+            self.dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            false
+        }
+    }
+
+    /// Lines dropped since the plugin was loaded.
+    pub(crate) fn dropped(&self) -> u64 {
+        self.dropped.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// The host imports a plugin may call; calling one it was not granted traps, naming it.
@@ -122,6 +168,7 @@ impl HostState {
         memory: usize,
         settings: Arc<std::sync::RwLock<Option<String>>>,
         capabilities: Capabilities,
+        logs: Arc<LogBudget>,
     ) -> Self {
         // Nothing is granted: no preopened directories, no environment, no arguments,
         // no network, no inherited stdio.
@@ -146,6 +193,7 @@ impl HostState {
             plugin,
             settings,
             capabilities,
+            logs,
         }
     }
 
@@ -231,15 +279,12 @@ impl Host for HostState {
         if !self.capabilities.log {
             return Err(self.denied("log", "log"));
         }
-        // A plugin may not flood the host's logs with one line.
-        let mut message = message;
-        if message.len() > 4096 {
-            let mut cut = 4096;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            message.truncate(cut);
+        // A plugin may not flood the host's logs: lines are cut, and past its budget per
+        // second they are dropped and counted.
+        if !self.logs.admit(&self.plugin) {
+            return Ok(());
         }
+        let message = plugboard_core::bounded(message);
         let plugin = &*self.plugin;
         match level {
             Level::Trace => tracing::trace!(target: "plugboard::wasm::guest", plugin, "{message}"),

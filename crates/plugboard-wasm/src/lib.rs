@@ -25,7 +25,7 @@ mod host;
 mod plugin;
 
 pub use cache::Origin;
-pub use host::{Capabilities, HostConfig, WasmError, WasmHost};
+pub use host::{Capabilities, HostConfig, LOG_LINES_PER_SECOND, WasmError, WasmHost};
 pub use plugin::{Limits, WasmPlugin};
 
 /// The contract version this host implements (the WIT package's version).

@@ -65,6 +65,8 @@ pub struct WasmPlugin {
     settings: Arc<RwLock<Option<String>>>,
     /// Bumped on every change of `settings`.
     settings_version: std::sync::atomic::AtomicU64,
+    /// Its log budget, shared by its instances.
+    logs: Arc<crate::host::LogBudget>,
     /// Warm instances; the lock is held only to take or return one, never during a call,
     /// so calls from several threads run concurrently.
     warm: Mutex<Vec<Warm>>,
@@ -135,6 +137,7 @@ impl WasmHost {
             limits,
             settings: Arc::default(),
             settings_version: std::sync::atomic::AtomicU64::new(0),
+            logs: Arc::default(),
             warm: Mutex::new(Vec::new()),
             layouts: Mutex::default(),
             hash,
@@ -227,6 +230,12 @@ impl WasmPlugin {
         }
     }
 
+    /// Log lines dropped because the plugin wrote more than
+    /// [`crate::LOG_LINES_PER_SECOND`] in a second.
+    pub fn log_lines_dropped(&self) -> u64 {
+        self.logs.dropped()
+    }
+
     /// How many warm instances are kept now.
     pub fn warm_instances(&self) -> usize {
         self.warm.lock().map(|w| w.len()).unwrap_or(0)
@@ -257,6 +266,7 @@ impl WasmPlugin {
             self.limits.memory,
             self.settings.clone(),
             self.limits.capabilities,
+            self.logs.clone(),
         );
         let mut store = Store::new(&self.host.inner.engine, state);
         store.limiter(|s| &mut s.limits);

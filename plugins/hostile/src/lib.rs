@@ -44,6 +44,13 @@ impl Plugin for Hostile {
             ))),
             "on_hostile_huge" => Ok(Reply::Continue(Value::String("x".repeat(2 << 20)))),
             "on_hostile_error" => Err("the plugin says no".into()),
+            "on_hostile_chatty" => {
+                // A flood of log lines, then a huge error.
+                for i in 0..1000 {
+                    plugboard_pdk::log::info(&format!("line {i}"));
+                }
+                Err("no".repeat(1 << 20))
+            }
             "on_hostile_sleep" => {
                 std::thread::sleep(std::time::Duration::from_secs(3600));
                 Ok(Reply::Continue(state))

@@ -211,3 +211,37 @@ fn wasi_clocks_are_the_clock_capability_too() {
         "a plugin with `clock` reads the time"
     );
 }
+
+#[test]
+fn a_plugins_log_flood_and_huge_error_are_cut_and_counted() {
+    let engine = Engine::builder().reference_events(false).build();
+    let host = host();
+    let event = "on_hostile_chatty";
+    engine
+        .declare_dynamic(EventInfo::dynamic(event, "test", "hostile"))
+        .unwrap();
+    let plugin = load(&host, "hostile", "chatty");
+    add(&engine, event, plugin.clone(), Registration::new("chatty"));
+    let started = std::time::Instant::now();
+    let (kind, message) = fail(&engine, event);
+    let windows = started.elapsed().as_secs() + 1;
+    assert_eq!(kind, FailureKind::PluginError);
+    assert!(
+        message.len() < plugboard_core::MAX_MESSAGE + 64,
+        "{} bytes",
+        message.len()
+    );
+    assert!(
+        message.ends_with("more bytes cut)"),
+        "{}",
+        &message[message.len() - 40..]
+    );
+    // At most the budget got through in each one-second window the call spanned (however
+    // loaded the machine is).
+    let dropped = plugin.log_lines_dropped();
+    let budget = u64::from(plugboard_wasm::LOG_LINES_PER_SECOND) * (windows + 1);
+    assert!(
+        dropped > 0 && dropped >= 1000u64.saturating_sub(budget),
+        "{dropped} dropped"
+    );
+}
