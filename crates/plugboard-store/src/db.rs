@@ -104,7 +104,7 @@ impl Db {
             file.write(true).create_new(true);
             #[cfg(unix)]
             std::os::unix::fs::OpenOptionsExt::mode(&mut file, 0o600);
-            match file.open(&path) {
+            match file.open(path) {
                 Ok(_) => {}
                 // Another process created it at the same moment.
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
