@@ -54,6 +54,8 @@ pub(crate) struct Stats {
     /// Per-bucket counts (not cumulative), the last for +Inf.
     pub(crate) buckets: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
     pub(crate) last_error: Mutex<Option<Failure>>,
+    /// A stop at the failure threshold is queued and has not run yet.
+    pub(crate) stop_pending: std::sync::atomic::AtomicBool,
 }
 
 impl Stats {
@@ -776,7 +778,13 @@ impl<S: State> Slot<S> {
             *last = Some(failure.clone());
         }
         if let Some(shared) = self.shared.upgrade() {
-            shared.plugin_failed(&self.info.name, &step.name, failure, consecutive);
+            shared.plugin_failed(
+                &self.info.name,
+                &step.name,
+                &step.stats,
+                failure,
+                consecutive,
+            );
         }
     }
 

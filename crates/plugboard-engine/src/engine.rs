@@ -197,6 +197,7 @@ impl EngineBuilder {
             threshold: self.failure_threshold,
             default_policy: self.on_failure,
             background: Background::new(self.background_limit),
+            stopper: crate::stopper::Stopper::default(),
             persistence: self.persistence,
             views: ArcSwap::from_pointee(Views::default()),
         });
@@ -251,6 +252,8 @@ pub(crate) struct Shared {
     threshold: u32,
     default_policy: OnFailure,
     background: Background,
+    /// Stops plugins at the failure threshold, off the call path.
+    pub(crate) stopper: crate::stopper::Stopper,
     persistence: Option<Arc<dyn Persistence>>,
     /// The records as of the last change, for queries: they never take the control lock,
     /// so a plugin callback may ask about plugins.
@@ -936,6 +939,13 @@ impl Engine {
         Ok(true)
     }
 
+    /// Waits until every stop decided at the failure threshold has run (they run on a
+    /// thread of the engine's own, off the call path), at most `timeout`; whether they all
+    /// did. For orderly shutdowns and tests.
+    pub fn wait_idle(&self, timeout: std::time::Duration) -> bool {
+        self.shared.stopper.wait_idle(timeout)
+    }
+
     /// Every record with its storage version, for storage tools.
     pub fn stored_records(&self) -> Vec<StoredRecord> {
         self.shared
@@ -1363,11 +1373,13 @@ impl Shared {
         }
     }
 
-    /// The failure path of a call: publish, and stop the plugin past the threshold.
+    /// The failure path of a call: publish, and past the threshold hand the stop to the
+    /// stopper thread (the call itself never takes the control lock or writes).
     pub(crate) fn plugin_failed(
         self: &Arc<Self>,
         event: &str,
         plugin: &str,
+        stats: &Arc<crate::chain::Stats>,
         failure: &Failure,
         consecutive: u32,
     ) {
@@ -1381,26 +1393,13 @@ impl Shared {
         if self.threshold == 0 || consecutive < self.threshold {
             return;
         }
-        let cause = Cause::FailureThreshold {
-            failures: consecutive,
-        };
-        if IN_CONTROL.with(Cell::get) {
-            // The call runs inside a plugin callback, under the engine's lock: stop the
-            // plugin from the background instead of deadlocking.
-            let shared = self.clone();
-            let plugin = plugin.to_owned();
-            let _ = self.background.submit(Box::pin(async move {
-                let _ = shared.operate(Target::Plugin(&plugin), Op::Stop, Some(cause));
-            }));
-        } else {
-            let _ = self.operate(Target::Plugin(plugin), Op::Stop, Some(cause));
-        }
+        self.stopper.submit(self, plugin, consecutive, stats);
     }
 
     /// Applies one lifecycle operation to its target, then settles dependencies and
     /// rebuilds the chains that changed. With `forced`, callbacks cannot refuse (the
     /// failure threshold stops a plugin whatever it says).
-    fn operate(
+    pub(crate) fn operate(
         &self,
         target: Target<'_>,
         op: Op,

@@ -42,6 +42,7 @@ mod engine;
 mod error;
 mod graph;
 mod persist;
+mod stopper;
 
 pub use background::Spawned;
 pub use chain::{

@@ -142,6 +142,10 @@ fn an_encoded_step_that_keeps_replying_an_invalid_state_is_stopped_at_the_thresh
     for _ in 0..5 {
         assert!(e.call::<OnTest>(OnTest::new()).is_err());
     }
+    assert!(
+        e.wait_idle(std::time::Duration::from_secs(60)),
+        "the stop ran"
+    );
     let bad = e.plugin("bad").unwrap();
     assert_eq!(bad.record.status, plugboard_core::Status::Stopped);
     assert_eq!(bad.failures, 5);

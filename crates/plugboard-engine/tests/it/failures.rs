@@ -107,6 +107,11 @@ fn consecutive_failures_stop_the_plugin_at_the_threshold() {
     }
     assert_eq!(status(&e, "flaky"), Status::Started);
     e.call::<OnTest>(OnTest::new()).unwrap();
+    // The stop runs off the call path; wait for it.
+    assert!(
+        e.wait_idle(std::time::Duration::from_secs(60)),
+        "the stop ran"
+    );
     assert_eq!(status(&e, "flaky"), Status::Stopped);
     assert_eq!(e.plugin("flaky").unwrap().failures, 5);
     assert_eq!(
@@ -177,6 +182,10 @@ fn the_default_policy_also_auto_stops_at_five() {
         let err = e.call::<OnTest>(OnTest::new()).unwrap_err();
         assert!(matches!(err, CallError::PluginFailed { .. }), "call {i}");
     }
+    assert!(
+        e.wait_idle(std::time::Duration::from_secs(60)),
+        "the stop ran"
+    );
     assert_eq!(status(&e, "flaky"), Status::Stopped);
     assert_eq!(
         e.call::<OnTest>(OnTest::new()).unwrap().trail,
@@ -184,4 +193,53 @@ fn the_default_policy_also_auto_stops_at_five() {
     );
     // Stopped by the threshold is sticky like any stop.
     assert!(e.start("flaky").is_err());
+}
+
+/// Always fails; its `stop` callback waits until the test lets it go.
+struct SlowToStop(std::sync::Mutex<std::sync::mpsc::Receiver<()>>);
+
+impl Plugin<OnTest> for SlowToStop {
+    fn call(&self, _: OnTest, _: &Context<'_>) -> Reply<OnTest> {
+        panic!("always fails")
+    }
+    fn stop(&self, _: &plugboard_core::PluginRecord) -> Result<(), plugboard_core::Reason> {
+        let rx = self.0.lock().unwrap();
+        let _ = rx.recv_timeout(std::time::Duration::from_secs(60));
+        Ok(())
+    }
+}
+
+#[test]
+fn the_call_that_reaches_the_threshold_does_not_run_the_stop_and_the_stop_is_never_dropped() {
+    // A background queue of one: the stop does not go through it (it has its own thread).
+    let e = Engine::builder()
+        .reference_events(false)
+        .failure_threshold(2)
+        .background_limit(1)
+        .build();
+    let (release, rx) = std::sync::mpsc::channel();
+    e.register(
+        Registration::new("slow"),
+        SlowToStop(std::sync::Mutex::new(rx)),
+    )
+    .unwrap();
+    e.start("slow").unwrap();
+    assert!(e.call::<OnTest>(OnTest::new()).is_err());
+    // The second failure reaches the threshold: the call returns while the stop callback
+    // is still waiting (were the stop run inside the call, it would not return).
+    let (done_tx, done) = std::sync::mpsc::channel();
+    let caller = e.clone();
+    std::thread::spawn(move || {
+        let r = caller.call::<OnTest>(OnTest::new());
+        let _ = done_tx.send(r.is_err());
+    });
+    assert_eq!(
+        done.recv_timeout(std::time::Duration::from_secs(30)),
+        Ok(true),
+        "the call waited for the stop"
+    );
+    assert!(!e.wait_idle(std::time::Duration::from_millis(50)), "the stop is pending");
+    release.send(()).unwrap();
+    assert!(e.wait_idle(std::time::Duration::from_secs(60)));
+    assert_eq!(status(&e, "slow"), Status::Stopped);
 }

@@ -125,11 +125,16 @@ fn enabling_after_an_auto_stop_gives_a_clean_streak() {
     for _ in 0..3 {
         e.call::<OnTest>(OnTest::new()).unwrap();
     }
+    assert!(
+        e.wait_idle(std::time::Duration::from_secs(60)),
+        "the stop ran"
+    );
     assert_eq!(status(&e, "flaky"), Status::Stopped);
     e.enable("flaky").unwrap();
     assert_eq!(e.plugin("flaky").unwrap().consecutive_failures, 0);
     // One more failure is one, not four: the plugin keeps running.
     e.call::<OnTest>(OnTest::new()).unwrap();
+    assert!(e.wait_idle(std::time::Duration::from_secs(60)));
     assert_eq!(status(&e, "flaky"), Status::Restarted);
 }
 

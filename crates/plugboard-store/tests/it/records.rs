@@ -297,6 +297,7 @@ fn an_enable_from_another_process_gives_a_clean_failure_streak() {
         for _ in 0..3 {
             let _ = host.call::<crate::OnStore>(crate::OnStore { trail: vec![] });
         }
+        assert!(host.wait_idle(Duration::from_secs(60)), "the stop ran");
         assert_eq!(
             status(&store, "flaky"),
             Some(Status::Stopped),
@@ -312,8 +313,9 @@ fn an_enable_from_another_process_gives_a_clean_failure_streak() {
             Status::Restarted,
             "{backend:?}"
         );
-        // One failure is one failure, not the streak's fourth.
+        // One failure is one failure, not the streak's fourth (a stop would be queued).
         let _ = host.call::<crate::OnStore>(crate::OnStore { trail: vec![] });
+        assert!(host.wait_idle(Duration::from_secs(60)));
         assert_eq!(
             host.plugin("flaky").unwrap().record.status,
             Status::Restarted,

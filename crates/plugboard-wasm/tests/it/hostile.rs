@@ -121,6 +121,10 @@ fn the_failure_threshold_stops_a_hostile_plugin_and_its_poisoned_instances_are_r
     for _ in 0..3 {
         fail(&engine, "on_hostile_trap");
     }
+    assert!(
+        engine.wait_idle(std::time::Duration::from_secs(60)),
+        "the stop ran"
+    );
     assert_eq!(
         engine.plugin("trap").unwrap().record.status,
         Status::Stopped
