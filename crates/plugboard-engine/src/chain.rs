@@ -43,6 +43,18 @@ pub enum OnFailure {
     Skip,
 }
 
+/// Runs a synchronous step from async code: on a multi-threaded tokio runtime through
+/// `block_in_place` (the worker hands its other tasks on first), elsewhere (a
+/// current-thread runtime, such as the engine's own background worker) in place.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
 /// Counters kept per plugin across chain rebuilds.
 #[derive(Default)]
 pub(crate) struct Stats {
@@ -705,16 +717,22 @@ impl<S: State> Slot<S> {
             let out = match &step.runner {
                 Runner::Native(runner) => catch_unwind(AssertUnwindSafe(|| runner.run(state, &cx)))
                     .map_err(|payload| Failure::from_panic(&*payload)),
-                Runner::Sync(runner) => catch_unwind(AssertUnwindSafe(|| runner.run(state, &cx)))
-                    .unwrap_or_else(|payload| Err(Failure::from_panic(&*payload))),
-                Runner::Encoded(runner) => catch_unwind(AssertUnwindSafe(|| {
-                    let bytes = encode(step.wire, &state)?;
-                    match runner.run(&bytes, step.wire, &cx)? {
-                        Reply::Continue(b) => decode(step.wire, &b).map(Reply::Continue),
-                        Reply::Halt(b) => decode(step.wire, &b).map(Reply::Halt),
-                    }
-                }))
-                .unwrap_or_else(|payload| Err(Failure::from_panic(&*payload))),
+                // Synchronous steps (a wasm plugin may run up to its deadline) must not hold
+                // an executor thread: they run where blocking is allowed.
+                Runner::Sync(runner) => blocking(|| {
+                    catch_unwind(AssertUnwindSafe(|| runner.run(state, &cx)))
+                        .unwrap_or_else(|payload| Err(Failure::from_panic(&*payload)))
+                }),
+                Runner::Encoded(runner) => blocking(|| {
+                    catch_unwind(AssertUnwindSafe(|| {
+                        let bytes = encode(step.wire, &state)?;
+                        match runner.run(&bytes, step.wire, &cx)? {
+                            Reply::Continue(b) => decode(step.wire, &b).map(Reply::Continue),
+                            Reply::Halt(b) => decode(step.wire, &b).map(Reply::Halt),
+                        }
+                    }))
+                    .unwrap_or_else(|payload| Err(Failure::from_panic(&*payload)))
+                }),
                 Runner::Async(runner) => {
                     match catch_unwind(AssertUnwindSafe(|| runner.run(state, &cx))) {
                         Ok(fut) => CatchUnwind(fut).await.unwrap_or_else(Err),

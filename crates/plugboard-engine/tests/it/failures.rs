@@ -238,7 +238,10 @@ fn the_call_that_reaches_the_threshold_does_not_run_the_stop_and_the_stop_is_nev
         Ok(true),
         "the call waited for the stop"
     );
-    assert!(!e.wait_idle(std::time::Duration::from_millis(50)), "the stop is pending");
+    assert!(
+        !e.wait_idle(std::time::Duration::from_millis(50)),
+        "the stop is pending"
+    );
     release.send(()).unwrap();
     assert!(e.wait_idle(std::time::Duration::from_secs(60)));
     assert_eq!(status(&e, "slow"), Status::Stopped);

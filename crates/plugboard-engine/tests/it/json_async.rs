@@ -307,3 +307,55 @@ async fn a_sync_trace_of_an_async_chain_names_the_async_plugin() {
         .await;
     assert_eq!(t.result.unwrap()["trail"], json!(["async:slow"]));
 }
+
+/// A synchronous (JSON) plugin that waits, up to 10 s, for another task to raise a flag.
+struct WaitsForFlag(Arc<std::sync::atomic::AtomicBool>);
+impl Plugin<Json> for WaitsForFlag {
+    fn call(&self, mut s: Value, _: &Context<'_>) -> Reply<Value> {
+        let started = std::time::Instant::now();
+        while !self.0.load(Ordering::SeqCst) && started.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        s["secret"] = json!(if self.0.load(Ordering::SeqCst) {
+            "ran beside"
+        } else {
+            "starved"
+        });
+        Reply::Continue(s)
+    }
+}
+
+#[test]
+fn a_synchronous_step_in_an_async_call_does_not_hold_the_executor() {
+    // One worker: were the synchronous step run on it, the flag task could not run.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let e = engine();
+    e.declare::<OnTest>().unwrap();
+    let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    e.register_json(
+        "on_test",
+        Registration::new("waits"),
+        WaitsForFlag(flag.clone()),
+    )
+    .unwrap();
+    e.register_async(
+        Registration::new("b").priority(60),
+        SlowAsync(Arc::default()),
+    )
+    .unwrap();
+    e.start(plugboard_engine::Target::All).unwrap();
+    let hook = e.hook::<OnTest>().unwrap();
+    let out = rt.block_on(async move {
+        let call = tokio::spawn(async move { hook.call_async(OnTest::new()).await });
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            flag.store(true, Ordering::SeqCst);
+        });
+        call.await.unwrap().unwrap()
+    });
+    assert_eq!(out.secret, "ran beside");
+}
