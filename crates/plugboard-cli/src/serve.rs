@@ -60,6 +60,7 @@ pub(crate) fn serve(
     runtime.block_on(async {
         let config = ServerConfig::new(store, engine, installer, home).options(ServerOptions {
             addr,
+            demo: true,
             ..ServerOptions::default()
         });
         let server = Server::bind(config).await?;

@@ -436,30 +436,70 @@ impl Installer {
         source: &str,
         opts: &InstallOptions,
     ) -> Result<Installed, InstallError> {
-        let verified = verify(&bytes, &self.verify_options(opts.sha256.clone()))?;
+        let verified = match verify(&bytes, &self.verify_options(opts.sha256.clone())) {
+            Ok(v) => v,
+            Err(e) => {
+                // Refused before its name could be trusted: recorded under its source.
+                let e = InstallError::from(e);
+                self.record(
+                    "install",
+                    "error",
+                    &format!("({source_kind}) {source}"),
+                    json!({ "error": e.to_string(), "source": source, "stage": "verification" }),
+                );
+                return Err(e);
+            }
+        };
         let name = verified.manifest.package.name.clone();
         let mut loaded = self.lock();
-        let existing = self.inner.store.package(&name)?;
+        let (action, result) =
+            self.install_verified(&mut loaded, verified, bytes, source_kind, source, opts);
+        self.report(action, &name, &result);
+        result
+    }
+
+    /// An install of verified bytes: upgrade, reinstall or refusal as the installed
+    /// version says; returns the action it was and its result.
+    fn install_verified(
+        &self,
+        loaded: &mut BTreeMap<String, Loaded>,
+        verified: VerifiedPackage,
+        bytes: Vec<u8>,
+        source_kind: &str,
+        source: &str,
+        opts: &InstallOptions,
+    ) -> (&'static str, Result<Installed, InstallError>) {
+        let name = verified.manifest.package.name.clone();
+        let existing = match self.inner.store.package(&name) {
+            Ok(e) => e,
+            Err(e) => return ("install", Err(e.into())),
+        };
         let action = match &existing {
             None => "install",
             Some(row) => {
-                let installed = Version::parse(&row.version).map_err(|e| damaged(row, e))?;
+                let installed = match Version::parse(&row.version) {
+                    Ok(v) => v,
+                    Err(e) => return ("install", Err(damaged(row, e))),
+                };
                 let offered = &verified.manifest.package.version;
                 if *offered > installed {
                     "upgrade"
                 } else if opts.force {
                     "reinstall"
                 } else {
-                    return Err(InstallError::NotNewer {
-                        package: name,
-                        installed: row.version.clone(),
-                        offered: offered.to_string(),
-                    });
+                    return (
+                        "install",
+                        Err(InstallError::NotNewer {
+                            package: name,
+                            installed: row.version.clone(),
+                            offered: offered.to_string(),
+                        }),
+                    );
                 }
             }
         };
         let result = self.apply(
-            &mut loaded,
+            loaded,
             verified,
             bytes,
             source_kind,
@@ -467,8 +507,7 @@ impl Installer {
             action,
             existing,
         );
-        self.report(action, &name, &result);
-        result
+        (action, result)
     }
 
     fn report(&self, action: &str, name: &str, result: &Result<Installed, InstallError>) {

@@ -343,7 +343,10 @@ async fn login(
     axum::Form(form): axum::Form<LoginForm>,
 ) -> Response {
     let ip = peer.ip();
-    if let Some(wait) = state.limiter.blocked(ip) {
+    // The right token always logs in: the limit slows wrong guesses, and must not let
+    // someone else (sharing an address, or a proxy) lock the operator out.
+    let right = state.token.matches(form.token.trim());
+    if let (false, Some(wait)) = (right, state.limiter.blocked(ip)) {
         let mut r = (
             StatusCode::TOO_MANY_REQUESTS,
             Html(login_page(
@@ -356,7 +359,7 @@ async fn login(
         }
         return r;
     }
-    if !state.token.matches(form.token.trim()) {
+    if !right {
         state.limiter.fail(ip);
         tracing::warn!(%ip, "failed login");
         return (

@@ -98,6 +98,10 @@ pub struct ServerOptions {
     /// Record every lifecycle event of the engine in the activity log (default off: a host
     /// usually attaches its own log to the engine, as the CLI's installer does).
     pub log_lifecycle: bool,
+    /// Serve the demo host (`/demo`: a public sign-up form that fires the engine's
+    /// `on_user_after_save_failure` and `on_user_after_save`). Off by default: it fires
+    /// the embedder's real events without authentication; `plugboard serve` turns it on.
+    pub demo: bool,
 }
 
 impl Default for ServerOptions {
@@ -114,6 +118,7 @@ impl Default for ServerOptions {
             follow: Some(Duration::from_millis(250)),
             index_poll: Some(Duration::from_secs(600)),
             log_lifecycle: false,
+            demo: false,
         }
     }
 }
@@ -409,10 +414,15 @@ fn routes(state: Shared) -> Router {
     let protected = api::routes(&state).merge(metrics::routes()).route_layer(
         axum::middleware::from_fn_with_state(state.clone(), api::require_auth),
     );
+    let demo = if state.options.demo {
+        demo::routes()
+    } else {
+        Router::new()
+    };
     Router::new()
         .merge(protected)
         .merge(assets::routes())
-        .merge(demo::routes())
+        .merge(demo)
         .merge(api::public_routes())
         .fallback(api::not_found)
         .layer(DefaultBodyLimit::max(json_limit))

@@ -401,3 +401,22 @@ fn an_error_says_its_cause_once() {
     assert_eq!(err.matches("in use").count(), 1, "{err}");
     assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
 }
+
+#[test]
+fn an_upload_refused_at_verification_is_in_the_activity_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    let server = serve(&home);
+    let (status, body) =
+        crate::http_bytes(&server, "POST", "/api/packages", b"not a package at all");
+    assert_eq!(status, 422, "{body}");
+    wait_for(Duration::from_secs(30), "the refusal is recorded", || {
+        let out = stdout(&run(
+            &home,
+            &[
+                "activity", "--kind", "package", "--status", "error", "--json",
+            ],
+        ));
+        out.contains("\"verification\"") && out.contains("(upload)")
+    });
+}

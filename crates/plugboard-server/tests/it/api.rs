@@ -309,7 +309,7 @@ fn activity_health_and_profile() {
 
 #[test]
 fn every_response_carries_the_security_headers() {
-    let env = Env::start();
+    let env = Env::start_with(|o| o.demo = true);
     for path in [
         "/",
         "/login",
@@ -360,4 +360,12 @@ fn nul_characters_and_non_object_states_are_clear_400s() {
     }
     // Nothing was stored.
     assert_eq!(env.api("GET", "/api/settings", None).json(), json!([]));
+}
+
+#[test]
+fn the_demo_host_is_served_only_when_asked_for() {
+    // An embedder's server does not mount a public form that fires its real events.
+    let env = Env::start();
+    assert_eq!(env.send("GET", "/demo", &[], None).status, 404);
+    assert_eq!(env.send("POST", "/demo/signup", &[], None).status, 404);
 }

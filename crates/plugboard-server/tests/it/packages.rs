@@ -111,7 +111,7 @@ fn upload_installs_into_the_chain_and_uninstall_removes_it() {
 
 #[test]
 fn demo_signup_fires_events_and_records_the_plugins_effect() {
-    let env = Env::start();
+    let env = Env::start_with(|o| o.demo = true);
     assert_eq!(
         upload(&env, audit_package("audit", "1.0.0"), "").status,
         200
