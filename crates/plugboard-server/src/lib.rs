@@ -38,6 +38,7 @@
 //! The OpenAPI document of the JSON API is served at `GET /api/openapi.json` and built
 //! from the handlers (`utoipa`).
 
+mod accept;
 mod api;
 mod assets;
 mod auth;
@@ -102,6 +103,12 @@ pub struct ServerOptions {
     /// `on_user_after_save_failure` and `on_user_after_save`). Off by default: it fires
     /// the embedder's real events without authentication; `plugboard serve` turns it on.
     pub demo: bool,
+    /// At most this many connections at once; past it new ones are closed at once (and
+    /// that is logged). Default 1024.
+    pub max_connections: usize,
+    /// A client must send a request's headers within this time, and a connection idle
+    /// between requests is closed after it. Default 10 s.
+    pub header_read_timeout: Duration,
 }
 
 impl Default for ServerOptions {
@@ -119,6 +126,8 @@ impl Default for ServerOptions {
             index_poll: Some(Duration::from_secs(600)),
             log_lifecycle: false,
             demo: false,
+            max_connections: 1024,
+            header_read_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -331,13 +340,15 @@ impl Server {
             }
             tracing::info!("admin server stopping");
         };
-        let result = axum::serve(
+        accept::serve(
             listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
+            app,
+            state.options.max_connections,
+            state.options.header_read_timeout,
+            stop,
         )
-        .with_graceful_shutdown(stop)
-        .await
-        .map_err(ServerError::Serve);
+        .await;
+        let result = Ok(());
         forwarder.abort();
         token_follower.abort();
         if let Some(p) = poller {

@@ -294,3 +294,47 @@ fn oversized_bodies_get_413_as_json() {
     );
     r.assert_error(413, "too_large");
 }
+
+#[test]
+fn idle_and_slow_connections_are_closed_and_the_connection_count_is_capped() {
+    use std::io::{Read, Write};
+    let env = Env::start_with(|o| {
+        o.max_connections = 3;
+        // Generous: the cap must be met before the first ones time out, on a busy machine too.
+        o.header_read_timeout = Duration::from_secs(5);
+    });
+    let addr = env.base.trim_start_matches("http://").to_owned();
+    let open = || {
+        let c = std::net::TcpStream::connect(&addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        c
+    };
+    // Two idle connections and a slow one that never finishes its headers.
+    let mut idle = vec![open(), open()];
+    let mut slow = open();
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    idle.push(slow);
+    // At the cap: the next connection is closed without an answer.
+    std::thread::sleep(Duration::from_millis(200));
+    let mut extra = open();
+    let _ = extra.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let mut answer = String::new();
+    let _ = extra.read_to_string(&mut answer);
+    assert!(answer.is_empty(), "answered past the cap: {answer}");
+    // The server closes each of them after the header-read timeout.
+    for c in &mut idle {
+        let started = std::time::Instant::now();
+        let mut buf = [0u8; 256];
+        let n = c.read(&mut buf).unwrap_or(0);
+        assert!(
+            n == 0 || String::from_utf8_lossy(&buf[..n]).contains("408"),
+            "still open"
+        );
+        assert!(started.elapsed() < Duration::from_secs(30));
+    }
+    // Room again.
+    env.eventually("the server answers again", || {
+        (env.send("GET", "/health", &[], None).status == 200).then_some(())
+    });
+}
