@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use anyhow::Result;
 use plugboard::broadcast::Receiver;
@@ -335,6 +336,8 @@ pub(crate) fn run(engine: &Engine, out: &mut impl Write) -> Result<()> {
         writeln!(out, "   call {i}: {}", ran.join(" "))?;
     }
     std::panic::set_hook(quiet);
+    // The stop at the threshold runs on the engine's own thread: let it finish.
+    engine.wait_idle(Duration::from_secs(30));
     report(out, &mut changes)?;
     if let Some(info) = engine.plugin("broken") {
         let last = info.last_error.map(|f| f.message).unwrap_or_default();
