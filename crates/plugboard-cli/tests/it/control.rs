@@ -257,8 +257,9 @@ fn chain(server: &crate::Serve, event: &str) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn a_plugin_cannot_veto_its_stop_or_its_uninstall() {
+/// A running `plugboard serve` with the stubborn package installed (by the CLI, another
+/// process) and loaded; the temp dir holding its home, the home, and the server.
+fn serve_with_stubborn() -> (tempfile::TempDir, PathBuf, crate::Serve) {
     let tmp = tempfile::tempdir().unwrap();
     let home = tmp.path().join("home");
     let server = serve(&home);
@@ -267,6 +268,12 @@ fn a_plugin_cannot_veto_its_stop_or_its_uninstall() {
     wait_for(Duration::from_secs(30), "the server loads stubborn", || {
         chain(&server, "on_content_prepare").contains(&"stubborn".to_owned())
     });
+    (tmp, home, server)
+}
+
+#[test]
+fn a_plugin_cannot_veto_its_stop_or_its_uninstall() {
+    let (_tmp, home, server) = serve_with_stubborn();
 
     // Through the API: the stop goes ahead, and the refusal is reported.
     let (status, body) = http(&server, "POST", "/api/plugins/stubborn/stop", None);
@@ -359,14 +366,7 @@ fn read_only_commands_create_and_write_nothing() {
 
 #[test]
 fn a_delete_from_the_cli_unloads_the_code_in_a_running_server() {
-    let tmp = tempfile::tempdir().unwrap();
-    let home = tmp.path().join("home");
-    let server = serve(&home);
-    let package = stubborn_package(tmp.path());
-    stdout(&run(&home, &["install", package.to_str().unwrap()]));
-    wait_for(Duration::from_secs(30), "the server loads stubborn", || {
-        chain(&server, "on_content_prepare").contains(&"stubborn".to_owned())
-    });
+    let (_tmp, home, server) = serve_with_stubborn();
     let out = stdout(&run(&home, &["delete", "stubborn"]));
     assert!(
         out.contains("stubborn: code unloaded (record kept)"),

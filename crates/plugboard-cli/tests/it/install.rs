@@ -582,7 +582,11 @@ fn a_sigkill_mid_install_leaves_the_old_state_or_the_new_one() {
         child.kill().ok(); // SIGKILL (a no-op if it already exited)
         child.wait().unwrap();
 
-        // The store is consistent at once: a row has its record, or neither exists.
+        // The next command that boots an installer finishes or undoes what the kill
+        // interrupted (a committed row whose hooks were not registered yet gets them).
+        // `rollback` boots, then refuses: there is never a previous version here.
+        let out = run(home, &["rollback", "audit"]);
+        assert!(!out.status.success(), "round {round}");
         let listed = packages(home);
         let record = record_status(home, "wasm_audit");
         match listed.as_slice() {
@@ -601,9 +605,8 @@ fn a_sigkill_mid_install_leaves_the_old_state_or_the_new_one() {
             }
             more => panic!("round {round}: {more:?}"),
         }
-        // The next command that boots an installer (here `uninstall`, which also refuses
-        // when nothing is installed) finishes or undoes what the kill interrupted: staging
-        // leftovers and files no row references go.
+        // Staging leftovers and files no row references went at that boot; start the
+        // next round from nothing (`uninstall` refuses when nothing is installed).
         let out = run(home, &["uninstall", "audit"]);
         assert_eq!(out.status.success(), !listed.is_empty(), "round {round}");
         let staging = files_under(&home.join("packages/.staging"));
