@@ -45,6 +45,37 @@ pub enum WasmError {
     Other(String),
 }
 
+/// Why the host stopped a guest from inside one of its own functions. Raised as the
+/// guest's trap, and recognised by type (never by message text) when the call fails.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Stopped {
+    /// The memory limiter refused a `memory.grow`.
+    #[error(
+        "memory limit exceeded: the plugin asked for {asked} bytes of linear memory; its limit is {limit}"
+    )]
+    Memory {
+        /// Bytes the instance would have held.
+        asked: usize,
+        /// Its limit, in bytes.
+        limit: usize,
+    },
+    /// A WASI wait, which the epoch deadline could not interrupt.
+    #[error("blocking is not allowed in a plugin ({0})")]
+    Blocking(&'static str),
+    /// A host import the plugin was not granted.
+    #[error(
+        "`{plugin}` called `{import}` without the `{capability}` capability (a package asks for it under [capabilities])"
+    )]
+    Denied {
+        /// The plugin.
+        plugin: Arc<str>,
+        /// The import it called.
+        import: &'static str,
+        /// The capability that grants it.
+        capability: &'static str,
+    },
+}
+
 impl WasmError {
     pub(crate) fn other(e: impl std::fmt::Display) -> Self {
         WasmError::Other(e.to_string())
@@ -197,11 +228,12 @@ impl HostState {
         }
     }
 
-    fn denied(&self, import: &str, capability: &str) -> wasmtime::Error {
-        wasmtime::Error::msg(format!(
-            "`{}` called `{import}` without the `{capability}` capability (a package asks for it under [capabilities])",
-            self.plugin
-        ))
+    fn denied(&self, import: &'static str, capability: &'static str) -> wasmtime::Error {
+        wasmtime::Error::new(Stopped::Denied {
+            plugin: self.plugin.clone(),
+            import,
+            capability,
+        })
     }
 }
 
@@ -246,10 +278,10 @@ impl wasmtime::ResourceLimiter for Limiter {
         if total > self.max {
             // An error (not `Ok(false)`) traps at once: a plugin that cannot have the
             // memory it asked for is stopped here, with a message saying why.
-            return Err(wasmtime::Error::msg(format!(
-                "memory limit exceeded: the plugin asked for {total} bytes of linear memory; its limit is {}",
-                self.max
-            )));
+            return Err(wasmtime::Error::new(Stopped::Memory {
+                asked: total,
+                limit: self.max,
+            }));
         }
         self.used = total;
         Ok(true)
@@ -327,17 +359,15 @@ fn forbid_blocking(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     poll.func_wrap(
         "poll",
         |_, (_ps,): (Vec<Resource<DynPollable>>,)| -> wasmtime::Result<(Vec<u32>,)> {
-            Err(wasmtime::Error::msg(
-                "blocking is not allowed in a plugin (wasi:io/poll.poll)",
-            ))
+            Err(wasmtime::Error::new(Stopped::Blocking("wasi:io/poll.poll")))
         },
     )?;
     poll.func_wrap(
         "[method]pollable.block",
         |_, (_p,): (Resource<DynPollable>,)| -> wasmtime::Result<()> {
-            Err(wasmtime::Error::msg(
-                "blocking is not allowed in a plugin (wasi:io/poll.pollable.block)",
-            ))
+            Err(wasmtime::Error::new(Stopped::Blocking(
+                "wasi:io/poll.pollable.block",
+            )))
         },
     )?;
     linker.allow_shadowing(false);

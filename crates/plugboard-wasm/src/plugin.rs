@@ -14,7 +14,7 @@ use wasmtime::component::types::ComponentItem;
 use crate::CONTRACT_VERSION;
 use crate::bindings::{Plugin, PluginPre, Reply as WitReply, Wire as WitWire};
 use crate::cache::{self, Origin};
-use crate::host::{Capabilities, HostState, WasmError, WasmHost};
+use crate::host::{Capabilities, HostState, Stopped, WasmError, WasmHost};
 
 /// The limits a plugin runs under. The defaults fit a plugin that handles a request's
 /// worth of data; the operator may loosen or tighten them per plugin.
@@ -344,23 +344,51 @@ impl WasmPlugin {
     }
 }
 
-/// Turns a wasmtime error into the failure a plugin is charged with.
+/// Innermost frames of one function past which an out-of-bounds access is taken for a
+/// stack overflow. A Rust (or C) guest keeps the locals whose address is taken on a
+/// shadow stack at the bottom of linear memory; running off it is an out-of-bounds
+/// access, not the engine's native stack overflow. wasmtime keeps the innermost 20
+/// frames of a trap's backtrace, so this is the most that can be asked for.
+const RECURSION_FRAMES: usize = 16;
+
+/// Whether the innermost frames of a backtrace are one function calling itself.
+fn recursing(backtrace: Option<&wasmtime::WasmBacktrace>) -> bool {
+    let Some(frames) = backtrace.map(wasmtime::WasmBacktrace::frames) else {
+        return false;
+    };
+    frames.len() >= RECURSION_FRAMES
+        && frames[..RECURSION_FRAMES]
+            .windows(2)
+            .all(|w| w[0].func_index() == w[1].func_index())
+}
+
+/// Turns a wasmtime error into the failure a plugin is charged with: by the error's type
+/// (the host's own [`Stopped`], wasmtime's traps and pool errors), never its text.
 fn classify(plugin: &str, what: &str, e: wasmtime::Error) -> Failure {
-    let detail = format!("{e:#}");
+    if let Some(stopped) = e.downcast_ref::<Stopped>() {
+        let kind = match stopped {
+            Stopped::Memory { .. } => FailureKind::ResourceLimit,
+            Stopped::Blocking(_) | Stopped::Denied { .. } => FailureKind::Trap,
+        };
+        let message = match stopped {
+            Stopped::Memory { .. } => {
+                format!("`{plugin}` exceeded its memory limit in {what}: {stopped}")
+            }
+            Stopped::Blocking(import) => {
+                format!("`{plugin}` tried to block in {what} ({import}); plugins may not wait")
+            }
+            Stopped::Denied { .. } => format!("{stopped} in {what}"),
+        };
+        return failure(kind, message);
+    }
     if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
         .is_some()
     {
         return failure(
             FailureKind::ResourceLimit,
             format!(
-                "the host's instance pool is full; `{plugin}` could not get an instance for {what}: {detail}"
+                "the host's instance pool is full; `{plugin}` could not get an instance for {what}: {e:#}"
             ),
-        );
-    }
-    if detail.contains("blocking is not allowed") {
-        return failure(
-            FailureKind::Trap,
-            format!("`{plugin}` tried to block in {what}; plugins may not wait"),
         );
     }
     if let Some(trap) = e.downcast_ref::<wasmtime::Trap>() {
@@ -377,21 +405,21 @@ fn classify(plugin: &str, what: &str, e: wasmtime::Error) -> Failure {
                 FailureKind::Trap,
                 format!("`{plugin}` overflowed its stack in {what}"),
             ),
+            wasmtime::Trap::MemoryOutOfBounds if recursing(e.downcast_ref()) => failure(
+                FailureKind::Trap,
+                format!(
+                    "`{plugin}` overflowed its stack in {what} (a recursion ran out of its shadow stack in linear memory)"
+                ),
+            ),
             other => failure(
                 FailureKind::Trap,
                 format!("`{plugin}` trapped in {what}: {other}"),
             ),
         };
     }
-    if detail.contains("memory") && (detail.contains("limit") || detail.contains("grow")) {
-        return failure(
-            FailureKind::ResourceLimit,
-            format!("`{plugin}` exceeded its memory limit in {what}: {detail}"),
-        );
-    }
     failure(
         FailureKind::Trap,
-        format!("`{plugin}` failed in {what}: {detail}"),
+        format!("`{plugin}` failed in {what}: {e:#}"),
     )
 }
 

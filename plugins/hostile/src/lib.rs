@@ -17,6 +17,21 @@ fn recurse(n: u64) -> u64 {
     }
 }
 
+#[inline(never)]
+fn recurse_deep_frames(n: u64) -> u64 {
+    // Each level keeps a 1 KiB buffer whose address escapes, so it lives on the shadow
+    // stack in linear memory: the overflow runs off the bottom of memory, not the
+    // engine's native stack.
+    let mut frame = [0u8; 1024];
+    frame[(n % 1024) as usize] = n as u8;
+    let frame = std::hint::black_box(&mut frame);
+    if n == u64::MAX {
+        0
+    } else {
+        recurse_deep_frames(n + 1).wrapping_add(u64::from(frame[7]))
+    }
+}
+
 impl Plugin for Hostile {
     type State = Value;
 
@@ -39,6 +54,9 @@ impl Plugin for Hostile {
             "on_hostile_recursion" => Ok(Reply::Continue(Value::from(recurse(
                 std::hint::black_box(0),
             )))),
+            "on_hostile_shadow_stack" => Ok(Reply::Continue(Value::from(
+                recurse_deep_frames(std::hint::black_box(0)),
+            ))),
             "on_hostile_invalid" => Ok(Reply::Continue(Value::String(
                 "not the event's state".into(),
             ))),

@@ -26,6 +26,7 @@ fn setup() -> (Engine, plugboard_wasm::WasmHost) {
         "memory",
         "trap",
         "recursion",
+        "shadow_stack",
         "huge",
         "error",
         "sleep",
@@ -82,6 +83,11 @@ fn each_hostile_plugin_fails_with_its_own_error_and_the_host_keeps_serving() {
         ("on_hostile_trap", FailureKind::Trap, "trapped"),
         (
             "on_hostile_recursion",
+            FailureKind::Trap,
+            "overflowed its stack",
+        ),
+        (
+            "on_hostile_shadow_stack",
             FailureKind::Trap,
             "overflowed its stack",
         ),
