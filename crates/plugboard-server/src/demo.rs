@@ -3,7 +3,7 @@
 //! added) through the engine's typed hooks, so operators can watch plugins act on real
 //! calls. Users live in memory only.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Mutex;
 
@@ -25,10 +25,40 @@ use crate::Shared;
 const FORM: &str = include_str!("../assets/demo.html");
 const WELCOME: &str = include_str!("../assets/demo-welcome.html");
 
-/// The demo's users (emails taken).
+/// Sign-ups the demo remembers; past this the oldest is forgotten, so that anyone who
+/// can reach the demo cannot grow the server's memory without bound.
+pub(crate) const DEMO_USERS: usize = 1000;
+
+/// The demo's users (emails taken), the oldest first.
 #[derive(Default)]
 pub(crate) struct Demo {
-    emails: Mutex<HashSet<String>>,
+    emails: Mutex<Users>,
+}
+
+#[derive(Default)]
+struct Users {
+    taken: HashSet<String>,
+    order: VecDeque<String>,
+}
+
+impl Users {
+    fn contains(&self, email: &str) -> bool {
+        self.taken.contains(email)
+    }
+
+    /// Takes an email; false when it was taken already.
+    fn insert(&mut self, email: String) -> bool {
+        if !self.taken.insert(email.clone()) {
+            return false;
+        }
+        self.order.push_back(email);
+        while self.order.len() > DEMO_USERS {
+            if let Some(oldest) = self.order.pop_front() {
+                self.taken.remove(&oldest);
+            }
+        }
+        true
+    }
 }
 
 pub(crate) fn routes() -> axum::Router<Shared> {
@@ -224,5 +254,24 @@ async fn fire<E: Event>(
         Ok(Ok(s)) => Ok(extra(s)),
         Ok(Err(e)) => Err(e.to_string()),
         Err(e) => Err(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{DEMO_USERS, Users};
+
+    #[test]
+    fn the_demo_forgets_its_oldest_sign_up_past_its_bound() {
+        let mut users = Users::default();
+        for i in 0..DEMO_USERS {
+            assert!(users.insert(format!("u{i}@example.test")));
+        }
+        assert!(!users.insert("u0@example.test".into()), "still taken");
+        assert!(users.insert("new@example.test".into()));
+        assert!(!users.contains("u0@example.test"), "the oldest is forgotten");
+        assert!(users.contains("u1@example.test"));
+        assert_eq!(users.taken.len(), DEMO_USERS);
+        assert_eq!(users.order.len(), DEMO_USERS);
     }
 }
