@@ -12,8 +12,8 @@ use std::time::Duration;
 use anyhow::{Result, anyhow};
 use plugboard::Engine;
 use plugboard_installer::{
-    BootReport, InstallError, InstallOptions, Installed, Installer, InstallerConfig, PackageStatus,
-    packages_dir,
+    InstallAction, InstallError, InstallOptions, Installed, Installer, InstallerConfig,
+    PackageStatus, SyncReport, packages_dir,
 };
 use plugboard_store::{LogConfig, Store};
 use plugboard_wasm::{HostConfig, WasmHost};
@@ -43,7 +43,7 @@ fn session(database: Option<String>, boot: bool, quiet: bool) -> Result<Installe
     let report = if boot {
         installer.boot().map_err(message)?
     } else {
-        BootReport::default()
+        SyncReport::default()
     };
     if !quiet {
         for (name, why) in &report.failed {
@@ -184,9 +184,13 @@ pub(crate) fn outdated(
 
 fn print_installed(out: &mut impl Write, done: &Installed) -> Result<()> {
     let what = match (done.action, &done.replaced) {
-        ("upgrade", Some(old)) => format!("upgraded {} {old} → {}", done.name, done.version),
-        ("rollback", Some(old)) => format!("rolled back {} {old} → {}", done.name, done.version),
-        ("reinstall", _) => format!("reinstalled {} {}", done.name, done.version),
+        (InstallAction::Upgrade, Some(old)) => {
+            format!("upgraded {} {old} → {}", done.name, done.version)
+        }
+        (InstallAction::Rollback, Some(old)) => {
+            format!("rolled back {} {old} → {}", done.name, done.version)
+        }
+        (InstallAction::Reinstall, _) => format!("reinstalled {} {}", done.name, done.version),
         _ => format!("installed {} {}", done.name, done.version),
     };
     write!(

@@ -92,13 +92,13 @@ enum Command {
         limit: u32,
         /// Only this status (error, info, warning, report, throw, exit).
         #[arg(long)]
-        status: Option<String>,
+        status: Option<plugboard_store::ActivityStatus>,
         /// Only this subject (a plugin's or package's name).
         #[arg(long)]
         subject: Option<String>,
         /// Only this kind (plugin, package, setting, event, activity).
         #[arg(long)]
-        kind: Option<String>,
+        kind: Option<plugboard_store::ActivityKind>,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,

@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
 /// A plugin's lifecycle status.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
@@ -53,6 +54,7 @@ impl fmt::Display for Status {
 }
 
 /// How a plugin depends on the plugins it names.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DependType {
@@ -78,6 +80,21 @@ impl fmt::Display for DependType {
 )]
 #[serde(try_from = "u8", into = "u8")]
 pub struct Priority(u8);
+
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for Priority {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::Integer)
+            .minimum(Some(Priority::FIRST.0))
+            .maximum(Some(Priority::LAST.0))
+            .description(Some("A plugin's priority; lower runs first."))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for Priority {}
 
 /// A priority outside `0..=100`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -133,6 +150,7 @@ impl fmt::Display for Priority {
 }
 
 /// The registered record of a plugin: Mishka's `PluginState`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct PluginRecord {
     /// Unique name.
@@ -148,14 +166,17 @@ pub struct PluginRecord {
     /// Names of the plugins this one depends on, on any event.
     pub depends: Vec<String>,
     /// Free data for the plugin (Mishka's `extra`: a list of maps).
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
     pub extra: Vec<Map<String, Value>>,
     /// When the record was first registered.
     #[serde(with = "time::serde::rfc3339")]
     #[schemars(with = "String")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub inserted_at: OffsetDateTime,
     /// When the record last changed.
     #[serde(with = "time::serde::rfc3339")]
     #[schemars(with = "String")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub updated_at: OffsetDateTime,
 }
 

@@ -178,6 +178,7 @@ pub struct Trace<S> {
 }
 
 /// A plugin's share of an event's time, from [`Engine::profile`](crate::Engine::profile).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Serialize)]
 pub struct PluginProfile {
     /// The plugin.

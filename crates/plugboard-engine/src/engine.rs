@@ -62,6 +62,7 @@ pub struct Report {
 }
 
 /// Everything known about one plugin.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Serialize)]
 pub struct PluginInfo {
     /// The registered record.
@@ -97,6 +98,7 @@ pub struct BootReport {
 }
 
 /// A plugin's health.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Serialize)]
 pub struct Health {
     /// The plugin.

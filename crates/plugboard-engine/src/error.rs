@@ -120,6 +120,7 @@ pub enum EngineError {
 }
 
 /// The kind of a plugin failure during a call.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
@@ -159,6 +160,7 @@ impl fmt::Display for FailureKind {
 }
 
 /// A plugin failure: its kind and a message.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Failure {
     /// What kind of failure.

@@ -15,10 +15,12 @@ use serde::{Deserialize, Serialize};
 use crate::InstallError;
 
 /// One version of a package in the index.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IndexEntry {
     /// The version.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub version: Version,
     /// SHA-256 of its package file (the pin an install from the index uses).
     pub sha256: String,
@@ -35,6 +37,7 @@ pub struct Index {
 }
 
 /// An installed package with a newer version in the index.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Outdated {
     /// The package.

@@ -59,7 +59,7 @@ use plugboard_engine::{Callbacks, Engine, EngineError, Op, PersistError, Registr
 use plugboard_package::fetch::fetch;
 use plugboard_package::semver::Version;
 use plugboard_package::{Manifest, VerifiedPackage, VerifyOptions, sha256_hex, verify};
-use plugboard_store::{ActivityLog, NewActivity, PackageRow, Store};
+use plugboard_store::{ActivityKind, ActivityLog, ActivityStatus, NewActivity, PackageRow, Store};
 use plugboard_wasm::{Limits, WasmHost, WasmPlugin};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -80,6 +80,7 @@ pub struct InstallOptions {
 }
 
 /// What an install, upgrade or rollback did.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Installed {
     /// The package.
@@ -92,8 +93,8 @@ pub struct Installed {
     pub sha256: String,
     /// The plugin records it owns.
     pub plugins: Vec<String>,
-    /// `install`, `upgrade`, `reinstall` or `rollback`.
-    pub action: &'static str,
+    /// What it was.
+    pub action: InstallAction,
     /// The key id that signed it, if a trusted key did.
     pub signer: Option<String>,
 }
@@ -109,6 +110,7 @@ pub struct Uninstalled {
 }
 
 /// An installed package as this host sees it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Serialize)]
 pub struct PackageStatus {
     /// The package.
@@ -133,12 +135,54 @@ pub struct PackageStatus {
     pub error: Option<String>,
     /// When it last changed.
     #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub updated_at: OffsetDateTime,
+}
+
+/// What an install turned out to be.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InstallAction {
+    /// The package was not installed.
+    Install,
+    /// A newer version replaced the installed one.
+    Upgrade,
+    /// The same (or an older) version again, forced.
+    Reinstall,
+    /// The previous version was put back.
+    Rollback,
+}
+
+impl InstallAction {
+    /// Every action.
+    pub const ALL: [InstallAction; 4] = [
+        InstallAction::Install,
+        InstallAction::Upgrade,
+        InstallAction::Reinstall,
+        InstallAction::Rollback,
+    ];
+
+    /// Its name, as serialized and recorded in the activity log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstallAction::Install => "install",
+            InstallAction::Upgrade => "upgrade",
+            InstallAction::Reinstall => "reinstall",
+            InstallAction::Rollback => "rollback",
+        }
+    }
+}
+
+impl std::fmt::Display for InstallAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
 }
 
 /// What [`Installer::boot`] or [`Installer::sync`] did.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct BootReport {
+pub struct SyncReport {
     /// Packages loaded (name, version).
     pub loaded: Vec<(String, String)>,
     /// Packages that failed to load, with why; isolated, the others load.
@@ -380,19 +424,17 @@ impl Installer {
         OpGuard { map, _file: file }
     }
 
-    fn record(&self, action: &str, status: &str, subject: &str, extra: Value) {
+    fn record(&self, action: &str, status: ActivityStatus, subject: &str, extra: Value) {
         if let Ok(log) = self.inner.log.lock()
             && let Some(log) = log.as_ref()
         {
-            log.record(NewActivity {
-                kind: "package".into(),
-                action: action.into(),
-                priority: if status == "error" { "high" } else { "none" }.into(),
-                status: status.into(),
-                subject: Some(subject.into()),
-                section_id: None,
+            log.record(NewActivity::new(
+                ActivityKind::Package,
+                action,
+                status,
+                Some(subject),
                 extra,
-            });
+            ));
         }
     }
 
@@ -443,7 +485,7 @@ impl Installer {
                 let e = InstallError::from(e);
                 self.record(
                     "install",
-                    "error",
+                    ActivityStatus::Error,
                     &format!("({source_kind}) {source}"),
                     json!({ "error": e.to_string(), "source": source, "stage": "verification" }),
                 );
@@ -468,27 +510,27 @@ impl Installer {
         source_kind: &str,
         source: &str,
         opts: &InstallOptions,
-    ) -> (&'static str, Result<Installed, InstallError>) {
+    ) -> (InstallAction, Result<Installed, InstallError>) {
         let name = verified.manifest.package.name.clone();
         let existing = match self.inner.store.package(&name) {
             Ok(e) => e,
-            Err(e) => return ("install", Err(e.into())),
+            Err(e) => return (InstallAction::Install, Err(e.into())),
         };
         let action = match &existing {
-            None => "install",
+            None => InstallAction::Install,
             Some(row) => {
                 let installed = match Version::parse(&row.version) {
                     Ok(v) => v,
-                    Err(e) => return ("install", Err(damaged(row, e))),
+                    Err(e) => return (InstallAction::Install, Err(damaged(row, e))),
                 };
                 let offered = &verified.manifest.package.version;
                 if *offered > installed {
-                    "upgrade"
+                    InstallAction::Upgrade
                 } else if opts.force {
-                    "reinstall"
+                    InstallAction::Reinstall
                 } else {
                     return (
-                        "install",
+                        InstallAction::Install,
                         Err(InstallError::NotNewer {
                             package: name,
                             installed: row.version.clone(),
@@ -510,15 +552,16 @@ impl Installer {
         (action, result)
     }
 
-    fn report(&self, action: &str, name: &str, result: &Result<Installed, InstallError>) {
+    fn report(&self, action: InstallAction, name: &str, result: &Result<Installed, InstallError>) {
+        let action = action.as_str();
         match result {
             Ok(done) => self.record(
                 action,
-                "info",
+                ActivityStatus::Info,
                 name,
                 json!({ "version": done.version, "replaced": done.replaced, "sha256": done.sha256, "plugins": done.plugins }),
             ),
-            Err(e) => self.record(action, "error", name, json!({ "error": e.to_string() })),
+            Err(e) => self.record(action, ActivityStatus::Error, name, json!({ "error": e.to_string() })),
         }
     }
 
@@ -541,10 +584,10 @@ impl Installer {
             bytes,
             &row.source_kind.clone(),
             &row.source.clone(),
-            "rollback",
+            InstallAction::Rollback,
             Some(row),
         );
-        self.report("rollback", name, &result);
+        self.report(InstallAction::Rollback, name, &result);
         result
     }
 
@@ -580,7 +623,7 @@ impl Installer {
         bytes: Vec<u8>,
         source_kind: &str,
         source: &str,
-        action: &'static str,
+        action: InstallAction,
         existing: Option<PackageRow>,
     ) -> Result<Installed, InstallError> {
         let engine = &self.inner.engine;
@@ -644,7 +687,9 @@ impl Installer {
         let file = self.place(&name, &version, &verified.sha256, &bytes)?;
         let now = OffsetDateTime::now_utc();
         let (previous_version, previous_sha256) = match (&existing, action) {
-            (Some(row), "reinstall") => (row.previous_version.clone(), row.previous_sha256.clone()),
+            (Some(row), InstallAction::Reinstall) => {
+                (row.previous_version.clone(), row.previous_sha256.clone())
+            }
             (Some(row), _) => (Some(row.version.clone()), Some(row.sha256.clone())),
             (None, _) => (None, None),
         };
@@ -808,7 +853,7 @@ impl Installer {
             limits.max_reply = usize::try_from(kib << 10).unwrap_or(usize::MAX);
         }
         // Only the imports the manifest asks for (and the policy allowed).
-        limits.capabilities = plugboard_wasm::Capabilities {
+        limits.grants = plugboard_wasm::Grants {
             log: m.capabilities.log,
             settings: m.capabilities.settings,
             clock: m.capabilities.clock,
@@ -987,9 +1032,9 @@ impl Installer {
     /// At start: cleans up after any interrupted operation, then loads every installed
     /// package and registers its hooks. Call after the host registered its own plugins and
     /// before `Engine::finish_boot`.
-    pub fn boot(&self) -> Result<BootReport, InstallError> {
+    pub fn boot(&self) -> Result<SyncReport, InstallError> {
         let mut loaded = self.lock();
-        let mut report = BootReport::default();
+        let mut report = SyncReport::default();
         let staging = self.inner.dir.join(".staging");
         if let Ok(entries) = std::fs::read_dir(&staging) {
             report.cleaned += entries
@@ -1039,7 +1084,7 @@ impl Installer {
         &self,
         loaded: &mut BTreeMap<String, Loaded>,
         rows: &[PackageRow],
-        report: &mut BootReport,
+        report: &mut SyncReport,
     ) {
         let mut pending: Vec<&PackageRow> = rows
             .iter()
@@ -1083,7 +1128,12 @@ impl Installer {
                 }
                 Ok(()) => {
                     report.loaded.push((row.name.clone(), row.version.clone()));
-                    self.record("load", "info", &row.name, json!({ "version": row.version }));
+                    self.record(
+                        "load",
+                        ActivityStatus::Info,
+                        &row.name,
+                        json!({ "version": row.version }),
+                    );
                 }
                 Err(e) => {
                     let why = e.to_string();
@@ -1094,7 +1144,7 @@ impl Installer {
                     let _ = self.inner.store.set_package_error(&row.name, Some(&why));
                     self.record(
                         "load",
-                        "error",
+                        ActivityStatus::Error,
                         &row.name,
                         json!({ "version": row.version, "error": why }),
                     );
@@ -1106,9 +1156,9 @@ impl Installer {
 
     /// Applies what other hosts sharing the database installed, upgraded, rolled back or
     /// uninstalled since this one last looked.
-    pub fn sync(&self) -> Result<BootReport, InstallError> {
+    pub fn sync(&self) -> Result<SyncReport, InstallError> {
         let mut loaded = self.lock();
-        let mut report = BootReport::default();
+        let mut report = SyncReport::default();
         let rows = self.inner.store.packages()?;
         let gone: Vec<String> = loaded
             .keys()
@@ -1159,7 +1209,7 @@ impl Installer {
                             Ok(r) if !r.deferred.is_empty() => {
                                 tracing::info!(?r, "applied some of other hosts' package changes");
                             }
-                            Ok(r) if r != BootReport::default() => {
+                            Ok(r) if r != SyncReport::default() => {
                                 tracing::info!(?r, "applied other hosts' package changes");
                                 seen = generation;
                             }
@@ -1185,13 +1235,13 @@ impl Installer {
         match &result {
             Ok(done) => self.record(
                 "uninstall",
-                "info",
+                ActivityStatus::Info,
                 name,
                 json!({ "held": done.held, "overridden": done.overridden }),
             ),
             Err(e) => self.record(
                 "uninstall",
-                "error",
+                ActivityStatus::Error,
                 name,
                 json!({ "error": e.to_string() }),
             ),

@@ -63,8 +63,8 @@ pub use archive::{
 };
 pub use error::PackageError;
 pub use manifest::{
-    CONTRACT_VERSION, Capabilities, Hook, Limits, Manifest, PackageInfo, README, SETTINGS_SCHEMA,
-    invalid_record_name, is_valid_package_name,
+    Capabilities, Hook, Manifest, PackageInfo, PackageLimits, README, SETTINGS_SCHEMA,
+    contract_version, invalid_record_name, is_valid_package_name,
 };
 pub use policy::{ArchiveLimits, InstallPolicy, PolicyViolation, host_version};
 pub use schema::{SettingsSchema, SettingsViolation};

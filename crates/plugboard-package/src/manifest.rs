@@ -14,8 +14,11 @@ use toml::Spanned;
 
 use crate::PackageError;
 
-/// The version of the WIT contract (`plugboard:plugin@0.2.0`) this crate describes.
-pub const CONTRACT_VERSION: Version = Version::new(0, 2, 0);
+/// [`plugboard_core::CONTRACT_VERSION`], as a semver version to match requirements against.
+pub fn contract_version() -> Version {
+    // A literal in this workspace, checked by a test: it always parses.
+    Version::parse(plugboard_core::CONTRACT_VERSION).unwrap_or(Version::new(0, 0, 0))
+}
 
 /// The only name a package's readme may have inside the archive.
 pub const README: &str = "README.md";
@@ -33,8 +36,8 @@ pub struct Manifest {
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub dependencies: BTreeMap<String, VersionReq>,
     /// The limits the package asks for.
-    #[serde(skip_serializing_if = "Limits::is_empty")]
-    pub limits: Limits,
+    #[serde(skip_serializing_if = "PackageLimits::is_empty")]
+    pub limits: PackageLimits,
     /// The host imports the package asks for.
     #[serde(skip_serializing_if = "Capabilities::is_empty")]
     pub capabilities: Capabilities,
@@ -86,7 +89,7 @@ pub struct Hook {
 /// The `[limits]` a package asks for; `None` takes the host's default.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Limits {
+pub struct PackageLimits {
     /// Linear memory, in MiB.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory_mib: Option<u64>,
@@ -101,9 +104,9 @@ pub struct Limits {
     pub max_reply_kib: Option<u64>,
 }
 
-impl Limits {
+impl PackageLimits {
     fn is_empty(&self) -> bool {
-        *self == Limits::default()
+        *self == PackageLimits::default()
     }
 
     /// The limits by field name, with their unit, for messages and listings.
@@ -165,7 +168,7 @@ struct RawManifest {
     #[serde(default)]
     dependencies: BTreeMap<Spanned<String>, Spanned<String>>,
     #[serde(default)]
-    limits: Limits,
+    limits: PackageLimits,
     #[serde(default)]
     capabilities: Capabilities,
 }

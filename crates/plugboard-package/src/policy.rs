@@ -2,7 +2,7 @@
 
 use semver::Version;
 
-use crate::manifest::{CONTRACT_VERSION, Capabilities, Limits, Manifest};
+use crate::manifest::{Capabilities, Manifest, PackageLimits, contract_version};
 use crate::{PackageError, VerifyOptions};
 
 /// Limits on the archive itself, applied while reading it (see [`verify`](crate::verify)).
@@ -33,7 +33,7 @@ impl Default for ArchiveLimits {
 #[derive(Clone, Debug, PartialEq)]
 pub struct InstallPolicy {
     /// The most each limit may be set to; `None` allows any value.
-    pub max_limits: Limits,
+    pub max_limits: PackageLimits,
     /// The capabilities a package may ask for.
     pub allowed_capabilities: Capabilities,
     /// Names no package may take, as a package or as a plugin record (e.g. the host's
@@ -52,7 +52,7 @@ impl Default for InstallPolicy {
     /// protected names; default archive limits; this crate's version as the host's.
     fn default() -> Self {
         InstallPolicy {
-            max_limits: Limits {
+            max_limits: PackageLimits {
                 memory_mib: Some(128),
                 deadline_ms: Some(1000),
                 fuel: None,
@@ -62,7 +62,7 @@ impl Default for InstallPolicy {
             protected_names: Vec::new(),
             archive: ArchiveLimits::default(),
             host_version: host_version(),
-            contract_version: CONTRACT_VERSION,
+            contract_version: contract_version(),
         }
     }
 }

@@ -11,16 +11,23 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use plugboard_core::EventInfo;
+use plugboard_core::{EventInfo, Status};
 use plugboard_engine::{CallError, CallOptions, PluginInfo, Report, Target, Trace};
-use plugboard_installer::{InstallOptions, Installed, owner};
-use plugboard_store::ActivityQuery;
+use plugboard_installer::{
+    InstallAction, InstallOptions, Installed, Outdated, PackageStatus, owner,
+};
+use plugboard_store::{Activity, ActivityKind, ActivityQuery, ActivityStatus};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::{self, SESSION_COOKIE, Session};
-use crate::error::{ApiError, ErrorBody, call_error_code};
+use crate::error::{ApiError, ErrorBody, ErrorDetail, call_error_code};
+use crate::views::{
+    ActionResult, CallResult, Deleted, EventHealth, EventProfile, EventView, HostHealth, Liveness,
+    Overridden, PluginAction, PluginSummary, PluginView, SettingView, Skipped, StepOutcome,
+    TraceStep, Uninstalled,
+};
 use crate::{Shared, stream};
 
 type ApiResult<T> = Result<T, ApiError>;
@@ -444,16 +451,16 @@ pub(crate) async fn session(axum::Extension(auth): axum::Extension<Auth>) -> Jso
 // ----- health -----
 
 /// `GET /health` (no auth).
-#[utoipa::path(get, path = "/health", tag = "health",
-    responses((status = 200, description = "`{\"status\":\"ok\"}`", body = Value)))]
-pub(crate) async fn health() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+#[utoipa::path(get, path = "/health", tag = "health", security(()),
+    responses((status = 200, description = "The process is up (public: no credentials)", body = Liveness)))]
+pub(crate) async fn health() -> Json<Liveness> {
+    Json(Liveness { status: "ok" })
 }
 
 /// `GET /api/health`: each plugin's health check, and each event's chain health.
 #[utoipa::path(get, path = "/api/health", tag = "health",
-    responses((status = 200, description = "`{plugins: [health], events: [{name, chain_len, healthy}]}`", body = Value)))]
-pub(crate) async fn api_health(State(state): State<Shared>) -> ApiResult<Json<Value>> {
+    responses((status = 200, body = HostHealth)))]
+pub(crate) async fn api_health(State(state): State<Shared>) -> ApiResult<Json<HostHealth>> {
     blocking(move || {
         let engine = &state.engine;
         let mut healthy = std::collections::HashMap::new();
@@ -461,10 +468,10 @@ pub(crate) async fn api_health(State(state): State<Shared>) -> ApiResult<Json<Va
         for p in engine.plugins() {
             if let Ok(h) = engine.health(&p.record.name) {
                 healthy.insert(h.plugin.clone(), h.healthy);
-                plugins.push(serde_json::to_value(&h).map_err(internal)?);
+                plugins.push(h);
             }
         }
-        let events: Vec<Value> = engine
+        let events: Vec<EventHealth> = engine
             .events()
             .iter()
             .map(|e| {
@@ -472,10 +479,14 @@ pub(crate) async fn api_health(State(state): State<Shared>) -> ApiResult<Json<Va
                 let ok = chain
                     .iter()
                     .all(|p| healthy.get(p).copied().unwrap_or(false));
-                json!({ "name": e.name, "chain_len": chain.len(), "healthy": ok })
+                EventHealth {
+                    name: e.name.to_string(),
+                    chain_len: chain.len(),
+                    healthy: ok,
+                }
             })
             .collect();
-        Ok(Json(json!({ "plugins": plugins, "events": events })))
+        Ok(Json(HostHealth { plugins, events }))
     })
     .await
 }
@@ -486,50 +497,45 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
 
 // ----- events -----
 
-fn plugin_summary(p: &PluginInfo) -> Value {
-    json!({
-        "name": p.record.name,
-        "status": p.record.status,
-        "priority": p.record.priority,
-        "kind": p.kind,
-        "in_chain": p.in_chain,
-        "waiting_for": p.waiting_for,
-        "package": owner(&p.record),
-    })
+fn plugin_summary(p: &PluginInfo) -> PluginSummary {
+    PluginSummary {
+        name: p.record.name.clone(),
+        status: p.record.status,
+        priority: p.record.priority,
+        kind: p.kind,
+        in_chain: p.in_chain,
+        waiting_for: p.waiting_for.clone(),
+        package: owner(&p.record).map(str::to_owned),
+    }
 }
 
-fn event_json(state: &Shared, info: &EventInfo, all: &[PluginInfo], schema: bool) -> Value {
-    let chain = state.engine.chain(&info.name).unwrap_or_default();
-    let plugins: Vec<Value> = all
-        .iter()
-        .filter(|p| p.record.event == info.name)
-        .map(plugin_summary)
-        .collect();
-    let mut v = json!({
-        "name": info.name,
-        "section": info.section,
-        "doc": info.doc,
-        "fields": info.fields(),
-        "chain": chain,
-        "plugins": plugins,
-    });
-    if schema {
-        v["schema"] = info.schema.clone();
+fn event_view(state: &Shared, info: &EventInfo, all: &[PluginInfo], schema: bool) -> EventView {
+    EventView {
+        name: info.name.to_string(),
+        section: info.section.to_string(),
+        doc: info.doc.to_string(),
+        fields: info.fields(),
+        chain: state.engine.chain(&info.name).unwrap_or_default(),
+        plugins: all
+            .iter()
+            .filter(|p| p.record.event == info.name)
+            .map(plugin_summary)
+            .collect(),
+        schema: schema.then(|| info.schema.clone()),
     }
-    v
 }
 
 /// `GET /api/events`: every event with its chain and plugins.
 #[utoipa::path(get, path = "/api/events", tag = "events",
-    responses((status = 200, description = "`[{name, section, doc, fields, chain, plugins: [{name, status, priority, kind, in_chain, waiting_for, package}]}]`", body = Vec<Value>)))]
-pub(crate) async fn events(State(state): State<Shared>) -> Json<Vec<Value>> {
+    responses((status = 200, body = Vec<EventView>)))]
+pub(crate) async fn events(State(state): State<Shared>) -> Json<Vec<EventView>> {
     let all = state.engine.plugins();
     Json(
         state
             .engine
             .events()
             .iter()
-            .map(|e| event_json(&state, e, &all, false))
+            .map(|e| event_view(&state, e, &all, false))
             .collect(),
     )
 }
@@ -537,16 +543,16 @@ pub(crate) async fn events(State(state): State<Shared>) -> Json<Vec<Value>> {
 /// `GET /api/events/{name}`: one event, with its state's JSON Schema.
 #[utoipa::path(get, path = "/api/events/{name}", tag = "events",
     params(("name" = String, Path, description = "The event")),
-    responses((status = 200, body = Value), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = EventView), (status = 404, body = ErrorBody)))]
 pub(crate) async fn event(
     State(state): State<Shared>,
     Path(name): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EventView>> {
     let info = state
         .engine
         .event(&name)
         .ok_or_else(|| ApiError::not_found(format!("no event named `{name}` is declared")))?;
-    Ok(Json(event_json(
+    Ok(Json(event_view(
         &state,
         &info,
         &state.engine.plugins(),
@@ -562,34 +568,42 @@ pub(crate) struct CallBody {
     state: Value,
 }
 
-fn trace_json(t: Trace<Value>) -> Value {
-    let steps: Vec<Value> = t
+fn call_result(t: Trace<Value>) -> CallResult {
+    let trace = t
         .steps
-        .iter()
+        .into_iter()
         .map(|s| {
-            let mut step = json!({
-                "plugin": s.plugin,
-                "elapsed_us": s.elapsed.as_secs_f64() * 1e6,
-            });
-            match &s.outcome {
-                plugboard_engine::StepOutcome::Continued => step["outcome"] = json!("continued"),
-                plugboard_engine::StepOutcome::Halted => step["outcome"] = json!("halted"),
+            let (outcome, failure) = match s.outcome {
+                plugboard_engine::StepOutcome::Continued => (StepOutcome::Continued, None),
+                plugboard_engine::StepOutcome::Halted => (StepOutcome::Halted, None),
                 plugboard_engine::StepOutcome::Failed { failure } => {
-                    step["outcome"] = json!("failed");
-                    step["failure"] = json!(failure);
+                    (StepOutcome::Failed, Some(failure))
                 }
+            };
+            TraceStep {
+                plugin: s.plugin,
+                elapsed_us: s.elapsed.as_secs_f64() * 1e6,
+                outcome,
+                failure,
             }
-            step
         })
         .collect();
     let (result, error) = match t.result {
-        Ok(v) => (v, Value::Null),
+        Ok(v) => (Some(v), None),
         Err(e) => (
-            Value::Null,
-            json!({ "code": call_error_code(&e), "message": e.to_string() }),
+            None,
+            Some(ErrorDetail {
+                code: call_error_code(&e).to_owned(),
+                message: e.to_string(),
+            }),
         ),
     };
-    json!({ "result": result, "error": error, "trace": steps, "halted_by": t.halted_by })
+    CallResult {
+        result,
+        error,
+        trace,
+        halted_by: t.halted_by,
+    }
 }
 
 /// `POST /api/events/{name}/call`: calls the event with a JSON state and reports each
@@ -598,14 +612,14 @@ fn trace_json(t: Trace<Value>) -> Value {
     params(("name" = String, Path, description = "The event")),
     request_body = CallBody,
     responses(
-        (status = 200, description = "`{result, error, trace: [{plugin, elapsed_us, outcome, failure?}], halted_by}`; a failing plugin is reported in `error`", body = Value),
+        (status = 200, description = "The call ran; a failing plugin is reported in `error`", body = CallResult),
         (status = 400, description = "`invalid_state`: the state does not decode", body = ErrorBody),
         (status = 404, body = ErrorBody)))]
 pub(crate) async fn call_event(
     State(state): State<Shared>,
     Path(name): Path<String>,
     Json(body): Json<CallBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<CallResult>> {
     if state.engine.event(&name).is_none() {
         return Err(ApiError::not_found(format!(
             "no event named `{name}` is declared"
@@ -638,15 +652,16 @@ pub(crate) async fn call_event(
             e.to_string(),
         ));
     }
-    Ok(Json(trace_json(trace)))
+    Ok(Json(call_result(trace)))
 }
 
 // ----- plugins -----
 
-fn plugin_json(p: &PluginInfo) -> ApiResult<Value> {
-    let mut v = serde_json::to_value(p).map_err(internal)?;
-    v["package"] = json!(owner(&p.record));
-    Ok(v)
+fn plugin_view(info: PluginInfo) -> PluginView {
+    PluginView {
+        package: owner(&info.record).map(str::to_owned),
+        info,
+    }
 }
 
 /// Filters of the plugin list.
@@ -656,97 +671,97 @@ pub(crate) struct PluginFilter {
     /// Only plugins of this event.
     event: Option<String>,
     /// Only plugins with this status.
-    status: Option<String>,
+    status: Option<Status>,
 }
 
 /// `GET /api/plugins`.
 #[utoipa::path(get, path = "/api/plugins", tag = "plugins", params(PluginFilter),
-    responses((status = 200, description = "`[{name, event, priority, status, depend_type, depends, extra, inserted_at, updated_at, loaded, kind, in_chain, waiting_for, dependents, failures, consecutive_failures, last_error, package}]`", body = Vec<Value>)))]
+    responses((status = 200, body = Vec<PluginView>), (status = 400, description = "`bad_request`: an unknown status", body = ErrorBody)))]
 pub(crate) async fn plugins(
     State(state): State<Shared>,
     Query(f): Query<PluginFilter>,
-) -> ApiResult<Json<Vec<Value>>> {
-    let mut out = Vec::new();
-    for p in state.engine.plugins() {
-        if f.event.as_ref().is_some_and(|e| *e != p.record.event) {
-            continue;
-        }
-        if f.status
-            .as_ref()
-            .is_some_and(|s| json!(p.record.status) != json!(s))
-        {
-            continue;
-        }
-        out.push(plugin_json(&p)?);
-    }
-    Ok(Json(out))
+) -> Json<Vec<PluginView>> {
+    Json(
+        state
+            .engine
+            .plugins()
+            .into_iter()
+            .filter(|p| f.event.as_ref().is_none_or(|e| *e == p.record.event))
+            .filter(|p| f.status.is_none_or(|s| s == p.record.status))
+            .map(plugin_view)
+            .collect(),
+    )
 }
 
 /// `GET /api/plugins/{name}`.
 #[utoipa::path(get, path = "/api/plugins/{name}", tag = "plugins",
     params(("name" = String, Path, description = "The plugin")),
-    responses((status = 200, body = Value), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = PluginView), (status = 404, body = ErrorBody)))]
 pub(crate) async fn plugin(
     State(state): State<Shared>,
     Path(name): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<PluginView>> {
     let p = state
         .engine
         .plugin(&name)
         .ok_or_else(|| ApiError::not_found(format!("no plugin named `{name}` is registered")))?;
-    Ok(Json(plugin_json(&p)?))
+    Ok(Json(plugin_view(p)))
 }
 
-fn report_json(action: &str, plugin: &str, r: Report) -> Value {
-    let skipped: Vec<Value> = r
+fn action_result(action: PluginAction, plugin: String, r: Report) -> ActionResult {
+    let skipped = r
         .skipped
         .into_iter()
-        .map(|(p, e)| {
+        .map(|(plugin, e)| {
             let e = ApiError::from(e);
-            json!({ "plugin": p, "error": { "code": e.code, "message": e.message } })
+            Skipped {
+                plugin,
+                error: ErrorDetail {
+                    code: e.code.to_owned(),
+                    message: e.message,
+                },
+            }
         })
         .collect();
-    let overridden: Vec<Value> = r
-        .overridden
-        .iter()
-        .map(|(p, why)| json!({ "plugin": p, "callback_error": why }))
-        .collect();
-    json!({ "action": action, "plugin": plugin, "changed": r.changed, "skipped": skipped, "overridden": overridden })
+    ActionResult {
+        action,
+        plugin,
+        changed: r.changed,
+        skipped,
+        overridden: Overridden::list(&r.overridden),
+    }
 }
 
 /// `POST /api/plugins/{name}/{action}`: `start`, `stop`, `restart`, `enable`, `delete` or
 /// `unregister`.
 #[utoipa::path(post, path = "/api/plugins/{name}/{action}", tag = "plugins",
     params(("name" = String, Path, description = "The plugin"),
-           ("action" = String, Path, description = "start, stop, restart, enable, delete or unregister")),
+           ("action" = PluginAction, Path, description = "What to do")),
     responses(
-        (status = 200, description = "`{action, plugin, changed: [record], skipped: [{plugin, error}], overridden: [{plugin, callback_error}]}`", body = Value),
+        (status = 200, body = ActionResult),
         (status = 400, description = "`bad_request` (unknown action) or `invalid_state` (e.g. start on a stopped plugin)", body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub(crate) async fn plugin_action(
     State(state): State<Shared>,
     Path((name, action)): Path<(String, String)>,
-) -> ApiResult<Json<Value>> {
-    if !matches!(
-        action.as_str(),
-        "start" | "stop" | "restart" | "enable" | "delete" | "unregister"
-    ) {
+) -> ApiResult<Json<ActionResult>> {
+    let Some(action) = PluginAction::parse(&action) else {
         return Err(ApiError::bad_request(format!(
             "unknown action `{action}`: use start, stop, restart, enable, delete or unregister"
         )));
-    }
+    };
     let engine = state.engine.clone();
     blocking(move || {
         let target = Target::Plugin(&name);
-        let report = match action.as_str() {
-            "start" => engine.start(target),
-            "stop" => engine.stop(target),
-            "restart" => engine.restart(target),
-            "enable" => engine.enable(target),
-            "delete" => engine.delete(target),
-            _ => engine.unregister(target),
+        let report = match action {
+            PluginAction::Start => engine.start(target),
+            PluginAction::Stop => engine.stop(target),
+            PluginAction::Restart => engine.restart(target),
+            PluginAction::Enable => engine.enable(target),
+            PluginAction::Delete => engine.delete(target),
+            PluginAction::Unregister => engine.unregister(target),
         }?;
-        Ok(Json(report_json(&action, &name, report)))
+        Ok(Json(action_result(action, name, report)))
     })
     .await
 }
@@ -760,20 +775,15 @@ fn count_install<T>(state: &Shared, action: &str, r: &ApiResult<T>) {
     }
 }
 
-fn installed_action(r: &ApiResult<Installed>, fallback: &'static str) -> String {
-    r.as_ref()
-        .map_or_else(|_| fallback.to_owned(), |i| i.action.to_owned())
+fn installed_action(r: &ApiResult<Installed>, fallback: InstallAction) -> &'static str {
+    r.as_ref().map_or(fallback, |i| i.action).as_str()
 }
 
 /// `GET /api/packages`.
 #[utoipa::path(get, path = "/api/packages", tag = "packages",
-    responses((status = 200, description = "`[{name, version, previous, description, sha256, source, dependencies, plugins, loaded, error, updated_at}]`", body = Vec<Value>)))]
-pub(crate) async fn packages(State(state): State<Shared>) -> ApiResult<Json<Value>> {
-    blocking(move || {
-        let list = state.installer.packages()?;
-        Ok(Json(serde_json::to_value(list).map_err(internal)?))
-    })
-    .await
+    responses((status = 200, body = Vec<PackageStatus>)))]
+pub(crate) async fn packages(State(state): State<Shared>) -> ApiResult<Json<Vec<PackageStatus>>> {
+    blocking(move || Ok(Json(state.installer.packages()?))).await
 }
 
 /// Options of an upload.
@@ -791,8 +801,9 @@ pub(crate) struct UploadQuery {
 #[utoipa::path(post, path = "/api/packages", tag = "packages", params(UploadQuery),
     request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The .pbpkg file"),
     responses(
-        (status = 200, description = "`{name, version, replaced, sha256, plugins, action, signer}`", body = Value),
-        (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
+        (status = 200, body = Installed),
+        (status = 400, description = "`bad_request`: an empty body", body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub(crate) async fn upload_package(
     State(state): State<Shared>,
     Query(q): Query<UploadQuery>,
@@ -814,7 +825,11 @@ pub(crate) async fn upload_package(
             .install_bytes(body.to_vec(), "upload", "upload", &opts)?)
     })
     .await;
-    count_install(&state, &installed_action(&result, "install"), &result);
+    count_install(
+        &state,
+        installed_action(&result, InstallAction::Install),
+        &result,
+    );
     result.map(Json)
 }
 
@@ -834,7 +849,7 @@ pub(crate) struct UrlInstall {
 /// `install` events.
 #[utoipa::path(post, path = "/api/packages/url", tag = "packages", request_body = UrlInstall,
     responses(
-        (status = 200, description = "What was installed", body = Value),
+        (status = 200, body = Installed),
         (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub(crate) async fn install_url(
     State(state): State<Shared>,
@@ -866,14 +881,18 @@ pub(crate) async fn install_url(
         Ok(st.installer.install(&url, &opts, &mut progress)?)
     })
     .await;
-    count_install(&state, &installed_action(&result, "install"), &result);
+    count_install(
+        &state,
+        installed_action(&result, InstallAction::Install),
+        &result,
+    );
     result.map(Json)
 }
 
 /// `POST /api/packages/{name}/rollback`.
 #[utoipa::path(post, path = "/api/packages/{name}/rollback", tag = "packages",
     params(("name" = String, Path, description = "The package")),
-    responses((status = 200, body = Value), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Installed), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn rollback(
     State(state): State<Shared>,
     Path(name): Path<String>,
@@ -896,22 +915,21 @@ pub(crate) struct UninstallQuery {
 /// `DELETE /api/packages/{name}`.
 #[utoipa::path(delete, path = "/api/packages/{name}", tag = "packages",
     params(("name" = String, Path, description = "The package"), UninstallQuery),
-    responses((status = 200, description = "`{uninstalled, held: [plugin], overridden: [{plugin, callback_error}]}`", body = Value),
+    responses((status = 200, body = Uninstalled),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(crate) async fn uninstall(
     State(state): State<Shared>,
     Path(name): Path<String>,
     Query(q): Query<UninstallQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Uninstalled>> {
     let st = state.clone();
     let result = blocking(move || {
         let done = st.installer.uninstall(&name, q.cascade)?;
-        let overridden: Vec<Value> = done
-            .overridden
-            .iter()
-            .map(|(p, why)| json!({ "plugin": p, "callback_error": why }))
-            .collect();
-        Ok(json!({ "uninstalled": name, "held": done.held, "overridden": overridden }))
+        Ok(Uninstalled {
+            overridden: Overridden::list(&done.overridden),
+            uninstalled: name,
+            held: done.held,
+        })
     })
     .await;
     count_install(&state, "uninstall", &result);
@@ -920,13 +938,9 @@ pub(crate) async fn uninstall(
 
 /// `GET /api/packages/outdated`: newer versions in the configured index.
 #[utoipa::path(get, path = "/api/packages/outdated", tag = "packages",
-    responses((status = 200, body = Vec<Value>), (status = 400, description = "`invalid_state`: no index configured", body = ErrorBody)))]
-pub(crate) async fn outdated(State(state): State<Shared>) -> ApiResult<Json<Value>> {
-    blocking(move || {
-        let list = state.installer.outdated(None)?;
-        Ok(Json(serde_json::to_value(list).map_err(internal)?))
-    })
-    .await
+    responses((status = 200, body = Vec<Outdated>), (status = 400, description = "`invalid_state`: no index configured", body = ErrorBody)))]
+pub(crate) async fn outdated(State(state): State<Shared>) -> ApiResult<Json<Vec<Outdated>>> {
+    blocking(move || Ok(Json(state.installer.outdated(None)?))).await
 }
 
 // ----- activity, settings, profile -----
@@ -935,10 +949,10 @@ pub(crate) async fn outdated(State(state): State<Shared>) -> ApiResult<Json<Valu
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct ActivityFilter {
-    /// `plugin`, `package`, `setting`, `event`, `activity` or `installer`.
-    kind: Option<String>,
-    /// `error`, `info`, `warning`, `report`, `throw` or `exit`.
-    status: Option<String>,
+    /// Only entries about this.
+    kind: Option<ActivityKind>,
+    /// Only entries that went this way.
+    status: Option<ActivityStatus>,
     /// A plugin's, package's or event's name.
     subject: Option<String>,
     /// At most this many (default 50, at most 1000).
@@ -949,11 +963,11 @@ pub(crate) struct ActivityFilter {
 
 /// `GET /api/activity`: newest first.
 #[utoipa::path(get, path = "/api/activity", tag = "activity", params(ActivityFilter),
-    responses((status = 200, description = "`[{id, kind, action, priority, status, subject, section_id, extra, created_at}]`", body = Vec<Value>)))]
+    responses((status = 200, body = Vec<Activity>), (status = 400, description = "`bad_request`: an unknown kind or status", body = ErrorBody)))]
 pub(crate) async fn activity(
     State(state): State<Shared>,
     Query(f): Query<ActivityFilter>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Vec<Activity>>> {
     blocking(move || {
         let q = ActivityQuery {
             kind: f.kind,
@@ -963,27 +977,28 @@ pub(crate) async fn activity(
             limit: f.limit,
             ..ActivityQuery::default()
         };
-        let rows = state.store.activities(&q)?;
-        Ok(Json(serde_json::to_value(rows).map_err(internal)?))
+        Ok(Json(state.store.activities(&q)?))
     })
     .await
 }
 
-fn rfc3339(t: time::OffsetDateTime) -> Value {
+fn rfc3339(t: time::OffsetDateTime) -> Option<String> {
     t.format(&time::format_description::well_known::Rfc3339)
-        .map_or(Value::Null, Value::String)
+        .ok()
 }
 
 /// `GET /api/settings`.
 #[utoipa::path(get, path = "/api/settings", tag = "settings",
-    responses((status = 200, description = "`[{name, configs, updated_at}]`", body = Vec<Value>)))]
-pub(crate) async fn settings(State(state): State<Shared>) -> ApiResult<Json<Vec<Value>>> {
+    responses((status = 200, body = Vec<SettingView>)))]
+pub(crate) async fn settings(State(state): State<Shared>) -> ApiResult<Json<Vec<SettingView>>> {
     blocking(move || {
         let list = state.store.settings().list()?;
         Ok(Json(
             list.into_iter()
-                .map(|(name, configs, at)| {
-                    json!({ "name": name, "configs": configs, "updated_at": rfc3339(at) })
+                .map(|(name, configs, at)| SettingView {
+                    name,
+                    configs,
+                    updated_at: rfc3339(at),
                 })
                 .collect(),
         ))
@@ -994,14 +1009,18 @@ pub(crate) async fn settings(State(state): State<Shared>) -> ApiResult<Json<Vec<
 /// `GET /api/settings/{name}`.
 #[utoipa::path(get, path = "/api/settings/{name}", tag = "settings",
     params(("name" = String, Path, description = "The setting: `installer`, a package or one of its plugins (the package's plugin settings, stored as `package.NAME`), or the host's own")),
-    responses((status = 200, description = "`{name, configs}` (`name`: as stored)", body = Value), (status = 404, body = ErrorBody)))]
+    responses((status = 200, description = "The setting (`name`: as stored)", body = SettingView), (status = 404, body = ErrorBody)))]
 pub(crate) async fn setting(
     State(state): State<Shared>,
     Path(name): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<SettingView>> {
     blocking(
         move || match plugboard_installer::settings::get(&state.store, &name)? {
-            (r, Some(configs)) => Ok(Json(json!({ "name": r.name, "configs": configs }))),
+            (r, Some(configs)) => Ok(Json(SettingView {
+                name: r.name,
+                configs,
+                updated_at: None,
+            })),
             (r, None) => Err(ApiError::not_found(format!(
                 "no setting named `{}`",
                 r.name
@@ -1018,16 +1037,20 @@ pub(crate) async fn setting(
 #[utoipa::path(put, path = "/api/settings/{name}", tag = "settings",
     params(("name" = String, Path, description = "The setting: `installer`, a package or one of its plugins, or the host's own")),
     request_body(content = Value, description = "The configs"),
-    responses((status = 200, description = "`{name, configs}` (`name`: as stored)", body = Value), (status = 400, description = "`invalid_setting`, naming each field", body = ErrorBody)))]
+    responses((status = 200, description = "The setting as stored (`name`: as stored)", body = SettingView), (status = 400, description = "`invalid_setting`, naming each field", body = ErrorBody)))]
 pub(crate) async fn put_setting(
     State(state): State<Shared>,
     Path(name): Path<String>,
     Json(configs): Json<Value>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<SettingView>> {
     blocking(move || {
         let r = plugboard_installer::settings::set(&state.store, &name, configs.clone())?;
         state.installer.refresh_settings()?;
-        Ok(Json(json!({ "name": r.name, "configs": configs })))
+        Ok(Json(SettingView {
+            name: r.name,
+            configs,
+            updated_at: None,
+        }))
     })
     .await
 }
@@ -1035,16 +1058,16 @@ pub(crate) async fn put_setting(
 /// `DELETE /api/settings/{name}`.
 #[utoipa::path(delete, path = "/api/settings/{name}", tag = "settings",
     params(("name" = String, Path, description = "The setting (as for GET)")),
-    responses((status = 200, description = "`{deleted}`", body = Value), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Deleted), (status = 404, body = ErrorBody)))]
 pub(crate) async fn delete_setting(
     State(state): State<Shared>,
     Path(name): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Deleted>> {
     blocking(move || {
         let (r, existed) = plugboard_installer::settings::delete(&state.store, &name)?;
         if existed {
             state.installer.refresh_settings()?;
-            Ok(Json(json!({ "deleted": r.name })))
+            Ok(Json(Deleted { deleted: r.name }))
         } else {
             Err(ApiError::not_found(format!(
                 "no setting named `{}`",
@@ -1058,13 +1081,16 @@ pub(crate) async fn delete_setting(
 /// `GET /api/profile`: each plugin's time per event (profiling is on for every event
 /// unless the server was started without it).
 #[utoipa::path(get, path = "/api/profile", tag = "events",
-    responses((status = 200, description = "`[{event, plugins: [{plugin, position, calls, mean_us, max_us, failures}]}]`", body = Vec<Value>)))]
-pub(crate) async fn profile(State(state): State<Shared>) -> ApiResult<Json<Vec<Value>>> {
+    responses((status = 200, body = Vec<EventProfile>)))]
+pub(crate) async fn profile(State(state): State<Shared>) -> ApiResult<Json<Vec<EventProfile>>> {
     let mut out = Vec::new();
     for e in state.engine.events() {
-        let p = state.engine.profile(&e.name)?;
-        if !p.is_empty() {
-            out.push(json!({ "event": e.name, "plugins": p }));
+        let plugins = state.engine.profile(&e.name)?;
+        if !plugins.is_empty() {
+            out.push(EventProfile {
+                event: e.name.to_string(),
+                plugins,
+            });
         }
     }
     Ok(Json(out))
@@ -1072,7 +1098,7 @@ pub(crate) async fn profile(State(state): State<Shared>) -> ApiResult<Json<Vec<V
 
 /// `GET /api/openapi.json`.
 #[utoipa::path(get, path = "/api/openapi.json", tag = "meta",
-    responses((status = 200, description = "This document", body = Value)))]
+    responses((status = 200, description = "This document (OpenAPI 3.1)", content_type = "application/json")))]
 pub(crate) async fn openapi_json() -> Response {
     match crate::openapi::openapi().to_json() {
         Ok(s) => ([(header::CONTENT_TYPE, "application/json")], s).into_response(),

@@ -16,7 +16,7 @@ use plugboard_core::reference::{
     Conn, Endpoint, ErrorPayload, Ip, ModifierUser, OnUserAfterSave, OnUserAfterSaveFailure,
     SaveStatus, UserInfo,
 };
-use plugboard_store::NewActivity;
+use plugboard_store::{ActivityKind, ActivityStatus, NewActivity};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -136,18 +136,11 @@ fn note(outcome: &Result<Value, String>) -> String {
 /// Records a call of the demo in the activity log and on the stream.
 fn record(state: &Shared, event: &str, outcome: &Result<Value, String>) {
     let (status, extra) = match outcome {
-        Ok(extra) => ("info", extra.clone()),
-        Err(e) => ("error", json!({ "error": e })),
+        Ok(extra) => (ActivityStatus::Info, extra.clone()),
+        Err(e) => (ActivityStatus::Error, json!({ "error": e })),
     };
-    let entry = NewActivity {
-        kind: "event".into(),
-        action: "call".into(),
-        priority: if status == "error" { "high" } else { "none" }.into(),
-        status: status.into(),
-        subject: Some(event.to_owned()),
-        section_id: Some("user".into()),
-        extra,
-    };
+    let mut entry = NewActivity::new(ActivityKind::Event, "call", status, Some(event), extra);
+    entry.section_id = Some("user".into());
     if let Ok(v) = serde_json::to_value(&entry) {
         state.hub.publish("activity", v);
     }
@@ -269,7 +262,10 @@ mod tests {
         }
         assert!(!users.insert("u0@example.test".into()), "still taken");
         assert!(users.insert("new@example.test".into()));
-        assert!(!users.contains("u0@example.test"), "the oldest is forgotten");
+        assert!(
+            !users.contains("u0@example.test"),
+            "the oldest is forgotten"
+        );
         assert!(users.contains("u1@example.test"));
         assert_eq!(users.taken.len(), DEMO_USERS);
         assert_eq!(users.order.len(), DEMO_USERS);

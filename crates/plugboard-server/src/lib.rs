@@ -47,6 +47,7 @@ mod error;
 mod metrics;
 mod openapi;
 mod stream;
+mod views;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;

@@ -16,26 +16,131 @@ use tokio::sync::{broadcast, mpsc};
 use crate::db::{Db, on_db};
 use crate::{Store, StoreError};
 
+/// A closed set of names, stored and serialized as the lowercase name.
+macro_rules! vocabulary {
+    ($(#[$m:meta])* $name:ident($field:literal) { $($(#[$vm:meta])* $variant:ident = $s:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+        #[serde(rename_all = "lowercase")]
+        pub enum $name {
+            $($(#[$vm])* $variant),+
+        }
+
+        impl $name {
+            /// Every value, in order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// Its name, as stored and serialized.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $s),+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.pad(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = StoreError;
+
+            /// Parses a name, naming the allowed ones when it is not one of them.
+            fn from_str(s: &str) -> Result<Self, StoreError> {
+                match s {
+                    $($s => Ok($name::$variant),)+
+                    _ => Err(StoreError::Invalid {
+                        field: $field,
+                        why: format!(
+                            "{s:?} is not one of {}",
+                            [$($s),+].join(", ")
+                        ),
+                    }),
+                }
+            }
+        }
+    };
+}
+
+vocabulary! {
+    /// What an activity entry is about.
+    ActivityKind("kind") {
+        /// A plugin's record or status.
+        Plugin = "plugin",
+        /// An installed package.
+        Package = "package",
+        /// A setting.
+        Setting = "setting",
+        /// An event and its chain.
+        Event = "event",
+        /// The activity log itself (dropped entries).
+        Activity = "activity",
+        /// The installer.
+        Installer = "installer",
+    }
+}
+
+vocabulary! {
+    /// How much an activity entry matters.
+    ActivityPriority("priority") {
+        /// Routine.
+        None = "none",
+        /// Background detail.
+        Low = "low",
+        /// Worth a look.
+        Medium = "medium",
+        /// Needs attention.
+        High = "high",
+        /// Shown first.
+        Featured = "featured",
+    }
+}
+
+vocabulary! {
+    /// How an activity went.
+    ActivityStatus("status") {
+        /// It failed.
+        Error = "error",
+        /// It happened.
+        Info = "info",
+        /// It happened with a concern.
+        Warning = "warning",
+        /// A summary or measurement.
+        Report = "report",
+        /// A plugin panicked.
+        Throw = "throw",
+        /// Something ended.
+        Exit = "exit",
+    }
+}
+
 /// An entry to record.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NewActivity {
-    /// What it is about: `plugin`, `package`, `setting`, `event`, `activity`…
-    pub kind: String,
-    /// What happened: `add`, `edit`, `delete`, `destroy`, `read`, `call`, `install`, `update`…
+    /// What it is about.
+    pub kind: ActivityKind,
+    /// What happened: `add`, `edit`, `delete`, `destroy`, `read`, `call`, `install`, `update`,
+    /// an operation's name… (open: a host may record its own).
     pub action: String,
-    /// `none`, `low`, `medium`, `high` or `featured`.
-    pub priority: String,
-    /// `error`, `info`, `warning`, `report`, `throw` or `exit`.
-    pub status: String,
+    /// How much it matters.
+    pub priority: ActivityPriority,
+    /// How it went.
+    pub status: ActivityStatus,
     /// The plugin's or package's name.
     pub subject: Option<String>,
     /// A section or event id.
     pub section_id: Option<String>,
     /// Details.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub extra: Value,
 }
 
 /// A recorded entry.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Activity {
     /// Its id; ids grow with time.
@@ -45,52 +150,35 @@ pub struct Activity {
     pub entry: NewActivity,
     /// When it was recorded.
     #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub created_at: OffsetDateTime,
 }
 
-const KINDS: &[&str] = &[
-    "plugin",
-    "package",
-    "setting",
-    "event",
-    "activity",
-    "installer",
-];
-const PRIORITIES: &[&str] = &["none", "low", "medium", "high", "featured"];
-const STATUSES: &[&str] = &["error", "info", "warning", "report", "throw", "exit"];
-
 impl NewActivity {
-    fn new(kind: &str, action: &str, status: &str, subject: Option<&str>, extra: Value) -> Self {
+    /// An entry; its priority follows from its status (failures are `high`).
+    pub fn new(
+        kind: ActivityKind,
+        action: &str,
+        status: ActivityStatus,
+        subject: Option<&str>,
+        extra: Value,
+    ) -> Self {
         NewActivity {
-            kind: kind.to_owned(),
+            kind,
             action: action.to_owned(),
-            priority: if status == "error" || status == "throw" {
-                "high"
-            } else {
-                "none"
-            }
-            .to_owned(),
-            status: status.to_owned(),
+            priority: match status {
+                ActivityStatus::Error | ActivityStatus::Throw => ActivityPriority::High,
+                _ => ActivityPriority::None,
+            },
+            status,
             subject: subject.map(str::to_owned),
             section_id: None,
             extra,
         }
     }
 
-    /// Checks the fixed vocabularies, naming the field that is wrong.
+    /// Checks the open fields (the closed ones are enums), naming the field that is wrong.
     pub fn validate(&self) -> Result<(), StoreError> {
-        for (field, value, allowed) in [
-            ("kind", &self.kind, KINDS),
-            ("priority", &self.priority, PRIORITIES),
-            ("status", &self.status, STATUSES),
-        ] {
-            if !allowed.contains(&value.as_str()) {
-                return Err(StoreError::Invalid {
-                    field,
-                    why: format!("{value:?} is not one of {}", allowed.join(", ")),
-                });
-            }
-        }
         if self.action.is_empty() || self.action.len() > 32 {
             return Err(StoreError::Invalid {
                 field: "action",
@@ -104,9 +192,9 @@ impl NewActivity {
     pub fn from_event(ev: &LifecycleEvent) -> NewActivity {
         match ev {
             LifecycleEvent::Registered { record, replaced } => NewActivity::new(
-                "plugin",
+                ActivityKind::Plugin,
                 if *replaced { "edit" } else { "add" },
-                "info",
+                ActivityStatus::Info,
                 Some(&record.name),
                 json!({ "event": record.event, "priority": record.priority, "depends": record.depends, "status": record.status }),
             ),
@@ -118,12 +206,12 @@ impl NewActivity {
                 cause,
             } => {
                 let status = match cause {
-                    Cause::FailureThreshold { .. } => "error",
-                    Cause::DependencyDown { .. } => "warning",
-                    _ => "info",
+                    Cause::FailureThreshold { .. } => ActivityStatus::Error,
+                    Cause::DependencyDown { .. } => ActivityStatus::Warning,
+                    _ => ActivityStatus::Info,
                 };
                 let mut a = NewActivity::new(
-                    "plugin",
+                    ActivityKind::Plugin,
                     "edit",
                     status,
                     Some(plugin),
@@ -133,15 +221,21 @@ impl NewActivity {
                 a
             }
             LifecycleEvent::Deleted { plugin, event } => {
-                let mut a = NewActivity::new("plugin", "delete", "info", Some(plugin), Value::Null);
+                let mut a = NewActivity::new(
+                    ActivityKind::Plugin,
+                    "delete",
+                    ActivityStatus::Info,
+                    Some(plugin),
+                    Value::Null,
+                );
                 a.section_id = Some(event.clone());
                 a
             }
             LifecycleEvent::Undeleted { plugin, event } => {
                 let mut a = NewActivity::new(
-                    "plugin",
+                    ActivityKind::Plugin,
                     "edit",
-                    "info",
+                    ActivityStatus::Info,
                     Some(plugin),
                     json!({ "code": "loaded again" }),
                 );
@@ -149,15 +243,25 @@ impl NewActivity {
                 a
             }
             LifecycleEvent::Unregistered { plugin, event } => {
-                let mut a =
-                    NewActivity::new("plugin", "destroy", "info", Some(plugin), Value::Null);
+                let mut a = NewActivity::new(
+                    ActivityKind::Plugin,
+                    "destroy",
+                    ActivityStatus::Info,
+                    Some(plugin),
+                    Value::Null,
+                );
                 a.section_id = Some(event.clone());
                 a
             }
             LifecycleEvent::ChainRebuilt { event, plugins } => {
-                let mut a =
-                    NewActivity::new("event", "edit", "report", None, json!({ "chain": plugins }));
-                a.priority = "low".into();
+                let mut a = NewActivity::new(
+                    ActivityKind::Event,
+                    "edit",
+                    ActivityStatus::Report,
+                    None,
+                    json!({ "chain": plugins }),
+                );
+                a.priority = ActivityPriority::Low;
                 a.section_id = Some(event.clone());
                 a
             }
@@ -168,12 +272,12 @@ impl NewActivity {
                 consecutive,
             } => {
                 let status = if failure.kind == plugboard_engine::FailureKind::Panic {
-                    "throw"
+                    ActivityStatus::Throw
                 } else {
-                    "error"
+                    ActivityStatus::Error
                 };
                 let mut a = NewActivity::new(
-                    "plugin",
+                    ActivityKind::Plugin,
                     "call",
                     status,
                     Some(plugin),
@@ -183,9 +287,9 @@ impl NewActivity {
                 a
             }
             LifecycleEvent::OperationFailed { op, plugin, error } => NewActivity::new(
-                "plugin",
+                ActivityKind::Plugin,
                 op.as_str(),
-                "error",
+                ActivityStatus::Error,
                 plugin.as_deref(),
                 json!({ "error": error }),
             ),
@@ -196,9 +300,9 @@ impl NewActivity {
                 reason,
             } => {
                 let mut a = NewActivity::new(
-                    "plugin",
+                    ActivityKind::Plugin,
                     op.as_str(),
-                    "warning",
+                    ActivityStatus::Warning,
                     Some(plugin),
                     json!({ "callback_failed": reason, "went_ahead": true }),
                 );
@@ -207,9 +311,9 @@ impl NewActivity {
             }
             LifecycleEvent::MissingCode { plugin, event } => {
                 let mut a = NewActivity::new(
-                    "plugin",
+                    ActivityKind::Plugin,
                     "read",
-                    "warning",
+                    ActivityStatus::Warning,
                     Some(plugin),
                     json!({ "missing_code": true }),
                 );
@@ -218,9 +322,9 @@ impl NewActivity {
             }
             LifecycleEvent::BackgroundDropped { event, total } => {
                 let mut a = NewActivity::new(
-                    "event",
+                    ActivityKind::Event,
                     "call",
-                    "warning",
+                    ActivityStatus::Warning,
                     None,
                     json!({ "background_dropped": total }),
                 );
@@ -228,9 +332,9 @@ impl NewActivity {
                 a
             }
             other => NewActivity::new(
-                "event",
+                ActivityKind::Event,
                 "edit",
-                "report",
+                ActivityStatus::Report,
                 None,
                 json!({ "event": format!("{other:?}") }),
             ),
@@ -242,9 +346,9 @@ impl NewActivity {
 #[derive(Clone, Debug, Default)]
 pub struct ActivityQuery {
     /// Only this kind.
-    pub kind: Option<String>,
+    pub kind: Option<ActivityKind>,
     /// Only this status.
-    pub status: Option<String>,
+    pub status: Option<ActivityStatus>,
     /// Only this subject.
     pub subject: Option<String>,
     /// Only entries at or after this time.
@@ -369,10 +473,10 @@ async fn insert(db: &Db, batch: &[NewActivity], now: OffsetDateTime) -> Result<(
             sqlx::query(
                 "INSERT INTO activities (kind, action, priority, status, subject, section_id, extra, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             )
-            .bind(&a.kind)
+            .bind(a.kind.as_str())
             .bind(&a.action)
-            .bind(&a.priority)
-            .bind(&a.status)
+            .bind(a.priority.as_str())
+            .bind(a.status.as_str())
             .bind(&a.subject)
             .bind(&a.section_id)
             .bind(Json(&a.extra))
@@ -423,8 +527,8 @@ async fn query(db: Db, q: ActivityQuery) -> Result<Vec<Activity>, StoreError> {
                ORDER BY id DESC LIMIT $7";
     let rows = on_db!(&db, |pool| {
         let rows = sqlx::query(sql)
-            .bind(&q.kind)
-            .bind(&q.status)
+            .bind(q.kind.map(ActivityKind::as_str))
+            .bind(q.status.map(ActivityStatus::as_str))
             .bind(&q.subject)
             .bind(q.since.map(|t| t.to_offset(time::UtcOffset::UTC)))
             .bind(q.until.map(|t| t.to_offset(time::UtcOffset::UTC)))
@@ -438,10 +542,10 @@ async fn query(db: Db, q: ActivityQuery) -> Result<Vec<Activity>, StoreError> {
             out.push(Activity {
                 id: row.try_get("id")?,
                 entry: NewActivity {
-                    kind: row.try_get("kind")?,
+                    kind: row.try_get::<&str, _>("kind")?.parse()?,
                     action: row.try_get("action")?,
-                    priority: row.try_get("priority")?,
-                    status: row.try_get("status")?,
+                    priority: row.try_get::<&str, _>("priority")?.parse()?,
+                    status: row.try_get::<&str, _>("status")?.parse()?,
                     subject: row.try_get("subject")?,
                     section_id: row.try_get("section_id")?,
                     extra,
@@ -475,9 +579,9 @@ impl Store {
                 let dropped = c.dropped.load(Relaxed);
                 if dropped > reported_dropped {
                     buf.push(NewActivity::new(
-                        "activity",
+                        ActivityKind::Activity,
                         "report",
-                        "warning",
+                        ActivityStatus::Warning,
                         None,
                         json!({ "dropped_total": dropped, "dropped_since_last_report": dropped - reported_dropped }),
                     ));

@@ -37,7 +37,10 @@ mod watch;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use activity::{Activity, ActivityLog, ActivityQuery, LogConfig, NewActivity};
+pub use activity::{
+    Activity, ActivityKind, ActivityLog, ActivityPriority, ActivityQuery, ActivityStatus,
+    LogConfig, NewActivity,
+};
 pub use packages::PackageRow;
 pub use settings::{SettingChange, Settings};
 pub use watch::Watch;

@@ -117,7 +117,7 @@ pub(crate) struct HostState {
     pub(crate) limits: Limiter,
     pub(crate) plugin: Arc<str>,
     pub(crate) settings: Arc<std::sync::RwLock<Option<String>>>,
-    pub(crate) capabilities: Capabilities,
+    pub(crate) grants: Grants,
     pub(crate) logs: Arc<LogBudget>,
 }
 
@@ -166,9 +166,12 @@ impl LogBudget {
     }
 }
 
-/// The host imports a plugin may call; calling one it was not granted traps, naming it.
+/// The host imports a loaded plugin is granted; calling one it was not granted traps,
+/// naming it. (A package's manifest *asks* for capabilities, `plugboard_package::Capabilities`;
+/// the installer grants what was asked and the operator's policy allowed.) No default:
+/// whoever loads a component says what it gets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Capabilities {
+pub struct Grants {
     /// `log`.
     pub log: bool,
     /// `settings`.
@@ -177,20 +180,19 @@ pub struct Capabilities {
     pub clock: bool,
 }
 
-impl Capabilities {
+impl Grants {
     /// Every import.
-    pub const ALL: Capabilities = Capabilities {
+    pub const ALL: Grants = Grants {
         log: true,
         settings: true,
         clock: true,
     };
-}
-
-impl Default for Capabilities {
-    /// Every import (packages narrow this to what their manifest asks for).
-    fn default() -> Self {
-        Capabilities::ALL
-    }
+    /// No import.
+    pub const NONE: Grants = Grants {
+        log: false,
+        settings: false,
+        clock: false,
+    };
 }
 
 impl HostState {
@@ -198,7 +200,7 @@ impl HostState {
         plugin: Arc<str>,
         memory: usize,
         settings: Arc<std::sync::RwLock<Option<String>>>,
-        capabilities: Capabilities,
+        grants: Grants,
         logs: Arc<LogBudget>,
     ) -> Self {
         // Nothing is granted: no preopened directories, no environment, no arguments,
@@ -208,7 +210,7 @@ impl HostState {
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false);
-        if !capabilities.clock {
+        if !grants.clock {
             // WASI's clocks are the `clock` capability too: without it they stand still at
             // the epoch (the standard library reads them, so they cannot trap).
             builder.wall_clock(Frozen).monotonic_clock(Frozen);
@@ -223,7 +225,7 @@ impl HostState {
             },
             plugin,
             settings,
-            capabilities,
+            grants,
             logs,
         }
     }
@@ -308,7 +310,7 @@ impl WasiView for HostState {
 
 impl Host for HostState {
     fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
-        if !self.capabilities.log {
+        if !self.grants.log {
             return Err(self.denied("log", "log"));
         }
         // A plugin may not flood the host's logs: lines are cut, and past its budget per
@@ -329,14 +331,14 @@ impl Host for HostState {
     }
 
     fn settings(&mut self) -> wasmtime::Result<Option<String>> {
-        if !self.capabilities.settings {
+        if !self.grants.settings {
             return Err(self.denied("settings", "settings"));
         }
         Ok(self.settings.read().ok().and_then(|s| s.clone()))
     }
 
     fn now_ms(&mut self) -> wasmtime::Result<u64> {
-        if !self.capabilities.clock {
+        if !self.grants.clock {
             return Err(self.denied("now-ms", "clock"));
         }
         Ok(SystemTime::now()

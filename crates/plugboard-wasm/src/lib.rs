@@ -25,8 +25,5 @@ mod host;
 mod plugin;
 
 pub use cache::Origin;
-pub use host::{Capabilities, HostConfig, LOG_LINES_PER_SECOND, WasmError, WasmHost};
+pub use host::{Grants, HostConfig, LOG_LINES_PER_SECOND, WasmError, WasmHost};
 pub use plugin::{Limits, WasmPlugin};
-
-/// The contract version this host implements (the WIT package's version).
-pub const CONTRACT_VERSION: &str = "0.2.0";

@@ -11,10 +11,10 @@ use plugboard_engine::{Callbacks, Code, EncodedStep, Failure, FailureKind, Op};
 use wasmtime::Store;
 use wasmtime::component::types::ComponentItem;
 
-use crate::CONTRACT_VERSION;
 use crate::bindings::{Plugin, PluginPre, Reply as WitReply, Wire as WitWire};
 use crate::cache::{self, Origin};
-use crate::host::{Capabilities, HostState, Stopped, WasmError, WasmHost};
+use crate::host::{Grants, HostState, Stopped, WasmError, WasmHost};
+use plugboard_core::CONTRACT_VERSION;
 
 /// The limits a plugin runs under. The defaults fit a plugin that handles a request's
 /// worth of data; the operator may loosen or tighten them per plugin.
@@ -30,8 +30,10 @@ pub struct Limits {
     pub max_reply: usize,
     /// Warm instances kept for reuse.
     pub warm: usize,
-    /// The host imports it may call.
-    pub capabilities: Capabilities,
+    /// The host imports it may call. The default grants every one: a component an
+    /// embedder loads itself is its own code; the installer grants a package only what its
+    /// manifest asks for.
+    pub grants: Grants,
 }
 
 impl Default for Limits {
@@ -42,7 +44,7 @@ impl Default for Limits {
             fuel: None,
             max_reply: 1 << 20,
             warm: 4,
-            capabilities: Capabilities::ALL,
+            grants: Grants::ALL,
         }
     }
 }
@@ -265,7 +267,7 @@ impl WasmPlugin {
             self.name.clone(),
             self.limits.memory,
             self.settings.clone(),
-            self.limits.capabilities,
+            self.limits.grants,
             self.logs.clone(),
         );
         let mut store = Store::new(&self.host.inner.engine, state);

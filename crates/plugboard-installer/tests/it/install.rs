@@ -1,7 +1,7 @@
 //! Installing, upgrading, rolling back and uninstalling; refusals write nothing.
 
 use plugboard_core::Status;
-use plugboard_installer::{InstallError, InstallOptions};
+use plugboard_installer::{InstallAction, InstallError, InstallOptions};
 use plugboard_package::PackageError;
 use plugboard_testkit::{BOTH, fresh_url};
 
@@ -20,7 +20,7 @@ fn install_upgrade_rollback_and_uninstall_on_both_backends() {
         let done = h.install(&v1).unwrap();
         assert_eq!(
             (done.action, done.version.as_str(), done.plugins.clone()),
-            ("install", "1.0.0", vec!["audit".to_owned()])
+            (InstallAction::Install, "1.0.0", vec!["audit".to_owned()])
         );
         // It runs in the event's chain, and its record is owned by the package.
         assert_eq!(h.call().extra["audited_by"], "wasm-audit", "{backend:?}");
@@ -45,7 +45,7 @@ fn install_upgrade_rollback_and_uninstall_on_both_backends() {
                 &mut |_, _| {},
             )
             .unwrap();
-        assert_eq!(forced.action, "reinstall");
+        assert_eq!(forced.action, InstallAction::Reinstall);
 
         // An upgrade to a version whose code differs (the pass-through probe).
         let v2 = package(
@@ -56,7 +56,7 @@ fn install_upgrade_rollback_and_uninstall_on_both_backends() {
         let up = h.install(&v2).unwrap();
         assert_eq!(
             (up.action, up.replaced.as_deref()),
-            ("upgrade", Some("1.0.0"))
+            (InstallAction::Upgrade, Some("1.0.0"))
         );
         assert!(h.call().extra.is_null(), "the new code runs");
         let row = h.store.package("audit").unwrap().unwrap();

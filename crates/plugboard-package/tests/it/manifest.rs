@@ -1,7 +1,7 @@
 //! The manifest: strict parsing, field paths in errors, `to_toml`, the operator's policy.
 
 use plugboard_package::{
-    Capabilities, InstallPolicy, Limits, Manifest, PackageError, PolicyViolation,
+    Capabilities, InstallPolicy, Manifest, PackageError, PackageLimits, PolicyViolation,
 };
 
 use crate::{MANIFEST, SMALL};
@@ -28,7 +28,7 @@ fn the_full_manifest_parses() {
     let m = Manifest::parse(SMALL).unwrap();
     assert_eq!(m.hooks[0].plugin, "audit");
     assert_eq!(m.hooks[0].depend_type, plugboard_core::DependType::Soft);
-    assert_eq!(m.limits, Limits::default());
+    assert_eq!(m.limits, PackageLimits::default());
     assert_eq!(m.capabilities, Capabilities::default());
 }
 
@@ -175,7 +175,7 @@ fn the_policy_refuses_each_excess_by_name() {
     );
 
     let strict = InstallPolicy {
-        max_limits: Limits {
+        max_limits: PackageLimits {
             memory_mib: Some(32),
             deadline_ms: Some(50),
             fuel: Some(10),
@@ -239,5 +239,13 @@ fn the_policy_checks_plugin_names_host_and_contract() {
             "package.host: the package requires host >=2, this host is 0.1.0",
             "package.contract: the package requires contract ^0.3, this host implements plugboard:plugin@0.2.0",
         ]
+    );
+}
+
+#[test]
+fn the_contract_version_is_plugboard_cores() {
+    assert_eq!(
+        plugboard_package::contract_version().to_string(),
+        plugboard_core::CONTRACT_VERSION
     );
 }

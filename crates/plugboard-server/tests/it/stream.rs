@@ -164,6 +164,47 @@ fn the_openapi_document_lists_the_paths() {
 }
 
 #[test]
+fn the_openapi_document_matches_its_snapshot() {
+    // The document is generated from the handlers' types; any change to what the API
+    // answers shows here as a diff to review. Refresh with
+    // `UPDATE_EXPECT=1 cargo test -p plugboard-server --test it openapi`.
+    let env = Env::start();
+    let r = env.api("GET", "/api/openapi.json", None);
+    assert_eq!(r.status, 200);
+    let doc = serde_json::to_string_pretty(&r.json()).unwrap() + "\n";
+    expect_test::expect_file!["../../openapi.json"].assert_eq(&doc);
+}
+
+#[test]
+fn every_response_is_a_type_not_free_json() {
+    // No 200 answer of the JSON API is documented as bare `Value` (an empty object
+    // schema): each names its type.
+    let doc = serde_json::to_value(plugboard_server::openapi()).unwrap();
+    let mut untyped = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let Some(ok) = op["responses"].get("200") else {
+                continue;
+            };
+            let Some(content) = ok.get("content").and_then(|c| c.get("application/json")) else {
+                continue;
+            };
+            let schema = &content["schema"];
+            if schema.as_object().is_some_and(|o| o.is_empty())
+                || schema
+                    .get("items")
+                    .is_some_and(|i| i.as_object().is_some_and(|o| o.is_empty()))
+            {
+                untyped.push(format!("{method} {path}"));
+            }
+        }
+    }
+    assert!(untyped.is_empty(), "untyped responses: {untyped:?}");
+    // /health is public.
+    assert_eq!(doc["paths"]["/health"]["get"]["security"], json!([{}]));
+}
+
+#[test]
 fn the_package_index_is_polled_and_newer_versions_announced() {
     let dir = tempfile::tempdir().unwrap();
     let index = dir.path().join("index.json");

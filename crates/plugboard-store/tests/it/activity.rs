@@ -3,7 +3,10 @@
 use std::time::Duration;
 
 use plugboard_engine::{Engine, Registration};
-use plugboard_store::{ActivityQuery, LogConfig, NewActivity, Store, StoreError};
+use plugboard_store::{
+    ActivityKind, ActivityPriority, ActivityQuery, ActivityStatus, LogConfig, NewActivity, Store,
+    StoreError,
+};
 use serde_json::json;
 
 use crate::{Mark, each_backend};
@@ -36,12 +39,12 @@ fn lifecycle_changes_are_recorded_and_can_be_filtered_and_paged() {
             .iter()
             .find(|a| a.entry.extra["to"] == "held")
             .expect("b's hold is recorded");
-        assert_eq!(held.entry.status, "warning");
+        assert_eq!(held.entry.status, ActivityStatus::Warning);
         assert_eq!(held.entry.extra["cause"]["dependency"], "a");
 
         let errors = store
             .activities(&ActivityQuery {
-                status: Some("error".into()),
+                status: Some(ActivityStatus::Error),
                 ..Default::default()
             })
             .unwrap();
@@ -115,10 +118,10 @@ fn retention_keeps_the_newest_rows() {
         let log = store.activity_log(None, LogConfig::default());
         for i in 0..30 {
             assert!(log.record(NewActivity {
-                kind: "setting".into(),
+                kind: ActivityKind::Setting,
                 action: "edit".into(),
-                priority: "none".into(),
-                status: "info".into(),
+                priority: ActivityPriority::None,
+                status: ActivityStatus::Info,
                 subject: Some(format!("s{i}")),
                 section_id: None,
                 extra: json!({ "i": i }),
@@ -155,10 +158,10 @@ fn when_the_writer_cannot_keep_up_entries_are_dropped_counted_and_reported() {
             },
         );
         let entry = NewActivity {
-            kind: "event".into(),
+            kind: ActivityKind::Event,
             action: "call".into(),
-            priority: "low".into(),
-            status: "report".into(),
+            priority: ActivityPriority::Low,
+            status: ActivityStatus::Report,
             subject: None,
             section_id: None,
             extra: json!(null),
@@ -172,7 +175,7 @@ fn when_the_writer_cannot_keep_up_entries_are_dropped_counted_and_reported() {
         assert!(log.flush(Duration::from_secs(5)));
         let reports = store
             .activities(&ActivityQuery {
-                kind: Some("activity".into()),
+                kind: Some(ActivityKind::Activity),
                 ..Default::default()
             })
             .unwrap();
@@ -186,16 +189,7 @@ fn when_the_writer_cannot_keep_up_entries_are_dropped_counted_and_reported() {
 
 #[test]
 fn invalid_entries_name_the_field() {
-    let bad = NewActivity {
-        kind: "plugin".into(),
-        action: "add".into(),
-        priority: "urgent".into(),
-        status: "info".into(),
-        subject: None,
-        section_id: None,
-        extra: json!(null),
-    };
-    let err = bad.validate().unwrap_err();
+    let err = "urgent".parse::<ActivityPriority>().unwrap_err();
     assert!(matches!(
         err,
         StoreError::Invalid {
@@ -207,6 +201,20 @@ fn invalid_entries_name_the_field() {
         err.to_string(),
         "invalid priority: \"urgent\" is not one of none, low, medium, high, featured"
     );
+    let long = NewActivity::new(
+        ActivityKind::Plugin,
+        &"x".repeat(33),
+        ActivityStatus::Info,
+        None,
+        json!(null),
+    );
+    assert!(matches!(
+        long.validate().unwrap_err(),
+        StoreError::Invalid {
+            field: "action",
+            ..
+        }
+    ));
 }
 
 struct Boom;
@@ -257,7 +265,7 @@ fn a_call_storm_under_the_limit_loses_no_entry() {
         assert_eq!(log.dropped(), 0);
         let failures = store
             .activities(&ActivityQuery {
-                status: Some("throw".into()),
+                status: Some(ActivityStatus::Throw),
                 subject: Some("boom".into()),
                 limit: Some(1000),
                 ..Default::default()
@@ -266,7 +274,7 @@ fn a_call_storm_under_the_limit_loses_no_entry() {
         assert_eq!(failures.len(), 1000, "a page holds 1000");
         let second = store
             .activities(&ActivityQuery {
-                status: Some("throw".into()),
+                status: Some(ActivityStatus::Throw),
                 before_id: failures.last().map(|a| a.id),
                 limit: Some(1000),
                 ..Default::default()

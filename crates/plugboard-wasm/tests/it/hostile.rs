@@ -197,9 +197,9 @@ fn wasi_clocks_are_the_clock_capability_too() {
         .unwrap();
     let read = |clock: bool| -> u64 {
         let limits = plugboard_wasm::Limits {
-            capabilities: plugboard_wasm::Capabilities {
+            grants: plugboard_wasm::Grants {
                 clock,
-                ..plugboard_wasm::Capabilities::ALL
+                ..plugboard_wasm::Grants::ALL
             },
             ..Default::default()
         };

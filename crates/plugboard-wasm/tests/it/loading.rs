@@ -19,6 +19,22 @@ fn a_component_of_an_unknown_contract_version_is_refused() {
 }
 
 #[test]
+fn the_contract_version_is_the_wit_packages_and_the_manifests() {
+    // One version, written once in plugboard-core: the WIT file the host is generated
+    // from and the package crate's semver form say the same.
+    let wit = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../wit/plugin.wit"))
+        .unwrap();
+    let declared = format!(
+        "package plugboard:plugin@{};",
+        plugboard_core::CONTRACT_VERSION
+    );
+    assert!(
+        wit.lines().any(|l| l.trim() == declared),
+        "wit/plugin.wit lacks `{declared}`"
+    );
+}
+
+#[test]
 fn bytes_that_are_not_a_component_are_refused() {
     let host = crate::host();
     let err = host

@@ -1,0 +1,264 @@
+//! The JSON bodies the admin API answers with: one type per response, each deriving its
+//! OpenAPI schema, so that the document is the code and cannot drift from it. Domain
+//! types (records, failures, packages, activity) are answered as they are; these add what
+//! the API puts around them.
+
+use plugboard_core::{PluginRecord, Priority, Status};
+use plugboard_engine::{CodeKind, Failure, Health, PluginInfo, PluginProfile};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use crate::error::ErrorDetail;
+
+/// `GET /health`: the process is up and serving.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Liveness {
+    /// Always `ok`.
+    #[schema(example = "ok")]
+    pub(crate) status: &'static str,
+}
+
+/// `GET /api/health`: each plugin's health check and each event's chain.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct HostHealth {
+    /// Every registered plugin.
+    pub(crate) plugins: Vec<Health>,
+    /// Every declared event.
+    pub(crate) events: Vec<EventHealth>,
+}
+
+/// An event's chain health.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct EventHealth {
+    /// The event.
+    pub(crate) name: String,
+    /// Plugins in its chain now.
+    pub(crate) chain_len: usize,
+    /// Whether every plugin in its chain passed its health check.
+    pub(crate) healthy: bool,
+}
+
+/// A plugin as an event's listing shows it.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct PluginSummary {
+    /// The plugin.
+    pub(crate) name: String,
+    /// Its status.
+    pub(crate) status: Status,
+    /// Lower runs first.
+    pub(crate) priority: Priority,
+    /// The kind of its code, when loaded.
+    pub(crate) kind: Option<CodeKind>,
+    /// Whether it is in the chain now.
+    pub(crate) in_chain: bool,
+    /// Hard dependencies that are not active.
+    pub(crate) waiting_for: Vec<String>,
+    /// The package that installed it, if one did.
+    pub(crate) package: Option<String>,
+}
+
+/// An event, its chain and its plugins.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct EventView {
+    /// The event's unique name.
+    pub(crate) name: String,
+    /// Its section.
+    pub(crate) section: String,
+    /// When it fires.
+    pub(crate) doc: String,
+    /// The top-level fields of its state.
+    pub(crate) fields: Vec<String>,
+    /// The plugins that run on a call, in order.
+    pub(crate) chain: Vec<String>,
+    /// Every plugin registered on it.
+    pub(crate) plugins: Vec<PluginSummary>,
+    /// The JSON Schema of its state (`GET /api/events/{name}` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub(crate) schema: Option<Value>,
+}
+
+/// How a plugin's step ended.
+#[derive(Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum StepOutcome {
+    /// It replied continue.
+    Continued,
+    /// It replied halt: the chain stopped there.
+    Halted,
+    /// It failed (see `failure`).
+    Failed,
+}
+
+/// One plugin's step in a call.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct TraceStep {
+    /// The plugin.
+    pub(crate) plugin: String,
+    /// How long the step took, in microseconds.
+    pub(crate) elapsed_us: f64,
+    /// How it ended.
+    pub(crate) outcome: StepOutcome,
+    /// Why it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) failure: Option<Failure>,
+}
+
+/// `POST /api/events/{name}/call`: the state the chain produced, or why it produced none.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct CallResult {
+    /// The final state (null when the call failed).
+    #[schema(value_type = Option<Object>)]
+    pub(crate) result: Option<Value>,
+    /// Why the call produced no state (null when it succeeded).
+    pub(crate) error: Option<ErrorDetail>,
+    /// The steps that ran, in order.
+    pub(crate) trace: Vec<TraceStep>,
+    /// The plugin that halted the chain, if one did.
+    pub(crate) halted_by: Option<String>,
+}
+
+/// A plugin with everything known about it.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct PluginView {
+    /// The record and the runtime's view of it.
+    #[serde(flatten)]
+    pub(crate) info: PluginInfo,
+    /// The package that installed it, if one did.
+    pub(crate) package: Option<String>,
+}
+
+/// What an operator can do to a plugin.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum PluginAction {
+    /// Start it (and what it holds).
+    Start,
+    /// Stop it; its callback cannot veto.
+    Stop,
+    /// Stop and start it.
+    Restart,
+    /// Start a stopped plugin again.
+    Enable,
+    /// Unload its code; the record stays, stopped.
+    Delete,
+    /// Remove its record.
+    Unregister,
+}
+
+impl PluginAction {
+    /// Every action.
+    pub(crate) const ALL: [PluginAction; 6] = [
+        PluginAction::Start,
+        PluginAction::Stop,
+        PluginAction::Restart,
+        PluginAction::Enable,
+        PluginAction::Delete,
+        PluginAction::Unregister,
+    ];
+
+    /// Its name in a path.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            PluginAction::Start => "start",
+            PluginAction::Stop => "stop",
+            PluginAction::Restart => "restart",
+            PluginAction::Enable => "enable",
+            PluginAction::Delete => "delete",
+            PluginAction::Unregister => "unregister",
+        }
+    }
+
+    /// The action named `name`.
+    pub(crate) fn parse(name: &str) -> Option<PluginAction> {
+        PluginAction::ALL.into_iter().find(|a| a.as_str() == name)
+    }
+}
+
+/// A plugin an operation could not change.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Skipped {
+    /// The plugin.
+    pub(crate) plugin: String,
+    /// Why.
+    pub(crate) error: ErrorDetail,
+}
+
+/// A plugin whose callback failed on an operation it may not refuse: the operation went
+/// ahead.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Overridden {
+    /// The plugin.
+    pub(crate) plugin: String,
+    /// What its callback said.
+    pub(crate) callback_error: String,
+}
+
+impl Overridden {
+    pub(crate) fn list(pairs: &[(String, String)]) -> Vec<Overridden> {
+        pairs
+            .iter()
+            .map(|(plugin, why)| Overridden {
+                plugin: plugin.clone(),
+                callback_error: why.clone(),
+            })
+            .collect()
+    }
+}
+
+/// `POST /api/plugins/{name}/{action}`: what the operation did.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ActionResult {
+    /// The action.
+    pub(crate) action: PluginAction,
+    /// The plugin it was asked of.
+    pub(crate) plugin: String,
+    /// The records it changed, as they are now.
+    pub(crate) changed: Vec<PluginRecord>,
+    /// Plugins it could not change.
+    pub(crate) skipped: Vec<Skipped>,
+    /// Plugins whose callback failed; the operation went ahead.
+    pub(crate) overridden: Vec<Overridden>,
+}
+
+/// `DELETE /api/packages/{name}`: what the uninstall did.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Uninstalled {
+    /// The package.
+    pub(crate) uninstalled: String,
+    /// Plugins of other packages now held (their hard dependency is gone).
+    pub(crate) held: Vec<String>,
+    /// Plugins whose `unregister` callback failed; they were removed all the same.
+    pub(crate) overridden: Vec<Overridden>,
+}
+
+/// A stored setting.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct SettingView {
+    /// Its name, as stored.
+    pub(crate) name: String,
+    /// Its value.
+    #[schema(value_type = Object)]
+    pub(crate) configs: Value,
+    /// When it last changed (`GET /api/settings` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub(crate) updated_at: Option<String>,
+}
+
+/// `DELETE /api/settings/{name}`.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Deleted {
+    /// The setting removed, as it was stored.
+    pub(crate) deleted: String,
+}
+
+/// `GET /api/profile`: an event's plugins' times.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct EventProfile {
+    /// The event.
+    pub(crate) event: String,
+    /// Its plugins, in chain order.
+    pub(crate) plugins: Vec<PluginProfile>,
+}
