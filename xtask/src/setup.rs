@@ -236,11 +236,53 @@ pub(crate) fn test(root: &Path, args: &[String]) -> Result<()> {
     chromium(&mut env, root)?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     println!("xtask: cargo test --workspace --locked {}", args.join(" "));
-    let mut cmd = env.command(cargo);
+    let mut cmd = env.command(&cargo);
     cmd.current_dir(root)
         .args(["test", "--workspace", "--locked"])
         .args(args);
-    run(cmd, "cargo test")
+    run(cmd, "cargo test")?;
+    if args.is_empty() {
+        native_only(&env, root, &cargo)?;
+    }
+    Ok(())
+}
+
+/// The admin server without its `packages` feature: a native-only host's build. Its
+/// dependency tree must hold neither the installer nor wasmtime, and its test must pass.
+fn native_only(env: &Env, root: &Path, cargo: &std::ffi::OsStr) -> Result<()> {
+    let no_packages = [
+        "-p",
+        "plugboard-server",
+        "--no-default-features",
+        "--locked",
+    ];
+    let tree = env
+        .command(cargo)
+        .current_dir(root)
+        .arg("tree")
+        .args(no_packages)
+        .args(["-e", "normal", "--prefix", "none", "--format", "{p}"])
+        .output()
+        .context("cargo tree")?;
+    if !tree.status.success() {
+        bail!(
+            "cargo tree failed: {}",
+            String::from_utf8_lossy(&tree.stderr)
+        );
+    }
+    let tree = String::from_utf8_lossy(&tree.stdout);
+    for heavy in ["wasmtime ", "plugboard-installer ", "plugboard-wasm "] {
+        if tree.lines().any(|l| l.starts_with(heavy)) {
+            bail!("the native-only server (--no-default-features) depends on {heavy}");
+        }
+    }
+    println!("xtask: the native-only server builds without the installer and wasmtime");
+    let mut cmd = env.command(cargo);
+    cmd.current_dir(root)
+        .arg("test")
+        .args(no_packages)
+        .args(["--test", "native"]);
+    run(cmd, "cargo test (native-only server)")
 }
 
 /// A directory of links to every program on `PATH` except `hidden`: a `PATH` that lacks them.

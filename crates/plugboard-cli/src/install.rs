@@ -53,9 +53,34 @@ fn session(database: Option<String>, boot: bool, quiet: bool) -> Result<Installe
     Ok(installer)
 }
 
-/// The installer's own wording, without repeating the sources it already quotes.
+/// The installer's own wording (which quotes its sources already), and what to type
+/// about it: the library names options and settings, the CLI its flags and commands.
 fn message(e: InstallError) -> anyhow::Error {
-    anyhow!("{e}")
+    match advice(&e) {
+        Some(advice) => anyhow!("{e}\n  hint: {advice}"),
+        None => anyhow!("{e}"),
+    }
+}
+
+/// The command-line advice for an installer error, if there is one.
+fn advice(e: &InstallError) -> Option<String> {
+    use plugboard_package::fetch::FetchError;
+    Some(match e {
+        InstallError::NotNewer { .. } => "add --force to install it anyway".to_owned(),
+        InstallError::NotInstalled(_) => {
+            "`plugboard packages` lists the installed packages".to_owned()
+        }
+        InstallError::HasDependents { .. } => {
+            "add --cascade to uninstall it anyway (their plugins are held)".to_owned()
+        }
+        InstallError::Fetch(FetchError::HostNotAllowed { host }) => format!(
+            "`plugboard settings get installer` shows the list; add `{host}` to its `allowed_hosts` with `plugboard settings set installer '{{…}}'`"
+        ),
+        InstallError::Fetch(FetchError::PinRequired { .. }) => {
+            "pass the package file's digest with --sha256 HEX".to_owned()
+        }
+        _ => return None,
+    })
 }
 
 /// Flushes the activity log, then returns an operation's result in the installer's

@@ -58,7 +58,7 @@ pub(crate) fn serve(
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
-        let config = ServerConfig::new(store, engine, installer, home).options(ServerOptions {
+        let config = ServerConfig::new(store, engine, home).installer(installer).options(ServerOptions {
             addr,
             demo: true,
             ..ServerOptions::default()

@@ -47,7 +47,8 @@ pub use plugin::{
     from_fn,
 };
 pub use record::{
-    DependType, PluginRecord, Priority, PriorityError, Registration, Status, invalid_name,
+    DependType, PACKAGE_KEY, PluginRecord, Priority, PriorityError, Registration, Status,
+    invalid_name,
 };
 pub use wire::Wire;
 

@@ -180,7 +180,17 @@ pub struct PluginRecord {
     pub updated_at: OffsetDateTime,
 }
 
+/// The key of a record's `extra` under which the installer names the package that owns it.
+pub const PACKAGE_KEY: &str = "package";
+
 impl PluginRecord {
+    /// The package that owns this record (installed it), if one does.
+    pub fn package(&self) -> Option<&str> {
+        self.extra
+            .iter()
+            .find_map(|m| m.get(PACKAGE_KEY).and_then(Value::as_str))
+    }
+
     /// Whether this plugin's dependencies hold it (hard) and it names `other`.
     pub fn hard_depends_on(&self, other: &str) -> bool {
         self.depend_type == DependType::Hard && self.depends.iter().any(|d| d == other)

@@ -54,7 +54,7 @@ pub enum InstallError {
     },
     /// The same or an older version is installed.
     #[error(
-        "package `{package}` {installed} is installed; {offered} is not newer (use --force to install it anyway)"
+        "package `{package}` {installed} is installed; {offered} is not newer (a forced install replaces it anyway)"
     )]
     NotNewer {
         /// The package.
@@ -81,11 +81,11 @@ pub enum InstallError {
         restored: bool,
     },
     /// No such package.
-    #[error("no package named `{0}` is installed; `plugboard packages` lists them")]
+    #[error("no package named `{0}` is installed")]
     NotInstalled(String),
     /// Other packages depend on it.
     #[error(
-        "packages {} depend on `{package}`; uninstall them first, or use --cascade (their plugins are held, not removed)",
+        "packages {} depend on `{package}`; uninstall them first, or uninstall with cascade (their plugins are held, not removed)",
         .dependents.join(", ")
     )]
     HasDependents {

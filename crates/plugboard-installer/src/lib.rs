@@ -272,14 +272,9 @@ fn package_statuses(
 }
 
 /// The key plugin records carry in `extra` to name the package that owns them.
-const OWNER: &str = "package";
-
-/// The package owning a record, if a package does.
+/// The package owning a record, if a package does ([`PluginRecord::package`]).
 pub fn owner(record: &PluginRecord) -> Option<&str> {
-    record
-        .extra
-        .iter()
-        .find_map(|m| m.get(OWNER).and_then(Value::as_str))
+    record.package()
 }
 
 impl Installer {
@@ -1428,7 +1423,7 @@ fn registration(
         }
     }
     let mut mark = serde_json::Map::new();
-    mark.insert(OWNER.into(), json!(m.package.name));
+    mark.insert(plugboard_core::PACKAGE_KEY.into(), json!(m.package.name));
     mark.insert("version".into(), json!(m.package.version.to_string()));
     reg.extra = vec![mark];
     reg

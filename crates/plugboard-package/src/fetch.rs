@@ -68,13 +68,17 @@ pub enum FetchError {
         http_allowed: bool,
     },
     /// The host is not on the allow-list; nothing was sent.
-    #[error("host `{host}` is not on the list of allowed package hosts")]
+    #[error(
+        "host `{host}` is not on the list of allowed package hosts (`allowed_hosts` in the `installer` setting)"
+    )]
     HostNotAllowed {
         /// `host:port`.
         host: String,
     },
     /// No sha256 pin for a host that is not trusted; nothing was sent.
-    #[error("a sha256 pin is required to download from `{host}` (it is not a trusted host)")]
+    #[error(
+        "a sha256 pin is required to download from `{host}` (it is not on `trusted_hosts` in the `installer` setting)"
+    )]
     PinRequired {
         /// `host:port`.
         host: String,

@@ -6,19 +6,16 @@ use std::time::Instant;
 
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, Request, State};
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use plugboard_core::{EventInfo, Status};
 use plugboard_engine::{CallError, CallOptions, PluginInfo, Report, Target, Trace};
-use plugboard_installer::{
-    InstallAction, InstallOptions, Installed, Outdated, PackageStatus, owner,
-};
 use plugboard_store::{Activity, ActivityKind, ActivityQuery, ActivityStatus};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::{self, SESSION_COOKIE, Session};
@@ -26,7 +23,7 @@ use crate::error::{ApiError, ErrorBody, ErrorDetail, call_error_code};
 use crate::views::{
     ActionResult, CallResult, Deleted, EventHealth, EventProfile, EventView, HostHealth, Liveness,
     Overridden, PluginAction, PluginSummary, PluginView, SettingView, Skipped, StepOutcome,
-    TraceStep, Uninstalled,
+    TraceStep,
 };
 use crate::{Shared, stream};
 
@@ -45,7 +42,7 @@ pub(crate) async fn blocking<T: Send + 'static>(
 
 /// The routes that need auth.
 pub(crate) fn routes(state: &Shared) -> axum::Router<Shared> {
-    axum::Router::new()
+    let router = axum::Router::new()
         .route("/api/health", get(api_health))
         .route("/api/session", get(session))
         .route("/api/events", get(events))
@@ -54,16 +51,6 @@ pub(crate) fn routes(state: &Shared) -> axum::Router<Shared> {
         .route("/api/plugins", get(plugins))
         .route("/api/plugins/{name}", get(plugin))
         .route("/api/plugins/{name}/{action}", post(plugin_action))
-        .route(
-            "/api/packages",
-            get(packages)
-                .post(upload_package)
-                .layer(DefaultBodyLimit::max(state.options.upload_limit)),
-        )
-        .route("/api/packages/url", post(install_url))
-        .route("/api/packages/outdated", get(outdated))
-        .route("/api/packages/{name}", axum::routing::delete(uninstall))
-        .route("/api/packages/{name}/rollback", post(rollback))
         .route("/api/activity", get(activity))
         .route("/api/settings", get(settings))
         .route(
@@ -72,7 +59,12 @@ pub(crate) fn routes(state: &Shared) -> axum::Router<Shared> {
         )
         .route("/api/profile", get(profile))
         .route("/api/stream", get(stream::stream))
-        .route("/api/openapi.json", get(openapi_json))
+        .route("/api/openapi.json", get(openapi_json));
+    #[cfg(feature = "packages")]
+    let router = router.merge(crate::packages::routes(state));
+    #[cfg(not(feature = "packages"))]
+    let _ = state;
+    router
 }
 
 /// The routes open to everyone.
@@ -505,7 +497,7 @@ fn plugin_summary(p: &PluginInfo) -> PluginSummary {
         kind: p.kind,
         in_chain: p.in_chain,
         waiting_for: p.waiting_for.clone(),
-        package: owner(&p.record).map(str::to_owned),
+        package: p.record.package().map(str::to_owned),
     }
 }
 
@@ -659,7 +651,7 @@ pub(crate) async fn call_event(
 
 fn plugin_view(info: PluginInfo) -> PluginView {
     PluginView {
-        package: owner(&info.record).map(str::to_owned),
+        package: info.record.package().map(str::to_owned),
         info,
     }
 }
@@ -766,183 +758,6 @@ pub(crate) async fn plugin_action(
     .await
 }
 
-// ----- packages -----
-
-fn count_install<T>(state: &Shared, action: &str, r: &ApiResult<T>) {
-    match r {
-        Ok(_) => state.metrics.install(action, "ok"),
-        Err(e) => state.metrics.install(action, e.code),
-    }
-}
-
-fn installed_action(r: &ApiResult<Installed>, fallback: InstallAction) -> &'static str {
-    r.as_ref().map_or(fallback, |i| i.action).as_str()
-}
-
-/// `GET /api/packages`.
-#[utoipa::path(get, path = "/api/packages", tag = "packages",
-    responses((status = 200, body = Vec<PackageStatus>)))]
-pub(crate) async fn packages(State(state): State<Shared>) -> ApiResult<Json<Vec<PackageStatus>>> {
-    blocking(move || Ok(Json(state.installer.packages()?))).await
-}
-
-/// Options of an upload.
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub(crate) struct UploadQuery {
-    /// The sha256 the file must have.
-    sha256: Option<String>,
-    /// Install even if the same or a newer version is installed.
-    #[serde(default)]
-    force: bool,
-}
-
-/// `POST /api/packages`: installs an uploaded `.pbpkg` (the raw body).
-#[utoipa::path(post, path = "/api/packages", tag = "packages", params(UploadQuery),
-    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The .pbpkg file"),
-    responses(
-        (status = 200, body = Installed),
-        (status = 400, description = "`bad_request`: an empty body", body = ErrorBody),
-        (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub(crate) async fn upload_package(
-    State(state): State<Shared>,
-    Query(q): Query<UploadQuery>,
-    body: Bytes,
-) -> ApiResult<Json<Installed>> {
-    if body.is_empty() {
-        return Err(ApiError::bad_request(
-            "send the .pbpkg file as the request body",
-        ));
-    }
-    let st = state.clone();
-    let result = blocking(move || {
-        let opts = InstallOptions {
-            sha256: q.sha256,
-            force: q.force,
-        };
-        Ok(st
-            .installer
-            .install_bytes(body.to_vec(), "upload", "upload", &opts)?)
-    })
-    .await;
-    count_install(
-        &state,
-        installed_action(&result, InstallAction::Install),
-        &result,
-    );
-    result.map(Json)
-}
-
-/// The body of an install from a URL.
-#[derive(Deserialize, ToSchema)]
-pub(crate) struct UrlInstall {
-    /// An `http(s)://` URL.
-    url: String,
-    /// The sha256 the file must have (required unless the host is trusted).
-    sha256: Option<String>,
-    /// Install even if the same or a newer version is installed.
-    #[serde(default)]
-    force: bool,
-}
-
-/// `POST /api/packages/url`: downloads and installs; progress goes to the stream as
-/// `install` events.
-#[utoipa::path(post, path = "/api/packages/url", tag = "packages", request_body = UrlInstall,
-    responses(
-        (status = 200, body = Installed),
-        (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub(crate) async fn install_url(
-    State(state): State<Shared>,
-    Json(body): Json<UrlInstall>,
-) -> ApiResult<Json<Installed>> {
-    if !(body.url.starts_with("http://") || body.url.starts_with("https://")) {
-        return Err(ApiError::bad_request(
-            "the url must start with http:// or https://",
-        ));
-    }
-    let st = state.clone();
-    let result = blocking(move || {
-        let opts = InstallOptions {
-            sha256: body.sha256,
-            force: body.force,
-        };
-        let url = body.url;
-        let mut last = Instant::now();
-        let mut progress = |received: u64, total: Option<u64>| {
-            let done = total == Some(received);
-            if done || last.elapsed().as_millis() >= 100 {
-                last = Instant::now();
-                st.hub.publish(
-                    "install",
-                    json!({ "url": url, "received": received, "total": total }),
-                );
-            }
-        };
-        Ok(st.installer.install(&url, &opts, &mut progress)?)
-    })
-    .await;
-    count_install(
-        &state,
-        installed_action(&result, InstallAction::Install),
-        &result,
-    );
-    result.map(Json)
-}
-
-/// `POST /api/packages/{name}/rollback`.
-#[utoipa::path(post, path = "/api/packages/{name}/rollback", tag = "packages",
-    params(("name" = String, Path, description = "The package")),
-    responses((status = 200, body = Installed), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub(crate) async fn rollback(
-    State(state): State<Shared>,
-    Path(name): Path<String>,
-) -> ApiResult<Json<Installed>> {
-    let st = state.clone();
-    let result = blocking(move || Ok(st.installer.rollback(&name)?)).await;
-    count_install(&state, "rollback", &result);
-    result.map(Json)
-}
-
-/// Options of an uninstall.
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub(crate) struct UninstallQuery {
-    /// Uninstall even if other packages depend on it (their plugins are held).
-    #[serde(default)]
-    cascade: bool,
-}
-
-/// `DELETE /api/packages/{name}`.
-#[utoipa::path(delete, path = "/api/packages/{name}", tag = "packages",
-    params(("name" = String, Path, description = "The package"), UninstallQuery),
-    responses((status = 200, body = Uninstalled),
-        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub(crate) async fn uninstall(
-    State(state): State<Shared>,
-    Path(name): Path<String>,
-    Query(q): Query<UninstallQuery>,
-) -> ApiResult<Json<Uninstalled>> {
-    let st = state.clone();
-    let result = blocking(move || {
-        let done = st.installer.uninstall(&name, q.cascade)?;
-        Ok(Uninstalled {
-            overridden: Overridden::list(&done.overridden),
-            uninstalled: name,
-            held: done.held,
-        })
-    })
-    .await;
-    count_install(&state, "uninstall", &result);
-    result.map(Json)
-}
-
-/// `GET /api/packages/outdated`: newer versions in the configured index.
-#[utoipa::path(get, path = "/api/packages/outdated", tag = "packages",
-    responses((status = 200, body = Vec<Outdated>), (status = 400, description = "`invalid_state`: no index configured", body = ErrorBody)))]
-pub(crate) async fn outdated(State(state): State<Shared>) -> ApiResult<Json<Vec<Outdated>>> {
-    blocking(move || Ok(Json(state.installer.outdated(None)?))).await
-}
-
 // ----- activity, settings, profile -----
 
 /// Filters and a page of the activity log.
@@ -1006,6 +821,59 @@ pub(crate) async fn settings(State(state): State<Shared>) -> ApiResult<Json<Vec<
     .await
 }
 
+/// Settings as this host reads and writes them: through the installer's names and checks
+/// (`installer` field by field, a package's settings against its schema) when it has the
+/// `packages` feature, else as stored. A change is applied here at once (the installer's
+/// refresh), and by the other hosts sharing the database within a second.
+mod stored {
+    use serde_json::Value;
+
+    use super::ApiResult;
+    use crate::Shared;
+
+    /// The name as stored and the value.
+    pub(super) fn get(state: &Shared, name: &str) -> ApiResult<(String, Option<Value>)> {
+        #[cfg(feature = "packages")]
+        {
+            let (r, value) = plugboard_installer::settings::get(&state.store, name)?;
+            Ok((r.name, value))
+        }
+        #[cfg(not(feature = "packages"))]
+        Ok((name.to_owned(), state.store.settings().get(name)?))
+    }
+
+    /// Checks and stores a value; the name as stored.
+    pub(super) fn set(state: &Shared, name: &str, value: Value) -> ApiResult<String> {
+        #[cfg(feature = "packages")]
+        {
+            let r = plugboard_installer::settings::set(&state.store, name, value)?;
+            if let Some(installer) = &state.installer {
+                installer.refresh_settings()?;
+            }
+            Ok(r.name)
+        }
+        #[cfg(not(feature = "packages"))]
+        {
+            state.store.settings().set(name, value)?;
+            Ok(name.to_owned())
+        }
+    }
+
+    /// Removes a value; the name as stored and whether it existed.
+    pub(super) fn delete(state: &Shared, name: &str) -> ApiResult<(String, bool)> {
+        #[cfg(feature = "packages")]
+        {
+            let (r, existed) = plugboard_installer::settings::delete(&state.store, name)?;
+            if existed && let Some(installer) = &state.installer {
+                installer.refresh_settings()?;
+            }
+            Ok((r.name, existed))
+        }
+        #[cfg(not(feature = "packages"))]
+        Ok((name.to_owned(), state.store.settings().delete(name)?))
+    }
+}
+
 /// `GET /api/settings/{name}`.
 #[utoipa::path(get, path = "/api/settings/{name}", tag = "settings",
     params(("name" = String, Path, description = "The setting: `installer`, a package or one of its plugins (the package's plugin settings, stored as `package.NAME`), or the host's own")),
@@ -1014,19 +882,14 @@ pub(crate) async fn setting(
     State(state): State<Shared>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<SettingView>> {
-    blocking(
-        move || match plugboard_installer::settings::get(&state.store, &name)? {
-            (r, Some(configs)) => Ok(Json(SettingView {
-                name: r.name,
-                configs,
-                updated_at: None,
-            })),
-            (r, None) => Err(ApiError::not_found(format!(
-                "no setting named `{}`",
-                r.name
-            ))),
-        },
-    )
+    blocking(move || match stored::get(&state, &name)? {
+        (name, Some(configs)) => Ok(Json(SettingView {
+            name,
+            configs,
+            updated_at: None,
+        })),
+        (name, None) => Err(ApiError::not_found(format!("no setting named `{name}`"))),
+    })
     .await
 }
 
@@ -1044,10 +907,9 @@ pub(crate) async fn put_setting(
     Json(configs): Json<Value>,
 ) -> ApiResult<Json<SettingView>> {
     blocking(move || {
-        let r = plugboard_installer::settings::set(&state.store, &name, configs.clone())?;
-        state.installer.refresh_settings()?;
+        let name = stored::set(&state, &name, configs.clone())?;
         Ok(Json(SettingView {
-            name: r.name,
+            name,
             configs,
             updated_at: None,
         }))
@@ -1064,15 +926,11 @@ pub(crate) async fn delete_setting(
     Path(name): Path<String>,
 ) -> ApiResult<Json<Deleted>> {
     blocking(move || {
-        let (r, existed) = plugboard_installer::settings::delete(&state.store, &name)?;
+        let (name, existed) = stored::delete(&state, &name)?;
         if existed {
-            state.installer.refresh_settings()?;
-            Ok(Json(Deleted { deleted: r.name }))
+            Ok(Json(Deleted { deleted: name }))
         } else {
-            Err(ApiError::not_found(format!(
-                "no setting named `{}`",
-                r.name
-            )))
+            Err(ApiError::not_found(format!("no setting named `{name}`")))
         }
     })
     .await

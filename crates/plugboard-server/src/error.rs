@@ -5,6 +5,7 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use plugboard_engine::{CallError, EngineError, PersistError};
+#[cfg(feature = "packages")]
 use plugboard_installer::InstallError;
 use plugboard_store::StoreError;
 use serde::Serialize;
@@ -202,6 +203,7 @@ impl From<StoreError> for ApiError {
     }
 }
 
+#[cfg(feature = "packages")]
 impl From<InstallError> for ApiError {
     fn from(e: InstallError) -> Self {
         let e = match e {

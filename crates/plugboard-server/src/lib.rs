@@ -11,7 +11,7 @@
 //!
 //! # async fn run(store: plugboard_store::Store, engine: plugboard_engine::Engine,
 //! #              installer: plugboard_installer::Installer) -> Result<(), Box<dyn std::error::Error>> {
-//! let config = ServerConfig::new(store, engine, installer, plugboard_store::home());
+//! let config = ServerConfig::new(store, engine, plugboard_store::home()).installer(installer);
 //! let server = Server::bind(config).await?;
 //! if let Some(token) = server.first_token() {
 //!     println!("admin token (shown once): {token}");
@@ -46,6 +46,8 @@ mod demo;
 mod error;
 mod metrics;
 mod openapi;
+#[cfg(feature = "packages")]
+mod packages;
 mod stream;
 mod views;
 
@@ -58,6 +60,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use plugboard_core::reference::{OnUserAfterSave, OnUserAfterSaveFailure};
 use plugboard_engine::{Engine, Hook};
+#[cfg(feature = "packages")]
 use plugboard_installer::{Follow, Installer};
 use plugboard_store::{ActivityLog, LogConfig, Store, Watch};
 use tokio::net::TcpListener;
@@ -133,14 +136,16 @@ impl Default for ServerOptions {
     }
 }
 
-/// What the server serves: the host's store, engine and installer, and its data directory.
+/// What the server serves: the host's store, engine, installer (if it installs packages)
+/// and its data directory.
 pub struct ServerConfig {
     /// The store (records, activity, settings, packages).
     pub store: Store,
     /// The engine whose events and plugins are served.
     pub engine: Engine,
-    /// The installer of that engine.
-    pub installer: Installer,
+    /// The installer of that engine; without one, the package endpoints answer 404.
+    #[cfg(feature = "packages")]
+    pub installer: Option<Installer>,
     /// The data directory (`plugboard_store::home()`): where the admin token's hash lives.
     pub home: PathBuf,
     /// Tunables.
@@ -148,15 +153,24 @@ pub struct ServerConfig {
 }
 
 impl ServerConfig {
-    /// A configuration with default options.
-    pub fn new(store: Store, engine: Engine, installer: Installer, home: PathBuf) -> Self {
+    /// A configuration with default options and no installer (a native-only host).
+    pub fn new(store: Store, engine: Engine, home: PathBuf) -> Self {
         ServerConfig {
             store,
             engine,
-            installer,
+            #[cfg(feature = "packages")]
+            installer: None,
             home,
             options: ServerOptions::default(),
         }
+    }
+
+    /// Serves the package endpoints with this installer (of the same engine and store),
+    /// and follows other hosts' installs.
+    #[cfg(feature = "packages")]
+    pub fn installer(mut self, installer: Installer) -> Self {
+        self.installer = Some(installer);
+        self
     }
 
     /// Replaces the options.
@@ -170,7 +184,8 @@ impl ServerConfig {
 pub(crate) struct AppState {
     pub(crate) store: Store,
     pub(crate) engine: Engine,
-    pub(crate) installer: Installer,
+    #[cfg(feature = "packages")]
+    pub(crate) installer: Option<Installer>,
     pub(crate) options: ServerOptions,
     pub(crate) token: auth::Token,
     pub(crate) sessions: auth::Sessions,
@@ -207,6 +222,7 @@ pub struct Server {
     shutdown_tx: Arc<watch::Sender<bool>>,
     shutdown_rx: watch::Receiver<bool>,
     watch: Option<Watch>,
+    #[cfg(feature = "packages")]
     follow: Option<Follow>,
 }
 
@@ -217,6 +233,7 @@ impl Server {
         let ServerConfig {
             store,
             engine,
+            #[cfg(feature = "packages")]
             installer,
             home,
             options,
@@ -252,7 +269,11 @@ impl Server {
             LogConfig::default(),
         );
         let watch = options.watch.then(|| store.watch(&engine));
-        let follow = options.follow.map(|every| installer.follow(every));
+        #[cfg(feature = "packages")]
+        let follow = options
+            .follow
+            .zip(installer.as_ref())
+            .map(|(every, installer)| installer.follow(every));
         let state = Arc::new(AppState {
             sessions: auth::Sessions::new(options.session_lifetime),
             limiter: auth::LoginLimiter::new(options.login_attempts, options.login_window),
@@ -261,6 +282,7 @@ impl Server {
             demo: demo::Demo::default(),
             store,
             engine,
+            #[cfg(feature = "packages")]
             installer,
             options,
             token: auth::Token::new(token_hash),
@@ -277,6 +299,7 @@ impl Server {
             shutdown_tx: Arc::new(tx),
             shutdown_rx: rx,
             watch,
+            #[cfg(feature = "packages")]
             follow,
         })
     }
@@ -323,14 +346,19 @@ impl Server {
             state,
             mut shutdown_rx,
             watch,
+            #[cfg(feature = "packages")]
             follow,
             ..
         } = self;
         let forwarder = tokio::spawn(stream::forward(state.clone()));
+        #[cfg(feature = "packages")]
         let poller = state
             .options
             .index_poll
+            .filter(|_| state.installer.is_some())
             .map(|every| tokio::spawn(stream::poll_index(state.clone(), every)));
+        #[cfg(not(feature = "packages"))]
+        let poller: Option<tokio::task::JoinHandle<()>> = None;
         let token_follower = tokio::spawn(follow_token(state.clone()));
         let app = routes(state.clone());
         tracing::info!(%addr, "admin server listening");
@@ -357,6 +385,7 @@ impl Server {
         }
         drop(watch);
         // Stopping the follower joins its thread: off the async workers.
+        #[cfg(feature = "packages")]
         let _ = tokio::task::spawn_blocking(move || drop(follow)).await;
         let log_state = state.clone();
         let _ =

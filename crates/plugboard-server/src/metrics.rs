@@ -39,6 +39,7 @@ impl Metrics {
 
     /// Counts an installer operation (`install`, `upgrade`, `rollback`, `uninstall`…) and
     /// whether it succeeded (`ok`) or why not (an error code).
+    #[cfg(feature = "packages")]
     pub(crate) fn install(&self, action: &str, result: &str) {
         let mut m = self.installs.lock().unwrap_or_else(|p| p.into_inner());
         *m.entry((action.to_owned(), result.to_owned())).or_default() += 1;

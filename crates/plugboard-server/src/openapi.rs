@@ -4,6 +4,8 @@ use utoipa::Modify;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 
+#[cfg(feature = "packages")]
+use crate::packages;
 use crate::{api, error, metrics, stream};
 
 #[derive(OpenApi)]
@@ -16,15 +18,30 @@ use crate::{api, error, metrics, stream};
         api::health, api::api_health, api::session,
         api::events, api::event, api::call_event,
         api::plugins, api::plugin, api::plugin_action,
-        api::packages, api::upload_package, api::install_url, api::rollback, api::uninstall, api::outdated,
         api::activity, api::settings, api::setting, api::put_setting, api::delete_setting,
         api::profile, api::openapi_json, stream::stream, metrics::metrics,
     ),
-    components(schemas(error::ErrorBody, error::ErrorDetail, api::CallBody, api::UrlInstall, api::SessionInfo)),
+    components(schemas(error::ErrorBody, error::ErrorDetail, api::CallBody, api::SessionInfo)),
     modifiers(&Security),
     security(("bearer" = []), ("session" = []))
 )]
 struct ApiDoc;
+
+/// The package endpoints, documented where the server has them.
+#[cfg(feature = "packages")]
+#[derive(OpenApi)]
+#[openapi(
+    paths(
+        packages::packages,
+        packages::upload_package,
+        packages::install_url,
+        packages::rollback,
+        packages::uninstall,
+        packages::outdated,
+    ),
+    components(schemas(packages::UrlInstall))
+)]
+struct PackagesDoc;
 
 struct Security;
 
@@ -47,5 +64,9 @@ impl Modify for Security {
 
 /// The OpenAPI document of the admin API (also served at `GET /api/openapi.json`).
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+    #[cfg_attr(not(feature = "packages"), allow(unused_mut))]
+    let mut doc = ApiDoc::openapi();
+    #[cfg(feature = "packages")]
+    doc.merge(PackagesDoc::openapi());
+    doc
 }

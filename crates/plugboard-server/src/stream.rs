@@ -47,6 +47,7 @@ impl Hub {
     }
 }
 
+#[cfg(feature = "packages")]
 /// Polls the package index on a schedule; when the set of newer versions changes, publishes
 /// it as an `outdated` event (the dashboard's "update available").
 pub(crate) async fn poll_index(state: Shared, every: std::time::Duration) {
@@ -54,10 +55,12 @@ pub(crate) async fn poll_index(state: Shared, every: std::time::Duration) {
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
-        if state.installer.config().index.is_none() {
+        let Some(installer) = state.installer.clone() else {
+            return;
+        };
+        if installer.config().index.is_none() {
             continue;
         }
-        let installer = state.installer.clone();
         let found = tokio::task::spawn_blocking(move || installer.outdated(None)).await;
         match found {
             Ok(Ok(list)) => {

@@ -223,6 +223,7 @@ pub(crate) struct ActionResult {
 }
 
 /// `DELETE /api/packages/{name}`: what the uninstall did.
+#[cfg(feature = "packages")]
 #[derive(Serialize, ToSchema)]
 pub(crate) struct Uninstalled {
     /// The package.

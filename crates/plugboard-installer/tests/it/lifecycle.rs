@@ -269,7 +269,7 @@ fn uninstalling_a_dependency_is_refused_unless_cascade_which_holds_dependents() 
     let e = h.installer.uninstall("base", false).unwrap_err();
     assert_eq!(
         e.to_string(),
-        "packages user depend on `base`; uninstall them first, or use --cascade (their plugins are held, not removed)"
+        "packages user depend on `base`; uninstall them first, or uninstall with cascade (their plugins are held, not removed)"
     );
     assert!(h.store.package("base").unwrap().is_some());
     let done = h.installer.uninstall("base", true).unwrap();

@@ -52,9 +52,21 @@ impl Plugin<OnContentPrepare> for Shouter {
 
 pub use plugboard_testkit::component;
 
-/// A package of the `audit` component with one hook on `on_user_after_save_failure`.
+/// The per-call deadline the test packages ask for, and the most the test servers allow.
+/// The default (100 ms, which also covers instantiating the plugin and its health check
+/// at install time) is wall-clock time: on a loaded machine a plugin that does nothing
+/// wrong can overrun it and fail a test that is not about the deadline.
+pub const DEADLINE_MS: u64 = 60_000;
+
+/// How long to wait for something the server does in the background before failing:
+/// only a guard against a hang, not a speed the tests check.
+pub const PATIENCE: Duration = Duration::from_secs(300);
+
+/// A package of the `audit` component with one hook on `on_user_after_save_failure`,
+/// asking for the generous [`DEADLINE_MS`].
 pub fn audit_package(name: &str, version: &str) -> Vec<u8> {
-    let manifest = plugboard_testkit::manifest(name, version, "on_user_after_save_failure", "");
+    let manifest = plugboard_testkit::manifest(name, version, "on_user_after_save_failure", "")
+        + &format!("\n[limits]\ndeadline_ms = {DEADLINE_MS}\n");
     plugboard_testkit::pack(&manifest, &component("audit")).unwrap()
 }
 
@@ -127,6 +139,7 @@ impl Env {
         })
         .unwrap();
         let mut installer_config = InstallerConfig::new(home.path().join("packages"));
+        installer_config.policy.max_limits.deadline_ms = Some(DEADLINE_MS);
         installer_tweak(&mut installer_config);
         let installer = Installer::new(store.clone(), engine.clone(), host, installer_config);
         installer.boot().unwrap();
@@ -137,7 +150,8 @@ impl Env {
             ..ServerOptions::default()
         };
         tweak(&mut options);
-        let config = ServerConfig::new(store, engine.clone(), installer, home.path().to_owned())
+        let config = ServerConfig::new(store, engine.clone(), home.path().to_owned())
+            .installer(installer)
             .options(options);
         let (tx, rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
@@ -229,9 +243,9 @@ impl Env {
         (cookie, csrf)
     }
 
-    /// Polls `f` until it returns `Some`, for at most 10 s.
+    /// Polls `f` until it returns `Some`, for at most [`PATIENCE`].
     pub fn eventually<T>(&self, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let deadline = std::time::Instant::now() + PATIENCE;
         loop {
             if let Some(v) = f() {
                 return v;

@@ -1,0 +1,220 @@
+//! The package endpoints (`/api/packages…`): list, upload, install from a URL, roll back,
+//! uninstall, and the index's newer versions. Only with the `packages` feature, which
+//! brings the installer (and wasmtime); a host serving the API without an installer
+//! answers them 404.
+
+use std::time::Instant;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::routing::{get, post};
+use plugboard_installer::{
+    InstallAction, InstallOptions, Installed, Installer, Outdated, PackageStatus,
+};
+use serde::Deserialize;
+use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::Shared;
+use crate::api::blocking;
+use crate::error::{ApiError, ErrorBody};
+use crate::views::{Overridden, Uninstalled};
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// The package routes.
+pub(crate) fn routes(state: &Shared) -> axum::Router<Shared> {
+    axum::Router::new()
+        .route(
+            "/api/packages",
+            get(packages)
+                .post(upload_package)
+                .layer(DefaultBodyLimit::max(state.options.upload_limit)),
+        )
+        .route("/api/packages/url", post(install_url))
+        .route("/api/packages/outdated", get(outdated))
+        .route("/api/packages/{name}", axum::routing::delete(uninstall))
+        .route("/api/packages/{name}/rollback", post(rollback))
+}
+
+/// This host's installer, or the 404 of a host that has none.
+fn installer(state: &Shared) -> ApiResult<Installer> {
+    state
+        .installer
+        .clone()
+        .ok_or_else(|| ApiError::not_found("this host has no package installer"))
+}
+
+fn count_install<T>(state: &Shared, action: &str, r: &ApiResult<T>) {
+    match r {
+        Ok(_) => state.metrics.install(action, "ok"),
+        Err(e) => state.metrics.install(action, e.code),
+    }
+}
+
+fn installed_action(r: &ApiResult<Installed>, fallback: InstallAction) -> &'static str {
+    r.as_ref().map_or(fallback, |i| i.action).as_str()
+}
+
+/// `GET /api/packages`.
+#[utoipa::path(get, path = "/api/packages", tag = "packages",
+    responses((status = 200, body = Vec<PackageStatus>)))]
+pub(crate) async fn packages(State(state): State<Shared>) -> ApiResult<Json<Vec<PackageStatus>>> {
+    blocking(move || Ok(Json(installer(&state)?.packages()?))).await
+}
+
+/// Options of an upload.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct UploadQuery {
+    /// The sha256 the file must have.
+    sha256: Option<String>,
+    /// Install even if the same or a newer version is installed.
+    #[serde(default)]
+    force: bool,
+}
+
+/// `POST /api/packages`: installs an uploaded `.pbpkg` (the raw body).
+#[utoipa::path(post, path = "/api/packages", tag = "packages", params(UploadQuery),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The .pbpkg file"),
+    responses(
+        (status = 200, body = Installed),
+        (status = 400, description = "`bad_request`: an empty body", body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub(crate) async fn upload_package(
+    State(state): State<Shared>,
+    Query(q): Query<UploadQuery>,
+    body: Bytes,
+) -> ApiResult<Json<Installed>> {
+    if body.is_empty() {
+        return Err(ApiError::bad_request(
+            "send the .pbpkg file as the request body",
+        ));
+    }
+    let st = state.clone();
+    let result = blocking(move || {
+        let opts = InstallOptions {
+            sha256: q.sha256,
+            force: q.force,
+        };
+        Ok(installer(&st)?.install_bytes(body.to_vec(), "upload", "upload", &opts)?)
+    })
+    .await;
+    count_install(
+        &state,
+        installed_action(&result, InstallAction::Install),
+        &result,
+    );
+    result.map(Json)
+}
+
+/// The body of an install from a URL.
+#[derive(Deserialize, ToSchema)]
+pub(crate) struct UrlInstall {
+    /// An `http(s)://` URL.
+    url: String,
+    /// The sha256 the file must have (required unless the host is trusted).
+    sha256: Option<String>,
+    /// Install even if the same or a newer version is installed.
+    #[serde(default)]
+    force: bool,
+}
+
+/// `POST /api/packages/url`: downloads and installs; progress goes to the stream as
+/// `install` events.
+#[utoipa::path(post, path = "/api/packages/url", tag = "packages", request_body = UrlInstall,
+    responses(
+        (status = 200, body = Installed),
+        (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub(crate) async fn install_url(
+    State(state): State<Shared>,
+    Json(body): Json<UrlInstall>,
+) -> ApiResult<Json<Installed>> {
+    if !(body.url.starts_with("http://") || body.url.starts_with("https://")) {
+        return Err(ApiError::bad_request(
+            "the url must start with http:// or https://",
+        ));
+    }
+    let st = state.clone();
+    let result = blocking(move || {
+        let opts = InstallOptions {
+            sha256: body.sha256,
+            force: body.force,
+        };
+        let url = body.url;
+        let mut last = Instant::now();
+        let mut progress = |received: u64, total: Option<u64>| {
+            let done = total == Some(received);
+            if done || last.elapsed().as_millis() >= 100 {
+                last = Instant::now();
+                st.hub.publish(
+                    "install",
+                    json!({ "url": url, "received": received, "total": total }),
+                );
+            }
+        };
+        Ok(installer(&st)?.install(&url, &opts, &mut progress)?)
+    })
+    .await;
+    count_install(
+        &state,
+        installed_action(&result, InstallAction::Install),
+        &result,
+    );
+    result.map(Json)
+}
+
+/// `POST /api/packages/{name}/rollback`.
+#[utoipa::path(post, path = "/api/packages/{name}/rollback", tag = "packages",
+    params(("name" = String, Path, description = "The package")),
+    responses((status = 200, body = Installed), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn rollback(
+    State(state): State<Shared>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Installed>> {
+    let st = state.clone();
+    let result = blocking(move || Ok(installer(&st)?.rollback(&name)?)).await;
+    count_install(&state, "rollback", &result);
+    result.map(Json)
+}
+
+/// Options of an uninstall.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct UninstallQuery {
+    /// Uninstall even if other packages depend on it (their plugins are held).
+    #[serde(default)]
+    cascade: bool,
+}
+
+/// `DELETE /api/packages/{name}`.
+#[utoipa::path(delete, path = "/api/packages/{name}", tag = "packages",
+    params(("name" = String, Path, description = "The package"), UninstallQuery),
+    responses((status = 200, body = Uninstalled),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn uninstall(
+    State(state): State<Shared>,
+    Path(name): Path<String>,
+    Query(q): Query<UninstallQuery>,
+) -> ApiResult<Json<Uninstalled>> {
+    let st = state.clone();
+    let result = blocking(move || {
+        let done = installer(&st)?.uninstall(&name, q.cascade)?;
+        Ok(Uninstalled {
+            overridden: Overridden::list(&done.overridden),
+            uninstalled: name,
+            held: done.held,
+        })
+    })
+    .await;
+    count_install(&state, "uninstall", &result);
+    result.map(Json)
+}
+
+/// `GET /api/packages/outdated`: newer versions in the configured index.
+#[utoipa::path(get, path = "/api/packages/outdated", tag = "packages",
+    responses((status = 200, body = Vec<Outdated>), (status = 400, description = "`invalid_state`: no index configured", body = ErrorBody)))]
+pub(crate) async fn outdated(State(state): State<Shared>) -> ApiResult<Json<Vec<Outdated>>> {
+    blocking(move || Ok(Json(installer(&state)?.outdated(None)?))).await
+}
