@@ -699,14 +699,20 @@ impl Engine {
             },
         );
         let mut events = vec![LifecycleEvent::Registered { record, replaced }];
-        self.shared.settle(
-            &mut ctl,
-            &before,
-            &[],
-            None,
-            Cause::Operator { op: Op::Register },
-            &mut events,
-        );
+        // A host's registrations at boot neither hold nor release: `finish_boot` does, once,
+        // on all the code registered, so that the order of registrations does not matter
+        // and a record whose code never comes keeps its stored status. (A records-only
+        // engine, such as the CLI's, never finishes a boot.)
+        if !ctl.booting || ctl.records_only {
+            self.shared.settle(
+                &mut ctl,
+                &before,
+                &[],
+                None,
+                Cause::Operator { op: Op::Register },
+                &mut events,
+            );
+        }
         self.shared.commit(&mut ctl, snapshot)?;
         self.shared.rebuild(&mut ctl, &mut events);
         let record = ctl.plugins[&name].record.clone();
@@ -728,7 +734,8 @@ impl Engine {
         self.shared.operate(target.into(), Op::Stop, None)
     }
 
-    /// Restarts plugins (status `restarted`). Refuses a stopped plugin.
+    /// Restarts plugins (status `restarted`; a plugin that never ran is `started`). Refuses
+    /// a stopped plugin.
     pub fn restart<'a>(&self, target: impl Into<Target<'a>>) -> Result<Report, EngineError> {
         self.shared.operate(target.into(), Op::Restart, None)
     }

@@ -12,6 +12,7 @@ mod encoded;
 mod failures;
 mod json_async;
 mod lifecycle;
+mod model;
 mod review;
 mod stress;
 
