@@ -1,0 +1,102 @@
+//! The typed handle on one event: the call path.
+
+use super::*;
+
+/// A typed handle on one event: the hot path. Cheap to clone.
+///
+/// A call loads the event's current chain without a lock and runs it; it does no lookup by
+/// name and allocates nothing of its own for native plugins.
+pub struct Hook<E: Event> {
+    pub(super) slot: Arc<Slot<E::State>>,
+    pub(super) _e: PhantomData<fn() -> E>,
+}
+
+impl<E: Event> Clone for Hook<E> {
+    fn clone(&self) -> Self {
+        Hook {
+            slot: self.slot.clone(),
+            _e: PhantomData,
+        }
+    }
+}
+
+impl<E: Event> Hook<E> {
+    /// Runs the chain and returns its result.
+    #[inline]
+    pub fn call(&self, state: E::State) -> Result<E::State, CallError> {
+        self.slot.call(state, &EMPTY_META)
+    }
+
+    /// Runs the chain with read-only meta for the plugins.
+    #[inline]
+    pub fn call_with(&self, state: E::State, meta: &Meta) -> Result<E::State, CallError> {
+        self.slot.call(state, meta)
+    }
+
+    /// Runs the chain, then puts back the part of the state that `private` selects, so
+    /// that plugins cannot change it (Mishka's `private`). Only that part is cloned.
+    pub fn call_keeping<P: Clone>(
+        &self,
+        mut state: E::State,
+        private: impl Fn(&mut E::State) -> &mut P,
+    ) -> Result<E::State, CallError> {
+        let kept = private(&mut state).clone();
+        let mut out = self.slot.call(state, &EMPTY_META)?;
+        *private(&mut out) = kept;
+        Ok(out)
+    }
+
+    /// Runs the chain for its effects and returns the input (Mishka's `no_return`).
+    /// Failures are still counted and published.
+    pub fn call_no_return(&self, state: E::State) -> E::State {
+        let _ = self.slot.call(state.clone(), &EMPTY_META);
+        state
+    }
+
+    /// Hands the call to a background task and returns at once. The call never blocks,
+    /// slows or fails the caller: when the background is full it is dropped and counted.
+    pub fn spawn(&self, state: E::State) -> Spawned {
+        let slot = self.slot.clone();
+        match self.slot.shared() {
+            Some(shared) => {
+                let s = shared.background.submit(Box::pin(async move {
+                    if let Err(e) = slot.call_async(state, &EMPTY_META).await {
+                        tracing::debug!(event = E::NAME, error = %e, "background call failed");
+                    }
+                }));
+                shared.note_spawn(E::NAME, s);
+                s
+            }
+            None => Spawned::Dropped,
+        }
+    }
+
+    /// Runs a chain that may contain async plugins.
+    pub async fn call_async(&self, state: E::State) -> Result<E::State, CallError> {
+        self.slot.call_async(state, &EMPTY_META).await
+    }
+
+    /// Runs a chain that may contain async plugins, with meta.
+    pub async fn call_async_with(
+        &self,
+        state: E::State,
+        meta: &Meta,
+    ) -> Result<E::State, CallError> {
+        self.slot.call_async(state, meta).await
+    }
+
+    /// Runs the chain and reports each plugin's step.
+    pub fn trace(&self, state: E::State) -> Trace<E::State> {
+        self.slot.trace(state, &EMPTY_META)
+    }
+
+    /// Runs a chain that may contain async plugins and reports each plugin's step.
+    pub async fn trace_async(&self, state: E::State) -> Trace<E::State> {
+        self.slot.trace_async(state, &EMPTY_META).await
+    }
+
+    /// The plugins in the chain now, in order.
+    pub fn plugins(&self) -> Vec<String> {
+        self.slot.names()
+    }
+}
