@@ -770,7 +770,8 @@ pub(crate) struct ActivityFilter {
     status: Option<ActivityStatus>,
     /// A plugin's, package's or event's name.
     subject: Option<String>,
-    /// At most this many (default 50, at most 1000).
+    /// At most this many (default 50).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
     /// Only entries older than this id (the next page).
     before_id: Option<i64>,
@@ -783,6 +784,9 @@ pub(crate) async fn activity(
     State(state): State<Shared>,
     Query(f): Query<ActivityFilter>,
 ) -> ApiResult<Json<Vec<Activity>>> {
+    if f.limit.is_some_and(|l| !(1..=1000).contains(&l)) {
+        return Err(ApiError::bad_request("`limit` is 1 to 1000"));
+    }
     blocking(move || {
         let q = ActivityQuery {
             kind: f.kind,
@@ -874,9 +878,25 @@ mod stored {
     }
 }
 
+/// The setting a path names (for the document: the handlers take the name as a string).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub(crate) struct SettingPath {
+    /// The setting: `installer`, a package or one of its plugins (the package's plugin
+    /// settings, stored as `package.NAME`), or one of the host's own. No control
+    /// characters.
+    #[param(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]+$"
+    )]
+    name: String,
+}
+
 /// `GET /api/settings/{name}`.
 #[utoipa::path(get, path = "/api/settings/{name}", tag = "settings",
-    params(("name" = String, Path, description = "The setting: `installer`, a package or one of its plugins (the package's plugin settings, stored as `package.NAME`), or the host's own")),
+    params(SettingPath),
     responses((status = 200, description = "The setting (`name`: as stored)", body = SettingView), (status = 404, body = ErrorBody)))]
 pub(crate) async fn setting(
     State(state): State<Shared>,
@@ -898,7 +918,7 @@ pub(crate) async fn setting(
 /// `settings.schema.json`). This host applies them at once, the others sharing the
 /// database within a second.
 #[utoipa::path(put, path = "/api/settings/{name}", tag = "settings",
-    params(("name" = String, Path, description = "The setting: `installer`, a package or one of its plugins, or the host's own")),
+    params(SettingPath),
     request_body(content = Value, description = "The configs"),
     responses((status = 200, description = "The setting as stored (`name`: as stored)", body = SettingView), (status = 400, description = "`invalid_setting`, naming each field", body = ErrorBody)))]
 pub(crate) async fn put_setting(
@@ -919,7 +939,7 @@ pub(crate) async fn put_setting(
 
 /// `DELETE /api/settings/{name}`.
 #[utoipa::path(delete, path = "/api/settings/{name}", tag = "settings",
-    params(("name" = String, Path, description = "The setting (as for GET)")),
+    params(SettingPath),
     responses((status = 200, body = Deleted), (status = 404, body = ErrorBody)))]
 pub(crate) async fn delete_setting(
     State(state): State<Shared>,

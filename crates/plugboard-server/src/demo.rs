@@ -67,13 +67,15 @@ pub(crate) fn routes() -> axum::Router<Shared> {
         .route("/demo/signup", post(signup))
 }
 
-/// HTML-escapes text.
+/// HTML-escapes text, and `{` too: the pages are filled in by replacing `{{…}}`, so text
+/// holding `{{note}}` would otherwise be filled in after it is placed.
 pub(crate) fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
         .replace('\'', "&#39;")
+        .replace('{', "&#123;")
 }
 
 fn render(name: &str, email: &str, errors: &BTreeMap<String, Vec<String>>, note: &str) -> String {

@@ -175,7 +175,8 @@ impl From<EngineError> for ApiError {
             EngineError::UnknownPlugin(_) | EngineError::UnknownEvent(_) => {
                 (StatusCode::NOT_FOUND, "not_found")
             }
-            EngineError::Stopped(_) => (StatusCode::BAD_REQUEST, "invalid_state"),
+            // The request is well formed; the plugin's current state refuses it.
+            EngineError::Stopped(_) => (StatusCode::CONFLICT, "invalid_state"),
             EngineError::InvalidName { .. } => (StatusCode::BAD_REQUEST, "bad_request"),
             EngineError::EventConflict { .. }
             | EngineError::StateMismatch { .. }
@@ -217,7 +218,7 @@ impl From<InstallError> for ApiError {
                 (StatusCode::CONFLICT, "conflict")
             }
             InstallError::NoPrevious(_) | InstallError::Index { .. } => {
-                (StatusCode::BAD_REQUEST, "invalid_state")
+                (StatusCode::CONFLICT, "invalid_state")
             }
             InstallError::InvalidSetting { .. } => (StatusCode::BAD_REQUEST, "invalid_setting"),
             InstallError::Package(_)

@@ -22,7 +22,7 @@ use crate::{api, error, metrics, stream};
         api::profile, api::openapi_json, stream::stream, metrics::metrics,
     ),
     components(schemas(error::ErrorBody, error::ErrorDetail, api::CallBody, api::SessionInfo)),
-    modifiers(&Security),
+    modifiers(&Security, &CommonErrors),
     security(("bearer" = []), ("session" = []))
 )]
 struct ApiDoc;
@@ -59,6 +59,72 @@ impl Modify for Security {
                 "The session cookie set by POST /login; state-changing requests also need X-CSRF-Token.",
             ))),
         );
+    }
+}
+
+/// The error answers every operation may give, documented on each: 400 (a path, query or
+/// body that does not parse), 401 (no or a wrong credential, where one is needed), and
+/// for operations with a body 413 (too large), 415 (not its content type) and 422 (JSON
+/// of the wrong shape).
+struct CommonErrors;
+
+impl Modify for CommonErrors {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::path::HttpMethod;
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let error = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build()
+        };
+        for item in doc.paths.paths.values_mut() {
+            for method in [
+                HttpMethod::Get,
+                HttpMethod::Put,
+                HttpMethod::Post,
+                HttpMethod::Delete,
+            ] {
+                let op = match method {
+                    HttpMethod::Get => item.get.as_mut(),
+                    HttpMethod::Put => item.put.as_mut(),
+                    HttpMethod::Post => item.post.as_mut(),
+                    HttpMethod::Delete => item.delete.as_mut(),
+                    _ => None,
+                };
+                let Some(op) = op else { continue };
+                let public = op
+                    .security
+                    .as_ref()
+                    .is_some_and(|s| s.iter().all(|r| r == &Default::default()));
+                let responses = &mut op.responses.responses;
+                let mut add = |code: &str, description: &str| {
+                    responses
+                        .entry(code.to_owned())
+                        .or_insert_with(|| error(description).into());
+                };
+                if !public {
+                    add(
+                        "400",
+                        "`bad_request`: a path, query or body that does not parse",
+                    );
+                    add("401", "`unauthorized`: no admin token or session");
+                }
+                if op.request_body.is_some() {
+                    add("413", "`too_large`: the body is over the limit");
+                    add(
+                        "415",
+                        "`unsupported_media_type`: not the body's content type",
+                    );
+                    add("422", "`bad_request`: JSON of the wrong shape");
+                }
+            }
+        }
     }
 }
 

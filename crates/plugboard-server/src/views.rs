@@ -239,8 +239,8 @@ pub(crate) struct Uninstalled {
 pub(crate) struct SettingView {
     /// Its name, as stored.
     pub(crate) name: String,
-    /// Its value.
-    #[schema(value_type = Object)]
+    /// Its value: any JSON (a package's settings are checked against its schema, the
+    /// `installer` setting field by field).
     pub(crate) configs: Value,
     /// When it last changed (`GET /api/settings` only).
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -134,8 +134,7 @@ pub struct NewActivity {
     pub subject: Option<String>,
     /// A section or event id.
     pub section_id: Option<String>,
-    /// Details.
-    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    /// Details (any JSON; null when there are none).
     pub extra: Value,
 }
 

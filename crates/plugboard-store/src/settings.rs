@@ -72,11 +72,10 @@ fn check_name(name: &str) -> Result<(), StoreError> {
         });
     }
     let n = name.chars().count();
-    // Long enough for `package.` and a package's name.
-    if !(5..=200).contains(&n) {
+    if !(1..=200).contains(&n) {
         return Err(StoreError::Invalid {
             field: "settings.name",
-            why: format!("{name:?} has {n} characters; a setting's name has 5 to 200"),
+            why: format!("{name:?} has {n} characters; a setting's name has 1 to 200"),
         });
     }
     Ok(())

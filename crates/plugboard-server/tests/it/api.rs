@@ -181,7 +181,7 @@ fn plugins_list_filter_and_lifecycle() {
 
     // Start on a stopped plugin is an invalid state; enable brings both back.
     env.api("POST", "/api/plugins/greeter/start", None)
-        .assert_error(400, "invalid_state");
+        .assert_error(409, "invalid_state");
     assert_eq!(
         env.api("POST", "/api/plugins/greeter/enable", None).status,
         200

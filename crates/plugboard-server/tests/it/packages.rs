@@ -73,7 +73,7 @@ fn upload_installs_into_the_chain_and_uninstall_removes_it() {
     env.api("POST", "/api/packages/nope/rollback", None)
         .assert_error(404, "not_found");
     env.api("GET", "/api/packages/outdated", None)
-        .assert_error(400, "invalid_state");
+        .assert_error(409, "invalid_state");
     env.api(
         "POST",
         "/api/packages/url",
