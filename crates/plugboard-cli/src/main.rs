@@ -254,7 +254,7 @@ enum SettingsCommand {
     /// sharing the database apply it within a second.
     Set {
         /// The setting: `installer`, a package or one of its plugins (the package's
-        /// plugin settings, `package.NAME`), or a setting of the host's own (1 to 200
+        /// plugin settings, `package.NAME`), or a setting of the host's own (5 to 200
         /// characters).
         name: String,
         /// Its configs, as JSON.

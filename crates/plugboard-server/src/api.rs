@@ -887,7 +887,7 @@ pub(crate) struct SettingPath {
     /// settings, stored as `package.NAME`), or one of the host's own. No control
     /// characters.
     #[param(
-        min_length = 1,
+        min_length = 5,
         max_length = 200,
         pattern = r"^[^\u0000-\u001f\u007f-\u009f]+$"
     )]

@@ -22,7 +22,7 @@ use crate::{api, error, metrics, stream};
         api::profile, api::openapi_json, stream::stream, metrics::metrics,
     ),
     components(schemas(error::ErrorBody, error::ErrorDetail, api::CallBody, api::SessionInfo)),
-    modifiers(&Security, &CommonErrors),
+    modifiers(&Security),
     security(("bearer" = []), ("session" = []))
 )]
 struct ApiDoc;
@@ -130,9 +130,10 @@ impl Modify for CommonErrors {
 
 /// The OpenAPI document of the admin API (also served at `GET /api/openapi.json`).
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    #[cfg_attr(not(feature = "packages"), allow(unused_mut))]
     let mut doc = ApiDoc::openapi();
     #[cfg(feature = "packages")]
     doc.merge(PackagesDoc::openapi());
+    // After the merge, so that the package endpoints get them too.
+    CommonErrors.modify(&mut doc);
     doc
 }

@@ -72,10 +72,11 @@ fn check_name(name: &str) -> Result<(), StoreError> {
         });
     }
     let n = name.chars().count();
-    if !(1..=200).contains(&n) {
+    // The database's CHECK says the same (5: room for `package.` and a name).
+    if !(5..=200).contains(&n) {
         return Err(StoreError::Invalid {
             field: "settings.name",
-            why: format!("{name:?} has {n} characters; a setting's name has 1 to 200"),
+            why: format!("{name:?} has {n} characters; a setting's name has 5 to 200"),
         });
     }
     Ok(())

@@ -171,7 +171,7 @@ impl Env {
                 server.run().await.unwrap();
             });
         });
-        let (addr, token, handle) = rx.recv_timeout(Duration::from_secs(60)).unwrap();
+        let (addr, token, handle) = rx.recv_timeout(PATIENCE).unwrap();
         Env {
             base: format!("http://{addr}"),
             token: token.expect("a first start creates a token"),
@@ -270,7 +270,9 @@ pub fn agent() -> ureq::Agent {
         .http_status_as_error(false)
         .max_redirects(0)
         .max_redirects_will_error(false)
-        .timeout_global(Some(Duration::from_secs(60)))
+        // Only a guard against a hang: a package upload verifies, compiles and checks
+        // the component before it answers, which on a busy machine takes minutes.
+        .timeout_global(Some(PATIENCE))
         .build()
         .into()
 }

@@ -59,7 +59,7 @@ fn settings_round_trip_typed_and_notify() {
 fn names_are_5_to_200_characters() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&format!("sqlite://{}", dir.path().join("s.db").display())).unwrap();
-    let err = store.settings().set("", json!(1)).unwrap_err();
+    let err = store.settings().set("abc", json!(1)).unwrap_err();
     assert!(matches!(
         err,
         StoreError::Invalid {
@@ -69,7 +69,7 @@ fn names_are_5_to_200_characters() {
     ));
     assert_eq!(
         err.to_string(),
-        "invalid settings.name: \"\" has 0 characters; a setting's name has 1 to 200"
+        "invalid settings.name: \"abc\" has 3 characters; a setting's name has 5 to 200"
     );
     assert!(store.settings().set(&"x".repeat(201), json!(1)).is_err());
     store.settings().set(&"x".repeat(200), json!(1)).unwrap();
