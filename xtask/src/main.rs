@@ -12,6 +12,11 @@
 //! - `cargo xtask serve-bench`: load on `plugboard serve`'s call endpoint with `wrk` (run
 //!   `cargo build --release -p plugboard-cli` first): throughput and p50/p99 latency of
 //!   calling `on_user_after_save_failure` (native + wasm chain), beside `GET /health`.
+//! - `cargo xtask schemathesis [--seconds N]`: schemathesis against a live `plugboard serve`
+//!   (see `schemathesis.rs`); fails on any failure it finds.
+//! - `cargo xtask fuzz [--seconds N] [--release] [--merge] [TARGET…]`: the fuzz targets in
+//!   `fuzz/` (cargo-fuzz on the stable toolchain, installed when missing), N seconds each
+//!   (default 20) from their committed corpora; fails on any crash (see `fuzz.rs`).
 //! - `cargo xtask bench-report`: reads criterion's medians from `target/criterion` (after
 //!   `cargo bench -p plugboard-engine`) and prints the ratio table quoted in BENCHMARKS.md.
 
@@ -19,6 +24,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
+mod fuzz;
+mod schemathesis;
 mod setup;
 
 fn main() -> Result<()> {
@@ -31,8 +38,10 @@ fn main() -> Result<()> {
         "build-plugins" => build_plugins(),
         "package-examples" => package_examples(),
         "serve-bench" => serve_bench(),
+        "fuzz" => fuzz::fuzz(&root(), &args[1..]),
+        "schemathesis" => schemathesis::schemathesis(&root(), &args[1..]),
         _ => bail!(
-            "usage: cargo xtask test [ARGS…] | fresh-machine | bench-report | build-plugins | package-examples | serve-bench"
+            "usage: cargo xtask test [ARGS…] | fresh-machine | bench-report | build-plugins | package-examples | serve-bench | schemathesis [--seconds N] | fuzz [--seconds N] [--release] [--merge] [TARGET…]"
         ),
     }
 }

@@ -171,6 +171,37 @@ mod tree {
 
     const VARIANTS: &[&str] = &["null", "bool", "u64", "i64", "f64", "string", "list", "map"];
 
+    /// How deep lists and maps may nest, as serde_json reads JSON: decoding recurses per
+    /// level, so deeper bytes (a plugin's reply) would overflow the stack.
+    const MAX_DEPTH: usize = 128;
+
+    std::thread_local! {
+        static DEPTH: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
+    /// One more level of nesting while it lives; refused past [`MAX_DEPTH`].
+    struct Nested;
+
+    impl Nested {
+        fn enter<E: de::Error>() -> Result<Nested, E> {
+            DEPTH.with(|d| {
+                if d.get() >= MAX_DEPTH {
+                    return Err(E::custom(format_args!(
+                        "free JSON nested deeper than {MAX_DEPTH} levels"
+                    )));
+                }
+                d.set(d.get() + 1);
+                Ok(Nested)
+            })
+        }
+    }
+
+    impl Drop for Nested {
+        fn drop(&mut self) {
+            DEPTH.with(|d| d.set(d.get() - 1));
+        }
+    }
+
     pub(super) struct Ref<'a>(pub(super) &'a Value);
     pub(super) struct SeqRef<'a>(pub(super) &'a [Value]);
     pub(super) struct MapRef<'a>(pub(super) &'a Map<String, Value>);
@@ -277,6 +308,7 @@ mod tree {
                     Ok(SeqOwned(out))
                 }
             }
+            let _nested = Nested::enter::<D::Error>()?;
             d.deserialize_seq(V)
         }
     }
@@ -299,6 +331,7 @@ mod tree {
                     Ok(MapOwned(out))
                 }
             }
+            let _nested = Nested::enter::<D::Error>()?;
             d.deserialize_map(V)
         }
     }
