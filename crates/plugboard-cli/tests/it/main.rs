@@ -13,6 +13,23 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// How long a test waits for something it does not time (a server starting, a package
+/// compiled and loaded) before failing: only a guard against a hang.
+pub const PATIENCE: Duration = Duration::from_secs(300);
+
+/// How long a change made by one process may take to reach a running host before a test
+/// fails. The design says "within a second" (hosts look at the database every 250 ms), and
+/// the tests print how long it took; but on a loaded machine scheduling alone can take
+/// longer, so what they assert is "by itself, promptly": a host that never applies a
+/// change, or only on a restart or after a long interval, still fails.
+pub const PROMPTLY: Duration = Duration::from_secs(30);
+
+/// The `[limits]` line of the test packages' manifests: a call's deadline (which also
+/// covers instantiating the plugin and its health check at install time) is wall-clock
+/// time, and the default 100 ms can be overrun on a loaded machine by a plugin that does
+/// nothing wrong. 1000 ms is the most the default install policy allows.
+pub const DEADLINE: &str = "deadline_ms = 1000";
+
 /// The binary, with its data directory in `home` and no inherited database.
 pub fn plugboard_in(home: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_plugboard"));
@@ -62,10 +79,7 @@ pub fn serve(home: &Path) -> Serve {
     let (mut base, mut token) = (None, None);
     let started = Instant::now();
     while base.is_none() || token.is_none() {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "serve did not start"
-        );
+        assert!(started.elapsed() < PATIENCE, "serve did not start");
         let line = lines.next().expect("serve exited").unwrap();
         if let Some(b) = line.strip_prefix("listening on ") {
             base = Some(b.trim().to_owned());
@@ -103,8 +117,9 @@ pub fn http_bytes(server: &Serve, method: &str, path: &str, body: &[u8]) -> (u16
 fn request(server: &Serve, method: &str, path: &str, kind: &str, body: &[u8]) -> (u16, String) {
     let addr = server.base.trim_start_matches("http://");
     let mut conn = std::net::TcpStream::connect(addr).unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
+    // Only a guard against a hang: a package upload verifies, compiles and checks the
+    // component before it answers, which on a busy machine takes minutes.
+    conn.set_read_timeout(Some(PATIENCE)).unwrap();
     write!(
         conn,
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
