@@ -54,9 +54,9 @@ impl Plugin for Hostile {
             "on_hostile_recursion" => Ok(Reply::Continue(Value::from(recurse(
                 std::hint::black_box(0),
             )))),
-            "on_hostile_shadow_stack" => Ok(Reply::Continue(Value::from(
-                recurse_deep_frames(std::hint::black_box(0)),
-            ))),
+            "on_hostile_shadow_stack" => Ok(Reply::Continue(Value::from(recurse_deep_frames(
+                std::hint::black_box(0),
+            )))),
             "on_hostile_invalid" => Ok(Reply::Continue(Value::String(
                 "not the event's state".into(),
             ))),
