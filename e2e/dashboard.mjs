@@ -19,13 +19,18 @@ const shot = (page, name) => page.screenshot({ path: `${shots}/${name}.png`, ful
 
 const browser = await chromium.launch({
   executablePath,
+  // Generous (the default is 30 s): starting Chromium on a busy machine is slow.
+  timeout: 120000,
   args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync"],
 });
 try {
   const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
   const page = await context.newPage();
-  page.setDefaultTimeout(15000);
+  // Each wait only guards against a hang: generous, since on a busy machine Chromium and
+  // the server can both be slow (an upload compiles the component before it answers; the
+  // Rust test bounds the whole script).
+  context.setDefaultTimeout(180000);
   page.on("pageerror", (e) => { console.error("page error:", e.message); process.exitCode = 1; });
 
   step("login");
@@ -110,13 +115,16 @@ try {
   if (signup.status() !== 422) throw new Error(`the failed sign-up got ${signup.status()}`);
   await demo.waitForLoadState();
   await shot(demo, "07-demo-failure");
-  // The activity log writes in batches: look again until the entry is there.
+  // The activity log writes in batches: look again until the entry is there, for as long
+  // as it takes (a busy machine writes later), up to a deadline that only guards against
+  // a hang.
   const rows = page.locator("#activity-rows", { hasText: "wasm-audit" });
+  const lookUntil = Date.now() + 120000;
   for (let i = 0; ; i++) {
     await page.goto(`${base}/#/activity?kind=event&n=${i}`);
     await page.locator("#activity-rows").waitFor();
     if (await rows.count() > 0) break;
-    if (i === 20) throw new Error("the sign-up's activity entry never showed");
+    if (Date.now() > lookUntil) throw new Error("the sign-up's activity entry never showed");
     await page.waitForTimeout(500);
   }
   await shot(page, "08-activity");

@@ -4,19 +4,24 @@
 //! when set, naming the field, and change nothing; read-only commands write nothing.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use crate::{http, run, serve, stdout, wait_for};
+use crate::{PATIENCE, PROMPTLY, http, run, serve, stdout, wait_for};
 
 /// The guard plugin (halts `on_user_after_save_failure` when the error's code is on the
 /// list its settings give) as a package with a settings schema, packed by the CLI.
 fn guard_package(home: &Path, dir: &Path) -> PathBuf {
+    guard_package_with(home, dir, "", "")
+}
+
+/// The same with `limits` added to its `[limits]`; `tag` keeps its files apart.
+fn guard_package_with(home: &Path, dir: &Path, tag: &str, limits: &str) -> PathBuf {
     let built = plugboard_testkit::component_path("guard");
-    let src = dir.join("guard-src");
+    let src = dir.join(format!("guard-src{tag}"));
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(
         src.join("plugboard.toml"),
-        r#"[package]
+        format!(
+            r#"[package]
 name = "code-guard"
 version = "1.0.0"
 description = "Halts failed saves whose error code is blocked."
@@ -28,11 +33,17 @@ settings_schema = "settings.schema.json"
 [capabilities]
 settings = true
 
+[limits]
+{}
+{limits}
+
 [[hooks]]
 event = "on_user_after_save_failure"
 plugin = "code-guard"
 priority = 5
 "#,
+            crate::DEADLINE
+        ),
     )
     .unwrap();
     std::fs::write(
@@ -41,7 +52,7 @@ priority = 5
     )
     .unwrap();
     std::fs::copy(built, src.join("plugin.wasm")).unwrap();
-    let file = dir.join("code-guard-1.0.0.pbpkg");
+    let file = dir.join(format!("code-guard-1.0.0{tag}.pbpkg"));
     stdout(&run(
         home,
         &[
@@ -90,11 +101,9 @@ fn a_plugins_settings_set_from_the_cli_reach_a_running_server_within_a_second() 
     let server = serve(&home);
     let package = guard_package(&home, tmp.path());
     stdout(&run(&home, &["install", package.to_str().unwrap()]));
-    wait_for(
-        Duration::from_secs(30),
-        "the server loads the package",
-        || chain(&server, "on_user_after_save_failure").contains(&"code-guard".to_owned()),
-    );
+    wait_for(PATIENCE, "the server loads the package", || {
+        chain(&server, "on_user_after_save_failure").contains(&"code-guard".to_owned())
+    });
     // The guard's default block list is `["blocked"]`.
     assert_eq!(halted_by(&server, "E1"), None);
     assert_eq!(halted_by(&server, "blocked").as_deref(), Some("code-guard"));
@@ -105,7 +114,7 @@ fn a_plugins_settings_set_from_the_cli_reach_a_running_server_within_a_second() 
         out.contains("package.code-guard") && out.contains("read by code-guard"),
         "{out}"
     );
-    let took = wait_for(Duration::from_secs(1), "the new block list applies", || {
+    let took = wait_for(PROMPTLY, "the new block list applies", || {
         halted_by(&server, "E1").as_deref() == Some("code-guard")
     });
     eprintln!("plugin settings applied by the server after {took:?}");
@@ -187,7 +196,11 @@ fn installer_rules_are_checked_when_set_and_apply_to_a_running_server() {
     );
 
     // Trusting a key makes the running server refuse unsigned uploads within a second;
-    // removing it makes them acceptable again, with no restart.
+    // removing it makes them acceptable again, with no restart. Whether the server applies
+    // the rules yet is asked with a package it refuses either way, since it asks for more
+    // memory than allowed, so that asking changes nothing: once keys are trusted, it is
+    // refused first for its missing signature. (Asking with the real package would install
+    // it if asked too early, and a busy machine decides what is too early.)
     let keys = tmp.path().join("signer");
     stdout(&run(&home, &["keygen", "--out", keys.to_str().unwrap()]));
     let public = std::fs::read_to_string(tmp.path().join("signer.pub")).unwrap();
@@ -198,29 +211,38 @@ fn installer_rules_are_checked_when_set_and_apply_to_a_running_server() {
         .trim()
         .to_owned();
     let rules = format!(r#"{{"trusted_keys": ["{public}"]}}"#);
-    stdout(&run(&home, &["settings", "set", "installer", &rules]));
     let package = guard_package(&home, tmp.path());
     let bytes = std::fs::read(&package).unwrap();
     let upload = |server: &crate::Serve| -> u16 {
         crate::http_bytes(server, "POST", "/api/packages", &bytes).0
     };
-    wait_for(
-        Duration::from_secs(1),
-        "unsigned uploads are refused",
-        || upload(&server) == 422,
-    );
+    let greedy = guard_package_with(&home, tmp.path(), "-greedy", "memory_mib = 1024");
+    let greedy = std::fs::read(&greedy).unwrap();
+    let keys_applied = |server: &crate::Serve| -> bool {
+        let (status, body) = crate::http_bytes(server, "POST", "/api/packages", &greedy);
+        assert_eq!(status, 422, "{body}");
+        body.contains("not signed")
+    };
+    assert!(!keys_applied(&server));
+    stdout(&run(&home, &["settings", "set", "installer", &rules]));
+    let took = wait_for(PROMPTLY, "the server applies the trusted keys", || {
+        keys_applied(&server)
+    });
+    eprintln!("trusted keys applied by the server after {took:?}");
+    assert_eq!(upload(&server), 422, "unsigned uploads are refused");
     stdout(&run(&home, &["settings", "delete", "installer"]));
-    wait_for(
-        Duration::from_secs(1),
-        "unsigned uploads are accepted again",
-        || upload(&server) == 200,
-    );
+    let took = wait_for(PROMPTLY, "the server drops the trusted keys", || {
+        !keys_applied(&server)
+    });
+    eprintln!("the rules' removal applied by the server after {took:?}");
+    assert_eq!(upload(&server), 200, "unsigned uploads are accepted again");
 }
 
 /// A package of the hostile component, which passes states through on ordinary events and
 /// refuses to be stopped, deleted or unregistered.
 fn stubborn_package(dir: &Path) -> PathBuf {
-    let manifest = r#"[package]
+    let manifest = format!(
+        r#"[package]
 name = "stubborn"
 version = "1.0.0"
 description = "Refuses to be taken out."
@@ -228,13 +250,18 @@ authors = ["Tests"]
 license = "MIT"
 contract = "0.2"
 
+[limits]
+{}
+
 [[hooks]]
 event = "on_content_prepare"
 plugin = "stubborn"
 priority = 50
-"#;
+"#,
+        crate::DEADLINE
+    );
     let component = plugboard_testkit::component("hostile");
-    let bytes = plugboard_testkit::pack(manifest, &component).unwrap();
+    let bytes = plugboard_testkit::pack(&manifest, &component).unwrap();
     let file = dir.join("stubborn-1.0.0.pbpkg");
     std::fs::write(&file, bytes).unwrap();
     file
@@ -265,7 +292,7 @@ fn serve_with_stubborn() -> (tempfile::TempDir, PathBuf, crate::Serve) {
     let server = serve(&home);
     let package = stubborn_package(tmp.path());
     stdout(&run(&home, &["install", package.to_str().unwrap()]));
-    wait_for(Duration::from_secs(30), "the server loads stubborn", || {
+    wait_for(PATIENCE, "the server loads stubborn", || {
         chain(&server, "on_content_prepare").contains(&"stubborn".to_owned())
     });
     (tmp, home, server)
@@ -295,7 +322,7 @@ fn a_plugin_cannot_veto_its_stop_or_its_uninstall() {
         out.contains("warning: stubborn's unregister callback failed (hostile refuses to unregister); removed anyway"),
         "{out}"
     );
-    let took = wait_for(Duration::from_secs(1), "the server drops stubborn", || {
+    let took = wait_for(PROMPTLY, "the server drops stubborn", || {
         !chain(&server, "on_content_prepare").contains(&"stubborn".to_owned())
             && http(&server, "GET", "/api/plugins/stubborn", None).0 == 404
     });
@@ -372,11 +399,9 @@ fn a_delete_from_the_cli_unloads_the_code_in_a_running_server() {
         out.contains("stubborn: code unloaded (record kept)"),
         "{out}"
     );
-    let took = wait_for(
-        Duration::from_secs(1),
-        "the server unloads stubborn",
-        || !chain(&server, "on_content_prepare").contains(&"stubborn".to_owned()),
-    );
+    let took = wait_for(PROMPTLY, "the server unloads stubborn", || {
+        !chain(&server, "on_content_prepare").contains(&"stubborn".to_owned())
+    });
     eprintln!("delete applied by the server after {took:?}");
     let (status, body) = http(&server, "GET", "/api/plugins/stubborn", None);
     assert_eq!(status, 200, "{body}");
@@ -385,9 +410,10 @@ fn a_delete_from_the_cli_unloads_the_code_in_a_running_server() {
     assert_eq!(v["status"], "started", "the record and its status are kept");
     // `start` brings it back, from any process.
     stdout(&run(&home, &["start", "stubborn"]));
-    wait_for(Duration::from_secs(1), "stubborn is back", || {
+    let took = wait_for(PROMPTLY, "stubborn is back", || {
         chain(&server, "on_content_prepare").contains(&"stubborn".to_owned())
     });
+    eprintln!("start applied by the server after {took:?}");
 }
 
 #[test]
@@ -410,7 +436,7 @@ fn an_upload_refused_at_verification_is_in_the_activity_log() {
     let (status, body) =
         crate::http_bytes(&server, "POST", "/api/packages", b"not a package at all");
     assert_eq!(status, 422, "{body}");
-    wait_for(Duration::from_secs(30), "the refusal is recorded", || {
+    wait_for(PATIENCE, "the refusal is recorded", || {
         let out = stdout(&run(
             &home,
             &[

@@ -109,7 +109,7 @@ fn lifecycle_commands_work_and_errors_change_nothing() {
         ));
         let got = stdout(&with_db(home.path(), &url, &["settings", "get", "captcha"]));
         assert_eq!(got, "{\n  \"provider\": \"hcaptcha\"\n}\n");
-        let bad = with_db(home.path(), &url, &["settings", "set", "abc", "1"]);
+        let bad = with_db(home.path(), &url, &["settings", "set", "bad\tname", "1"]);
         assert!(!bad.status.success());
         let bad = with_db(home.path(), &url, &["settings", "set", "captcha", "{nope"]);
         assert!(
@@ -204,7 +204,7 @@ impl Host {
             }
         });
         let host = Host { child, lines: rx };
-        host.expect("on_content_prepare runs:", Duration::from_secs(30));
+        host.expect("on_content_prepare runs:", crate::PATIENCE);
         host
     }
 
@@ -245,20 +245,23 @@ fn a_stop_from_another_process_reaches_two_running_hosts_within_a_second() {
         stdout(&with_db(home.path(), &url, &["demo"]));
         let a = Host::start(home.path(), &url);
         let b = Host::start(home.path(), &url);
-        std::thread::sleep(Duration::from_millis(300));
+        // No pause to let the hosts' watchers settle in: a watcher's first look applies
+        // whatever changed while it was starting, so there is nothing to wait for.
+        // "Within a second" (printed) holds on an idle machine; `PROMPTLY` is asserted.
         let t0 = Instant::now();
         stdout(&with_db(home.path(), &url, &["stop", "markdown"]));
         for host in [&a, &b] {
-            let line = host.expect("on_content_prepare runs: []", Duration::from_secs(1));
+            let line = host.expect("on_content_prepare runs: []", crate::PROMPTLY);
             assert!(line.ends_with("[]"), "{line}");
         }
         let took = t0.elapsed();
-        assert!(took < Duration::from_secs(2), "{backend:?}: {took:?}");
+        eprintln!("{backend:?}: the stop reached both hosts after {took:?}");
+        assert!(took < crate::PROMPTLY, "{backend:?}: {took:?}");
         stdout(&with_db(home.path(), &url, &["enable", "markdown"]));
         for host in [&a, &b] {
             host.expect(
                 "on_content_prepare runs: [\"markdown\", \"toc\"]",
-                Duration::from_secs(1),
+                crate::PROMPTLY,
             );
         }
     }

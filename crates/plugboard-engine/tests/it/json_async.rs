@@ -132,6 +132,35 @@ impl AsyncPlugin<OnTest> for AsyncPanics {
     }
 }
 
+/// Waits at a gate until the test opens it, then counts its call: while the gate is
+/// closed, no call can have ended, whatever the machine's speed.
+struct Gated {
+    gate: tokio::sync::watch::Receiver<bool>,
+    ran: Arc<AtomicUsize>,
+}
+impl AsyncPlugin<OnTest> for Gated {
+    async fn call(&self, s: OnTest, _: &Context<'_>) -> Reply<OnTest> {
+        let mut gate = self.gate.clone();
+        let _ = gate.wait_for(|open| *open).await;
+        self.ran.fetch_add(1, Ordering::SeqCst);
+        Reply::Continue(s)
+    }
+}
+
+/// Polls until `n` holds `want` (background work ends when the scheduler gets to it); the
+/// deadline only guards against a hang.
+fn wait_for_count(n: &AtomicUsize, want: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    while n.load(Ordering::SeqCst) < want {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of {want} ran",
+            n.load(Ordering::SeqCst)
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 #[tokio::test]
 async fn async_chains_mix_sync_and_async_plugins() {
     let e = engine();
@@ -187,24 +216,35 @@ async fn async_panics_are_contained() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spawn_returns_at_once_and_runs_in_the_background() {
     let e = engine();
-    let n = Arc::new(AtomicUsize::new(0));
-    e.register_async(Registration::new("slow"), SlowAsync(n.clone()))
-        .unwrap();
-    e.start("slow").unwrap();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let (open, gate) = tokio::sync::watch::channel(false);
+    e.register_async(
+        Registration::new("gated"),
+        Gated {
+            gate,
+            ran: ran.clone(),
+        },
+    )
+    .unwrap();
+    e.start("gated").unwrap();
     let hook = e.hook::<OnTest>().unwrap();
-    let t0 = std::time::Instant::now();
+    // The plugin waits at a closed gate: were the calls run in this loop, it would not end
+    // (a watchdog opens the gate after a while, so that such a bug fails the test rather
+    // than hangs it). Not timed: how fast the loop runs says nothing on a busy machine.
+    let watchdog = open.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(300));
+        watchdog.send_replace(true);
+    });
     for _ in 0..10 {
         assert_eq!(hook.spawn(OnTest::new()), Spawned::Queued);
     }
-    // Ten 5 ms plugins ran in the background, not in this loop.
-    assert!(t0.elapsed() < Duration::from_millis(50));
-    for _ in 0..200 {
-        if n.load(Ordering::SeqCst) == 10 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    assert_eq!(n.load(Ordering::SeqCst), 10);
+    // Ten plugins run in the background, not in this loop: none has got past the gate.
+    assert_eq!(ran.load(Ordering::SeqCst), 0, "a call ran in `spawn`");
+    open.send_replace(true);
+    tokio::task::spawn_blocking(move || wait_for_count(&ran, 10))
+        .await
+        .unwrap();
 }
 
 #[test]
@@ -213,22 +253,27 @@ fn spawn_outside_a_runtime_uses_the_engines_worker_and_drops_when_full() {
         .reference_events(false)
         .background_limit(2)
         .build();
-    let n = Arc::new(AtomicUsize::new(0));
-    e.register_async(Registration::new("slow"), SlowAsync(n.clone()))
-        .unwrap();
-    e.start("slow").unwrap();
+    let ran = Arc::new(AtomicUsize::new(0));
+    // The plugin waits at a gate, closed while the calls are handed over: none can end
+    // (and free its place) during the loop, however slowly the loop runs.
+    let (open, gate) = tokio::sync::watch::channel(false);
+    e.register_async(
+        Registration::new("gated"),
+        Gated {
+            gate,
+            ran: ran.clone(),
+        },
+    )
+    .unwrap();
+    e.start("gated").unwrap();
     let hook = e.hook::<OnTest>().unwrap();
     let results: Vec<Spawned> = (0..5).map(|_| hook.spawn(OnTest::new())).collect();
     let queued = results.iter().filter(|s| **s == Spawned::Queued).count();
     assert!((1..=2).contains(&queued), "{results:?}");
     assert_eq!(e.background_dropped() as usize, 5 - queued);
-    for _ in 0..200 {
-        if n.load(Ordering::SeqCst) == queued {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    assert_eq!(n.load(Ordering::SeqCst), queued);
+    open.send_replace(true);
+    wait_for_count(&ran, queued);
+    assert_eq!(ran.load(Ordering::SeqCst), queued);
 }
 
 #[test]
@@ -308,15 +353,20 @@ async fn a_sync_trace_of_an_async_chain_names_the_async_plugin() {
     assert_eq!(t.result.unwrap()["trail"], json!(["async:slow"]));
 }
 
-/// A synchronous (JSON) plugin that waits, up to 10 s, for another task to raise a flag.
-struct WaitsForFlag(Arc<std::sync::atomic::AtomicBool>);
+/// A synchronous (JSON) plugin that says it has started (the first flag), then waits, up
+/// to 120 s (a guard against a hang, not a speed), for another task to raise the second.
+struct WaitsForFlag(
+    Arc<std::sync::atomic::AtomicBool>,
+    Arc<std::sync::atomic::AtomicBool>,
+);
 impl Plugin<Json> for WaitsForFlag {
     fn call(&self, mut s: Value, _: &Context<'_>) -> Reply<Value> {
+        self.0.store(true, Ordering::SeqCst);
         let started = std::time::Instant::now();
-        while !self.0.load(Ordering::SeqCst) && started.elapsed() < Duration::from_secs(10) {
+        while !self.1.load(Ordering::SeqCst) && started.elapsed() < Duration::from_secs(120) {
             std::thread::sleep(Duration::from_millis(1));
         }
-        s["secret"] = json!(if self.0.load(Ordering::SeqCst) {
+        s["secret"] = json!(if self.1.load(Ordering::SeqCst) {
             "ran beside"
         } else {
             "starved"
@@ -335,11 +385,12 @@ fn a_synchronous_step_in_an_async_call_does_not_hold_the_executor() {
         .unwrap();
     let e = engine();
     e.declare::<OnTest>().unwrap();
+    let entered = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
     e.register_json(
         "on_test",
         Registration::new("waits"),
-        WaitsForFlag(flag.clone()),
+        WaitsForFlag(entered.clone(), flag.clone()),
     )
     .unwrap();
     e.register_async(
@@ -351,8 +402,13 @@ fn a_synchronous_step_in_an_async_call_does_not_hold_the_executor() {
     let hook = e.hook::<OnTest>().unwrap();
     let out = rt.block_on(async move {
         let call = tokio::spawn(async move { hook.call_async(OnTest::new()).await });
+        // Raised only once the synchronous step runs (not after a fixed delay, which on
+        // a busy machine could pass before the step starts, and prove nothing): this
+        // task gets to run only if the step does not hold the one worker.
         tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            while !entered.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
             flag.store(true, Ordering::SeqCst);
         });
         call.await.unwrap().unwrap()

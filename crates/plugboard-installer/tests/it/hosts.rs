@@ -13,7 +13,7 @@ fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
     let start = Instant::now();
     while !ok() {
         assert!(
-            start.elapsed() < Duration::from_secs(60),
+            start.elapsed() < Duration::from_secs(300),
             "timed out waiting for {what}"
         );
         std::thread::sleep(Duration::from_millis(50));

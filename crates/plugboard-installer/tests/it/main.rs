@@ -18,9 +18,17 @@ use plugboard_wasm::{HostConfig, WasmHost};
 
 pub use plugboard_testkit::component;
 
-/// A manifest with one hook on `on_user_after_save_failure`, plus `more` TOML.
+/// The per-call deadline the test packages ask for, and the most the test hosts allow.
+/// The default (100 ms, which also covers instantiating the plugin and its health check
+/// at install time) is wall-clock time: on a loaded machine a plugin that does nothing
+/// wrong can overrun it and fail a test that is not about the deadline.
+pub const DEADLINE_MS: u64 = 60_000;
+
+/// A manifest with one hook on `on_user_after_save_failure`, plus `more` TOML, asking for
+/// the generous [`DEADLINE_MS`].
 pub fn manifest(name: &str, version: &str, more: &str) -> String {
     plugboard_testkit::manifest(name, version, "on_user_after_save_failure", more)
+        + &format!("\n[limits]\ndeadline_ms = {DEADLINE_MS}\n")
 }
 
 /// Packs a package from a manifest and component bytes into `dir`; returns the file.
@@ -58,6 +66,7 @@ impl HostEnv {
         })
         .unwrap();
         let mut config = InstallerConfig::new(home.join("packages"));
+        config.policy.max_limits.deadline_ms = Some(DEADLINE_MS);
         tweak(&mut config);
         let installer = Installer::new(store.clone(), engine.clone(), host, config);
         installer.boot().unwrap();

@@ -19,6 +19,8 @@ fn lifecycle_changes_are_recorded_and_can_be_filtered_and_paged() {
             .engine(Engine::builder().reference_events(false))
             .unwrap();
         let log = store.activity_log(Some(&engine), LogConfig::default());
+        // Counts what the engine publishes, as the log's forwarder sees it.
+        let mut published = engine.subscribe();
         engine.register(Registration::new("a"), Mark("a")).unwrap();
         engine
             .register(Registration::new("b").hard_depends(["a"]), Mark("b"))
@@ -26,7 +28,9 @@ fn lifecycle_changes_are_recorded_and_can_be_filtered_and_paged() {
         engine.start(plugboard_engine::Target::All).unwrap();
         engine.stop("a").unwrap();
         let _ = engine.start("a"); // refused: recorded as an error
-        assert!(log.flush(Duration::from_secs(5)), "{backend:?}");
+        let events = std::iter::from_fn(|| published.try_recv().ok()).count() as u64;
+        crate::wait_written(&log, events);
+        assert!(log.flush(Duration::from_secs(60)), "{backend:?}");
         assert_eq!(log.dropped(), 0);
 
         let about_b = store
@@ -127,7 +131,7 @@ fn retention_keeps_the_newest_rows() {
                 extra: json!({ "i": i }),
             }));
         }
-        assert!(log.flush(Duration::from_secs(5)));
+        assert!(log.flush(Duration::from_secs(60)));
         let removed = store.prune_activities(Some(10), None).unwrap();
         assert_eq!(removed, 20);
         let left = store
@@ -169,10 +173,12 @@ fn when_the_writer_cannot_keep_up_entries_are_dropped_counted_and_reported() {
         let accepted = (0..500).filter(|_| log.record(entry.clone())).count() as u64;
         assert!(accepted < 500, "{backend:?}");
         assert_eq!(log.dropped(), 500 - accepted);
-        // Something new arrives later: the drop count is reported with it.
-        std::thread::sleep(Duration::from_millis(100));
-        log.record(entry.clone());
-        assert!(log.flush(Duration::from_secs(5)));
+        // Something new arrives later: the drop count is reported with it. "Later" is
+        // once the writer has caught up (no lifecycle events here: `flush` sees all that
+        // was queued), so that the queue has room for it, on a busy machine too.
+        assert!(log.flush(Duration::from_secs(60)), "{backend:?}");
+        assert!(log.record(entry.clone()), "{backend:?}: the queue is empty");
+        assert!(log.flush(Duration::from_secs(60)));
         let reports = store
             .activities(&ActivityQuery {
                 kind: Some(ActivityKind::Activity),
@@ -242,6 +248,8 @@ fn a_call_storm_under_the_limit_loses_no_entry() {
             )
             .unwrap();
         let log = store.activity_log(Some(&engine), LogConfig::default());
+        // Counts what the engine publishes, as the log's forwarder sees it.
+        let mut published = engine.subscribe();
         engine.register(Registration::new("boom"), Boom).unwrap();
         engine.start("boom").unwrap();
         let prev = std::panic::take_hook();
@@ -261,7 +269,9 @@ fn a_call_storm_under_the_limit_loses_no_entry() {
             t.join().unwrap();
         }
         std::panic::set_hook(prev);
-        assert!(log.flush(Duration::from_secs(20)), "{backend:?}");
+        let events = std::iter::from_fn(|| published.try_recv().ok()).count() as u64;
+        crate::wait_written(&log, events);
+        assert!(log.flush(Duration::from_secs(60)), "{backend:?}");
         assert_eq!(log.dropped(), 0);
         let failures = store
             .activities(&ActivityQuery {

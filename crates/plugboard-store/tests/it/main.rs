@@ -33,6 +33,22 @@ pub fn trail(engine: &plugboard_engine::Engine) -> Vec<String> {
         .trail
 }
 
+/// Waits until `log` has written `n` entries. Lifecycle events reach the log through a
+/// forwarding task, and `flush` waits only for what is queued: on a busy machine that task
+/// may not have queued the latest events yet when `flush` looks. The deadline only guards
+/// against a hang.
+pub fn wait_written(log: &plugboard_store::ActivityLog, n: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while log.written() < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of {n} entries written",
+            log.written()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 /// Runs `f` once per backend with a fresh database URL.
 pub fn each_backend(f: impl Fn(Backend, &str)) {
     let dir = tempfile::tempdir().unwrap();

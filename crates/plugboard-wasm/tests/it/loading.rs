@@ -64,6 +64,8 @@ fn a_plugin_asking_for_more_memory_than_the_host_allows_is_refused() {
 
 #[test]
 fn the_cache_survives_a_restart_and_a_corrupted_entry() {
+    // Each load instantiates the plugin once, under its deadline: a generous one
+    // (`crate::limits`), since the clock is not what this test is about.
     let dir = tempfile::tempdir().unwrap();
     let config = HostConfig {
         cache_dir: Some(dir.path().to_owned()),
@@ -71,7 +73,7 @@ fn the_cache_survives_a_restart_and_a_corrupted_entry() {
     };
     let first = WasmHost::new(config.clone()).unwrap();
     let p = first
-        .load_file("audit", &component("audit"), Limits::default())
+        .load_file("audit", &component("audit"), crate::limits())
         .unwrap();
     assert_eq!(p.origin(), Origin::Compiled);
     drop((p, first));
@@ -79,7 +81,7 @@ fn the_cache_survives_a_restart_and_a_corrupted_entry() {
     // A new host (a restart) loads the compiled artifact instead of compiling.
     let second = WasmHost::new(config.clone()).unwrap();
     let p = second
-        .load_file("audit", &component("audit"), Limits::default())
+        .load_file("audit", &component("audit"), crate::limits())
         .unwrap();
     assert_eq!(p.origin(), Origin::Cached);
 
@@ -95,7 +97,7 @@ fn the_cache_survives_a_restart_and_a_corrupted_entry() {
     std::fs::write(&artifact, &bytes).unwrap();
     let third = WasmHost::new(config).unwrap();
     let p = third
-        .load_file("audit", &component("audit"), Limits::default())
+        .load_file("audit", &component("audit"), crate::limits())
         .unwrap();
     assert_eq!(p.origin(), Origin::Rebuilt);
     let engine = plugboard_engine::Engine::new();
@@ -116,7 +118,7 @@ fn instance_memory_is_reported_and_capped() {
     let host = crate::host();
     let limits = Limits {
         memory: 4 << 20,
-        ..Limits::default()
+        ..crate::limits()
     };
     let p = host
         .load_file("audit", &component("audit"), limits)

@@ -17,11 +17,20 @@ pub fn host() -> WasmHost {
     WasmHost::new(HostConfig::default()).unwrap()
 }
 
+/// The default limits with a generous deadline. The default (100 ms per call, and per
+/// instantiation) is a wall-clock budget: on a loaded machine a plugin that does nothing
+/// wrong can overrun it, and fail a test that is not about the deadline. Tests of the
+/// deadline itself use `Limits::default()`.
+pub fn limits() -> Limits {
+    Limits {
+        deadline: std::time::Duration::from_secs(60),
+        ..Limits::default()
+    }
+}
+
+/// Loads a component under [`limits`].
 pub fn load(host: &WasmHost, file: &str, name: &str) -> Arc<WasmPlugin> {
-    Arc::new(
-        host.load_file(name, &component(file), Limits::default())
-            .unwrap(),
-    )
+    Arc::new(host.load_file(name, &component(file), limits()).unwrap())
 }
 
 /// Registers and starts a wasm plugin on `event`.
