@@ -303,6 +303,12 @@ impl Installer {
         self
     }
 
+    /// The wasm host that runs this installer's packages (for its counters, such as
+    /// [`WasmHost::log_lines_dropped`]).
+    pub fn host(&self) -> &WasmHost {
+        &self.inner.host
+    }
+
     /// Waits until what the installer recorded in its activity log is written (see
     /// `ActivityLog::flush`): a short-lived process calls it before exiting. `true` when
     /// done within `timeout`, or when there is no log.

@@ -281,6 +281,20 @@ pub(crate) async fn metrics(State(state): State<Shared>) -> impl IntoResponse {
         "plugboard_stream_lagged_total {}",
         state.metrics.lagged.load(Relaxed)
     );
+    #[cfg(feature = "packages")]
+    if let Some(installer) = &state.installer {
+        family(
+            &mut out,
+            "plugboard_guest_log_lines_dropped_total",
+            "counter",
+            "Log lines of installed plugins dropped because a plugin wrote more than its budget a second.",
+        );
+        let _ = writeln!(
+            out,
+            "plugboard_guest_log_lines_dropped_total {}",
+            installer.host().log_lines_dropped()
+        );
+    }
     (
         [(
             header::CONTENT_TYPE,

@@ -125,14 +125,25 @@ pub(crate) struct HostState {
 pub const LOG_LINES_PER_SECOND: u32 = 100;
 
 /// One plugin's log budget, shared by its instances.
-#[derive(Default)]
 pub(crate) struct LogBudget {
     /// The current one-second window: its start and the lines asked for in it.
     window: std::sync::Mutex<Option<(std::time::Instant, u32)>>,
     dropped: std::sync::atomic::AtomicU64,
+    /// The host's count of every plugin's dropped lines, which outlives the plugins
+    /// (an operator's metric must not go down when a package is uninstalled).
+    host_dropped: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl LogBudget {
+    /// A fresh budget whose drops also count in `host_dropped`.
+    pub(crate) fn new(host_dropped: Arc<std::sync::atomic::AtomicU64>) -> LogBudget {
+        LogBudget {
+            window: std::sync::Mutex::new(None),
+            dropped: std::sync::atomic::AtomicU64::new(0),
+            host_dropped,
+        }
+    }
+
     /// Whether one more line may be written now.
     fn admit(&self, plugin: &str) -> bool {
         let now = std::time::Instant::now();
@@ -155,6 +166,8 @@ impl LogBudget {
             true
         } else {
             self.dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.host_dropped
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             false
         }
@@ -392,6 +405,8 @@ pub(crate) struct Inner {
     /// plugin from the same package, a re-registration) costs no compilation.
     pub(crate) compiled:
         std::sync::Mutex<std::collections::HashMap<String, wasmtime::component::Component>>,
+    /// Guest log lines dropped over the budget, by every plugin this host has loaded.
+    pub(crate) log_lines_dropped: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Drop for Inner {
@@ -456,8 +471,16 @@ impl WasmHost {
                 tick,
                 ticking,
                 compiled: std::sync::Mutex::default(),
+                log_lines_dropped: Arc::default(),
             }),
         })
+    }
+
+    /// Guest log lines dropped because a plugin wrote more than
+    /// [`LOG_LINES_PER_SECOND`] in a second, summed over every plugin this host has
+    /// loaded (those since unloaded included).
+    pub fn log_lines_dropped(&self) -> u64 {
+        self.inner.log_lines_dropped.load(Ordering::Relaxed)
     }
 
     /// Forgets a component's compiled form, in memory and in the on-disk cache (for an

@@ -139,7 +139,9 @@ impl WasmHost {
             limits,
             settings: Arc::default(),
             settings_version: std::sync::atomic::AtomicU64::new(0),
-            logs: Arc::default(),
+            logs: Arc::new(crate::host::LogBudget::new(
+                self.inner.log_lines_dropped.clone(),
+            )),
             warm: Mutex::new(Vec::new()),
             layouts: Mutex::default(),
             hash,

@@ -238,3 +238,54 @@ fn install_from_a_url_streams_progress() {
     }
     panic!("no final install progress event");
 }
+
+#[test]
+fn a_plugins_dropped_log_lines_are_counted_in_the_metrics() {
+    let env = Env::start();
+    let event = "on_hostile_chatty";
+    env.engine
+        .declare_dynamic(plugboard_core::EventInfo::dynamic(event, "test", "hostile"))
+        .unwrap();
+    let manifest = plugboard_testkit::manifest("chatty", "1.0.0", event, "")
+        .replace("[capabilities]", "[capabilities]\nlog = true")
+        + &format!("\n[limits]\ndeadline_ms = {}\n", crate::DEADLINE_MS);
+    let package = plugboard_testkit::pack(&manifest, &crate::component("hostile")).unwrap();
+    let r = upload(&env, package, "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let metric = |env: &Env| -> u64 {
+        let body = env
+            .send(
+                "GET",
+                "/metrics",
+                &[("authorization", format!("Bearer {}", env.token))],
+                None,
+            )
+            .body;
+        let line = body
+            .lines()
+            .find(|l| l.starts_with("plugboard_guest_log_lines_dropped_total "))
+            .unwrap_or_else(|| panic!("no dropped-lines metric: {body}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert_eq!(metric(&env), 0);
+    // The plugin writes 1,000 lines in one call, against a budget of 100 a second.
+    let started = std::time::Instant::now();
+    let r = env.api(
+        "POST",
+        &format!("/api/events/{event}/call"),
+        Some(json!({ "state": {} })),
+    );
+    let windows = started.elapsed().as_secs() + 1;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["trace"][0]["failure"]["kind"], "plugin_error");
+    let budget = u64::from(plugboard_wasm::LOG_LINES_PER_SECOND) * (windows + 1);
+    let dropped = metric(&env);
+    assert!(
+        dropped >= 1000u64.saturating_sub(budget) && dropped <= 1000,
+        "{dropped} dropped in {windows} windows"
+    );
+    // Still counted once the package is gone: a counter does not go down.
+    let r = env.api("DELETE", "/api/packages/chatty", None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(metric(&env), dropped);
+}
