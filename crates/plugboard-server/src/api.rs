@@ -920,7 +920,8 @@ pub(crate) async fn setting(
 #[utoipa::path(put, path = "/api/settings/{name}", tag = "settings",
     params(SettingPath),
     request_body(content = Value, description = "The configs"),
-    responses((status = 200, description = "The setting as stored (`name`: as stored)", body = SettingView), (status = 400, description = "`invalid_setting`, naming each field", body = ErrorBody)))]
+    responses((status = 200, description = "The setting as stored (`name`: as stored)", body = SettingView), (status = 400, description = "`invalid_setting`, naming each field", body = ErrorBody),
+        (status = 404, description = "`not_found`: `package.<name>` names a package that is not installed", body = ErrorBody)))]
 pub(crate) async fn put_setting(
     State(state): State<Shared>,
     Path(name): Path<String>,

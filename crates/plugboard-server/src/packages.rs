@@ -68,7 +68,8 @@ pub(crate) async fn packages(State(state): State<Shared>) -> ApiResult<Json<Vec<
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct UploadQuery {
-    /// The sha256 the file must have.
+    /// The sha256 the file must have (64 hexadecimal digits).
+    #[param(pattern = "^[0-9a-fA-F]{64}$")]
     sha256: Option<String>,
     /// Install even if the same or a newer version is installed.
     #[serde(default)]
@@ -113,8 +114,11 @@ pub(crate) async fn upload_package(
 #[derive(Deserialize, ToSchema)]
 pub(crate) struct UrlInstall {
     /// An `http(s)://` URL.
+    #[schema(pattern = "^https?://")]
     url: String,
-    /// The sha256 the file must have (required unless the host is trusted).
+    /// The sha256 the file must have, 64 hexadecimal digits (required unless the host is
+    /// trusted).
+    #[schema(pattern = "^[0-9a-fA-F]{64}$")]
     sha256: Option<String>,
     /// Install even if the same or a newer version is installed.
     #[serde(default)]
@@ -168,7 +172,8 @@ pub(crate) async fn install_url(
 /// `POST /api/packages/{name}/rollback`.
 #[utoipa::path(post, path = "/api/packages/{name}/rollback", tag = "packages",
     params(("name" = String, Path, description = "The package")),
-    responses((status = 200, body = Installed), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Installed), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "`invalid_state`: no previous version to roll back to", body = ErrorBody)))]
 pub(crate) async fn rollback(
     State(state): State<Shared>,
     Path(name): Path<String>,
@@ -214,7 +219,7 @@ pub(crate) async fn uninstall(
 
 /// `GET /api/packages/outdated`: newer versions in the configured index.
 #[utoipa::path(get, path = "/api/packages/outdated", tag = "packages",
-    responses((status = 200, body = Vec<Outdated>), (status = 400, description = "`invalid_state`: no index configured", body = ErrorBody)))]
+    responses((status = 200, body = Vec<Outdated>), (status = 409, description = "`invalid_state`: no index configured", body = ErrorBody)))]
 pub(crate) async fn outdated(State(state): State<Shared>) -> ApiResult<Json<Vec<Outdated>>> {
     blocking(move || Ok(Json(installer(&state)?.outdated(None)?))).await
 }
