@@ -4,10 +4,10 @@
 //! for deployments of several hosts, with the same behaviour on both. It is the only crate
 //! that knows SQL.
 //!
-//! It keeps five tables: `plugins` (the engine's records, written through on every
+//! It keeps these tables: `plugins` (the engine's records, written through on every
 //! lifecycle change), `packages` (installed plugin packages) with `package_archives` (the
 //! verified package files every host loads from), `activities` (the activity
-//! log) and `settings`. Versioned migrations run when a store is opened; a database written
+//! log), `settings`, and `kv` with `kv_usage` (plugins' key-value data, [`Store::kv`]). Versioned migrations run when a store is opened; a database written
 //! by a newer Plugboard, or one that is not a Plugboard database, is refused untouched.
 //!
 //! ```no_run
@@ -26,6 +26,7 @@
 
 mod activity;
 mod db;
+mod kv;
 mod packages;
 mod records;
 mod runtime;
@@ -41,6 +42,7 @@ pub use activity::{
     Activity, ActivityKind, ActivityLog, ActivityPriority, ActivityQuery, ActivityStatus,
     LogConfig, NewActivity,
 };
+pub use kv::{Kv, KvEntry, KvQuota, KvUsage, MAX_KEY_BYTES, MAX_LIST, MAX_VALUE_BYTES};
 pub use packages::PackageRow;
 pub use settings::{SettingChange, Settings};
 pub use watch::Watch;
@@ -98,6 +100,16 @@ pub enum StoreError {
     PackageConflict {
         /// The package.
         package: String,
+    },
+    /// A key-value write would take a scope past its quota; nothing was written.
+    #[error("the key-value data of `{scope}` would exceed its quota of {limit} {what}")]
+    KvQuota {
+        /// The scope (a package).
+        scope: String,
+        /// `keys` or `bytes`.
+        what: &'static str,
+        /// The quota.
+        limit: u64,
     },
     /// A stored row could not be read back.
     #[error("corrupt row in {table}: {why}")]

@@ -4,7 +4,7 @@ use crate::StoreError;
 use crate::db::Db;
 
 /// The newest schema this build knows.
-pub(crate) const VERSION: i64 = 3;
+pub(crate) const VERSION: i64 = 4;
 
 /// One migration, in each backend's dialect.
 struct Migration {
@@ -13,7 +13,48 @@ struct Migration {
     postgres: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[V1, V2, V3];
+const MIGRATIONS: &[Migration] = &[V1, V2, V3, V4];
+
+/// Plugins' key-value data (`kv.rs`): the entries, and each scope's usage, kept in step by
+/// every write (whose lock it also is). On PostgreSQL keys sort bytewise (`COLLATE "C"`),
+/// as on SQLite, so that listing and paging agree on both.
+const V4: Migration = Migration {
+    version: 4,
+    sqlite: r#"
+CREATE TABLE kv (
+    scope TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value BLOB NOT NULL,
+    size INTEGER NOT NULL,
+    expires_at INTEGER,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (scope, key)
+);
+CREATE INDEX kv_expires_at ON kv (expires_at) WHERE expires_at IS NOT NULL;
+CREATE TABLE kv_usage (
+    scope TEXT PRIMARY KEY,
+    keys INTEGER NOT NULL,
+    bytes INTEGER NOT NULL
+)
+"#,
+    postgres: r#"
+CREATE TABLE kv (
+    scope TEXT NOT NULL,
+    key TEXT COLLATE "C" NOT NULL,
+    value BYTEA NOT NULL,
+    size BIGINT NOT NULL,
+    expires_at BIGINT,
+    updated_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (scope, key)
+);
+CREATE INDEX kv_expires_at ON kv (expires_at) WHERE expires_at IS NOT NULL;
+CREATE TABLE kv_usage (
+    scope TEXT PRIMARY KEY,
+    keys BIGINT NOT NULL,
+    bytes BIGINT NOT NULL
+)
+"#,
+};
 
 /// Settings' names may be up to 200 characters: a package's plugin settings are stored as
 /// `package.<name>`, and package names have up to 50. (SQLite cannot alter a CHECK: the

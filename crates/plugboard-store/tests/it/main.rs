@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod activity;
+mod kv;
 mod records;
 mod schema;
 mod settings;

@@ -8,10 +8,10 @@ use crate::each_backend;
 fn a_fresh_database_is_migrated_and_reopened() {
     each_backend(|backend, url| {
         let store = Store::open(url).unwrap();
-        assert_eq!(store.schema_version().unwrap(), 3, "{backend:?}");
+        assert_eq!(store.schema_version().unwrap(), 4, "{backend:?}");
         drop(store);
         let again = Store::open(url).unwrap();
-        assert_eq!(again.schema_version().unwrap(), 3);
+        assert_eq!(again.schema_version().unwrap(), 4);
         assert!(again.records().unwrap().is_empty());
     });
 }
@@ -135,14 +135,14 @@ fn a_newer_schema_is_refused_on_both_backends() {
                 err,
                 StoreError::NewerSchema {
                     found: 99,
-                    supported: 3
+                    supported: 4
                 }
             ),
             "{backend:?}: {err}"
         );
         assert_eq!(
             err.to_string(),
-            "the database's schema is version 99, newer than this Plugboard's 3; refusing to touch it"
+            "the database's schema is version 99, newer than this Plugboard's 4; refusing to touch it"
         );
     });
 }
@@ -193,6 +193,8 @@ fn a_version_1_database_is_migrated_to_the_current_one_keeping_its_rows() {
             backend,
             url,
             &[
+                "DROP TABLE kv",
+                "DROP TABLE kv_usage",
                 "ALTER TABLE plugins DROP COLUMN unloaded",
                 "DROP TABLE package_archives",
                 "ALTER TABLE packages DROP COLUMN manifest",
@@ -204,7 +206,7 @@ fn a_version_1_database_is_migrated_to_the_current_one_keeping_its_rows() {
             ],
         );
         let store = Store::open(url).unwrap();
-        assert_eq!(store.schema_version().unwrap(), 3, "{backend:?}");
+        assert_eq!(store.schema_version().unwrap(), 4, "{backend:?}");
         assert_eq!(
             store.settings().get("keep-me").unwrap(),
             Some(serde_json::json!({"a": 1}))
@@ -214,6 +216,11 @@ fn a_version_1_database_is_migrated_to_the_current_one_keeping_its_rows() {
         let long = format!("package.{}", "p".repeat(50));
         store.settings().set(&long, serde_json::json!({})).unwrap();
         assert!(store.settings().set(&"x".repeat(201), 1).is_err());
+        // Version 4 holds plugins' key-value data.
+        let kv = store.kv("pkg").unwrap();
+        kv.set("k", b"v", None, plugboard_store::KvQuota::DEFAULT)
+            .unwrap();
+        assert_eq!(kv.get("k").unwrap().as_deref(), Some(&b"v"[..]));
     });
 }
 
