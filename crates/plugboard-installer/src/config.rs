@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use plugboard_package::fetch::FetchPolicy;
 use plugboard_package::{InstallPolicy, VerifyingKey};
-use plugboard_store::Store;
+use plugboard_store::{KvQuota, Store};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -28,6 +28,8 @@ pub struct InstallerConfig {
     pub trusted_keys: Vec<VerifyingKey>,
     /// The package index (a JSON file's path or URL) that `outdated` reads.
     pub index: Option<String>,
+    /// How much key-value data each package with the `kv` capability may hold.
+    pub kv_quota: KvQuota,
     /// Whether these rules follow the `installer` setting: when it changes (in any
     /// process sharing the database), the installer rebuilds them from it. True when made
     /// by [`InstallerConfig::from_settings`]; rules set in code stay as set.
@@ -43,6 +45,7 @@ impl InstallerConfig {
             fetch: FetchPolicy::default(),
             trusted_keys: Vec::new(),
             index: None,
+            kv_quota: KvQuota::DEFAULT,
             follow_setting: false,
         }
     }
@@ -53,7 +56,8 @@ impl InstallerConfig {
     /// { "allowed_hosts": ["packages.example.org"], "trusted_hosts": [], "allow_http": false,
     ///   "trusted_keys": ["<hex public key>"], "protected_names": ["audit"],
     ///   "max_memory_mib": 128, "max_deadline_ms": 1000, "max_download_mib": 32,
-    ///   "index": "https://packages.example.org/index.json" }
+    ///   "index": "https://packages.example.org/index.json",
+    ///   "kv_max_keys": 10000, "kv_max_bytes": 16777216 }
     /// ```
     pub fn from_settings(store: &Store, dir: impl Into<PathBuf>) -> Result<Self, InstallError> {
         let raw = store.settings().get(SETTING)?;
@@ -86,6 +90,12 @@ impl InstallerConfig {
             config.policy.max_limits.deadline_ms = Some(v);
         }
         config.index = s.index;
+        if let Some(v) = s.kv_max_keys {
+            config.kv_quota.max_keys = v;
+        }
+        if let Some(v) = s.kv_max_bytes {
+            config.kv_quota.max_bytes = v;
+        }
         Ok(config)
     }
 }
@@ -178,6 +188,8 @@ pub(crate) struct Setting {
     max_download_mib: Option<u64>,
     download_timeout_s: Option<u64>,
     index: Option<String>,
+    kv_max_keys: Option<u64>,
+    kv_max_bytes: Option<u64>,
     /// `trusted_keys`, parsed.
     #[serde(skip)]
     keys: Vec<VerifyingKey>,

@@ -46,6 +46,7 @@
 mod config;
 mod error;
 mod index;
+mod kv;
 pub mod settings;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -198,6 +199,15 @@ pub struct SyncReport {
     pub deferred: Vec<String>,
 }
 
+/// How [`Installer::uninstall_with`] uninstalls.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UninstallOptions {
+    /// Uninstall even when other packages depend on it (their plugins are then held).
+    pub cascade: bool,
+    /// Keep the package's key-value data (removed by default).
+    pub keep_data: bool,
+}
+
 /// What this host has loaded of a package.
 #[derive(Clone)]
 struct Loaded {
@@ -229,6 +239,8 @@ struct Inner {
     op: Mutex<BTreeMap<String, Loaded>>,
     /// Packages that failed to load here, by sha256 (not retried until they change).
     failed: Mutex<BTreeMap<String, (String, String)>>,
+    /// `config.kv_quota`, shared with every package's key-value service.
+    kv_quota: Arc<std::sync::RwLock<plugboard_store::KvQuota>>,
 }
 
 /// The installed packages as stored, without loading anything (for tools that only read):
@@ -286,6 +298,7 @@ impl Installer {
                 engine,
                 host,
                 dir: config.dir.clone(),
+                kv_quota: Arc::new(std::sync::RwLock::new(config.kv_quota)),
                 config: std::sync::RwLock::new(config),
                 applied: Mutex::new(BTreeMap::new()),
                 log: Mutex::new(None),
@@ -353,6 +366,11 @@ impl Installer {
         if follows && applied.get(SETTING) != Some(&rules.cloned()) {
             match InstallerConfig::from_value(self.inner.dir.clone(), rules) {
                 Ok(config) => {
+                    *self
+                        .inner
+                        .kv_quota
+                        .write()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = config.kv_quota;
                     *self
                         .inner
                         .config
@@ -746,7 +764,8 @@ impl Installer {
                             && self.load_row(loaded, &back, &rows).is_ok()
                     }
                     None => {
-                        let _ = self.inner.store.remove_package(&name, row.revision);
+                        // Data kept from an earlier uninstall stays.
+                        let _ = self.inner.store.remove_package(&name, row.revision, true);
                         for p in m.plugin_names() {
                             let _ = engine.unregister(p);
                         }
@@ -859,6 +878,7 @@ impl Installer {
             settings: m.capabilities.settings,
             clock: m.capabilities.clock,
         };
+        // `kv` is granted by handing the plugin its service, below.
         let plugin = self
             .inner
             .host
@@ -869,6 +889,13 @@ impl Installer {
                 error,
             })?;
         self.give_settings(&m.package.name, &plugin)?;
+        if m.capabilities.kv {
+            plugin.set_kv(Some(Arc::new(kv::PackageKv {
+                store: self.inner.store.clone(),
+                package: m.package.name.clone(),
+                quota: self.inner.kv_quota.clone(),
+            })));
+        }
         Ok(plugin)
     }
 
@@ -1231,14 +1258,30 @@ impl Installer {
     /// compiled code. Refused while other packages depend on it, unless `cascade` (their
     /// plugins, which hard-depend on its plugins, are then held, never removed).
     pub fn uninstall(&self, name: &str, cascade: bool) -> Result<Uninstalled, InstallError> {
+        self.uninstall_with(
+            name,
+            UninstallOptions {
+                cascade,
+                keep_data: false,
+            },
+        )
+    }
+
+    /// [`Installer::uninstall`], with its options: `keep_data` keeps the package's
+    /// key-value data for a later install of the same name.
+    pub fn uninstall_with(
+        &self,
+        name: &str,
+        opts: UninstallOptions,
+    ) -> Result<Uninstalled, InstallError> {
         let mut loaded = self.lock();
-        let result = self.uninstall_locked(&mut loaded, name, cascade);
+        let result = self.uninstall_locked(&mut loaded, name, opts);
         match &result {
             Ok(done) => self.record(
                 "uninstall",
                 ActivityStatus::Info,
                 name,
-                json!({ "held": done.held, "overridden": done.overridden }),
+                json!({ "held": done.held, "overridden": done.overridden, "data_kept": opts.keep_data }),
             ),
             Err(e) => self.record(
                 "uninstall",
@@ -1254,8 +1297,9 @@ impl Installer {
         &self,
         loaded: &mut BTreeMap<String, Loaded>,
         name: &str,
-        cascade: bool,
+        opts: UninstallOptions,
     ) -> Result<Uninstalled, InstallError> {
+        let cascade = opts.cascade;
         let row = self
             .inner
             .store
@@ -1275,7 +1319,11 @@ impl Installer {
                 dependents,
             });
         }
-        if !self.inner.store.remove_package(name, row.revision)? {
+        if !self
+            .inner
+            .store
+            .remove_package(name, row.revision, opts.keep_data)?
+        {
             return Err(plugboard_store::StoreError::PackageConflict {
                 package: name.to_owned(),
             }

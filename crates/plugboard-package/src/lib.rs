@@ -64,7 +64,7 @@ pub use archive::{
 pub use error::PackageError;
 pub use manifest::{
     Capabilities, Hook, Manifest, PackageInfo, PackageLimits, README, SETTINGS_SCHEMA,
-    contract_version, invalid_record_name, is_valid_package_name,
+    contract_version, contract_versions, invalid_record_name, is_valid_package_name,
 };
 pub use policy::{ArchiveLimits, InstallPolicy, PolicyViolation, host_version};
 pub use schema::{SettingsSchema, SettingsViolation};

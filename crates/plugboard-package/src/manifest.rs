@@ -20,6 +20,14 @@ pub fn contract_version() -> Version {
     Version::parse(plugboard_core::CONTRACT_VERSION).unwrap_or(Version::new(0, 0, 0))
 }
 
+/// [`plugboard_core::CONTRACT_VERSIONS`]: every version a host serves, newest first.
+pub fn contract_versions() -> Vec<Version> {
+    plugboard_core::CONTRACT_VERSIONS
+        .iter()
+        .filter_map(|v| Version::parse(v).ok())
+        .collect()
+}
+
 /// The only name a package's readme may have inside the archive.
 pub const README: &str = "README.md";
 /// The only name a package's settings schema may have inside the archive.
@@ -133,6 +141,9 @@ pub struct Capabilities {
     /// `host.now-ms`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub clock: bool,
+    /// `kv`: the package's own key-value data (contract 0.3), under the operator's quota.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub kv: bool,
 }
 
 impl Capabilities {
@@ -141,6 +152,7 @@ impl Capabilities {
         log: true,
         settings: true,
         clock: true,
+        kv: true,
     };
 
     fn is_empty(&self) -> bool {
@@ -148,11 +160,12 @@ impl Capabilities {
     }
 
     /// The capabilities by name.
-    pub fn fields(&self) -> [(&'static str, bool); 3] {
+    pub fn fields(&self) -> [(&'static str, bool); 4] {
         [
             ("log", self.log),
             ("settings", self.settings),
             ("clock", self.clock),
+            ("kv", self.kv),
         ]
     }
 }

@@ -2,7 +2,7 @@
 
 use semver::Version;
 
-use crate::manifest::{Capabilities, Manifest, PackageLimits, contract_version};
+use crate::manifest::{Capabilities, Manifest, PackageLimits, contract_versions};
 use crate::{PackageError, VerifyOptions};
 
 /// Limits on the archive itself, applied while reading it (see [`verify`](crate::verify)).
@@ -43,8 +43,9 @@ pub struct InstallPolicy {
     pub archive: ArchiveLimits,
     /// The host's version, checked against `package.host`.
     pub host_version: Version,
-    /// The contract version the host implements, checked against `package.contract`.
-    pub contract_version: Version,
+    /// The contract versions the host serves, newest first; `package.contract` must match
+    /// one of them.
+    pub contract_versions: Vec<Version>,
 }
 
 impl Default for InstallPolicy {
@@ -62,7 +63,7 @@ impl Default for InstallPolicy {
             protected_names: Vec::new(),
             archive: ArchiveLimits::default(),
             host_version: host_version(),
-            contract_version: contract_version(),
+            contract_versions: contract_versions(),
         }
     }
 }
@@ -124,7 +125,7 @@ pub enum PolicyViolation {
     },
     /// `package.contract` excludes the host's contract.
     #[error(
-        "package.contract: the package requires contract {required}, this host implements plugboard:plugin@{contract}"
+        "package.contract: the package requires contract {required}, this host serves plugboard:plugin {contract}"
     )]
     ContractVersion {
         /// The package's requirement.
@@ -146,10 +147,19 @@ impl Manifest {
                 host: policy.host_version.to_string(),
             });
         }
-        if !self.package.contract.matches(&policy.contract_version) {
+        if !policy
+            .contract_versions
+            .iter()
+            .any(|v| self.package.contract.matches(v))
+        {
             out.push(PolicyViolation::ContractVersion {
                 required: self.package.contract.to_string(),
-                contract: policy.contract_version.to_string(),
+                contract: policy
+                    .contract_versions
+                    .iter()
+                    .map(Version::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
             });
         }
         let protected = |n: &str| policy.protected_names.iter().any(|p| p == n);

@@ -33,8 +33,9 @@
 //! buffers; and, with the default `fast-alloc` feature, the guest's global allocator keeps
 //! free lists of small blocks (turn the feature off to bring your own allocator).
 //!
-//! The host grants nothing but [`log`], [`settings`] and [`now_ms`]: no files, network,
-//! environment or processes. Calls run under the host's limits (memory, deadline, reply
+//! The host grants nothing but what the package's `[capabilities]` ask for and the
+//! operator allowed: [`log`], [`settings`], [`now_ms`] and the plugin's own key-value
+//! data, [`kv`]. No files, environment or processes. Calls run under the host's limits (memory, deadline, reply
 //! size); exceeding one ends the call with an error the host reports against the plugin.
 
 // The bindings wit-bindgen generates for the WIT contract use `unsafe` for the canonical
@@ -526,5 +527,69 @@ mod tests {
         );
         let err = __call(&Neither, "ev", WitWire::Json, IN.to_vec(), None, &mut spare);
         assert!(err.unwrap_err().contains("neither `call` nor `call_lazy`"));
+    }
+}
+
+/// The plugin's own key-value data (the `kv` capability; the package asks for it under
+/// `[capabilities]`, the operator grants it and sets its quota). Kept in the host's
+/// database: it survives restarts and upgrades, is shared by every host on that database,
+/// and no other plugin can read it.
+///
+/// ```no_run
+/// # fn main() -> Result<(), plugboard_pdk::kv::Error> {
+/// use std::time::Duration;
+/// // Failures per address, in a one-hour window that starts with the first.
+/// let n = plugboard_pdk::kv::increment("fail:10.0.0.1", 1, Some(Duration::from_secs(3600)))?;
+/// if n > 10 {
+///     plugboard_pdk::log::warn(&format!("10.0.0.1 failed {n} times this hour"));
+/// }
+/// # Ok(()) }
+/// ```
+pub mod kv {
+    use std::time::Duration;
+
+    use super::bindings::plugboard::plugin::kv as imp;
+    pub use super::bindings::plugboard::plugin::types::Error;
+
+    fn ms(ttl: Option<Duration>) -> Option<u64> {
+        ttl.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    /// A key's value; `None` when absent or expired.
+    pub fn get(key: &str) -> Result<Option<Vec<u8>>, Error> {
+        imp::get(key)
+    }
+
+    /// Sets a key's value, expiring after `ttl` if given.
+    pub fn set(key: &str, value: &[u8], ttl: Option<Duration>) -> Result<(), Error> {
+        imp::set(key, value, ms(ttl))
+    }
+
+    /// Deletes a key; whether it was there.
+    pub fn delete(key: &str) -> Result<bool, Error> {
+        imp::delete(key)
+    }
+
+    /// Keys starting with `prefix`, in byte order, after `after` if given, at most
+    /// `limit` (the host caps it at 1000).
+    pub fn list_keys(prefix: &str, after: Option<&str>, limit: u32) -> Result<Vec<String>, Error> {
+        imp::list_keys(prefix, after, limit)
+    }
+
+    /// Adds `delta` to a counter (absent: 0), atomically across every host; the new
+    /// value. A counter that starts now expires after `ttl` if given.
+    pub fn increment(key: &str, delta: i64, ttl: Option<Duration>) -> Result<i64, Error> {
+        imp::increment(key, delta, ms(ttl))
+    }
+
+    /// Replaces the value with `new` (`None`: deletes it) only if it is `expected` now
+    /// (`None`: absent); whether it did.
+    pub fn compare_and_swap(
+        key: &str,
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+        ttl: Option<Duration>,
+    ) -> Result<bool, Error> {
+        imp::compare_and_swap(key, expected, new, ms(ttl))
     }
 }

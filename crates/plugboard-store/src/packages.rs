@@ -167,7 +167,7 @@ async fn put(
 const GC: &str = "DELETE FROM package_archives WHERE sha256 NOT IN (SELECT sha256 FROM packages) \
      AND sha256 NOT IN (SELECT previous_sha256 FROM packages WHERE previous_sha256 IS NOT NULL)";
 
-async fn remove(db: Db, name: String, expected: i64) -> Result<bool, StoreError> {
+async fn remove(db: Db, name: String, expected: i64, keep_data: bool) -> Result<bool, StoreError> {
     transaction!(&db, |conn| async {
         let affected = sqlx::query("DELETE FROM packages WHERE name = $1 AND revision = $2")
             .bind(&name)
@@ -179,6 +179,14 @@ async fn remove(db: Db, name: String, expected: i64) -> Result<bool, StoreError>
             return Ok(false);
         }
         sqlx::query(GC).execute(&mut *conn).await?;
+        if !keep_data {
+            for table in ["kv", "kv_usage"] {
+                sqlx::query(&format!("DELETE FROM {table} WHERE scope = $1"))
+                    .bind(&name)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+        }
         announce!(conn, db.backend(), "packages");
         Ok(true)
     })
@@ -225,11 +233,17 @@ impl Store {
         self.run(move |db| put(db, row, archive, expected))
     }
 
-    /// Removes a package's row (and the archives nothing uses any more); `false` if it was
-    /// not there at `expected`.
-    pub fn remove_package(&self, name: &str, expected: i64) -> Result<bool, StoreError> {
+    /// Removes a package's row (and the archives nothing uses any more) and, unless
+    /// `keep_data`, its key-value data, in one transaction; `false` if it was not there at
+    /// `expected` (and then nothing is removed).
+    pub fn remove_package(
+        &self,
+        name: &str,
+        expected: i64,
+        keep_data: bool,
+    ) -> Result<bool, StoreError> {
         let name = name.to_owned();
-        self.run(move |db| remove(db, name, expected))
+        self.run(move |db| remove(db, name, expected, keep_data))
     }
 
     /// Records (or clears) why a package failed to load.

@@ -48,6 +48,42 @@ impl raw::plugboard::plugin::host::Host for RawState {
     }
 }
 
+impl raw::plugboard::plugin::types::Host for RawState {}
+
+/// The baseline grants no key-value data (the benchmarked plugins do not ask for any).
+impl raw::plugboard::plugin::kv::Host for RawState {
+    fn get(&mut self, _: String) -> Result<Option<Vec<u8>>, KvError> {
+        Err(denied())
+    }
+    fn set(&mut self, _: String, _: Vec<u8>, _: Option<u64>) -> Result<(), KvError> {
+        Err(denied())
+    }
+    fn delete(&mut self, _: String) -> Result<bool, KvError> {
+        Err(denied())
+    }
+    fn list_keys(&mut self, _: String, _: Option<String>, _: u32) -> Result<Vec<String>, KvError> {
+        Err(denied())
+    }
+    fn increment(&mut self, _: String, _: i64, _: Option<u64>) -> Result<i64, KvError> {
+        Err(denied())
+    }
+    fn compare_and_swap(
+        &mut self,
+        _: String,
+        _: Option<Vec<u8>>,
+        _: Option<Vec<u8>>,
+        _: Option<u64>,
+    ) -> Result<bool, KvError> {
+        Err(denied())
+    }
+}
+
+type KvError = raw::plugboard::plugin::types::Error;
+
+fn denied() -> KvError {
+    KvError::Denied("no kv in the baseline".into())
+}
+
 fn component(name: &str) -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join(format!("../../target/wasm-plugins/plugin_{name}.wasm"));

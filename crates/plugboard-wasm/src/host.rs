@@ -5,11 +5,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::component::{Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use crate::bindings::{Host, Level, Plugin};
+use crate::bindings::{v2, v3};
+use crate::capabilities::{CapabilityError, KeyValue};
 
 /// Why loading or running a plugin failed (outside a call: calls report
 /// [`Failure`](plugboard_engine::Failure)s).
@@ -25,9 +26,7 @@ pub enum WasmError {
     )]
     NotAPlugin,
     /// The component implements a contract version this host does not support.
-    #[error(
-        "the component implements plugboard:plugin@{found}, but this host supports @{supported}"
-    )]
+    #[error("the component implements plugboard:plugin@{found}, but this host serves {supported}")]
     ContractVersion {
         /// The version the component implements.
         found: String,
@@ -119,6 +118,9 @@ pub(crate) struct HostState {
     pub(crate) settings: Arc<std::sync::RwLock<Option<String>>>,
     pub(crate) grants: Grants,
     pub(crate) logs: Arc<LogBudget>,
+    /// The plugin's key-value data, shared with the plugin (which may revoke it at any
+    /// time); none: `kv` is not granted.
+    pub(crate) kv: Arc<std::sync::RwLock<Option<Arc<dyn KeyValue>>>>,
 }
 
 /// Log lines a plugin may write per second; past that they are dropped and counted.
@@ -215,6 +217,7 @@ impl HostState {
         settings: Arc<std::sync::RwLock<Option<String>>>,
         grants: Grants,
         logs: Arc<LogBudget>,
+        kv: Arc<std::sync::RwLock<Option<Arc<dyn KeyValue>>>>,
     ) -> Self {
         // Nothing is granted: no preopened directories, no environment, no arguments,
         // no network, no inherited stdio.
@@ -240,6 +243,7 @@ impl HostState {
             settings,
             grants,
             logs,
+            kv,
         }
     }
 
@@ -321,8 +325,13 @@ impl WasiView for HostState {
     }
 }
 
-impl Host for HostState {
-    fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
+impl HostState {
+    fn log_line(
+        &mut self,
+        level: v3::plugboard::plugin::host::Level,
+        message: String,
+    ) -> wasmtime::Result<()> {
+        use v3::plugboard::plugin::host::Level;
         if !self.grants.log {
             return Err(self.denied("log", "log"));
         }
@@ -343,14 +352,14 @@ impl Host for HostState {
         Ok(())
     }
 
-    fn settings(&mut self) -> wasmtime::Result<Option<String>> {
+    fn read_settings(&mut self) -> wasmtime::Result<Option<String>> {
         if !self.grants.settings {
             return Err(self.denied("settings", "settings"));
         }
         Ok(self.settings.read().ok().and_then(|s| s.clone()))
     }
 
-    fn now_ms(&mut self) -> wasmtime::Result<u64> {
+    fn clock_ms(&mut self) -> wasmtime::Result<u64> {
         if !self.grants.clock {
             return Err(self.denied("now-ms", "clock"));
         }
@@ -358,6 +367,129 @@ impl Host for HostState {
             .duration_since(UNIX_EPOCH)
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
             .unwrap_or(0))
+    }
+
+    /// The plugin's key-value service, or the contract's `denied` error.
+    fn kv(&self) -> Result<Arc<dyn KeyValue>, v3::plugboard::plugin::types::Error> {
+        let granted = self.kv.read().ok().and_then(|kv| kv.clone());
+        granted.ok_or_else(|| {
+            v3::plugboard::plugin::types::Error::Denied(format!(
+                "`{}` is not granted the `kv` capability (a package asks for it under [capabilities])",
+                self.plugin
+            ))
+        })
+    }
+}
+
+impl v2::plugboard::plugin::host::Host for HostState {
+    fn log(
+        &mut self,
+        level: v2::plugboard::plugin::host::Level,
+        message: String,
+    ) -> wasmtime::Result<()> {
+        use v2::plugboard::plugin::host::Level as V2;
+        use v3::plugboard::plugin::host::Level;
+        let level = match level {
+            V2::Trace => Level::Trace,
+            V2::Debug => Level::Debug,
+            V2::Info => Level::Info,
+            V2::Warn => Level::Warn,
+            V2::Error => Level::Error,
+        };
+        self.log_line(level, message)
+    }
+
+    fn settings(&mut self) -> wasmtime::Result<Option<String>> {
+        self.read_settings()
+    }
+
+    fn now_ms(&mut self) -> wasmtime::Result<u64> {
+        self.clock_ms()
+    }
+}
+
+impl v3::plugboard::plugin::host::Host for HostState {
+    fn log(
+        &mut self,
+        level: v3::plugboard::plugin::host::Level,
+        message: String,
+    ) -> wasmtime::Result<()> {
+        self.log_line(level, message)
+    }
+
+    fn settings(&mut self) -> wasmtime::Result<Option<String>> {
+        self.read_settings()
+    }
+
+    fn now_ms(&mut self) -> wasmtime::Result<u64> {
+        self.clock_ms()
+    }
+}
+
+impl v3::plugboard::plugin::types::Host for HostState {}
+
+impl From<CapabilityError> for v3::plugboard::plugin::types::Error {
+    fn from(e: CapabilityError) -> Self {
+        use v3::plugboard::plugin::types::Error;
+        match e {
+            CapabilityError::Denied(m) => Error::Denied(m),
+            CapabilityError::Quota(m) => Error::Quota(m),
+            CapabilityError::Invalid(m) => Error::Invalid(m),
+            CapabilityError::Unavailable(m) => Error::Unavailable(m),
+        }
+    }
+}
+
+/// A guest's time-to-live in milliseconds.
+fn ttl(ms: Option<u64>) -> Option<Duration> {
+    ms.map(Duration::from_millis)
+}
+
+/// The answer of a kv call: the service's errors are the plugin's to handle, never a trap.
+type KvResult<T> = wasmtime::Result<Result<T, v3::plugboard::plugin::types::Error>>;
+
+impl v3::plugboard::plugin::kv::Host for HostState {
+    fn get(&mut self, key: String) -> KvResult<Option<Vec<u8>>> {
+        Ok(self.kv().and_then(|kv| Ok(kv.get(&key)?)))
+    }
+
+    fn set(&mut self, key: String, value: Vec<u8>, ttl_ms: Option<u64>) -> KvResult<()> {
+        Ok(self
+            .kv()
+            .and_then(|kv| Ok(kv.set(&key, &value, ttl(ttl_ms))?)))
+    }
+
+    fn delete(&mut self, key: String) -> KvResult<bool> {
+        Ok(self.kv().and_then(|kv| Ok(kv.delete(&key)?)))
+    }
+
+    fn list_keys(
+        &mut self,
+        prefix: String,
+        after: Option<String>,
+        limit: u32,
+    ) -> KvResult<Vec<String>> {
+        Ok(self
+            .kv()
+            .and_then(|kv| Ok(kv.list_keys(&prefix, after.as_deref(), limit)?)))
+    }
+
+    fn increment(&mut self, key: String, delta: i64, ttl_ms: Option<u64>) -> KvResult<i64> {
+        Ok(self
+            .kv()
+            .and_then(|kv| Ok(kv.increment(&key, delta, ttl(ttl_ms))?)))
+    }
+
+    fn compare_and_swap(
+        &mut self,
+        key: String,
+        expected: Option<Vec<u8>>,
+        new: Option<Vec<u8>>,
+        ttl_ms: Option<u64>,
+    ) -> KvResult<bool> {
+        Ok(self.kv().and_then(|kv| {
+            Ok(kv.compare_and_swap(&key, expected.as_deref(), new.as_deref(), ttl(ttl_ms))?)
+        }))
     }
 }
 
@@ -435,8 +567,7 @@ impl WasmHost {
         let mut linker: Linker<HostState> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(WasmError::other)?;
         forbid_blocking(&mut linker).map_err(WasmError::other)?;
-        Plugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
-            .map_err(WasmError::other)?;
+        crate::bindings::add_to_linker(&mut linker).map_err(WasmError::other)?;
         if let Some(dir) = &config.cache_dir {
             // Compiled artifacts are native code the host will run: the directory must be
             // the host user's alone.

@@ -3,8 +3,10 @@
 //! Sandboxed WebAssembly plugins for Plugboard. A plugin is a WebAssembly component that
 //! implements the `plugboard:plugin` WIT contract (`wit/plugin.wit` at the repository's
 //! root): it exports `initial`, `call`, `lifecycle` and `health`, and may import only
-//! logging, its own settings and the time. It is granted no filesystem, network,
-//! environment or process access.
+//! what its capabilities grant: logging, its own settings, the time, and (contract 0.3)
+//! its own key-value data ([`KeyValue`], a service the loader hands it). It is granted no
+//! filesystem, environment or process access. Components built against contract 0.2.0
+//! run unchanged beside 0.3.0 ones: the host serves both versions at once.
 //!
 //! [`WasmHost`] owns the wasmtime engine (pooling allocator, epoch interruption) and an
 //! on-disk cache of compiled components; [`WasmHost::load`] validates a component against
@@ -21,9 +23,11 @@
 
 mod bindings;
 mod cache;
+mod capabilities;
 mod host;
 mod plugin;
 
 pub use cache::Origin;
+pub use capabilities::{CapabilityError, KeyValue};
 pub use host::{Grants, HostConfig, LOG_LINES_PER_SECOND, WasmError, WasmHost};
 pub use plugin::{Limits, WasmPlugin};

@@ -11,10 +11,10 @@ use plugboard_engine::{Callbacks, Code, EncodedStep, Failure, FailureKind, Op};
 use wasmtime::Store;
 use wasmtime::component::types::ComponentItem;
 
-use crate::bindings::{Plugin, PluginPre, Reply as WitReply, Wire as WitWire};
+use crate::bindings::{Contract, Guest, GuestPre, GuestReply};
 use crate::cache::{self, Origin};
+use crate::capabilities::KeyValue;
 use crate::host::{Grants, HostState, Stopped, WasmError, WasmHost};
-use plugboard_core::CONTRACT_VERSION;
 
 /// The limits a plugin runs under. The defaults fit a plugin that handles a request's
 /// worth of data; the operator may loosen or tighten them per plugin.
@@ -52,7 +52,7 @@ impl Default for Limits {
 /// A warm instance, ready for a call.
 struct Warm {
     store: Store<HostState>,
-    plugin: Plugin,
+    plugin: Guest,
     /// The settings' version when it was made: an instance made before a settings change
     /// is not reused, so that a plugin that caches its settings sees the new ones.
     settings_version: u64,
@@ -62,9 +62,13 @@ struct Warm {
 pub struct WasmPlugin {
     host: WasmHost,
     name: Arc<str>,
-    pre: PluginPre<HostState>,
+    pre: GuestPre,
+    /// The contract version it was built against.
+    contract: Contract,
     limits: Limits,
     settings: Arc<RwLock<Option<String>>>,
+    /// Its key-value data, shared with its instances; none until granted.
+    kv: Arc<RwLock<Option<Arc<dyn KeyValue>>>>,
     /// Bumped on every change of `settings`.
     settings_version: std::sync::atomic::AtomicU64,
     /// Its log budget, shared by its instances.
@@ -122,12 +126,13 @@ impl WasmHost {
                 (c, origin)
             }
         };
-        check_contract(&inner.engine, &component)?;
+        let contract = check_contract(&inner.engine, &component)?;
         let instance_pre = inner
             .linker
             .instantiate_pre(&component)
             .map_err(|e| WasmError::Link(format!("{e:#}")))?;
-        let pre = PluginPre::new(instance_pre).map_err(|e| WasmError::Link(format!("{e:#}")))?;
+        let pre =
+            GuestPre::new(contract, instance_pre).map_err(|e| WasmError::Link(format!("{e:#}")))?;
         let deadline_ticks =
             u64::try_from(limits.deadline.as_nanos() / self.inner.tick.as_nanos().max(1))
                 .unwrap_or(u64::MAX)
@@ -136,8 +141,10 @@ impl WasmHost {
             host: self.clone(),
             name: Arc::from(name),
             pre,
+            contract,
             limits,
             settings: Arc::default(),
+            kv: Arc::default(),
             settings_version: std::sync::atomic::AtomicU64::new(0),
             logs: Arc::new(crate::host::LogBudget::new(
                 self.inner.log_lines_dropped.clone(),
@@ -156,11 +163,12 @@ impl WasmHost {
     }
 }
 
-/// Refuses components that do not export the contract, or export another version of it.
+/// The contract version a component's `guest` export names; refuses components that do
+/// not export the contract, or export a version this host does not serve.
 fn check_contract(
     engine: &wasmtime::Engine,
     component: &wasmtime::component::Component,
-) -> Result<(), WasmError> {
+) -> Result<Contract, WasmError> {
     let ty = component.component_type();
     let mut found = None;
     for (name, item) in ty.exports(engine) {
@@ -172,19 +180,11 @@ fn check_contract(
     }
     match found {
         None => Err(WasmError::NotAPlugin),
-        Some(v) if compatible(&v) => Ok(()),
-        Some(v) => Err(WasmError::ContractVersion {
+        Some(v) => Contract::of(&v).ok_or(WasmError::ContractVersion {
             found: v,
-            supported: CONTRACT_VERSION,
+            supported: crate::bindings::SERVED,
         }),
     }
-}
-
-/// 0.x versions are compatible when their minor versions match (semver for 0.x).
-fn compatible(version: &str) -> bool {
-    let mut theirs = version.split('.');
-    let mut ours = CONTRACT_VERSION.split('.');
-    theirs.next() == ours.next() && theirs.next() == ours.next()
 }
 
 fn failure(kind: FailureKind, message: impl Into<String>) -> Failure {
@@ -205,6 +205,22 @@ impl WasmPlugin {
     /// Whether the component was compiled now or came from the cache.
     pub fn origin(&self) -> Origin {
         self.origin
+    }
+
+    /// The contract version it was built against (`0.2` or `0.3`).
+    pub fn contract(&self) -> &'static str {
+        match self.contract {
+            Contract::V2 => "0.2",
+            Contract::V3 => "0.3",
+        }
+    }
+
+    /// Grants (`Some`) or revokes (`None`) the `kv` capability: the plugin's own key-value
+    /// data. Takes effect on its next import call, in every instance.
+    pub fn set_kv(&self, kv: Option<Arc<dyn KeyValue>>) {
+        if let Ok(mut k) = self.kv.write() {
+            *k = kv;
+        }
     }
 
     /// The limits it runs under.
@@ -271,6 +287,7 @@ impl WasmPlugin {
             self.settings.clone(),
             self.limits.grants,
             self.logs.clone(),
+            self.kv.clone(),
         );
         let mut store = Store::new(&self.host.inner.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -430,19 +447,12 @@ fn classify(plugin: &str, what: &str, e: wasmtime::Error) -> Failure {
 impl EncodedStep for WasmPlugin {
     fn run(&self, state: &[u8], wire: Wire, cx: &Context<'_>) -> Result<Reply<Vec<u8>>, Failure> {
         let event = cx.event();
-        let wire = match wire {
-            Wire::Json => WitWire::Json,
-            Wire::Binary => WitWire::Binary,
-        };
-        let reply = self.with_instance("call", |w| {
-            w.plugin
-                .plugboard_plugin_guest()
-                .call_call(&mut w.store, event, wire, state)
-        })?;
+        let reply =
+            self.with_instance("call", |w| w.plugin.call(&mut w.store, event, wire, state))?;
         let reply = reply.map_err(|msg| failure(FailureKind::PluginError, msg))?;
         let (halt, out) = match reply {
-            WitReply::Continue(b) => (false, b),
-            WitReply::Halt(b) => (true, b),
+            GuestReply::Continue(b) => (false, b),
+            GuestReply::Halt(b) => (true, b),
         };
         if out.len() > self.limits.max_reply {
             return Err(failure(
@@ -472,11 +482,7 @@ impl EncodedStep for WasmPlugin {
         let theirs = match known {
             Some(theirs) => theirs,
             None => {
-                let asked = self.with_instance("layout", |w| {
-                    w.plugin
-                        .plugboard_plugin_guest()
-                        .call_layout(&mut w.store, event)
-                });
+                let asked = self.with_instance("layout", |w| w.plugin.layout(&mut w.store, event));
                 match asked {
                     Ok(theirs) => {
                         if let Ok(mut l) = self.layouts.lock() {
@@ -505,15 +511,11 @@ impl Callbacks for WasmPlugin {
     fn lifecycle(&self, op: Op, record: &PluginRecord) -> Result<(), Reason> {
         let json = Self::record_json(record);
         let out = match op {
-            Op::Register => self.with_instance("initial", |w| {
-                w.plugin
-                    .plugboard_plugin_guest()
-                    .call_initial(&mut w.store, &json)
-            }),
+            Op::Register => {
+                self.with_instance("initial", |w| w.plugin.initial(&mut w.store, &json))
+            }
             _ => self.with_instance(op.as_str(), |w| {
-                w.plugin
-                    .plugboard_plugin_guest()
-                    .call_lifecycle(&mut w.store, op.as_str(), &json)
+                w.plugin.lifecycle(&mut w.store, op.as_str(), &json)
             }),
         };
         match out {
@@ -524,9 +526,7 @@ impl Callbacks for WasmPlugin {
     }
 
     fn health_check(&self) -> Result<(), Reason> {
-        match self.with_instance("health", |w| {
-            w.plugin.plugboard_plugin_guest().call_health(&mut w.store)
-        }) {
+        match self.with_instance("health", |w| w.plugin.health(&mut w.store)) {
             Ok(Ok(())) => Ok(()),
             Ok(Err(msg)) => Err(Reason(msg)),
             Err(f) => Err(Reason(f.message)),

@@ -334,7 +334,7 @@ fn refusals_name_the_reason_and_change_nothing() {
     let err = failure(&run(home, &["install", file.to_str().unwrap()]));
     assert!(
         err.contains(
-            "the component implements plugboard:plugin@0.9.0, but this host supports @0.2"
+            "the component implements plugboard:plugin@0.9.0, but this host serves 0.2.x and 0.3.x"
         ),
         "{err}"
     );

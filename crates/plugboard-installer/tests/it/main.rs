@@ -4,6 +4,7 @@
 
 mod hosts;
 mod install;
+mod kv;
 mod lifecycle;
 
 use std::path::{Path, PathBuf};

@@ -23,7 +23,13 @@ fn the_full_manifest_parses() {
     assert_eq!(h.depends, ["validator"]);
     assert_eq!(m.dependencies["validator"].to_string(), "^1.0");
     assert_eq!(m.limits.memory_mib, Some(64));
-    assert_eq!(m.capabilities, Capabilities::ALL);
+    assert_eq!(
+        m.capabilities,
+        Capabilities {
+            kv: false,
+            ..Capabilities::ALL
+        }
+    );
     // Defaults: the plugin is named after the package, soft, no limits or capabilities.
     let m = Manifest::parse(SMALL).unwrap();
     assert_eq!(m.hooks[0].plugin, "audit");
@@ -226,7 +232,7 @@ fn the_policy_checks_plugin_names_host_and_contract() {
         }]
     );
     let m =
-        Manifest::parse(&SMALL.replace("contract = \"0.2\"", "contract = \"0.3\"\nhost = \">=2\""))
+        Manifest::parse(&SMALL.replace("contract = \"0.2\"", "contract = \"0.4\"\nhost = \">=2\""))
             .unwrap();
     let v: Vec<String> = m
         .violations(&InstallPolicy::default())
@@ -237,7 +243,7 @@ fn the_policy_checks_plugin_names_host_and_contract() {
         v,
         [
             "package.host: the package requires host >=2, this host is 0.1.0",
-            "package.contract: the package requires contract ^0.3, this host implements plugboard:plugin@0.2.0",
+            "package.contract: the package requires contract ^0.4, this host serves plugboard:plugin 0.3.0, 0.2.0",
         ]
     );
 }

@@ -14,7 +14,7 @@ fn a_component_of_an_unknown_contract_version_is_refused() {
     assert!(matches!(err, WasmError::ContractVersion { .. }), "{err}");
     assert_eq!(
         err.to_string(),
-        "the component implements plugboard:plugin@0.9.0, but this host supports @0.2.0"
+        "the component implements plugboard:plugin@0.9.0, but this host serves 0.2.x and 0.3.x"
     );
 }
 
@@ -32,6 +32,69 @@ fn the_contract_version_is_the_wit_packages_and_the_manifests() {
         wit.lines().any(|l| l.trim() == declared),
         "wit/plugin.wit lacks `{declared}`"
     );
+    // The older contract the host still serves is kept as it was released.
+    let old = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/contracts/0.2.0/plugin.wit"
+    ))
+    .unwrap();
+    assert!(
+        old.lines()
+            .any(|l| l.trim() == "package plugboard:plugin@0.2.0;")
+    );
+    assert_eq!(plugboard_core::CONTRACT_VERSIONS, ["0.3.0", "0.2.0"]);
+}
+
+#[test]
+fn components_of_both_served_contract_versions_load_and_run() {
+    let host = crate::host();
+    // Built now, against 0.3.0.
+    let new = crate::load(&host, "audit", "audit-new");
+    assert_eq!(new.contract(), "0.3");
+    // Built against 0.2.0 and committed then (the example package's component).
+    let file = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/packages/wasm-audit-1.0.0.pbpkg"
+    );
+    let verified = plugboard_package::verify(
+        &std::fs::read(file).unwrap(),
+        &plugboard_package::VerifyOptions::default(),
+    )
+    .unwrap();
+    let old = std::sync::Arc::new(
+        host.load("audit-old", &verified.component, crate::limits())
+            .unwrap(),
+    );
+    assert_eq!(old.contract(), "0.2");
+    let engine = plugboard_engine::Engine::new();
+    crate::add(
+        &engine,
+        "on_user_after_save_failure",
+        old,
+        plugboard_engine::Registration::new("audit-old").priority(10),
+    );
+    crate::add(
+        &engine,
+        "on_user_after_save_failure",
+        new,
+        plugboard_engine::Registration::new("audit-new").priority(20),
+    );
+    let t = engine.trace_json(
+        "on_user_after_save_failure",
+        serde_json::json!({
+            "error": {"code": "validation_failed", "message": "email taken"},
+            "ip": "127.0.0.1",
+            "endpoint": "html",
+            "status": "added",
+            "conn": {"method": "POST", "path": "/users"},
+            "modifier_user": "self",
+        }),
+        &Default::default(),
+    );
+    let out = t.result.unwrap();
+    let ran: Vec<&str> = t.steps.iter().map(|s| s.plugin.as_str()).collect();
+    assert_eq!(ran, ["audit-old", "audit-new"]);
+    assert_eq!(out["extra"]["audited_by"], "wasm-audit");
 }
 
 #[test]
