@@ -113,17 +113,23 @@ pub(crate) fn rollback(database: Option<String>, out: &mut impl Write, name: &st
     print_installed(out, &done)
 }
 
-/// `plugboard uninstall NAME [--cascade]`.
+/// `plugboard uninstall NAME [--cascade] [--keep-data]`.
 pub(crate) fn uninstall(
     database: Option<String>,
     out: &mut impl Write,
     name: &str,
     cascade: bool,
+    keep_data: bool,
 ) -> Result<()> {
     let installer = session(database, true, false)?;
-    let result = installer.uninstall(name, cascade);
+    let opts = plugboard_installer::UninstallOptions { cascade, keep_data };
+    let result = installer.uninstall_with(name, opts);
     let done = finish(&installer, result)?;
-    writeln!(out, "uninstalled {name}")?;
+    if keep_data {
+        writeln!(out, "uninstalled {name} (its key-value data kept)")?;
+    } else {
+        writeln!(out, "uninstalled {name}")?;
+    }
     for (plugin, why) in &done.overridden {
         writeln!(
             out,

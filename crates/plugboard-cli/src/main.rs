@@ -163,13 +163,23 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// Uninstall a package: its plugin records, files and compiled code go.
+    /// Uninstall a package: its plugin records, files, compiled code and key-value data go.
     Uninstall {
         /// The package.
         name: String,
         /// Uninstall even if other packages depend on it (their plugins are held).
         #[arg(long)]
         cascade: bool,
+        /// Keep the package's key-value data, for a later install of the same name.
+        #[arg(long)]
+        keep_data: bool,
+    },
+    /// A package's key-value data (the `kv` capability): list, read or erase it.
+    Kv {
+        /// The package.
+        package: String,
+        #[command(subcommand)]
+        command: KvCommand,
     },
     /// Put a package's previous version back (the current one becomes the previous).
     Rollback {
@@ -267,6 +277,32 @@ enum SettingsCommand {
     },
     /// List the settings.
     List,
+}
+
+/// `plugboard kv PACKAGE …`.
+#[derive(Subcommand)]
+enum KvCommand {
+    /// List the keys (with their sizes and expiry), optionally those starting with a prefix.
+    List {
+        /// Only keys starting with this.
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a key's value (as text when it is UTF-8, else as hex).
+    Get {
+        /// The key.
+        key: String,
+    },
+    /// Delete a key.
+    Delete {
+        /// The key.
+        key: String,
+    },
+    /// Delete every key of the package.
+    Clear,
 }
 
 fn main() -> ExitCode {
@@ -532,9 +568,12 @@ fn run(cli: Cli) -> Result<()> {
             &source,
             &plugboard_installer::InstallOptions { sha256, force },
         )?,
-        Command::Uninstall { name, cascade } => {
-            install::uninstall(cli.database, &mut out, &name, cascade)?
-        }
+        Command::Uninstall {
+            name,
+            cascade,
+            keep_data,
+        } => install::uninstall(cli.database, &mut out, &name, cascade, keep_data)?,
+        Command::Kv { package, command } => kv_command(cli.database, &mut out, &package, command)?,
         Command::Rollback { name } => install::rollback(cli.database, &mut out, &name)?,
         Command::Packages { json } => install::packages(cli.database, &mut out, json)?,
         Command::Outdated { index, json } => {
@@ -592,6 +631,75 @@ fn settings_command(
             for (name, v, _) in store.settings().list()? {
                 writeln!(out, "{name:20} {v}")?;
             }
+        }
+    }
+    Ok(())
+}
+
+fn kv_command(
+    database: Option<String>,
+    out: &mut impl Write,
+    package: &str,
+    command: KvCommand,
+) -> Result<()> {
+    let store = open_existing(database)?;
+    let kv = store.kv(package)?;
+    match command {
+        KvCommand::List { prefix, json } => {
+            let mut entries = Vec::new();
+            let mut after: Option<String> = None;
+            loop {
+                let page = kv.list(&prefix, after.as_deref(), plugboard_store::MAX_LIST)?;
+                let done = page.len() < plugboard_store::MAX_LIST;
+                after = page.last().map(|e| e.key.clone());
+                entries.extend(page);
+                if done {
+                    break;
+                }
+            }
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&entries)?)?;
+                return Ok(());
+            }
+            let usage = kv.usage()?;
+            writeln!(out, "{package}: {} keys, {} bytes", usage.keys, usage.bytes)?;
+            for e in entries {
+                let expiry = e
+                    .expires_at_ms
+                    .and_then(|ms| {
+                        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+                            .ok()
+                    })
+                    .and_then(|t| {
+                        t.format(&time::format_description::well_known::Rfc3339)
+                            .ok()
+                    })
+                    .map(|t| format!("  expires {t}"))
+                    .unwrap_or_default();
+                writeln!(out, "{:40} {:>8} B{expiry}", e.key, e.size)?;
+            }
+        }
+        KvCommand::Get { key } => {
+            let v = kv
+                .get(&key)?
+                .with_context(|| format!("`{package}` has no key `{key}`"))?;
+            match String::from_utf8(v) {
+                Ok(text) => writeln!(out, "{text}")?,
+                Err(e) => {
+                    let hex: String = e.as_bytes().iter().map(|b| format!("{b:02x}")).collect();
+                    writeln!(out, "{hex}")?
+                }
+            }
+        }
+        KvCommand::Delete { key } => {
+            if !kv.delete(&key)? {
+                return Err(anyhow!("`{package}` has no key `{key}`"));
+            }
+            writeln!(out, "deleted {key} of {package}")?;
+        }
+        KvCommand::Clear => {
+            let n = kv.clear()?;
+            writeln!(out, "cleared {package}: {n} keys deleted")?;
         }
     }
     Ok(())

@@ -5,6 +5,7 @@ mod catalogue;
 mod control;
 mod e2e;
 mod install;
+mod kv;
 mod operator;
 mod package;
 
