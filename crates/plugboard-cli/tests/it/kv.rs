@@ -68,9 +68,7 @@ fn the_operator_lists_reads_and_erases_a_packages_data_and_uninstall_removes_it(
     let server = serve(&home);
     let package = ip_ban_package(&home, tmp.path());
     stdout(&run(&home, &["install", package.to_str().unwrap()]));
-    wait_for(PATIENCE, "the server loads ip-ban", || {
-        in_chain(&server)
-    });
+    wait_for(PATIENCE, "the server loads ip-ban", || in_chain(&server));
     for ip in ["10.0.0.9", "10.0.0.9", "10.0.0.10"] {
         fail_login(&server, ip);
     }
