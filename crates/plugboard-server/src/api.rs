@@ -59,7 +59,8 @@ pub(crate) fn routes(state: &Shared) -> axum::Router<Shared> {
         )
         .route("/api/profile", get(profile))
         .route("/api/stream", get(stream::stream))
-        .route("/api/openapi.json", get(openapi_json));
+        .route("/api/openapi.json", get(openapi_json))
+        .merge(crate::kv::routes());
     #[cfg(feature = "packages")]
     let router = router.merge(crate::packages::routes(state));
     #[cfg(not(feature = "packages"))]

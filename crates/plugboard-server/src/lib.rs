@@ -44,6 +44,7 @@ mod assets;
 mod auth;
 mod demo;
 mod error;
+mod kv;
 mod metrics;
 mod openapi;
 #[cfg(feature = "packages")]

@@ -6,13 +6,13 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 
 #[cfg(feature = "packages")]
 use crate::packages;
-use crate::{api, error, metrics, stream};
+use crate::{api, error, kv, metrics, stream};
 
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "Plugboard admin API",
-        description = "Events, plugins, packages, activity, settings and a live stream of a Plugboard host. Errors are `{\"error\": {\"code\", \"message\"}}`."
+        description = "Events, plugins, packages, activity, settings, packages' key-value data and a live stream of a Plugboard host. Errors are `{\"error\": {\"code\", \"message\"}}`."
     ),
     paths(
         api::health, api::api_health, api::session,
@@ -20,6 +20,7 @@ use crate::{api, error, metrics, stream};
         api::plugins, api::plugin, api::plugin_action,
         api::activity, api::settings, api::setting, api::put_setting, api::delete_setting,
         api::profile, api::openapi_json, stream::stream, metrics::metrics,
+        kv::list, kv::entry, kv::delete, kv::clear,
     ),
     components(schemas(error::ErrorBody, error::ErrorDetail, api::CallBody, api::SessionInfo)),
     modifiers(&Security),

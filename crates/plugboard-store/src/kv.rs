@@ -18,8 +18,8 @@ use time::OffsetDateTime;
 use crate::db::{Db, on_db, transaction};
 use crate::{Backend, Store, StoreError};
 
-/// The longest key, in bytes.
-pub const MAX_KEY_BYTES: usize = 512;
+/// The longest key, in characters (so at most 1 KiB of UTF-8).
+pub const MAX_KEY_CHARS: usize = 256;
 /// The largest value, in bytes.
 pub const MAX_VALUE_BYTES: usize = 1 << 20;
 /// The most entries one [`Kv::list`] returns.
@@ -118,10 +118,11 @@ fn check_scope(scope: &str) -> Result<(), StoreError> {
 }
 
 fn check_key(key: &str) -> Result<(), StoreError> {
-    if key.is_empty() || key.len() > MAX_KEY_BYTES {
+    let n = key.chars().count();
+    if n == 0 || n > MAX_KEY_CHARS {
         return Err(StoreError::Invalid {
             field: "kv.key",
-            why: format!("a key has 1 to {MAX_KEY_BYTES} bytes, not {}", key.len()),
+            why: format!("a key has 1 to {MAX_KEY_CHARS} characters, not {n}"),
         });
     }
     // PostgreSQL's text cannot hold a NUL: refuse it on both backends.

@@ -42,7 +42,7 @@ pub use activity::{
     Activity, ActivityKind, ActivityLog, ActivityPriority, ActivityQuery, ActivityStatus,
     LogConfig, NewActivity,
 };
-pub use kv::{Kv, KvEntry, KvQuota, KvUsage, MAX_KEY_BYTES, MAX_LIST, MAX_VALUE_BYTES};
+pub use kv::{Kv, KvEntry, KvQuota, KvUsage, MAX_KEY_CHARS, MAX_LIST, MAX_VALUE_BYTES};
 pub use packages::PackageRow;
 pub use settings::{SettingChange, Settings};
 pub use watch::Watch;

@@ -5,6 +5,7 @@
 
 mod api;
 mod auth;
+mod kv;
 mod packages;
 mod stream;
 

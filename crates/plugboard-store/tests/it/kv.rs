@@ -93,7 +93,7 @@ fn bad_keys_values_and_scopes_are_refused_and_write_nothing() {
     each_backend(|backend, url| {
         let store = Store::open(url).unwrap();
         let kv = store.kv("pkg").unwrap();
-        let long = "k".repeat(plugboard_store::MAX_KEY_BYTES + 1);
+        let long = "k".repeat(plugboard_store::MAX_KEY_CHARS + 1);
         let big = vec![0u8; plugboard_store::MAX_VALUE_BYTES + 1];
         for (what, e) in [
             ("empty key", kv.set("", b"v", None, Q).unwrap_err()),
