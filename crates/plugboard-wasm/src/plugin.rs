@@ -65,6 +65,8 @@ pub struct WasmPlugin {
     pre: GuestPre,
     /// The contract version it was built against.
     contract: Contract,
+    /// The names of the component's imports (`plugboard:plugin/kv@0.3.0`, `wasi:…`).
+    imports: Vec<String>,
     limits: Limits,
     settings: Arc<RwLock<Option<String>>>,
     /// Its key-value data, shared with its instances; none until granted.
@@ -127,6 +129,11 @@ impl WasmHost {
             }
         };
         let contract = check_contract(&inner.engine, &component)?;
+        let imports = component
+            .component_type()
+            .imports(&inner.engine)
+            .map(|(name, _)| name.to_owned())
+            .collect();
         let instance_pre = inner
             .linker
             .instantiate_pre(&component)
@@ -142,6 +149,7 @@ impl WasmHost {
             name: Arc::from(name),
             pre,
             contract,
+            imports,
             limits,
             settings: Arc::default(),
             kv: Arc::default(),
@@ -213,6 +221,20 @@ impl WasmPlugin {
             Contract::V2 => "0.2",
             Contract::V3 => "0.3",
         }
+    }
+
+    /// The names of the component's imports, e.g. `plugboard:plugin/kv@0.3.0`: what it
+    /// may call, whether or not it is granted (a loader can refuse a component that
+    /// imports a capability its package did not ask for).
+    pub fn imports(&self) -> &[String] {
+        &self.imports
+    }
+
+    /// Whether the component imports the `kv` capability's interface.
+    pub fn imports_kv(&self) -> bool {
+        self.imports
+            .iter()
+            .any(|i| i.starts_with("plugboard:plugin/kv@"))
     }
 
     /// Grants (`Some`) or revokes (`None`) the `kv` capability: the plugin's own key-value

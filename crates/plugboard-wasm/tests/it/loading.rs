@@ -51,6 +51,9 @@ fn components_of_both_served_contract_versions_load_and_run() {
     // Built now, against 0.3.0.
     let new = crate::load(&host, "audit", "audit-new");
     assert_eq!(new.contract(), "0.3");
+    // A Rust guest imports only the interfaces it calls: the audit does not call kv.
+    assert!(!new.imports_kv(), "{:?}", new.imports());
+    assert!(crate::load(&host, "ip_ban", "ip-ban").imports_kv());
     // Built against 0.2.0 and committed then (the example package's component).
     let file = concat!(
         env!("CARGO_MANIFEST_DIR"),

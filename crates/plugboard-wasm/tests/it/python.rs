@@ -64,6 +64,8 @@ fn a_python_plugin_joins_a_chain() {
         )
         .unwrap(),
     );
+    eprintln!("python-audit imports {:?}", plugin.imports());
+    assert_eq!(plugin.contract(), "0.3");
     let engine = Engine::new();
     crate::add(
         &engine,
