@@ -197,6 +197,16 @@ impl Env {
         self.send(method, path, &headers, body)
     }
 
+    /// `GET /metrics` with the admin token.
+    pub fn metrics(&self) -> Resp {
+        self.send(
+            "GET",
+            "/metrics",
+            &[("authorization", format!("Bearer {}", self.token))],
+            None,
+        )
+    }
+
     /// Any request.
     pub fn send(
         &self,

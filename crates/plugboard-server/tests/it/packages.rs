@@ -91,14 +91,7 @@ fn upload_installs_into_the_chain_and_uninstall_removes_it() {
         .json();
     assert_eq!(ev["chain"], json!([]));
 
-    let metrics = env
-        .send(
-            "GET",
-            "/metrics",
-            &[("authorization", format!("Bearer {}", env.token))],
-            None,
-        )
-        .body;
+    let metrics = env.metrics().body;
     assert!(
         metrics.contains("plugboard_installs_total{action=\"install\",result=\"ok\"} 1"),
         "{metrics}"
@@ -253,14 +246,7 @@ fn a_plugins_dropped_log_lines_are_counted_in_the_metrics() {
     let r = upload(&env, package, "");
     assert_eq!(r.status, 200, "{}", r.body);
     let metric = |env: &Env| -> u64 {
-        let body = env
-            .send(
-                "GET",
-                "/metrics",
-                &[("authorization", format!("Bearer {}", env.token))],
-                None,
-            )
-            .body;
+        let body = env.metrics().body;
         let line = body
             .lines()
             .find(|l| l.starts_with("plugboard_guest_log_lines_dropped_total "))

@@ -58,14 +58,7 @@ fn metrics_have_the_expected_families() {
             Some(json!({ "state": state })),
         );
     }
-    let get = || {
-        env.send(
-            "GET",
-            "/metrics",
-            &[("authorization", format!("Bearer {}", env.token))],
-            None,
-        )
-    };
+    let get = || env.metrics();
     let r = get();
     assert_eq!(r.status, 200);
     assert!(r.header("content-type").unwrap().starts_with("text/plain"));
