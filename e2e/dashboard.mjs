@@ -58,7 +58,15 @@ try {
   await page.getByRole("link", { name: "Packages" }).click();
   await page.locator("#file").setInputFiles(pkg);
   await page.getByRole("button", { name: "Upload and install" }).click();
+  // It asks for the `log` capability: the consent step lists it; nothing is installed
+  // until it is granted.
+  const consent = page.locator("dialog#consent");
+  await consent.locator("li", { hasText: "log" }).waitFor();
+  await shot(page, "03a-consent");
+  if (await page.locator('tr[data-package="passthrough"]').count() !== 0) throw new Error("installed before consent");
+  await consent.getByRole("button", { name: "Grant and install" }).click();
   await page.locator('tr[data-package="passthrough"]').waitFor();
+  await page.locator('tr[data-package="passthrough"] .cap', { hasText: "log" }).waitFor();
   await page.locator("#install-log", { hasText: "install: passthrough 1.0.0" }).waitFor();
   await shot(page, "03-installed");
   await page.getByRole("link", { name: "Events" }).click();
@@ -134,6 +142,16 @@ try {
   await page.getByRole("button", { name: "Call" }).click();
   await page.locator("#try-result", { hasText: "wasm-audit" }).waitFor();
   await shot(page, "09-trace");
+
+  step("a revoke takes effect: wasm-audit without the clock fails its next call");
+  await page.getByRole("link", { name: "Packages" }).click();
+  await page.locator('button[data-revoke="wasm-audit"][data-cap="clock"]').click();
+  await page.locator('tr[data-package="wasm-audit"] .cap.missing', { hasText: "clock" }).waitFor();
+  await shot(page, "10-revoked");
+  await page.goto(`${base}/#/try/on_user_after_save_failure`);
+  await page.getByRole("button", { name: "Call" }).click();
+  await page.locator("#try-result", { hasText: "clock" }).waitFor();
+  await shot(page, "11-revoked-call");
   console.log("OK");
 } catch (e) {
   console.error(e);

@@ -12,8 +12,8 @@ use std::time::Duration;
 use anyhow::{Result, anyhow};
 use plugboard::Engine;
 use plugboard_installer::{
-    InstallAction, InstallError, InstallOptions, Installed, Installer, InstallerConfig,
-    PackageStatus, SyncReport, packages_dir,
+    Capabilities, Grant, InstallAction, InstallError, InstallOptions, Installed, Installer,
+    InstallerConfig, PackageGrants, PackageStatus, SyncReport, packages_dir,
 };
 use plugboard_store::{LogConfig, Store};
 use plugboard_wasm::{HostConfig, WasmHost};
@@ -90,19 +90,144 @@ fn finish<T>(installer: &Installer, result: Result<T, InstallError>) -> Result<T
     result.map_err(message)
 }
 
-/// `plugboard install SOURCE [--sha256 HEX] [--force]`.
+/// `plugboard install SOURCE [--sha256 HEX] [--force] [--grant CAPABILITIES]`.
 pub(crate) fn install(
     database: Option<String>,
     out: &mut impl Write,
     source: &str,
-    opts: &InstallOptions,
+    sha256: Option<String>,
+    force: bool,
+    grant: Option<String>,
 ) -> Result<()> {
+    let ask = grant.is_none() && std::io::stdin().is_terminal();
+    let mut opts = InstallOptions {
+        sha256,
+        force,
+        grant: match &grant {
+            Some(g) => Grant::written(g)?,
+            None => Grant::Held,
+        },
+    };
     let installer = session(database, true, false)?;
-    let mut progress = Progress::new(std::io::stderr().is_terminal());
-    let result = installer.install(source, opts, &mut |got, total| progress.update(got, total));
+    let terminal = std::io::stderr().is_terminal();
+    let mut progress = Progress::new(terminal);
+    let mut result =
+        installer.install(source, &opts, &mut |got, total| progress.update(got, total));
     progress.end();
+    if ask && let Err(InstallError::NotGranted { package, missing }) = &result {
+        // Consent on a terminal: what it asks for, in words, then yes or no.
+        let mut err = std::io::stderr();
+        writeln!(err, "package `{package}` asks to:")?;
+        for line in missing.describe() {
+            writeln!(err, "  {line}")?;
+        }
+        write!(err, "Grant these and install it? [y/N] ")?;
+        err.flush()?;
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            installer.flush_activity(FLUSH);
+            return Err(anyhow!("not installed: the capabilities were not granted"));
+        }
+        opts.grant = Grant::These(missing.clone());
+        let mut progress = Progress::new(terminal);
+        result = installer.install(source, &opts, &mut |got, total| progress.update(got, total));
+        progress.end();
+    }
     let done = finish(&installer, result)?;
-    print_installed(out, &done)
+    print_installed(out, &done)?;
+    if let Some(g) = installer
+        .grants()
+        .map_err(message)?
+        .into_iter()
+        .find(|g| g.package == done.name)
+        && !g.granted.is_empty()
+    {
+        writeln!(out, "granted: {}", g.granted)?;
+    }
+    Ok(())
+}
+
+/// `plugboard grants [PACKAGE] [--json]`.
+pub(crate) fn grants(
+    database: Option<String>,
+    out: &mut impl Write,
+    package: Option<&str>,
+    json: bool,
+) -> Result<()> {
+    let store = crate::open_existing(database)?;
+    let all: Vec<PackageGrants> = match package {
+        Some(p) => vec![plugboard_installer::package_grants(&store, p).map_err(message)?],
+        None => plugboard_installer::stored_grants(&store).map_err(message)?,
+    };
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&all)?)?;
+        return Ok(());
+    }
+    if all.is_empty() {
+        writeln!(out, "no packages installed")?;
+    }
+    for g in all {
+        writeln!(out, "{}", g.package)?;
+        let show = |c: &str| {
+            if c.is_empty() {
+                "nothing".to_owned()
+            } else {
+                c.to_owned()
+            }
+        };
+        writeln!(out, "  asks for  {}", show(&g.asked))?;
+        writeln!(out, "  granted   {}", show(&g.granted))?;
+        if !g.missing.is_empty() {
+            writeln!(out, "  missing   {} (its calls to these fail)", g.missing)?;
+        }
+    }
+    Ok(())
+}
+
+/// `plugboard grant|revoke PACKAGE CAPABILITIES`: writes the change (every host applies
+/// it on its next sync) and records it.
+pub(crate) fn change_grants(
+    database: Option<String>,
+    out: &mut impl Write,
+    package: &str,
+    capabilities: &str,
+    grant: bool,
+) -> Result<()> {
+    let store = crate::open_existing(database)?;
+    let now = plugboard_installer::package_grants(&store, package).map_err(message)?;
+    let base = if grant {
+        now.asked().clone()
+    } else {
+        now.asked().union(now.granted())
+    };
+    let change = Capabilities::parse_grant(capabilities, &base)?;
+    let none = Capabilities::none();
+    let (add, remove) = if grant {
+        (&change, &none)
+    } else {
+        (&none, &change)
+    };
+    let log = store.activity_log(None, LogConfig::default());
+    let after = plugboard_installer::change_grants(&store, Some(&log), package, add, remove)
+        .map_err(message)?;
+    log.flush(FLUSH);
+    let show = |c: &str| {
+        if c.is_empty() {
+            "nothing".to_owned()
+        } else {
+            c.to_owned()
+        }
+    };
+    writeln!(out, "{package}: granted {}", show(&after.granted))?;
+    if !after.missing.is_empty() {
+        writeln!(
+            out,
+            "  not granted: {} (its calls to these fail)",
+            after.missing
+        )?;
+    }
+    Ok(())
 }
 
 /// `plugboard rollback NAME`.

@@ -162,6 +162,36 @@ enum Command {
         /// Install even if the same or a newer version is installed.
         #[arg(long)]
         force: bool,
+        /// Grant the package these capabilities: `all` (what it asks for), or e.g.
+        /// `kv,log,http=api.example.com`. Without it, on a terminal you are shown what it
+        /// asks for and asked to confirm; elsewhere a package asking for more than it
+        /// holds is refused.
+        #[arg(long, value_name = "CAPABILITIES")]
+        grant: Option<String>,
+    },
+    /// What installed packages ask for and were granted.
+    Grants {
+        /// Only this package.
+        package: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Grant capabilities to an installed package (`all`: what it asks for; or e.g.
+    /// `kv,http=api.example.com`).
+    Grant {
+        /// The package.
+        package: String,
+        /// The capabilities.
+        capabilities: String,
+    },
+    /// Revoke capabilities from an installed package (`all`: every one). Its next call in
+    /// every host sharing the database runs without them, within a second.
+    Revoke {
+        /// The package.
+        package: String,
+        /// The capabilities.
+        capabilities: String,
     },
     /// Uninstall a package: its plugin records, files, compiled code and key-value data go.
     Uninstall {
@@ -562,12 +592,19 @@ fn run(cli: Cli) -> Result<()> {
             source,
             sha256,
             force,
-        } => install::install(
-            cli.database,
-            &mut out,
-            &source,
-            &plugboard_installer::InstallOptions { sha256, force },
-        )?,
+            grant,
+        } => install::install(cli.database, &mut out, &source, sha256, force, grant)?,
+        Command::Grants { package, json } => {
+            install::grants(cli.database, &mut out, package.as_deref(), json)?
+        }
+        Command::Grant {
+            package,
+            capabilities,
+        } => install::change_grants(cli.database, &mut out, &package, &capabilities, true)?,
+        Command::Revoke {
+            package,
+            capabilities,
+        } => install::change_grants(cli.database, &mut out, &package, &capabilities, false)?,
         Command::Uninstall {
             name,
             cascade,

@@ -187,22 +187,18 @@ fn print_summary(out: &mut impl Write, p: &VerifiedPackage, violations: &[String
     if !limits.is_empty() {
         writeln!(out, "limits        {}", limits.join(" "))?;
     }
-    let caps: Vec<_> = m
-        .capabilities
-        .fields()
-        .into_iter()
-        .filter(|(_, on)| *on)
-        .map(|(c, _)| c)
-        .collect();
-    writeln!(
-        out,
-        "capabilities  {}",
-        if caps.is_empty() {
-            "none".to_owned()
-        } else {
-            caps.join(", ")
+    let caps = m.capabilities.describe();
+    if caps.is_empty() {
+        writeln!(out, "capabilities  none")?;
+    } else {
+        writeln!(
+            out,
+            "capabilities  (asked for; an operator grants them at install)"
+        )?;
+        for line in caps {
+            writeln!(out, "  {line}")?;
         }
-    )?;
+    }
     let mut files = vec![format!("plugin.wasm ({} bytes)", p.component.len())];
     if p.readme.is_some() {
         files.push("README.md".into());

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 
 use anyhow::{Context, Result, anyhow};
 use plugboard::Engine;
-use plugboard_installer::{InstallOptions, Installer};
+use plugboard_installer::{Grant, InstallOptions, Installer};
 use plugboard_server::{Server, ServerConfig, ServerOptions};
 use plugboard_store::Store;
 
@@ -96,10 +96,29 @@ fn install_examples(store: &Store, installer: &Installer, out: &mut impl Write) 
             bytes.to_vec(),
             "registry",
             &format!("plugboard examples: {file}"),
-            &InstallOptions::default(),
+            // The examples are the project's own: what they ask for is granted, and shown.
+            &InstallOptions {
+                grant: Grant::Asked,
+                ..InstallOptions::default()
+            },
         );
         match done {
-            Ok(d) => writeln!(out, "installed example package {} {}", d.name, d.version)?,
+            Ok(d) => {
+                let granted = plugboard_installer::package_grants(store, &d.name)
+                    .map(|g| g.granted)
+                    .unwrap_or_default();
+                writeln!(
+                    out,
+                    "installed example package {} {} (granted: {})",
+                    d.name,
+                    d.version,
+                    if granted.is_empty() {
+                        "nothing"
+                    } else {
+                        &granted
+                    }
+                )?
+            }
             Err(e) if installed.iter().any(|n| file.starts_with(n.as_str())) => {
                 tracing::debug!(file, error = %e, "example already installed");
             }

@@ -85,7 +85,10 @@ fn install(c: &mut Criterion) {
                     installer
                         .install(
                             file.to_str().unwrap(),
-                            &InstallOptions::default(),
+                            &InstallOptions {
+                                grant: plugboard_installer::Grant::Asked,
+                                ..InstallOptions::default()
+                            },
                             &mut |_, _| {},
                         )
                         .unwrap();
@@ -114,7 +117,10 @@ fn boot(c: &mut Criterion) {
             installer
                 .install(
                     file.to_str().unwrap(),
-                    &InstallOptions::default(),
+                    &InstallOptions {
+                        grant: plugboard_installer::Grant::Asked,
+                        ..InstallOptions::default()
+                    },
                     &mut |_, _| {},
                 )
                 .unwrap();

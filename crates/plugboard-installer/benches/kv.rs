@@ -48,7 +48,10 @@ fn kv(c: &mut Criterion) {
     installer
         .install(
             file.to_str().unwrap(),
-            &InstallOptions::default(),
+            &InstallOptions {
+                grant: plugboard_installer::Grant::Asked,
+                ..InstallOptions::default()
+            },
             &mut |_, _| {},
         )
         .unwrap();

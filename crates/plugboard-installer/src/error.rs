@@ -83,6 +83,25 @@ pub enum InstallError {
     /// No such package.
     #[error("no package named `{0}` is installed")]
     NotInstalled(String),
+    /// The package asks for capabilities an operator has not granted it (nothing was
+    /// installed).
+    #[error(
+        "package `{package}` asks for capabilities it is not granted: {}; grant them to install it (`--grant all`, or `--grant {}`)",
+        .missing.summary(),
+        .missing.to_grant()
+    )]
+    NotGranted {
+        /// The package.
+        package: String,
+        /// What it asks for beyond its grants.
+        missing: plugboard_package::Capabilities,
+    },
+    /// A grant as written could not be read.
+    #[error(transparent)]
+    Grant(#[from] plugboard_package::GrantError),
+    /// Other processes kept changing the package while this one tried.
+    #[error("package `{0}` kept changing in other processes; try again")]
+    Busy(String),
     /// Other packages depend on it.
     #[error(
         "packages {} depend on `{package}`; uninstall them first, or uninstall with cascade (their plugins are held, not removed)",

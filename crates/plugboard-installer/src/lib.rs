@@ -6,7 +6,7 @@
 //! written, atomic, replayed at boot, and applied by every host sharing a database.
 //!
 //! ```no_run
-//! use plugboard_installer::{Installer, InstallerConfig, InstallOptions};
+//! use plugboard_installer::{Grant, Installer, InstallerConfig, InstallOptions};
 //!
 //! let store = plugboard_store::Store::open("sqlite://.plugboard/plugboard.db")?;
 //! let engine = store.engine(plugboard_engine::Engine::builder())?;
@@ -15,7 +15,9 @@
 //!     InstallerConfig::from_settings(&store, ".plugboard/packages")?);
 //! installer.boot()?;                 // every installed package, loaded and registered
 //! engine.finish_boot()?;
-//! let done = installer.install("audit-1.0.0.pbpkg", &InstallOptions::default(), &mut |_, _| {})?;
+//! // The operator saw what the package asks for (`plugboard inspect`) and grants it.
+//! let opts = InstallOptions { grant: Grant::Asked, ..Default::default() };
+//! let done = installer.install("audit-1.0.0.pbpkg", &opts, &mut |_, _| {})?;
 //! println!("{} {} installed: {:?}", done.name, done.version, done.plugins);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -26,8 +28,11 @@
 //! 2. verify the archive (paths, entry kinds, bomb limits), the manifest (strictly), the
 //!    sha256 pin, the signature (required when trusted keys are configured) and the
 //!    operator's policy (limits, capabilities, protected names, host and contract versions);
-//!    the plugin then runs under the limits it asked for and may call only the host
-//!    imports its `[capabilities]` name (another traps, naming the capability);
+//!    the plugin then runs under the limits it asked for; the capabilities it asks for under
+//!    `[capabilities]` must be granted ([`InstallOptions::grant`], or held from an earlier
+//!    version), else [`InstallError::NotGranted`] lists them; it may use only those
+//!    (another fails, naming the capability), and [`Installer::change_grants`] changes
+//!    them live in every host;
 //! 3. check the hooked events exist, the plugin names are free, and the package
 //!    dependencies are installed in matching versions; refuse a downgrade unless forced;
 //! 4. compile the component (into the artifact cache) and validate it against the contract;
@@ -45,6 +50,7 @@
 
 mod config;
 mod error;
+mod grants;
 mod index;
 mod kv;
 pub mod settings;
@@ -68,7 +74,10 @@ use time::OffsetDateTime;
 
 pub use config::{InstallerConfig, SETTING};
 pub use error::InstallError;
+pub use grants::{Grant, PackageGrants, change_grants, package_grants, stored_grants};
 pub use index::{Index, IndexEntry, Outdated};
+/// What packages ask for and operators grant (re-exported for the installer's callers).
+pub use plugboard_package::{Capabilities, Capability};
 
 /// How to install.
 #[derive(Clone, Debug, Default)]
@@ -78,6 +87,9 @@ pub struct InstallOptions {
     pub sha256: Option<String>,
     /// Install even if the same or a newer version is installed.
     pub force: bool,
+    /// What the package is granted beyond what it holds (by default nothing: a package
+    /// asking for more is refused, [`InstallError::NotGranted`]).
+    pub grant: Grant,
 }
 
 /// What an install, upgrade or rollback did.
@@ -216,6 +228,8 @@ struct Loaded {
     plugins: Vec<String>,
     /// The loaded code, which its plugins share (and so their settings).
     plugin: Arc<WasmPlugin>,
+    /// The capabilities it runs with.
+    effective: Capabilities,
 }
 
 /// Installs, upgrades, rolls back and uninstalls packages on one engine. Cheap to clone.
@@ -241,6 +255,8 @@ struct Inner {
     failed: Mutex<BTreeMap<String, (String, String)>>,
     /// `config.kv_quota`, shared with every package's key-value service.
     kv_quota: Arc<std::sync::RwLock<plugboard_store::KvQuota>>,
+    /// Denied capability uses, recorded at a bounded rate.
+    denied: grants::DeniedLog,
 }
 
 /// The installed packages as stored, without loading anything (for tools that only read):
@@ -292,7 +308,7 @@ pub fn owner(record: &PluginRecord) -> Option<&str> {
 impl Installer {
     /// An installer for `engine`, storing in `store`, running components on `host`.
     pub fn new(store: Store, engine: Engine, host: WasmHost, config: InstallerConfig) -> Self {
-        Installer {
+        let installer = Installer {
             inner: Arc::new(Inner {
                 store,
                 engine,
@@ -304,8 +320,37 @@ impl Installer {
                 log: Mutex::new(None),
                 op: Mutex::new(BTreeMap::new()),
                 failed: Mutex::new(BTreeMap::new()),
+                denied: grants::DeniedLog::new(),
             }),
-        }
+        };
+        // Weak: the host (which keeps the hook) belongs to the installer.
+        let me = Arc::downgrade(&installer.inner);
+        installer
+            .inner
+            .host
+            .on_denied(Arc::new(move |package: &str, capability: &'static str| {
+                let Some(inner) = me.upgrade() else { return };
+                if let Some(count) = inner.denied.admit(package, capability) {
+                    tracing::warn!(
+                        package,
+                        capability,
+                        count,
+                        "a plugin used a capability it is not granted"
+                    );
+                    if let Ok(log) = inner.log.lock()
+                        && let Some(log) = log.as_ref()
+                    {
+                        log.record(NewActivity::new(
+                            ActivityKind::Package,
+                            "denied",
+                            ActivityStatus::Warning,
+                            Some(package),
+                            json!({ "capability": capability, "count": count }),
+                        ));
+                    }
+                }
+            }));
+        installer
     }
 
     /// Records what the installer does in this activity log.
@@ -567,6 +612,7 @@ impl Installer {
             source,
             action,
             existing,
+            &opts.grant,
         );
         (action, result)
     }
@@ -605,6 +651,7 @@ impl Installer {
             &row.source.clone(),
             InstallAction::Rollback,
             Some(row),
+            &Grant::Held,
         );
         self.report(InstallAction::Rollback, name, &result);
         result
@@ -644,12 +691,28 @@ impl Installer {
         source: &str,
         action: InstallAction,
         existing: Option<PackageRow>,
+        grant: &Grant,
     ) -> Result<Installed, InstallError> {
         let engine = &self.inner.engine;
         let m = &verified.manifest;
         let name = m.package.name.clone();
         let version = m.package.version.to_string();
         m.check_against(&self.config().policy)?;
+        // Consent: what it asks for must be granted (held already, or given now).
+        let held = match &existing {
+            Some(row) => grants::of_row(row)?.granted().clone(),
+            None => Capabilities::none(),
+        };
+        let given = held.union(&grant.resolve(&m.capabilities)?);
+        let missing = m.capabilities.missing(&given);
+        if !missing.is_empty() {
+            return Err(InstallError::NotGranted {
+                package: name,
+                missing,
+            });
+        }
+        // An upgrade asking for less drops the rest.
+        let effective = m.capabilities.within(&given);
         for hook in &m.hooks {
             if engine.event(&hook.event).is_none() {
                 return Err(InstallError::UnknownEvent {
@@ -679,7 +742,7 @@ impl Installer {
         }
         let rows = self.inner.store.packages()?;
         let dep_plugins = self.check_dependencies(m, &rows)?;
-        let plugin = self.load_component(&verified)?;
+        let plugin = self.load_component(&verified, &effective)?;
         // The new code must start and be healthy before anything switches.
         for hook in &m.hooks {
             let record = preview(m, hook, &dep_plugins);
@@ -728,6 +791,7 @@ impl Installer {
             previous_sha256,
             revision: existing.as_ref().map_or(1, |r| r.revision + 1),
             load_error: None,
+            grants: Some(grants::to_column(&effective)),
             installed_at: existing.as_ref().map_or(now, |r| r.installed_at),
             updated_at: now,
         };
@@ -796,8 +860,10 @@ impl Installer {
                 component: plugin.sha256().to_owned(),
                 plugins: plugins.clone(),
                 plugin: plugin.clone(),
+                effective: effective.clone(),
             },
         );
+        self.record_grants(&name, &held_before(&existing), &effective);
         if let Ok(mut f) = self.inner.failed.lock() {
             f.remove(&name);
         }
@@ -859,7 +925,11 @@ impl Installer {
         }
     }
 
-    fn load_component(&self, v: &VerifiedPackage) -> Result<Arc<WasmPlugin>, InstallError> {
+    fn load_component(
+        &self,
+        v: &VerifiedPackage,
+        effective: &Capabilities,
+    ) -> Result<Arc<WasmPlugin>, InstallError> {
         let m = &v.manifest;
         let mut limits = Limits::default();
         if let Some(mib) = m.limits.memory_mib {
@@ -872,12 +942,8 @@ impl Installer {
         if let Some(kib) = m.limits.max_reply_kib {
             limits.max_reply = usize::try_from(kib << 10).unwrap_or(usize::MAX);
         }
-        // Only the imports the manifest asks for (and the policy allowed).
-        limits.grants = plugboard_wasm::Grants {
-            log: m.capabilities.log,
-            settings: m.capabilities.settings,
-            clock: m.capabilities.clock,
-        };
+        // Only what the manifest asks for and an operator granted.
+        limits.grants = grants::wasm_grants(effective);
         // `kv` is granted by handing the plugin its service, below.
         let plugin = self
             .inner
@@ -889,14 +955,91 @@ impl Installer {
                 error,
             })?;
         self.give_settings(&m.package.name, &plugin)?;
-        if m.capabilities.kv {
-            plugin.set_kv(Some(Arc::new(kv::PackageKv {
-                store: self.inner.store.clone(),
-                package: m.package.name.clone(),
-                quota: self.inner.kv_quota.clone(),
-            })));
-        }
+        self.give_services(&m.package.name, &plugin, effective);
         Ok(plugin)
+    }
+
+    /// Hands a plugin the services of the capabilities it runs with, and takes back the
+    /// others (a revocation).
+    fn give_services(&self, package: &str, plugin: &WasmPlugin, effective: &Capabilities) {
+        plugin.set_grants(grants::wasm_grants(effective));
+        plugin.set_kv(effective.kv.then(|| {
+            Arc::new(kv::PackageKv {
+                store: self.inner.store.clone(),
+                package: package.to_owned(),
+                quota: self.inner.kv_quota.clone(),
+            }) as Arc<dyn plugboard_wasm::KeyValue>
+        }));
+    }
+
+    /// Records in the activity log what an install granted or dropped.
+    fn record_grants(&self, package: &str, before: &Capabilities, after: &Capabilities) {
+        for (action, what) in [
+            ("grant", after.missing(before)),
+            ("revoke", before.missing(after)),
+        ] {
+            if !what.is_empty() {
+                self.record(
+                    action,
+                    ActivityStatus::Info,
+                    package,
+                    json!({ "capabilities": what.to_grant(), "granted": after.to_grant() }),
+                );
+            }
+        }
+    }
+
+    /// Applies the stored grants of every loaded package: what another host (or a CLI)
+    /// granted or revoked takes effect on the plugin's next call.
+    fn refresh_grants(&self, loaded: &mut BTreeMap<String, Loaded>, rows: &[PackageRow]) {
+        for row in rows {
+            let Some(l) = loaded.get_mut(&row.name) else {
+                continue;
+            };
+            if l.sha256 != row.sha256 {
+                continue;
+            }
+            match grants::of_row(row) {
+                Ok(g) => {
+                    let effective = g.effective();
+                    if effective != l.effective {
+                        self.give_services(&row.name, &l.plugin, &effective);
+                        tracing::info!(package = %row.name, granted = %effective.to_grant(), "package grants applied");
+                        l.effective = effective;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(package = %row.name, error = %e, "cannot read the package's grants")
+                }
+            }
+        }
+    }
+
+    /// Every installed package's grants.
+    pub fn grants(&self) -> Result<Vec<PackageGrants>, InstallError> {
+        stored_grants(&self.inner.store)
+    }
+
+    /// Grants `add` to an installed package and revokes `remove`; in effect in this host
+    /// at once (the plugin's next call), in the others sharing the database on their next
+    /// sync. Recorded in the activity log.
+    pub fn change_grants(
+        &self,
+        package: &str,
+        add: &Capabilities,
+        remove: &Capabilities,
+    ) -> Result<PackageGrants, InstallError> {
+        let out = {
+            let log = self
+                .inner
+                .log
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            change_grants(&self.inner.store, log.as_ref(), package, add, remove)?
+        };
+        let rows = self.inner.store.packages()?;
+        self.refresh_grants(&mut self.lock(), &rows);
+        Ok(out)
     }
 
     /// Registers every hook's plugin on the engine (a re-registration swaps the code),
@@ -1039,7 +1182,8 @@ impl Installer {
         let verified = verify(&bytes, &self.verify_options(Some(row.sha256.clone())))?;
         verified.manifest.check_against(&self.config().policy)?;
         let dep_plugins = self.check_dependencies(&verified.manifest, rows)?;
-        let plugin = self.load_component(&verified)?;
+        let effective = grants::of_row(row)?.effective();
+        let plugin = self.load_component(&verified, &effective)?;
         let old = loaded.get(&row.name).cloned();
         let plugins = self.register(&verified.manifest, &plugin, &dep_plugins, old.as_ref())?;
         loaded.insert(
@@ -1049,6 +1193,7 @@ impl Installer {
                 component: plugin.sha256().to_owned(),
                 plugins,
                 plugin: plugin.clone(),
+                effective,
             },
         );
         if row.load_error.is_some() {
@@ -1214,6 +1359,7 @@ impl Installer {
             }
         }
         self.load_rows(&mut loaded, &rows, &mut report);
+        self.refresh_grants(&mut loaded, &rows);
         drop(loaded);
         self.refresh_settings()?;
         Ok(report)
@@ -1444,7 +1590,16 @@ fn is_conflict(e: &InstallError) -> bool {
     )
 }
 
-fn damaged(row: &PackageRow, e: impl std::fmt::Display) -> InstallError {
+/// What a row being replaced held.
+fn held_before(existing: &Option<PackageRow>) -> Capabilities {
+    existing
+        .as_ref()
+        .and_then(|r| grants::of_row(r).ok())
+        .map(|g| g.effective())
+        .unwrap_or_default()
+}
+
+pub(crate) fn damaged(row: &PackageRow, e: impl std::fmt::Display) -> InstallError {
     InstallError::Damaged {
         package: row.name.clone(),
         why: e.to_string(),

@@ -51,6 +51,7 @@
 mod archive;
 mod error;
 pub mod fetch;
+mod grants;
 mod manifest;
 mod policy;
 mod schema;
@@ -62,6 +63,7 @@ pub use archive::{
     write_archive,
 };
 pub use error::PackageError;
+pub use grants::{Capability, GrantError, HttpTarget, Scheme};
 pub use manifest::{
     Capabilities, Hook, Manifest, PackageInfo, PackageLimits, README, SETTINGS_SCHEMA,
     contract_version, contract_versions, invalid_record_name, is_valid_package_name,

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use crate::PackageError;
+pub use crate::grants::Capabilities;
 
 /// [`plugboard_core::CONTRACT_VERSION`], as a semver version to match requirements against.
 pub fn contract_version() -> Version {
@@ -124,48 +125,6 @@ impl PackageLimits {
             ("deadline_ms", self.deadline_ms, "ms"),
             ("fuel", self.fuel, "fuel units"),
             ("max_reply_kib", self.max_reply_kib, "KiB"),
-        ]
-    }
-}
-
-/// The `[capabilities]`: host imports a package asks for (or an operator allows).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Capabilities {
-    /// `host.log`.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub log: bool,
-    /// `host.settings`.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub settings: bool,
-    /// `host.now-ms`.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub clock: bool,
-    /// `kv`: the package's own key-value data (contract 0.3), under the operator's quota.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub kv: bool,
-}
-
-impl Capabilities {
-    /// Every capability.
-    pub const ALL: Capabilities = Capabilities {
-        log: true,
-        settings: true,
-        clock: true,
-        kv: true,
-    };
-
-    fn is_empty(&self) -> bool {
-        *self == Capabilities::default()
-    }
-
-    /// The capabilities by name.
-    pub fn fields(&self) -> [(&'static str, bool); 4] {
-        [
-            ("log", self.log),
-            ("settings", self.settings),
-            ("clock", self.clock),
-            ("kv", self.kv),
         ]
     }
 }
@@ -426,6 +385,16 @@ impl Manifest {
                     &format!("limits.{field}"),
                     None,
                     "must be at least 1".into(),
+                );
+            }
+        }
+
+        for (i, e) in raw.capabilities.emit.iter().enumerate() {
+            if let Some(why) = invalid_record_name(e) {
+                return invalid(
+                    &format!("capabilities.emit[{i}]"),
+                    None,
+                    format!("`{e}` is not a valid event name: {why}"),
                 );
             }
         }

@@ -2,7 +2,10 @@
 
 use semver::Version;
 
-use crate::manifest::{Capabilities, Manifest, PackageLimits, contract_versions};
+use std::collections::BTreeSet;
+
+use crate::grants::Capability;
+use crate::manifest::{Manifest, PackageLimits, contract_versions};
 use crate::{PackageError, VerifyOptions};
 
 /// Limits on the archive itself, applied while reading it (see [`verify`](crate::verify)).
@@ -34,8 +37,9 @@ impl Default for ArchiveLimits {
 pub struct InstallPolicy {
     /// The most each limit may be set to; `None` allows any value.
     pub max_limits: PackageLimits,
-    /// The capabilities a package may ask for.
-    pub allowed_capabilities: Capabilities,
+    /// The kinds of capability a package may ask for at all (an operator still grants
+    /// each package its own).
+    pub allowed_capabilities: BTreeSet<Capability>,
     /// Names no package may take, as a package or as a plugin record (e.g. the host's
     /// own native plugins).
     pub protected_names: Vec<String>,
@@ -59,7 +63,7 @@ impl Default for InstallPolicy {
                 fuel: None,
                 max_reply_kib: Some(1024),
             },
-            allowed_capabilities: Capabilities::ALL,
+            allowed_capabilities: Capability::ALL.into_iter().collect(),
             protected_names: Vec::new(),
             archive: ArchiveLimits::default(),
             host_version: host_version(),
@@ -194,14 +198,11 @@ impl Manifest {
                 });
             }
         }
-        for ((capability, asked), (_, allowed)) in self
-            .capabilities
-            .fields()
-            .into_iter()
-            .zip(policy.allowed_capabilities.fields())
-        {
-            if asked && !allowed {
-                out.push(PolicyViolation::CapabilityNotAllowed { capability });
+        for capability in self.capabilities.kinds() {
+            if !policy.allowed_capabilities.contains(&capability) {
+                out.push(PolicyViolation::CapabilityNotAllowed {
+                    capability: capability.name(),
+                });
             }
         }
         out

@@ -30,6 +30,7 @@ async function api(method, path, body, contentType = "application/json") {
     const e = (data && data.error) || { code: String(res.status), message: res.statusText };
     const err = new Error(e.message);
     err.code = e.code;
+    err.details = e.details;
     throw err;
   }
   return data;
@@ -109,7 +110,11 @@ const views = {
       if ($("#upload-force").checked) q.set("force", "true");
       logInstall(`uploading ${f.name} (${f.size} bytes)…`);
       try {
-        const done = await api("POST", "/api/packages?" + q, await f.arrayBuffer(), "application/octet-stream");
+        const bytes = await f.arrayBuffer();
+        const done = await installWithConsent(f.name, (grant) => {
+          if (grant) q.set("grant", grant);
+          return api("POST", "/api/packages?" + q, bytes, "application/octet-stream");
+        });
         logInstall(`${done.action}: ${done.name} ${done.version} (plugins ${done.plugins.join(", ")})`);
         toast(`${done.name} ${done.version} installed`);
       } catch (e) { logInstall("refused: " + e.message); toast(e.message, true); }
@@ -121,7 +126,7 @@ const views = {
       if ($("#url-sha").value.trim()) body.sha256 = $("#url-sha").value.trim();
       logInstall(`downloading ${body.url}…`);
       try {
-        const done = await api("POST", "/api/packages/url", body);
+        const done = await installWithConsent(body.url, (grant) => api("POST", "/api/packages/url", grant ? Object.assign({ grant }, body) : body));
         logInstall(`${done.action}: ${done.name} ${done.version}`);
       } catch (e) { logInstall("refused: " + e.message); toast(e.message, true); }
       refresh();
@@ -267,27 +272,51 @@ function graph(plugins) {
 async function renderPackages() {
   const box = $("#packages");
   if (!box) return;
-  const [packages, outdated] = await Promise.all([
+  const [packages, outdated, grants] = await Promise.all([
     api("GET", "/api/packages"),
     api("GET", "/api/packages/outdated").catch(() => []),
+    api("GET", "/api/grants").catch(() => []),
   ]);
   const newer = Object.fromEntries((outdated || []).map((o) => [o.name, o.latest]));
-  box.innerHTML = `<table><thead><tr><th>Package</th><th>Version</th><th>Previous</th><th>Plugins</th><th>State</th><th></th></tr></thead><tbody>
+  const granted = Object.fromEntries((grants || []).map((g) => [g.package, g]));
+  // One chip per capability item (`kv`, `http=https://…`): granted ones revoke, missing ones grant.
+  const items = (text) => (text ? text.split(",") : []);
+  const caps = (name) => {
+    const g = granted[name];
+    if (!g || (!g.granted && !g.missing)) return '<span class="muted">none</span>';
+    return items(g.granted).map((c) => `<span class="cap">${esc(c)} <button type="button" data-revoke="${esc(name)}" data-cap="${esc(c)}" title="Revoke ${esc(c)}">revoke</button></span>`).join(" ")
+      + items(g.missing).map((c) => `<span class="cap missing">${esc(c)} (not granted) <button type="button" data-grant="${esc(name)}" data-cap="${esc(c)}">grant</button></span>`).join(" ");
+  };
+  box.innerHTML = `<table><thead><tr><th>Package</th><th>Version</th><th>Previous</th><th>Plugins</th><th>Capabilities</th><th>State</th><th></th></tr></thead><tbody>
     ${packages.map((p) => `<tr data-package="${esc(p.name)}"><td><strong>${esc(p.name)}</strong><div class="muted">${esc(p.description)}</div></td>
       <td>${esc(p.version)}${newer[p.name] ? ` ${badge("update available: " + newer[p.name].version, "s-held")}` : ""}</td>
-      <td>${esc(p.previous || "")}</td><td>${esc((p.plugins || []).join(", "))}</td>
+      <td>${esc(p.previous || "")}</td><td>${esc((p.plugins || []).join(", "))}</td><td class="caps">${caps(p.name)}</td>
       <td>${p.loaded ? badge("loaded", "s-started") : badge("failed", "s-stopped") + `<div class="muted">${esc(p.error || "")}</div>`}</td>
       <td class="actions">${newer[p.name] ? `<button type="button" data-upgrade="${esc(p.name)}">Upgrade</button>` : ""}
         ${p.previous ? `<button type="button" data-rollback="${esc(p.name)}">Roll back</button>` : ""}
-        <button type="button" data-uninstall="${esc(p.name)}">Uninstall</button></td></tr>`).join("") || '<tr><td colspan="6">No packages installed.</td></tr>'}
+        <button type="button" data-uninstall="${esc(p.name)}">Uninstall</button></td></tr>`).join("") || '<tr><td colspan="7">No packages installed.</td></tr>'}
     </tbody></table>`;
   box.querySelectorAll("[data-upgrade]").forEach((b) => b.addEventListener("click", async () => {
     const latest = newer[b.dataset.upgrade];
     logInstall(`upgrading ${b.dataset.upgrade} to ${latest.version} from ${latest.url}…`);
-    try { const d = await api("POST", "/api/packages/url", { url: latest.url, sha256: latest.sha256 }); logInstall(`${d.action}: ${d.name} ${d.version}`); }
+    try {
+      const body = { url: latest.url, sha256: latest.sha256 };
+      const d = await installWithConsent(`${b.dataset.upgrade} ${latest.version}`, (grant) => api("POST", "/api/packages/url", grant ? Object.assign({ grant }, body) : body));
+      logInstall(`${d.action}: ${d.name} ${d.version}`);
+    }
     catch (e) { logInstall("refused: " + e.message); toast(e.message, true); }
     refresh();
   }));
+  for (const [attr, field, verb] of [["data-revoke", "revoke", "revoked"], ["data-grant", "grant", "granted"]]) {
+    box.querySelectorAll(`[${attr}]`).forEach((b) => b.addEventListener("click", async () => {
+      const name = b.getAttribute(attr);
+      try {
+        await api("POST", `/api/packages/${encodeURIComponent(name)}/grants`, { [field]: b.dataset.cap });
+        logInstall(`${verb} ${b.dataset.cap} ${field === "grant" ? "to" : "from"} ${name}`);
+      } catch (e) { toast(e.message, true); }
+      refresh();
+    }));
+  }
   box.querySelectorAll("[data-rollback]").forEach((b) => b.addEventListener("click", async () => {
     try { const d = await api("POST", `/api/packages/${encodeURIComponent(b.dataset.rollback)}/rollback`); logInstall(`rolled back ${d.name} to ${d.version}`); }
     catch (e) { toast(e.message, true); }
@@ -305,6 +334,36 @@ async function renderPackages() {
     }
     refresh();
   }));
+}
+
+// The consent step: a package asking for capabilities it is not granted is refused with
+// `consent_required`; show what it asks for and, if the operator agrees, send the install
+// again with that grant.
+function askConsent(what, details) {
+  const d = $("#consent");
+  $("#consent-what").textContent = `${what} asks to:`;
+  $("#consent-list").innerHTML = (details.asks || []).map((a) =>
+    `<li><strong>${esc(a.capability)}</strong>: ${esc(a.description)}${a.scope && a.scope.length ? " (" + esc(a.scope.join(", ")) + ")" : ""}</li>`).join("");
+  return new Promise((resolve) => {
+    d.addEventListener("close", () => resolve(d.returnValue === "grant"), { once: true });
+    d.returnValue = "";
+    d.showModal();
+  });
+}
+
+// Runs an install; on `consent_required`, asks, and runs it again with the grant.
+async function installWithConsent(what, send) {
+  try { return await send(null); }
+  catch (e) {
+    if (e.code !== "consent_required" || !e.details) throw e;
+    logInstall(`${what} asks for: ${e.details.grant}`);
+    if (!(await askConsent(what, e.details))) {
+      const err = new Error("not installed: the capabilities were not granted");
+      err.code = "declined";
+      throw err;
+    }
+    return await send(e.details.grant);
+  }
 }
 
 function logInstall(line) {

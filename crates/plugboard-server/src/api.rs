@@ -588,6 +588,7 @@ fn call_result(t: Trace<Value>) -> CallResult {
             Some(ErrorDetail {
                 code: call_error_code(&e).to_owned(),
                 message: e.to_string(),
+                details: None,
             }),
         ),
     };
@@ -712,6 +713,7 @@ fn action_result(action: PluginAction, plugin: String, r: Report) -> ActionResul
                 error: ErrorDetail {
                     code: e.code.to_owned(),
                     message: e.message,
+                    details: e.details,
                 },
             }
         })

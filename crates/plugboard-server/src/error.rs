@@ -69,6 +69,8 @@ pub struct ApiError {
     pub message: String,
     /// Seconds to wait, for `rate_limited`.
     pub retry_after: Option<u64>,
+    /// Machine-readable details (for `consent_required`: what the package asks for).
+    pub details: Option<Box<serde_json::Value>>,
 }
 
 /// The body of an error, as documented in the OpenAPI document.
@@ -85,6 +87,10 @@ pub(crate) struct ErrorDetail {
     pub(crate) code: String,
     /// For people.
     pub(crate) message: String,
+    /// For `consent_required`: `asks` (what the package asks for and is not granted, a
+    /// line each, in words) and `grant` (the grant that installs it, e.g. `kv,log`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) details: Option<Box<serde_json::Value>>,
 }
 
 impl ApiError {
@@ -95,6 +101,7 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            details: None,
         }
     }
 
@@ -138,7 +145,12 @@ impl ApiError {
 
     /// The JSON body.
     pub(crate) fn body(&self) -> serde_json::Value {
-        json!({ "error": { "code": self.code, "message": self.message } })
+        match &self.details {
+            None => json!({ "error": { "code": self.code, "message": self.message } }),
+            Some(d) => {
+                json!({ "error": { "code": self.code, "message": self.message, "details": d } })
+            }
+        }
     }
 }
 
@@ -212,8 +224,31 @@ impl From<InstallError> for ApiError {
             InstallError::Engine(e) => return e.into(),
             other => other,
         };
+        if let InstallError::NotGranted { missing, .. } = &e {
+            let mut err = ApiError::new(StatusCode::CONFLICT, "consent_required", e.to_string());
+            let asks: Vec<_> = missing
+                .kinds()
+                .into_iter()
+                .map(|c| {
+                    let scope: Vec<String> = match c {
+                        plugboard_installer::Capability::Http => {
+                            missing.http.iter().map(ToString::to_string).collect()
+                        }
+                        plugboard_installer::Capability::Emit => missing.emit.clone(),
+                        _ => Vec::new(),
+                    };
+                    json!({ "capability": c.name(), "scope": scope, "description": c.describe() })
+                })
+                .collect();
+            err.details = Some(Box::new(
+                json!({ "asks": asks, "grant": missing.to_grant() }),
+            ));
+            return err;
+        }
         let (status, code) = match &e {
             InstallError::NotInstalled(_) => (StatusCode::NOT_FOUND, "not_found"),
+            InstallError::Grant(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            InstallError::Busy(_) => (StatusCode::CONFLICT, "conflict"),
             InstallError::NotNewer { .. } | InstallError::HasDependents { .. } => {
                 (StatusCode::CONFLICT, "conflict")
             }

@@ -39,8 +39,11 @@ struct ApiDoc;
         packages::rollback,
         packages::uninstall,
         packages::outdated,
+        packages::grants,
+        packages::package_grants,
+        packages::change_grants,
     ),
-    components(schemas(packages::UrlInstall))
+    components(schemas(packages::UrlInstall, packages::GrantChange))
 )]
 struct PackagesDoc;
 

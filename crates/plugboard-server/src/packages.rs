@@ -10,7 +10,8 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::routing::{get, post};
 use plugboard_installer::{
-    InstallAction, InstallOptions, Installed, Installer, Outdated, PackageStatus,
+    Capabilities, Grant, InstallAction, InstallOptions, Installed, Installer, Outdated,
+    PackageGrants, PackageStatus,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -36,6 +37,81 @@ pub(crate) fn routes(state: &Shared) -> axum::Router<Shared> {
         .route("/api/packages/outdated", get(outdated))
         .route("/api/packages/{name}", axum::routing::delete(uninstall))
         .route("/api/packages/{name}/rollback", post(rollback))
+        .route("/api/grants", get(grants))
+        .route(
+            "/api/packages/{name}/grants",
+            get(package_grants).post(change_grants),
+        )
+}
+
+/// `GET /api/grants`: every installed package's capabilities, asked and granted.
+#[utoipa::path(get, path = "/api/grants", tag = "packages",
+    responses((status = 200, body = Vec<PackageGrants>)))]
+pub(crate) async fn grants(State(state): State<Shared>) -> ApiResult<Json<Vec<PackageGrants>>> {
+    blocking(move || Ok(Json(installer(&state)?.grants()?))).await
+}
+
+/// `GET /api/packages/{name}/grants`.
+#[utoipa::path(get, path = "/api/packages/{name}/grants", tag = "packages",
+    params(("name" = String, Path, description = "The package")),
+    responses((status = 200, body = PackageGrants), (status = 404, body = ErrorBody)))]
+pub(crate) async fn package_grants(
+    State(state): State<Shared>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<PackageGrants>> {
+    blocking(move || {
+        installer(&state)?;
+        Ok(Json(plugboard_installer::package_grants(
+            &state.store,
+            &name,
+        )?))
+    })
+    .await
+}
+
+/// A change of a package's grants.
+#[derive(Deserialize, ToSchema)]
+pub(crate) struct GrantChange {
+    /// Capabilities to grant, e.g. `kv,http=api.example.com` (`all`: what it asks for).
+    #[serde(default)]
+    grant: Option<String>,
+    /// Capabilities to revoke, e.g. `kv` (`all`: everything); in effect on the plugin's
+    /// next call, in every host sharing the database within a second.
+    #[serde(default)]
+    revoke: Option<String>,
+}
+
+/// `POST /api/packages/{name}/grants`: grants and revokes capabilities.
+#[utoipa::path(post, path = "/api/packages/{name}/grants", tag = "packages",
+    params(("name" = String, Path, description = "The package")),
+    request_body = GrantChange,
+    responses((status = 200, body = PackageGrants), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn change_grants(
+    State(state): State<Shared>,
+    Path(name): Path<String>,
+    Json(body): Json<GrantChange>,
+) -> ApiResult<Json<PackageGrants>> {
+    if body.grant.is_none() && body.revoke.is_none() {
+        return Err(ApiError::bad_request("give `grant`, `revoke` or both"));
+    }
+    blocking(move || {
+        let installer = installer(&state)?;
+        let asked = plugboard_installer::package_grants(&state.store, &name)?;
+        let read = |text: Option<&str>, base: &Capabilities| -> ApiResult<Capabilities> {
+            text.map_or(Ok(Capabilities::none()), |t| {
+                Capabilities::parse_grant(t, base).map_err(|e| ApiError::bad_request(e.to_string()))
+            })
+        };
+        let add = read(body.grant.as_deref(), asked.asked())?;
+        // `all` revokes whatever is granted, asked for or not.
+        let remove = read(
+            body.revoke.as_deref(),
+            &asked.asked().union(asked.granted()),
+        )?;
+        Ok(Json(installer.change_grants(&name, &add, &remove)?))
+    })
+    .await
 }
 
 /// This host's installer, or the 404 of a host that has none.
@@ -74,6 +150,19 @@ pub(crate) struct UploadQuery {
     /// Install even if the same or a newer version is installed.
     #[serde(default)]
     force: bool,
+    /// What to grant the package beyond what it holds: `all` (what it asks for), or
+    /// capabilities such as `kv,log,http=api.example.com`. Without it, a package asking
+    /// for more than it holds is refused with 409 `consent_required`, whose details list
+    /// what it asks for.
+    grant: Option<String>,
+}
+
+/// The grant of an install request, checked before anything is read.
+fn grant(text: Option<&str>) -> ApiResult<Grant> {
+    match text {
+        None => Ok(Grant::Held),
+        Some(t) => Grant::written(t).map_err(|e| ApiError::bad_request(e.to_string())),
+    }
 }
 
 /// `POST /api/packages`: installs an uploaded `.pbpkg` (the raw body).
@@ -82,7 +171,8 @@ pub(crate) struct UploadQuery {
     responses(
         (status = 200, body = Installed),
         (status = 400, description = "`bad_request`: an empty body", body = ErrorBody),
-        (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
+        (status = 409, description = "`conflict`: not newer; `consent_required`: the package asks for capabilities it is not granted (`details`)", body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub(crate) async fn upload_package(
     State(state): State<Shared>,
     Query(q): Query<UploadQuery>,
@@ -93,11 +183,13 @@ pub(crate) async fn upload_package(
             "send the .pbpkg file as the request body",
         ));
     }
+    let grant = grant(q.grant.as_deref())?;
     let st = state.clone();
     let result = blocking(move || {
         let opts = InstallOptions {
             sha256: q.sha256,
             force: q.force,
+            grant,
         };
         Ok(installer(&st)?.install_bytes(body.to_vec(), "upload", "upload", &opts)?)
     })
@@ -123,6 +215,8 @@ pub(crate) struct UrlInstall {
     /// Install even if the same or a newer version is installed.
     #[serde(default)]
     force: bool,
+    /// What to grant, as for an upload (`all`, or e.g. `kv,http=api.example.com`).
+    grant: Option<String>,
 }
 
 /// `POST /api/packages/url`: downloads and installs; progress goes to the stream as
@@ -130,7 +224,9 @@ pub(crate) struct UrlInstall {
 #[utoipa::path(post, path = "/api/packages/url", tag = "packages", request_body = UrlInstall,
     responses(
         (status = 200, body = Installed),
-        (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+        (status = 400, body = ErrorBody),
+        (status = 409, description = "`conflict`: not newer; `consent_required`: the package asks for capabilities it is not granted (`details`)", body = ErrorBody),
+        (status = 422, body = ErrorBody)))]
 pub(crate) async fn install_url(
     State(state): State<Shared>,
     Json(body): Json<UrlInstall>,
@@ -140,11 +236,13 @@ pub(crate) async fn install_url(
             "the url must start with http:// or https://",
         ));
     }
+    let grant = grant(body.grant.as_deref())?;
     let st = state.clone();
     let result = blocking(move || {
         let opts = InstallOptions {
             sha256: body.sha256,
             force: body.force,
+            grant,
         };
         let url = body.url;
         let mut last = Instant::now();

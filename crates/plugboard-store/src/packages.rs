@@ -35,13 +35,16 @@ pub struct PackageRow {
     pub revision: i64,
     /// Why the package last failed to load on a host, if it did.
     pub load_error: Option<String>,
+    /// What an operator granted it, as the installer writes it (JSON); `None` for a
+    /// package installed before grants were stored.
+    pub grants: Option<String>,
     /// When it was first installed.
     pub installed_at: OffsetDateTime,
     /// When it last changed.
     pub updated_at: OffsetDateTime,
 }
 
-const COLUMNS: &str = "name, version, source_kind, source, sha256, dependencies, manifest, previous_version, previous_sha256, revision, load_error, installed_at, updated_at";
+const COLUMNS: &str = "name, version, source_kind, source, sha256, dependencies, manifest, previous_version, previous_sha256, revision, load_error, grants, installed_at, updated_at";
 
 async fn load(db: Db, name: Option<String>) -> Result<Vec<PackageRow>, StoreError> {
     on_db!(&db, |pool| {
@@ -73,6 +76,7 @@ async fn load(db: Db, name: Option<String>) -> Result<Vec<PackageRow>, StoreErro
                 previous_sha256: row.try_get("previous_sha256")?,
                 revision: row.try_get("revision")?,
                 load_error: row.try_get("load_error")?,
+                grants: row.try_get("grants")?,
                 installed_at: row.try_get("installed_at")?,
                 updated_at: row.try_get("updated_at")?,
             });
@@ -103,8 +107,8 @@ async fn put(
         }
         let affected = if expected == 0 {
             sqlx::query(
-                    "INSERT INTO packages (name, version, source_kind, source, sha256, dependencies, manifest, previous_version, previous_sha256, revision, load_error, installed_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, NULL, $10, $11) ON CONFLICT (name) DO NOTHING",
+                    "INSERT INTO packages (name, version, source_kind, source, sha256, dependencies, manifest, previous_version, previous_sha256, revision, load_error, installed_at, updated_at, grants) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, NULL, $10, $11, $12) ON CONFLICT (name) DO NOTHING",
                 )
                 .bind(&row.name)
                 .bind(&row.version)
@@ -117,13 +121,14 @@ async fn put(
                 .bind(&row.previous_sha256)
                 .bind(row.installed_at)
                 .bind(row.updated_at)
+                .bind(&row.grants)
                 .execute(&mut *conn)
                 .await?
                 .rows_affected()
         } else {
             sqlx::query(
                     "UPDATE packages SET version = $2, source_kind = $3, source = $4, sha256 = $5, dependencies = $6, manifest = $7, \
-                     previous_version = $8, previous_sha256 = $9, revision = revision + 1, load_error = NULL, updated_at = $10 \
+                     previous_version = $8, previous_sha256 = $9, revision = revision + 1, load_error = NULL, updated_at = $10, grants = $12 \
                      WHERE name = $1 AND revision = $11",
                 )
                 .bind(&row.name)
@@ -137,6 +142,7 @@ async fn put(
                 .bind(&row.previous_sha256)
                 .bind(row.updated_at)
                 .bind(expected)
+                .bind(&row.grants)
                 .execute(&mut *conn)
                 .await?
                 .rows_affected()
@@ -244,6 +250,40 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let name = name.to_owned();
         self.run(move |db| remove(db, name, expected, keep_data))
+    }
+
+    /// Changes what a package is granted (JSON, as the installer writes it), refusing if
+    /// the row moved since revision `expected` ([`StoreError::PackageConflict`]); every
+    /// host sharing the database is told.
+    pub fn set_package_grants(
+        &self,
+        name: &str,
+        grants: &str,
+        expected: i64,
+    ) -> Result<(), StoreError> {
+        let (name, grants) = (name.to_owned(), grants.to_owned());
+        self.run(move |db| async move {
+            transaction!(&db, |conn| async {
+                let affected = sqlx::query(
+                    "UPDATE packages SET grants = $2, revision = revision + 1, updated_at = $3 \
+                     WHERE name = $1 AND revision = $4",
+                )
+                .bind(&name)
+                .bind(&grants)
+                .bind(OffsetDateTime::now_utc())
+                .bind(expected)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
+                if affected != 1 {
+                    return Err(StoreError::PackageConflict {
+                        package: name.clone(),
+                    });
+                }
+                announce!(conn, db.backend(), "packages");
+                Ok(())
+            })
+        })
     }
 
     /// Records (or clears) why a package failed to load.

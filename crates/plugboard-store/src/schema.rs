@@ -4,7 +4,7 @@ use crate::StoreError;
 use crate::db::Db;
 
 /// The newest schema this build knows.
-pub(crate) const VERSION: i64 = 4;
+pub(crate) const VERSION: i64 = 5;
 
 /// One migration, in each backend's dialect.
 struct Migration {
@@ -13,7 +13,15 @@ struct Migration {
     postgres: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[V1, V2, V3, V4];
+const MIGRATIONS: &[Migration] = &[V1, V2, V3, V4, V5];
+
+/// What an operator granted each package (JSON, read by the installer). NULL for a
+/// package installed before grants existed: it keeps what its manifest asks for.
+const V5: Migration = Migration {
+    version: 5,
+    sqlite: "ALTER TABLE packages ADD COLUMN grants TEXT",
+    postgres: "ALTER TABLE packages ADD COLUMN grants TEXT",
+};
 
 /// Plugins' key-value data (`kv.rs`): the entries, and each scope's usage, kept in step by
 /// every write (whose lock it also is). On PostgreSQL keys sort bytewise (`COLLATE "C"`),

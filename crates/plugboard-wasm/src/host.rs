@@ -121,7 +121,15 @@ pub(crate) struct HostState {
     /// The plugin's key-value data, shared with the plugin (which may revoke it at any
     /// time); none: `kv` is not granted.
     pub(crate) kv: Arc<std::sync::RwLock<Option<Arc<dyn KeyValue>>>>,
+    pub(crate) denied_sink: DeniedSink,
 }
+
+/// Told of every call a plugin made to a capability it is not granted: the plugin's name
+/// and the capability's.
+pub type DeniedHook = Arc<dyn Fn(&str, &'static str) + Send + Sync>;
+
+/// Where a host's [`DeniedHook`] is kept, shared with every instance.
+pub(crate) type DeniedSink = Arc<std::sync::RwLock<Option<DeniedHook>>>;
 
 /// Log lines a plugin may write per second; past that they are dropped and counted.
 pub const LOG_LINES_PER_SECOND: u32 = 100;
@@ -191,8 +199,11 @@ pub struct Grants {
     pub log: bool,
     /// `settings`.
     pub settings: bool,
-    /// `now-ms`.
+    /// `now-ms` and the WASI clocks (without it they stand still at the epoch).
     pub clock: bool,
+    /// WASI random numbers (without it they are a fixed sequence, the same in every
+    /// instance).
+    pub random: bool,
 }
 
 impl Grants {
@@ -201,12 +212,14 @@ impl Grants {
         log: true,
         settings: true,
         clock: true,
+        random: true,
     };
     /// No import.
     pub const NONE: Grants = Grants {
         log: false,
         settings: false,
         clock: false,
+        random: false,
     };
 }
 
@@ -218,6 +231,7 @@ impl HostState {
         grants: Grants,
         logs: Arc<LogBudget>,
         kv: Arc<std::sync::RwLock<Option<Arc<dyn KeyValue>>>>,
+        denied_sink: DeniedSink,
     ) -> Self {
         // Nothing is granted: no preopened directories, no environment, no arguments,
         // no network, no inherited stdio.
@@ -230,6 +244,15 @@ impl HostState {
             // WASI's clocks are the `clock` capability too: without it they stand still at
             // the epoch (the standard library reads them, so they cannot trap).
             builder.wall_clock(Frozen).monotonic_clock(Frozen);
+        }
+        if !grants.random {
+            // Likewise random numbers: the standard library draws them (hash seeds), so
+            // without `random` they are a fixed sequence rather than a trap.
+            let fixed = || wasmtime_wasi::Deterministic::new((0..=255u8).collect());
+            builder
+                .secure_random(fixed())
+                .insecure_random(fixed())
+                .insecure_random_seed(0);
         }
         let wasi = builder.build();
         HostState {
@@ -244,10 +267,20 @@ impl HostState {
             grants,
             logs,
             kv,
+            denied_sink,
+        }
+    }
+
+    /// Tells the host's [`DeniedHook`] that the plugin used a capability it lacks.
+    pub(crate) fn report_denied(&self, capability: &'static str) {
+        let hook = self.denied_sink.read().ok().and_then(|h| h.clone());
+        if let Some(hook) = hook {
+            hook(&self.plugin, capability);
         }
     }
 
     fn denied(&self, import: &'static str, capability: &'static str) -> wasmtime::Error {
+        self.report_denied(capability);
         wasmtime::Error::new(Stopped::Denied {
             plugin: self.plugin.clone(),
             import,
@@ -373,6 +406,7 @@ impl HostState {
     fn kv(&self) -> Result<Arc<dyn KeyValue>, v3::plugboard::plugin::types::Error> {
         let granted = self.kv.read().ok().and_then(|kv| kv.clone());
         granted.ok_or_else(|| {
+            self.report_denied("kv");
             v3::plugboard::plugin::types::Error::Denied(format!(
                 "`{}` is not granted the `kv` capability (a package asks for it under [capabilities])",
                 self.plugin
@@ -539,6 +573,8 @@ pub(crate) struct Inner {
         std::sync::Mutex<std::collections::HashMap<String, wasmtime::component::Component>>,
     /// Guest log lines dropped over the budget, by every plugin this host has loaded.
     pub(crate) log_lines_dropped: Arc<std::sync::atomic::AtomicU64>,
+    /// Told of denied capability uses.
+    pub(crate) denied: DeniedSink,
 }
 
 impl Drop for Inner {
@@ -603,6 +639,7 @@ impl WasmHost {
                 ticking,
                 compiled: std::sync::Mutex::default(),
                 log_lines_dropped: Arc::default(),
+                denied: Arc::default(),
             }),
         })
     }
@@ -612,6 +649,15 @@ impl WasmHost {
     /// loaded (those since unloaded included).
     pub fn log_lines_dropped(&self) -> u64 {
         self.inner.log_lines_dropped.load(Ordering::Relaxed)
+    }
+
+    /// Sets the function told of every call a plugin makes to a capability it is not
+    /// granted (the call fails either way); it runs on the caller's thread, so it must be
+    /// quick (e.g. queue an activity entry).
+    pub fn on_denied(&self, hook: DeniedHook) {
+        if let Ok(mut h) = self.inner.denied.write() {
+            *h = Some(hook);
+        }
     }
 
     /// Forgets a component's compiled form, in memory and in the on-disk cache (for an

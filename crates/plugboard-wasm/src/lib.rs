@@ -29,5 +29,5 @@ mod plugin;
 
 pub use cache::Origin;
 pub use capabilities::{CapabilityError, KeyValue};
-pub use host::{Grants, HostConfig, LOG_LINES_PER_SECOND, WasmError, WasmHost};
+pub use host::{DeniedHook, Grants, HostConfig, LOG_LINES_PER_SECOND, WasmError, WasmHost};
 pub use plugin::{Limits, WasmPlugin};

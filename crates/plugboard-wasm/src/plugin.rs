@@ -71,7 +71,9 @@ pub struct WasmPlugin {
     settings: Arc<RwLock<Option<String>>>,
     /// Its key-value data, shared with its instances; none until granted.
     kv: Arc<RwLock<Option<Arc<dyn KeyValue>>>>,
-    /// Bumped on every change of `settings`.
+    /// The host imports it is granted; changed live by `set_grants`.
+    grants: RwLock<Grants>,
+    /// Bumped on every change of `settings` or `grants`.
     settings_version: std::sync::atomic::AtomicU64,
     /// Its log budget, shared by its instances.
     logs: Arc<crate::host::LogBudget>,
@@ -144,6 +146,7 @@ impl WasmHost {
             u64::try_from(limits.deadline.as_nanos() / self.inner.tick.as_nanos().max(1))
                 .unwrap_or(u64::MAX)
                 .max(1);
+        let grants = limits.grants;
         let plugin = WasmPlugin {
             host: self.clone(),
             name: Arc::from(name),
@@ -153,6 +156,7 @@ impl WasmHost {
             limits,
             settings: Arc::default(),
             kv: Arc::default(),
+            grants: RwLock::new(grants),
             settings_version: std::sync::atomic::AtomicU64::new(0),
             logs: Arc::new(crate::host::LogBudget::new(
                 self.inner.log_lines_dropped.clone(),
@@ -245,6 +249,30 @@ impl WasmPlugin {
         }
     }
 
+    /// The host imports it is granted now (at first, [`Limits::grants`]).
+    pub fn grants(&self) -> Grants {
+        self.grants
+            .read()
+            .map(|g| *g)
+            .unwrap_or_else(|p| *p.into_inner())
+    }
+
+    /// Changes the host imports it is granted. Like a settings change, the warm instances
+    /// are let go: from its next call on, every instance runs with the new grants.
+    pub fn set_grants(&self, grants: Grants) {
+        if let Ok(mut g) = self.grants.write() {
+            if *g == grants {
+                return;
+            }
+            *g = grants;
+            self.settings_version
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        if let Ok(mut w) = self.warm.lock() {
+            w.clear();
+        }
+    }
+
     /// The limits it runs under.
     pub fn limits(&self) -> &Limits {
         &self.limits
@@ -307,9 +335,10 @@ impl WasmPlugin {
             self.name.clone(),
             self.limits.memory,
             self.settings.clone(),
-            self.limits.grants,
+            self.grants(),
             self.logs.clone(),
             self.kv.clone(),
+            self.host.inner.denied.clone(),
         );
         let mut store = Store::new(&self.host.inner.engine, state);
         store.limiter(|s| &mut s.limits);

@@ -80,6 +80,16 @@ impl Plugin for Hostile {
                 while plugboard_pdk::now_ms() < until {}
                 Ok(Reply::Continue(state))
             }
+            "on_hostile_wasi_random" => {
+                // The standard library's hash seeds come from WASI random: governed by the
+                // `random` capability (without it, a fixed sequence).
+                use std::hash::{BuildHasher, Hasher};
+                let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+                h.write(b"plugboard");
+                Ok(Reply::Continue(
+                    plugboard_pdk::serde_json::json!({ "hash": h.finish().to_string() }),
+                ))
+            }
             "on_hostile_wasi_clock" => {
                 // Through WASI, not the `now-ms` import: governed by the `clock` capability
                 // all the same.

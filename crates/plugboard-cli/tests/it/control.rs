@@ -100,7 +100,10 @@ fn a_plugins_settings_set_from_the_cli_reach_a_running_server_within_a_second() 
     let home = tmp.path().join("home");
     let server = serve(&home);
     let package = guard_package(&home, tmp.path());
-    stdout(&run(&home, &["install", package.to_str().unwrap()]));
+    stdout(&run(
+        &home,
+        &["install", "--grant", "all", package.to_str().unwrap()],
+    ));
     wait_for(PATIENCE, "the server loads the package", || {
         chain(&server, "on_user_after_save_failure").contains(&"code-guard".to_owned())
     });
@@ -214,12 +217,12 @@ fn installer_rules_are_checked_when_set_and_apply_to_a_running_server() {
     let package = guard_package(&home, tmp.path());
     let bytes = std::fs::read(&package).unwrap();
     let upload = |server: &crate::Serve| -> u16 {
-        crate::http_bytes(server, "POST", "/api/packages", &bytes).0
+        crate::http_bytes(server, "POST", "/api/packages?grant=all", &bytes).0
     };
     let greedy = guard_package_with(&home, tmp.path(), "-greedy", "memory_mib = 1024");
     let greedy = std::fs::read(&greedy).unwrap();
     let keys_applied = |server: &crate::Serve| -> bool {
-        let (status, body) = crate::http_bytes(server, "POST", "/api/packages", &greedy);
+        let (status, body) = crate::http_bytes(server, "POST", "/api/packages?grant=all", &greedy);
         assert_eq!(status, 422, "{body}");
         body.contains("not signed")
     };
@@ -291,7 +294,10 @@ fn serve_with_stubborn() -> (tempfile::TempDir, PathBuf, crate::Serve) {
     let home = tmp.path().join("home");
     let server = serve(&home);
     let package = stubborn_package(tmp.path());
-    stdout(&run(&home, &["install", package.to_str().unwrap()]));
+    stdout(&run(
+        &home,
+        &["install", "--grant", "all", package.to_str().unwrap()],
+    ));
     wait_for(PATIENCE, "the server loads stubborn", || {
         chain(&server, "on_content_prepare").contains(&"stubborn".to_owned())
     });
@@ -369,7 +375,14 @@ fn read_only_commands_create_and_write_nothing() {
     let package = stubborn_package(tmp.path());
     stdout(&run(
         &home,
-        &["--database", &db, "install", package.to_str().unwrap()],
+        &[
+            "--database",
+            &db,
+            "install",
+            "--grant",
+            "all",
+            package.to_str().unwrap(),
+        ],
     ));
     let count = |home: &Path| -> usize {
         let out = stdout(&run(

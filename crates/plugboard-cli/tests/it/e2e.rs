@@ -49,6 +49,9 @@ settings_schema = "settings.schema.json"
 [limits]
 {}
 
+[capabilities]
+log = true
+
 [[hooks]]
 event = "on_content_prepare"
 priority = 50

@@ -156,9 +156,15 @@ fn install_reinstall_upgrade_rollback_uninstall() {
     let v1 = pack(home, "audit", "1.0.0", "audit");
     let v11 = pack(home, "audit", "1.1.0", "audit");
 
-    let out = stdout(&run(home, &["install", v1.to_str().unwrap()]));
+    let out = stdout(&run(
+        home,
+        &["install", "--grant", "all", v1.to_str().unwrap()],
+    ));
     assert!(out.starts_with("installed audit 1.0.0 (sha256 "), "{out}");
-    assert!(out.ends_with("): plugins wasm_audit\n"), "{out}");
+    assert!(
+        out.ends_with("): plugins wasm_audit\ngranted: log,clock\n"),
+        "{out}"
+    );
     let listed = packages(home);
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(listed[0]["name"], "audit");
@@ -191,16 +197,25 @@ fn install_reinstall_upgrade_rollback_uninstall() {
     );
 
     // The same version again is refused; --force reinstalls it.
-    let err = failure(&run(home, &["install", v1.to_str().unwrap()]));
+    let err = failure(&run(
+        home,
+        &["install", "--grant", "all", v1.to_str().unwrap()],
+    ));
     assert_eq!(
         err,
         "error: package `audit` 1.0.0 is installed; 1.0.0 is not newer (a forced install replaces it anyway)\n  hint: add --force to install it anyway\n"
     );
-    let out = stdout(&run(home, &["install", v1.to_str().unwrap(), "--force"]));
+    let out = stdout(&run(
+        home,
+        &["install", "--grant", "all", v1.to_str().unwrap(), "--force"],
+    ));
     assert!(out.starts_with("reinstalled audit 1.0.0 (sha256 "), "{out}");
 
     // A newer version upgrades.
-    let out = stdout(&run(home, &["install", v11.to_str().unwrap()]));
+    let out = stdout(&run(
+        home,
+        &["install", "--grant", "all", v11.to_str().unwrap()],
+    ));
     assert!(
         out.starts_with("upgraded audit 1.0.0 → 1.1.0 (sha256 "),
         "{out}"
@@ -315,7 +330,10 @@ fn refusals_name_the_reason_and_change_nothing() {
     let mut junk = b"\0asm\x0d\0\x01\0".to_vec();
     junk.extend_from_slice(&[0xAB; 300]);
     let (file, _) = pack_with(home, "junk", &manifest("junk", "1.0.0", ""), &junk, None);
-    let err = failure(&run(home, &["install", file.to_str().unwrap()]));
+    let err = failure(&run(
+        home,
+        &["install", "--grant", "all", file.to_str().unwrap()],
+    ));
     assert!(
         err.starts_with("error: package `junk`: not a WebAssembly component:"),
         "{err}"
@@ -331,7 +349,10 @@ fn refusals_name_the_reason_and_change_nothing() {
         &future,
         None,
     );
-    let err = failure(&run(home, &["install", file.to_str().unwrap()]));
+    let err = failure(&run(
+        home,
+        &["install", "--grant", "all", file.to_str().unwrap()],
+    ));
     assert!(
         err.contains(
             "the component implements plugboard:plugin@0.9.0, but this host serves 0.2.x and 0.3.x"
@@ -348,7 +369,10 @@ fn refusals_name_the_reason_and_change_nothing() {
         &audit,
         None,
     );
-    let err = failure(&run(home, &["install", file.to_str().unwrap()]));
+    let err = failure(&run(
+        home,
+        &["install", "--grant", "all", file.to_str().unwrap()],
+    ));
     assert_eq!(
         err,
         "error: package `needs` needs validator ^1 (not installed)\n"
@@ -366,7 +390,10 @@ fn refusals_name_the_reason_and_change_nothing() {
             r#"{"protected_names": ["audit"]}"#,
         ],
     ));
-    let err = failure(&run(home, &["install", v1.to_str().unwrap()]));
+    let err = failure(&run(
+        home,
+        &["install", "--grant", "all", v1.to_str().unwrap()],
+    ));
     assert!(
         err.contains("package.name: `audit` is a protected name"),
         "{err}"
@@ -375,10 +402,16 @@ fn refusals_name_the_reason_and_change_nothing() {
     stdout(&run(home, &["settings", "delete", "installer"]));
 
     // An upgrade whose health check fails: the running version stays.
-    stdout(&run(home, &["install", v1.to_str().unwrap()]));
+    stdout(&run(
+        home,
+        &["install", "--grant", "all", v1.to_str().unwrap()],
+    ));
     let before = records(home).len();
     let sick = pack(home, "audit", "1.1.0", "unhealthy");
-    let err = failure(&run(home, &["install", sick.to_str().unwrap()]));
+    let err = failure(&run(
+        home,
+        &["install", "--grant", "all", sick.to_str().unwrap()],
+    ));
     assert_eq!(
         err,
         "error: package `audit` 1.1.0 failed its checks (cannot reach its database); the previous version stays\n"
@@ -442,13 +475,19 @@ fn install_from_a_url_over_http_on_loopback() {
     let url = format!("http://127.0.0.1:{port}/audit-1.0.0.pbpkg");
 
     // By default plain HTTP is refused, and no host is allowed.
-    let err = failure(&run(home, &["install", &url, "--sha256", &sha]));
+    let err = failure(&run(
+        home,
+        &["install", "--grant", "all", &url, "--sha256", &sha],
+    ));
     assert!(err.contains("only https:// URLs are allowed"), "{err}");
     stdout(&run(
         home,
         &["settings", "set", "installer", r#"{"allow_http": true}"#],
     ));
-    let err = failure(&run(home, &["install", &url, "--sha256", &sha]));
+    let err = failure(&run(
+        home,
+        &["install", "--grant", "all", &url, "--sha256", &sha],
+    ));
     assert!(
         err.contains(&format!(
             "host `127.0.0.1:{port}` is not on the list of allowed package hosts (`allowed_hosts` in the `installer` setting)\n  hint: `plugboard settings get installer` shows the list; add `127.0.0.1:{port}` to its `allowed_hosts`"
@@ -466,7 +505,7 @@ fn install_from_a_url_over_http_on_loopback() {
     ));
 
     // An allowed host that is not trusted needs a pin.
-    let err = failure(&run(home, &["install", &url]));
+    let err = failure(&run(home, &["install", "--grant", "all", &url]));
     assert!(
         err.contains(&format!(
             "a sha256 pin is required to download from `127.0.0.1:{port}` (it is not on `trusted_hosts` in the `installer` setting)\n  hint: pass the package file's digest with --sha256 HEX"
@@ -482,7 +521,10 @@ fn install_from_a_url_over_http_on_loopback() {
         "http://127.0.0.1:{}/audit-1.0.0.pbpkg",
         other.local_addr().unwrap().port()
     );
-    let err = failure(&run(home, &["install", &other_url, "--sha256", &sha]));
+    let err = failure(&run(
+        home,
+        &["install", "--grant", "all", &other_url, "--sha256", &sha],
+    ));
     assert!(
         err.contains("is not on the list of allowed package hosts"),
         "{err}"
@@ -495,11 +537,11 @@ fn install_from_a_url_over_http_on_loopback() {
 
     // With the pin: downloaded (one progress line, stderr is not a terminal), verified,
     // installed.
-    let out = run(home, &["install", &url, "--sha256", &sha]);
+    let out = run(home, &["install", "--grant", "all", &url, "--sha256", &sha]);
     let printed = stdout(&out);
     assert_eq!(
         printed,
-        format!("installed audit 1.0.0 (sha256 {sha}): plugins wasm_audit\n")
+        format!("installed audit 1.0.0 (sha256 {sha}): plugins wasm_audit\ngranted: log,clock\n")
     );
     let err = String::from_utf8(out.stderr).unwrap();
     assert_eq!(
@@ -518,7 +560,15 @@ fn install_from_a_url_over_http_on_loopback() {
     // A wrong pin is refused.
     let err = failure(&run(
         home,
-        &["install", &url, "--sha256", &"0".repeat(64), "--force"],
+        &[
+            "install",
+            "--grant",
+            "all",
+            &url,
+            "--sha256",
+            &"0".repeat(64),
+            "--force",
+        ],
     ));
     assert!(err.contains("sha256 mismatch"), "{err}");
 }
@@ -565,7 +615,7 @@ fn a_sigkill_mid_install_leaves_the_old_state_or_the_new_one() {
     let (mut installed, mut absent) = (0, 0);
     for round in 0..12 {
         let mut child = plugboard_in(home)
-            .args(["install", file])
+            .args(["install", "--grant", "all", file])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -619,7 +669,7 @@ fn a_sigkill_mid_install_leaves_the_old_state_or_the_new_one() {
         assert!(left.is_empty(), "round {round}: {left:?}");
     }
     eprintln!("{installed} rounds ended installed, {absent} not installed");
-    let out = stdout(&run(home, &["install", file]));
+    let out = stdout(&run(home, &["install", "--grant", "all", file]));
     assert!(out.starts_with("installed audit 1.0.0"), "{out}");
     assert_eq!(
         record_status(home, "wasm_audit").as_deref(),
@@ -637,7 +687,11 @@ fn a_running_host_applies_what_another_process_installs() {
         let pkg = pack(&home, "audit", "1.0.0", "audit");
         let host = Host::start(&home, &url);
         let t0 = Instant::now();
-        let out = stdout(&with_db(&home, &url, &["install", pkg.to_str().unwrap()]));
+        let out = stdout(&with_db(
+            &home,
+            &url,
+            &["install", "--grant", "all", pkg.to_str().unwrap()],
+        ));
         assert!(out.starts_with("installed audit 1.0.0"), "{out}");
         host.expect("package audit 1.0.0 loaded", crate::PATIENCE);
         eprintln!("{backend:?}: applied by the host in {:?}", t0.elapsed());

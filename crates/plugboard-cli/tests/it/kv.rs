@@ -8,7 +8,7 @@ use crate::{PATIENCE, Serve, http, run, serve, stdout, wait_for};
 
 /// The ip-ban example packed by the CLI from its committed manifest (plus the tests'
 /// deadline), with the component built from its sources.
-fn ip_ban_package(home: &Path, dir: &Path) -> PathBuf {
+pub(crate) fn ip_ban_package(home: &Path, dir: &Path) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let src = dir.join("ip-ban-src");
     std::fs::create_dir_all(&src).unwrap();
@@ -37,7 +37,7 @@ fn ip_ban_package(home: &Path, dir: &Path) -> PathBuf {
 }
 
 /// Whether the server runs ip-ban's counter on failed logins.
-fn in_chain(server: &Serve) -> bool {
+pub(crate) fn in_chain(server: &Serve) -> bool {
     let (status, body) = http(server, "GET", "/api/events/on_user_login_failure", None);
     status == 200
         && serde_json::from_str::<serde_json::Value>(&body).is_ok_and(|v| {
@@ -48,17 +48,7 @@ fn in_chain(server: &Serve) -> bool {
 }
 
 fn fail_login(server: &Serve, ip: &str) {
-    let body = format!(
-        r#"{{"state": {{"conn": {{"method": "POST", "path": "/login"}}, "ip": "{ip}", "endpoint": "html", "error": {{"code": "bad_password", "message": "no"}}}}}}"#
-    );
-    let (status, out) = http(
-        server,
-        "POST",
-        "/api/events/on_user_login_failure/call",
-        Some(&body),
-    );
-    assert_eq!(status, 200, "{out}");
-    assert!(out.contains(r#""error":null"#), "{out}");
+    assert_eq!(crate::grants::login_failure_error(server, ip), None);
 }
 
 #[test]
@@ -67,7 +57,10 @@ fn the_operator_lists_reads_and_erases_a_packages_data_and_uninstall_removes_it(
     let home = tmp.path().join("home");
     let server = serve(&home);
     let package = ip_ban_package(&home, tmp.path());
-    stdout(&run(&home, &["install", package.to_str().unwrap()]));
+    stdout(&run(
+        &home,
+        &["install", "--grant", "all", package.to_str().unwrap()],
+    ));
     wait_for(PATIENCE, "the server loads ip-ban", || in_chain(&server));
     for ip in ["10.0.0.9", "10.0.0.9", "10.0.0.10"] {
         fail_login(&server, ip);
@@ -100,7 +93,10 @@ fn the_operator_lists_reads_and_erases_a_packages_data_and_uninstall_removes_it(
     let out = stdout(&run(&home, &["uninstall", "ip-ban", "--keep-data"]));
     assert_eq!(out, "uninstalled ip-ban (its key-value data kept)\n");
     assert!(stdout(&run(&home, &["kv", "ip-ban", "list"])).starts_with("ip-ban: 1 keys"));
-    stdout(&run(&home, &["install", package.to_str().unwrap()]));
+    stdout(&run(
+        &home,
+        &["install", "--grant", "all", package.to_str().unwrap()],
+    ));
     stdout(&run(&home, &["uninstall", "ip-ban"]));
     assert_eq!(
         stdout(&run(&home, &["kv", "ip-ban", "list"])),
@@ -108,7 +104,10 @@ fn the_operator_lists_reads_and_erases_a_packages_data_and_uninstall_removes_it(
     );
 
     // `clear` erases everything of a package at once.
-    stdout(&run(&home, &["install", package.to_str().unwrap()]));
+    stdout(&run(
+        &home,
+        &["install", "--grant", "all", package.to_str().unwrap()],
+    ));
     wait_for(PATIENCE, "the server loads ip-ban again", || {
         in_chain(&server)
     });

@@ -4,6 +4,7 @@
 mod catalogue;
 mod control;
 mod e2e;
+mod grants;
 mod install;
 mod kv;
 mod operator;

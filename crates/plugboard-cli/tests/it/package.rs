@@ -78,7 +78,8 @@ signature     unsigned
 hooks
   audit            on_user_after_save_failure    100  validator (soft)
 limits        memory_mib=64
-capabilities  log
+capabilities  (asked for; an operator grants them at install)
+  log       write lines to the host's log
 files         plugin.wasm (8 bytes)
 checks
   archive     ok

@@ -13,12 +13,12 @@ use serde_json::{Value, json};
 use crate::{DEADLINE_MS, HostEnv, component, package};
 
 /// The ip-ban example's manifest, as committed, with the tests' deadline.
-fn ip_ban_manifest() -> String {
+pub(crate) fn ip_ban_manifest() -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../plugins/ip-ban/plugboard.toml");
     std::fs::read_to_string(path).unwrap() + &format!("\n[limits]\ndeadline_ms = {DEADLINE_MS}\n")
 }
 
-fn login_failure(ip: &str) -> Value {
+pub(crate) fn login_failure(ip: &str) -> Value {
     json!({
         "conn": {"method": "POST", "path": "/login"},
         "ip": ip,
@@ -28,7 +28,7 @@ fn login_failure(ip: &str) -> Value {
 }
 
 /// Calls `on_user_login_failure` for `ip`; the plugin's failure, if any.
-fn fail_login(env: &HostEnv, ip: &str) -> Option<String> {
+pub(crate) fn fail_login(env: &HostEnv, ip: &str) -> Option<String> {
     let t = env.engine.trace_json(
         "on_user_login_failure",
         login_failure(ip),
@@ -38,7 +38,7 @@ fn fail_login(env: &HostEnv, ip: &str) -> Option<String> {
 }
 
 /// Whether `on_user_before_login` for `ip` is halted by ip-ban.
-fn banned(env: &HostEnv, ip: &str) -> bool {
+pub(crate) fn banned(env: &HostEnv, ip: &str) -> bool {
     let t = env.engine.trace_json(
         "on_user_before_login",
         json!({ "ip": ip }),

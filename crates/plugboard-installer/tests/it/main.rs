@@ -2,6 +2,7 @@
 //! both backends, real wasmtime.
 #![allow(clippy::unwrap_used, missing_docs)]
 
+mod grants;
 mod hosts;
 mod install;
 mod kv;
@@ -80,10 +81,23 @@ impl HostEnv {
         }
     }
 
+    /// Installs, granting what the package asks for.
     pub fn install(&self, file: &Path) -> Result<Installed, plugboard_installer::InstallError> {
+        self.install_granting(file, plugboard_installer::Grant::Asked)
+    }
+
+    /// Installs, granting `grant`.
+    pub fn install_granting(
+        &self,
+        file: &Path,
+        grant: plugboard_installer::Grant,
+    ) -> Result<Installed, plugboard_installer::InstallError> {
         self.installer.install(
             file.to_str().unwrap(),
-            &InstallOptions::default(),
+            &InstallOptions {
+                grant,
+                ..InstallOptions::default()
+            },
             &mut |_, _| {},
         )
     }

@@ -26,8 +26,10 @@ fn the_full_manifest_parses() {
     assert_eq!(
         m.capabilities,
         Capabilities {
-            kv: false,
-            ..Capabilities::ALL
+            log: true,
+            settings: true,
+            clock: true,
+            ..Capabilities::default()
         }
     );
     // Defaults: the plugin is named after the package, soft, no limits or capabilities.
@@ -187,10 +189,7 @@ fn the_policy_refuses_each_excess_by_name() {
             fuel: Some(10),
             max_reply_kib: Some(64),
         },
-        allowed_capabilities: Capabilities {
-            log: true,
-            ..Capabilities::default()
-        },
+        allowed_capabilities: [plugboard_package::Capability::Log].into_iter().collect(),
         protected_names: vec!["audit".into()],
         ..InstallPolicy::default()
     };

@@ -17,11 +17,36 @@ fn upload(env: &Env, bytes: Vec<u8>, query: &str) -> crate::Resp {
     )
 }
 
+/// A state of `on_user_after_save_failure`, as JSON.
+fn save_failure_state() -> serde_json::Value {
+    use plugboard_core::reference::*;
+    serde_json::to_value(OnUserAfterSaveFailure {
+        error: ErrorPayload::new("validation_failed", "email taken"),
+        ip: Ip::LOCALHOST,
+        endpoint: Endpoint::Html,
+        status: SaveStatus::Added,
+        conn: Conn::new("POST", "/users"),
+        modifier_user: ModifierUser::SelfUser,
+        extra: serde_json::Value::Null,
+    })
+    .unwrap()
+}
+
 #[test]
 fn upload_installs_into_the_chain_and_uninstall_removes_it() {
     let env = Env::start();
     assert_eq!(env.api("GET", "/api/packages", None).json(), json!([]));
+    // It asks for the clock: without consent it is refused, with what it asks for in the
+    // details; a grant that cannot be read is a bad request; nothing is installed.
     let r = upload(&env, audit_package("audit", "1.0.0"), "");
+    r.assert_error(409, "consent_required");
+    assert_eq!(
+        r.json()["error"]["details"],
+        json!({ "asks": [{ "capability": "clock", "scope": [], "description": "read the current time" }], "grant": "clock" })
+    );
+    upload(&env, audit_package("audit", "1.0.0"), "?grant=disk").assert_error(400, "bad_request");
+    assert_eq!(env.api("GET", "/api/packages", None).json(), json!([]));
+    let r = upload(&env, audit_package("audit", "1.0.0"), "?grant=clock");
     assert_eq!(r.status, 200, "{}", r.body);
     let done = r.json();
     assert_eq!(done["name"], "audit");
@@ -37,6 +62,48 @@ fn upload_installs_into_the_chain_and_uninstall_removes_it() {
     let list = env.api("GET", "/api/packages", None).json();
     assert_eq!(list[0]["name"], "audit");
     assert_eq!(list[0]["loaded"], true);
+
+    // Its grants, listed and revoked: the next call runs without the clock.
+    let grants = env.api("GET", "/api/grants", None).json();
+    assert_eq!(grants[0]["package"], "audit");
+    assert_eq!(grants[0]["granted"], "clock");
+    let call = |env: &Env| {
+        env.api(
+            "POST",
+            "/api/events/on_user_after_save_failure/call",
+            Some(json!({ "state": save_failure_state() })),
+        )
+        .json()
+    };
+    assert!(call(&env)["result"]["extra"]["at"].as_u64().unwrap() > 0);
+    let r = env.api(
+        "POST",
+        "/api/packages/audit/grants",
+        Some(json!({ "revoke": "clock" })),
+    );
+    assert_eq!(r.json()["missing"], "clock", "{}", r.body);
+    let out = call(&env);
+    assert!(
+        out["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("without the `clock` capability")),
+        "{out}"
+    );
+    env.api("POST", "/api/packages/audit/grants", Some(json!({})))
+        .assert_error(400, "bad_request");
+    env.api(
+        "POST",
+        "/api/packages/nope/grants",
+        Some(json!({ "grant": "all" })),
+    )
+    .assert_error(404, "not_found");
+    let r = env.api(
+        "POST",
+        "/api/packages/audit/grants",
+        Some(json!({ "grant": "all" })),
+    );
+    assert_eq!(r.json()["granted"], "clock", "{}", r.body);
+    assert!(call(&env)["result"]["extra"]["at"].as_u64().unwrap() > 0);
 
     // Stopping its plugin changes the chain.
     assert_eq!(env.api("POST", "/api/plugins/audit/stop", None).status, 200);
@@ -106,7 +173,7 @@ fn upload_installs_into_the_chain_and_uninstall_removes_it() {
 fn demo_signup_fires_events_and_records_the_plugins_effect() {
     let env = Env::start_with(|o| o.demo = true);
     assert_eq!(
-        upload(&env, audit_package("audit", "1.0.0"), "").status,
+        upload(&env, audit_package("audit", "1.0.0"), "?grant=all").status,
         200
     );
 
@@ -210,7 +277,7 @@ fn install_from_a_url_streams_progress() {
     let r = env.api(
         "POST",
         "/api/packages/url",
-        Some(json!({ "url": url, "sha256": sha })),
+        Some(json!({ "url": url, "sha256": sha, "grant": "all" })),
     );
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["name"], "audit");
@@ -243,7 +310,7 @@ fn a_plugins_dropped_log_lines_are_counted_in_the_metrics() {
         .replace("[capabilities]", "[capabilities]\nlog = true")
         + &format!("\n[limits]\ndeadline_ms = {}\n", crate::DEADLINE_MS);
     let package = plugboard_testkit::pack(&manifest, &crate::component("hostile")).unwrap();
-    let r = upload(&env, package, "");
+    let r = upload(&env, package, "?grant=all");
     assert_eq!(r.status, 200, "{}", r.body);
     let metric = |env: &Env| -> u64 {
         let body = env.metrics().body;

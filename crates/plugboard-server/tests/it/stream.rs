@@ -223,7 +223,7 @@ fn the_package_index_is_polled_and_newer_versions_announced() {
     let mut lines = BufReader::new(r.into_body().into_reader()).lines();
     let r = env.send(
         "POST",
-        "/api/packages",
+        "/api/packages?grant=all",
         &[
             ("authorization", format!("Bearer {}", env.token)),
             ("content-type", "application/octet-stream".into()),

@@ -8,10 +8,10 @@ use crate::each_backend;
 fn a_fresh_database_is_migrated_and_reopened() {
     each_backend(|backend, url| {
         let store = Store::open(url).unwrap();
-        assert_eq!(store.schema_version().unwrap(), 4, "{backend:?}");
+        assert_eq!(store.schema_version().unwrap(), 5, "{backend:?}");
         drop(store);
         let again = Store::open(url).unwrap();
-        assert_eq!(again.schema_version().unwrap(), 4);
+        assert_eq!(again.schema_version().unwrap(), 5);
         assert!(again.records().unwrap().is_empty());
     });
 }
@@ -135,14 +135,14 @@ fn a_newer_schema_is_refused_on_both_backends() {
                 err,
                 StoreError::NewerSchema {
                     found: 99,
-                    supported: 4
+                    supported: 5
                 }
             ),
             "{backend:?}: {err}"
         );
         assert_eq!(
             err.to_string(),
-            "the database's schema is version 99, newer than this Plugboard's 4; refusing to touch it"
+            "the database's schema is version 99, newer than this Plugboard's 5; refusing to touch it"
         );
     });
 }
@@ -202,11 +202,12 @@ fn a_version_1_database_is_migrated_to_the_current_one_keeping_its_rows() {
                 "ALTER TABLE packages DROP COLUMN previous_sha256",
                 "ALTER TABLE packages DROP COLUMN revision",
                 "ALTER TABLE packages DROP COLUMN load_error",
+                "ALTER TABLE packages DROP COLUMN grants",
                 "UPDATE plugboard_meta SET value = '1' WHERE key = 'schema_version'",
             ],
         );
         let store = Store::open(url).unwrap();
-        assert_eq!(store.schema_version().unwrap(), 4, "{backend:?}");
+        assert_eq!(store.schema_version().unwrap(), 5, "{backend:?}");
         assert_eq!(
             store.settings().get("keep-me").unwrap(),
             Some(serde_json::json!({"a": 1}))

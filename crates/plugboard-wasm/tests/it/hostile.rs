@@ -222,6 +222,70 @@ fn wasi_clocks_are_the_clock_capability_too() {
         read(true) > 1_700_000_000_000,
         "a plugin with `clock` reads the time"
     );
+
+    // Granted and revoked live, on a loaded plugin.
+    let limits = plugboard_wasm::Limits {
+        grants: plugboard_wasm::Grants::NONE,
+        ..crate::limits()
+    };
+    let plugin = std::sync::Arc::new(
+        host.load_file("live", &crate::component("hostile"), limits)
+            .unwrap(),
+    );
+    add(&engine, event, plugin.clone(), Registration::new("live"));
+    let ms = || {
+        engine
+            .call_json(event, json!({}), &CallOptions::default())
+            .unwrap()["ms"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(ms(), 0);
+    plugin.set_grants(plugboard_wasm::Grants {
+        clock: true,
+        ..plugboard_wasm::Grants::NONE
+    });
+    assert!(ms() > 1_700_000_000_000, "granted live");
+    plugin.set_grants(plugboard_wasm::Grants::NONE);
+    assert_eq!(ms(), 0, "revoked live");
+}
+
+#[test]
+fn wasi_random_is_the_random_capability() {
+    let engine = Engine::builder().reference_events(false).build();
+    let host = host();
+    let event = "on_hostile_wasi_random";
+    engine
+        .declare_dynamic(EventInfo::dynamic(event, "test", "hostile"))
+        .unwrap();
+    // Each draw is a fresh instance (a plugin loaded anew), so only the capability decides
+    // whether two draws agree.
+    let draw = |random: bool, n: usize| -> String {
+        let limits = plugboard_wasm::Limits {
+            grants: plugboard_wasm::Grants {
+                random,
+                ..plugboard_wasm::Grants::ALL
+            },
+            ..crate::limits()
+        };
+        let name = format!("random-{random}-{n}");
+        let plugin = std::sync::Arc::new(
+            host.load_file(&name, &crate::component("hostile"), limits)
+                .unwrap(),
+        );
+        add(&engine, event, plugin, Registration::new(name.as_str()));
+        let out = engine
+            .call_json(event, json!({}), &CallOptions::default())
+            .unwrap();
+        engine.unregister(name.as_str()).unwrap();
+        out["hash"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(
+        draw(false, 1),
+        draw(false, 2),
+        "without `random`: a fixed sequence"
+    );
+    assert_ne!(draw(true, 1), draw(true, 2), "with `random`: fresh numbers");
 }
 
 #[test]
