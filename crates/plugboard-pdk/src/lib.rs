@@ -593,3 +593,170 @@ pub mod kv {
         imp::compare_and_swap(key, expected, new, ms(ttl))
     }
 }
+
+/// Outbound HTTP (the `http` capability, contract 0.3): requests to the origins the
+/// operator granted the package, through the standard `wasi:http/outgoing-handler` (so a
+/// WASI HTTP client of your choice works too). The host checks the origin and the address,
+/// caps the bodies and ends the exchange at the call's deadline; redirects are returned,
+/// not followed. Plugins that call out belong on events fired in the background
+/// (`spawn`), which do not hold up the caller.
+///
+/// ```no_run
+/// # fn main() -> Result<(), plugboard_pdk::http::Error> {
+/// let body = br#"{"text": "a save failed"}"#;
+/// let r = plugboard_pdk::http::post("https://hooks.example.com/notify", "application/json", body)?;
+/// if r.status >= 400 {
+///     plugboard_pdk::log::warn(&format!("the hook answered {}", r.status));
+/// }
+/// # Ok(()) }
+/// ```
+pub mod http {
+    use wasip2::http::outgoing_handler;
+    use wasip2::http::types::{
+        Fields, IncomingBody, Method, OutgoingBody, OutgoingRequest, Scheme,
+    };
+    use wasip2::io::streams::StreamError;
+
+    /// A response, its body read whole.
+    #[derive(Clone, Debug)]
+    pub struct Response {
+        /// The status code.
+        pub status: u16,
+        /// The headers, as sent.
+        pub headers: Vec<(String, Vec<u8>)>,
+        /// The body.
+        pub body: Vec<u8>,
+    }
+
+    /// Why a request failed.
+    #[derive(Clone, Debug, PartialEq)]
+    pub enum Error {
+        /// The URL is not `http(s)://host[:port]/path`.
+        Url(String),
+        /// The host refused or failed it: `HttpRequestDenied` (not granted, or an address
+        /// the operator did not name), `DestinationIpProhibited`, `ConnectionTimeout`,
+        /// `HttpResponseBodySize`… (the `wasi:http` error code).
+        Http(String),
+    }
+
+    impl std::fmt::Display for Error {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            match self {
+                Error::Url(m) => write!(f, "bad URL: {m}"),
+                Error::Http(m) => write!(f, "HTTP request failed: {m}"),
+            }
+        }
+    }
+
+    impl std::error::Error for Error {}
+
+    fn http(e: impl std::fmt::Debug) -> Error {
+        Error::Http(format!("{e:?}"))
+    }
+
+    /// Sends a request and reads the whole response.
+    pub fn request(
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<Response, Error> {
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or_else(|| Error::Url(format!("`{url}` has no scheme")))?;
+        let scheme = match scheme {
+            "https" => Scheme::Https,
+            "http" => Scheme::Http,
+            other => return Err(Error::Url(format!("scheme `{other}`"))),
+        };
+        let (authority, path) = match rest.find(['/', '?']) {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        let path = if path.starts_with('?') {
+            format!("/{path}")
+        } else {
+            path.to_owned()
+        };
+        let fields: Vec<(String, Vec<u8>)> = headers
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec()))
+            .collect();
+        let fields = Fields::from_list(&fields).map_err(http)?;
+        let req = OutgoingRequest::new(fields);
+        let method = match method {
+            "GET" => Method::Get,
+            "POST" => Method::Post,
+            "PUT" => Method::Put,
+            "DELETE" => Method::Delete,
+            "PATCH" => Method::Patch,
+            "HEAD" => Method::Head,
+            other => Method::Other(other.to_owned()),
+        };
+        req.set_method(&method)
+            .map_err(|()| Error::Url(format!("method `{method:?}`")))?;
+        req.set_scheme(Some(&scheme))
+            .map_err(|()| Error::Url("scheme".into()))?;
+        req.set_authority(Some(authority))
+            .map_err(|()| Error::Url(format!("authority `{authority}`")))?;
+        req.set_path_with_query(Some(&path))
+            .map_err(|()| Error::Url(format!("path `{path}`")))?;
+        let out = req
+            .body()
+            .map_err(|()| Error::Http("no request body".into()))?;
+        let future = outgoing_handler::handle(req, None).map_err(http)?;
+        {
+            let stream = out
+                .write()
+                .map_err(|()| Error::Http("no body stream".into()))?;
+            for chunk in body.chunks(4096) {
+                stream.blocking_write_and_flush(chunk).map_err(http)?;
+            }
+        }
+        OutgoingBody::finish(out, None).map_err(http)?;
+        future.subscribe().block();
+        let response = match future.get() {
+            Some(Ok(Ok(r))) => r,
+            Some(Ok(Err(code))) => return Err(http(code)),
+            Some(Err(())) | None => return Err(Error::Http("no response".into())),
+        };
+        let status = response.status();
+        let headers = response.headers().entries();
+        let incoming = response
+            .consume()
+            .map_err(|()| Error::Http("no response body".into()))?;
+        let mut data = Vec::new();
+        {
+            let stream = incoming
+                .stream()
+                .map_err(|()| Error::Http("no response body stream".into()))?;
+            loop {
+                match stream.blocking_read(64 << 10) {
+                    Ok(chunk) => data.extend_from_slice(&chunk),
+                    Err(StreamError::Closed) => break,
+                    Err(StreamError::LastOperationFailed(e)) => {
+                        return Err(Error::Http(e.to_debug_string()));
+                    }
+                }
+            }
+        }
+        if let Some(Err(code)) = IncomingBody::finish(incoming).get().and_then(|r| r.ok()) {
+            return Err(http(code));
+        }
+        Ok(Response {
+            status,
+            headers,
+            body: data,
+        })
+    }
+
+    /// `GET url`.
+    pub fn get(url: &str) -> Result<Response, Error> {
+        request("GET", url, &[], &[])
+    }
+
+    /// `POST url` with a body of the given content type.
+    pub fn post(url: &str, content_type: &str, body: &[u8]) -> Result<Response, Error> {
+        request("POST", url, &[("content-type", content_type)], body)
+    }
+}

@@ -58,9 +58,10 @@ pub(crate) enum Stopped {
         /// Its limit, in bytes.
         limit: usize,
     },
-    /// A WASI wait, which the epoch deadline could not interrupt.
-    #[error("blocking is not allowed in a plugin ({0})")]
-    Blocking(&'static str),
+    /// A WASI wait still pending at the call's deadline (which cannot interrupt a wait in
+    /// the host, so the wait itself is bounded).
+    #[error("the plugin's deadline passed while it waited ({0})")]
+    Waited(&'static str),
     /// A host import the plugin was not granted.
     #[error(
         "`{plugin}` called `{import}` without the `{capability}` capability (a package asks for it under [capabilities])"
@@ -121,7 +122,10 @@ pub(crate) struct HostState {
     /// The plugin's key-value data, shared with the plugin (which may revoke it at any
     /// time); none: `kv` is not granted.
     pub(crate) kv: Arc<std::sync::RwLock<Option<Arc<dyn KeyValue>>>>,
-    pub(crate) denied_sink: DeniedSink,
+    /// `wasi:http`: the context, and the hooks that check and send each request (and
+    /// hold the current call's deadline, which bounds every wait).
+    pub(crate) http_ctx: wasmtime_wasi_http::WasiHttpCtx,
+    pub(crate) http: crate::http::PluginHttp,
 }
 
 /// Told of every call a plugin made to a capability it is not granted: the plugin's name
@@ -231,7 +235,7 @@ impl HostState {
         grants: Grants,
         logs: Arc<LogBudget>,
         kv: Arc<std::sync::RwLock<Option<Arc<dyn KeyValue>>>>,
-        denied_sink: DeniedSink,
+        http: crate::http::PluginHttp,
     ) -> Self {
         // Nothing is granted: no preopened directories, no environment, no arguments,
         // no network, no inherited stdio.
@@ -267,13 +271,14 @@ impl HostState {
             grants,
             logs,
             kv,
-            denied_sink,
+            http_ctx: wasmtime_wasi_http::WasiHttpCtx::new(),
+            http,
         }
     }
 
     /// Tells the host's [`DeniedHook`] that the plugin used a capability it lacks.
     pub(crate) fn report_denied(&self, capability: &'static str) {
-        let hook = self.denied_sink.read().ok().and_then(|h| h.clone());
+        let hook = self.http.denied.read().ok().and_then(|h| h.clone());
         if let Some(hook) = hook {
             hook(&self.plugin, capability);
         }
@@ -354,6 +359,16 @@ impl WasiView for HostState {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+impl wasmtime_wasi_http::WasiHttpView for HostState {
+    fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
+        wasmtime_wasi_http::WasiHttpCtxView {
+            ctx: &mut self.http_ctx,
+            table: &mut self.table,
+            hooks: &mut self.http,
         }
     }
 }
@@ -527,28 +542,47 @@ impl v3::plugboard::plugin::kv::Host for HostState {
     }
 }
 
-/// Replaces WASI's blocking waits with traps. A wait happens in the host, where the epoch
-/// deadline cannot interrupt it: a plugin calling `sleep` would hold its caller's thread
-/// (and, in a callback, the engine's control lock) for as long as it liked.
-fn forbid_blocking(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+/// Bounds WASI's waits by the call's deadline. A wait happens in the host, where the epoch
+/// deadline cannot interrupt it: without this, a plugin calling `sleep` (or waiting on a
+/// stream that never becomes ready) would hold its caller's thread, and in a callback the
+/// engine's control lock, for as long as it liked. A plugin may wait (for an HTTP
+/// response, say) until its deadline; a wait still pending then stops the call.
+fn bound_waits(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    use wasmtime::StoreContextMut;
     use wasmtime::component::Resource;
     use wasmtime_wasi::p2::DynPollable;
+    use wasmtime_wasi_io::bindings::wasi::io::poll::{Host, HostPollable};
     linker.allow_shadowing(true);
     // The version must be the one wasmtime-wasi defines (48.x: 0.2.12), so that these
     // replace its functions; the hostile plugin's `sleep` test fails (hangs) otherwise.
     let mut poll = linker.instance("wasi:io/poll@0.2.12")?;
     poll.func_wrap(
         "poll",
-        |_, (_ps,): (Vec<Resource<DynPollable>>,)| -> wasmtime::Result<(Vec<u32>,)> {
-            Err(wasmtime::Error::new(Stopped::Blocking("wasi:io/poll.poll")))
+        |mut store: StoreContextMut<'_, HostState>,
+         (ps,): (Vec<Resource<DynPollable>>,)|
+         -> wasmtime::Result<(Vec<u32>,)> {
+            let state = store.data_mut();
+            let deadline = tokio::time::Instant::from_std(state.http.deadline);
+            let table = &mut state.table;
+            wasmtime_wasi::runtime::in_tokio(async {
+                tokio::time::timeout_at(deadline, Host::poll(table, ps)).await
+            })
+            .map_err(|_| wasmtime::Error::new(Stopped::Waited("wasi:io/poll.poll")))?
+            .map(|ready| (ready,))
         },
     )?;
     poll.func_wrap(
         "[method]pollable.block",
-        |_, (_p,): (Resource<DynPollable>,)| -> wasmtime::Result<()> {
-            Err(wasmtime::Error::new(Stopped::Blocking(
-                "wasi:io/poll.pollable.block",
-            )))
+        |mut store: StoreContextMut<'_, HostState>,
+         (p,): (Resource<DynPollable>,)|
+         -> wasmtime::Result<()> {
+            let state = store.data_mut();
+            let deadline = tokio::time::Instant::from_std(state.http.deadline);
+            let table = &mut state.table;
+            wasmtime_wasi::runtime::in_tokio(async {
+                tokio::time::timeout_at(deadline, HostPollable::block(table, p)).await
+            })
+            .map_err(|_| wasmtime::Error::new(Stopped::Waited("wasi:io/poll.pollable.block")))?
         },
     )?;
     linker.allow_shadowing(false);
@@ -602,7 +636,9 @@ impl WasmHost {
         let engine = Engine::new(&cfg).map_err(WasmError::other)?;
         let mut linker: Linker<HostState> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(WasmError::other)?;
-        forbid_blocking(&mut linker).map_err(WasmError::other)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker)
+            .map_err(WasmError::other)?;
+        bound_waits(&mut linker).map_err(WasmError::other)?;
         crate::bindings::add_to_linker(&mut linker).map_err(WasmError::other)?;
         if let Some(dir) = &config.cache_dir {
             // Compiled artifacts are native code the host will run: the directory must be

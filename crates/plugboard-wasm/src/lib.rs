@@ -25,9 +25,11 @@ mod bindings;
 mod cache;
 mod capabilities;
 mod host;
+mod http;
 mod plugin;
 
 pub use cache::Origin;
 pub use capabilities::{CapabilityError, KeyValue};
 pub use host::{DeniedHook, Grants, HostConfig, LOG_LINES_PER_SECOND, WasmError, WasmHost};
+pub use http::{HttpAccess, HttpCounts, HttpPolicy, is_internal};
 pub use plugin::{Limits, WasmPlugin};

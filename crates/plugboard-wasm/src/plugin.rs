@@ -73,6 +73,9 @@ pub struct WasmPlugin {
     kv: Arc<RwLock<Option<Arc<dyn KeyValue>>>>,
     /// The host imports it is granted; changed live by `set_grants`.
     grants: RwLock<Grants>,
+    /// The `http` capability: none until granted; changed live by `set_http`.
+    http: Arc<RwLock<Option<crate::http::HttpAccess>>>,
+    http_stats: Arc<crate::http::HttpStats>,
     /// Bumped on every change of `settings` or `grants`.
     settings_version: std::sync::atomic::AtomicU64,
     /// Its log budget, shared by its instances.
@@ -157,6 +160,8 @@ impl WasmHost {
             settings: Arc::default(),
             kv: Arc::default(),
             grants: RwLock::new(grants),
+            http: Arc::default(),
+            http_stats: Arc::default(),
             settings_version: std::sync::atomic::AtomicU64::new(0),
             logs: Arc::new(crate::host::LogBudget::new(
                 self.inner.log_lines_dropped.clone(),
@@ -249,6 +254,19 @@ impl WasmPlugin {
         }
     }
 
+    /// Grants (`Some`) or revokes (`None`) the `http` capability: which origins it may
+    /// reach. Takes effect on its next request, in every instance.
+    pub fn set_http(&self, access: Option<crate::http::HttpAccess>) {
+        if let Ok(mut a) = self.http.write() {
+            *a = access;
+        }
+    }
+
+    /// Its outbound HTTP since it was loaded.
+    pub fn http_counts(&self) -> crate::http::HttpCounts {
+        self.http_stats.counts()
+    }
+
     /// The host imports it is granted now (at first, [`Limits::grants`]).
     pub fn grants(&self) -> Grants {
         self.grants
@@ -338,7 +356,13 @@ impl WasmPlugin {
             self.grants(),
             self.logs.clone(),
             self.kv.clone(),
-            self.host.inner.denied.clone(),
+            crate::http::PluginHttp {
+                plugin: self.name.clone(),
+                access: self.http.clone(),
+                stats: self.http_stats.clone(),
+                deadline: std::time::Instant::now() + self.limits.deadline,
+                denied: self.host.inner.denied.clone(),
+            },
         );
         let mut store = Store::new(&self.host.inner.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -357,6 +381,8 @@ impl WasmPlugin {
     /// Sets the deadline (and fuel) for the next call.
     fn arm(&self, store: &mut Store<HostState>) -> Result<(), Failure> {
         store.set_epoch_deadline(self.deadline_ticks);
+        // Waits in the host (HTTP, WASI streams) end at the same deadline.
+        store.data_mut().http.deadline = std::time::Instant::now() + self.limits.deadline;
         if self.host.inner.config.fuel {
             // With metering on, a store starts with no fuel: a plugin without a budget
             // gets an unlimited one.
@@ -440,14 +466,15 @@ fn classify(plugin: &str, what: &str, e: wasmtime::Error) -> Failure {
     if let Some(stopped) = e.downcast_ref::<Stopped>() {
         let kind = match stopped {
             Stopped::Memory { .. } => FailureKind::ResourceLimit,
-            Stopped::Blocking(_) | Stopped::Denied { .. } => FailureKind::Trap,
+            Stopped::Waited(_) => FailureKind::Timeout,
+            Stopped::Denied { .. } => FailureKind::Trap,
         };
         let message = match stopped {
             Stopped::Memory { .. } => {
                 format!("`{plugin}` exceeded its memory limit in {what}: {stopped}")
             }
-            Stopped::Blocking(import) => {
-                format!("`{plugin}` tried to block in {what} ({import}); plugins may not wait")
+            Stopped::Waited(import) => {
+                format!("`{plugin}` overran its deadline in {what}, waiting in {import}")
             }
             Stopped::Denied { .. } => format!("{stopped} in {what}"),
         };

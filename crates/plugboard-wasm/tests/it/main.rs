@@ -3,6 +3,7 @@
 
 mod chains;
 mod hostile;
+mod http;
 mod loading;
 mod python;
 
