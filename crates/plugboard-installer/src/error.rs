@@ -88,7 +88,7 @@ pub enum InstallError {
     #[error(
         "package `{package}` asks for capabilities it is not granted: {}; grant them to install it (`--grant all`, or `--grant {}`)",
         .missing.summary(),
-        .missing.to_grant()
+        .missing.to_grant().replace("http=*", "http=ORIGIN")
     )]
     NotGranted {
         /// The package.

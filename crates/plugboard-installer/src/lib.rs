@@ -51,6 +51,7 @@
 mod config;
 mod error;
 mod grants;
+mod http;
 mod index;
 mod kv;
 pub mod settings;
@@ -78,6 +79,8 @@ pub use grants::{Grant, PackageGrants, change_grants, package_grants, stored_gra
 pub use index::{Index, IndexEntry, Outdated};
 /// What packages ask for and operators grant (re-exported for the installer's callers).
 pub use plugboard_package::{Capabilities, Capability};
+/// A package's outbound HTTP counts ([`Installer::http_counts`]).
+pub use plugboard_wasm::HttpCounts;
 
 /// How to install.
 #[derive(Clone, Debug, Default)]
@@ -963,6 +966,9 @@ impl Installer {
     /// others (a revocation).
     fn give_services(&self, package: &str, plugin: &WasmPlugin, effective: &Capabilities) {
         plugin.set_grants(grants::wasm_grants(effective));
+        plugin.set_http((!effective.http.is_empty()).then(|| {
+            plugboard_wasm::HttpAccess::new(Arc::new(http::GrantedOrigins(effective.http.clone())))
+        }));
         plugin.set_kv(effective.kv.then(|| {
             Arc::new(kv::PackageKv {
                 store: self.inner.store.clone(),
@@ -1013,6 +1019,14 @@ impl Installer {
                 }
             }
         }
+    }
+
+    /// Each package loaded here, with its outbound HTTP since it was loaded (for metrics).
+    pub fn http_counts(&self) -> Vec<(String, plugboard_wasm::HttpCounts)> {
+        self.lock()
+            .iter()
+            .map(|(name, l)| (name.clone(), l.plugin.http_counts()))
+            .collect()
     }
 
     /// Every installed package's grants.

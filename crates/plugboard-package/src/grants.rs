@@ -121,9 +121,27 @@ pub struct HttpTarget {
 }
 
 impl HttpTarget {
+    /// `*` in a manifest: whichever origins the operator grants (a webhook whose URL is a
+    /// setting). Never granted itself: an operator grants origins by name.
+    pub fn any() -> HttpTarget {
+        HttpTarget {
+            scheme: Scheme::Https,
+            host: "*".to_owned(),
+            port: 0,
+        }
+    }
+
+    /// Whether this is `*` ([`HttpTarget::any`]).
+    pub fn is_any(&self) -> bool {
+        self.host == "*"
+    }
+
     /// Parses an origin as written in a manifest or a grant.
     pub fn parse(text: &str) -> Result<HttpTarget, String> {
         let t = text.trim();
+        if t == "*" {
+            return Ok(HttpTarget::any());
+        }
         let (scheme, rest) = match t.split_once("://") {
             Some((s, r)) if s.eq_ignore_ascii_case("http") => (Scheme::Http, r),
             Some((s, r)) if s.eq_ignore_ascii_case("https") => (Scheme::Https, r),
@@ -207,7 +225,7 @@ impl HttpTarget {
 
     /// Whether a request to `scheme://host:port` is within this origin.
     pub fn allows(&self, scheme: Scheme, host: &str, port: u16) -> bool {
-        if scheme != self.scheme || port != self.port {
+        if self.is_any() || scheme != self.scheme || port != self.port {
             return false;
         }
         let host = host.trim_end_matches('.').to_ascii_lowercase();
@@ -228,6 +246,9 @@ impl HttpTarget {
 
     /// Whether this origin covers `other` (every request `other` allows, this allows).
     pub fn covers(&self, other: &HttpTarget) -> bool {
+        if self.is_any() || other.is_any() {
+            return false;
+        }
         if other.is_wildcard() {
             // A wildcard is covered by the same wildcard or a wider one.
             return self.scheme == other.scheme
@@ -242,6 +263,9 @@ impl HttpTarget {
 
 impl fmt::Display for HttpTarget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_any() {
+            return f.write_str("*");
+        }
         let host = if self.host.contains(':') {
             format!("[{}]", self.host)
         } else {
@@ -349,12 +373,21 @@ impl Capabilities {
             clock: self.clock && granted.clock,
             random: self.random && granted.random,
             kv: self.kv && granted.kv,
-            http: self
-                .http
-                .iter()
-                .filter(|a| granted.http.iter().any(|g| g.covers(a)))
-                .cloned()
-                .collect(),
+            http: if self.http.iter().any(HttpTarget::is_any) {
+                // Asked for `*`: whichever origins were granted.
+                granted
+                    .http
+                    .iter()
+                    .filter(|g| !g.is_any())
+                    .cloned()
+                    .collect()
+            } else {
+                self.http
+                    .iter()
+                    .filter(|a| granted.http.iter().any(|g| g.covers(a)))
+                    .cloned()
+                    .collect()
+            },
             emit: self
                 .emit
                 .iter()
@@ -404,7 +437,14 @@ impl Capabilities {
             http: self
                 .http
                 .iter()
-                .filter(|t| !gone.http.iter().any(|g| g.covers(t)))
+                .filter(|t| {
+                    if t.is_any() {
+                        // `*` is met by any origin named (never by `*`).
+                        !gone.http.iter().any(|g| !g.is_any())
+                    } else {
+                        !gone.http.iter().any(|g| g.covers(t))
+                    }
+                })
                 .cloned()
                 .collect(),
             emit: self
@@ -421,15 +461,9 @@ impl Capabilities {
         self.kinds()
             .into_iter()
             .map(|c| match c {
-                Capability::Http => format!(
-                    "http      {} to {}",
-                    c.describe(),
-                    self.http
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
+                Capability::Http => {
+                    format!("http      {} to {}", c.describe(), self.origins_text())
+                }
                 Capability::Emit => {
                     format!("emit      {}: {}", c.describe(), self.emit.join(", "))
                 }
@@ -438,20 +472,27 @@ impl Capabilities {
             .collect()
     }
 
+    /// The origins, as a consent prompt says them.
+    fn origins_text(&self) -> String {
+        self.http
+            .iter()
+            .map(|t| {
+                if t.is_any() {
+                    "origins you choose (grant each as http=ORIGIN)".to_owned()
+                } else {
+                    t.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// One phrase for messages: `kv (keep its own …); http (send HTTP requests to …)`.
     pub fn summary(&self) -> String {
         self.kinds()
             .into_iter()
             .map(|c| match c {
-                Capability::Http => format!(
-                    "http ({} to {})",
-                    c.describe(),
-                    self.http
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
+                Capability::Http => format!("http ({} to {})", c.describe(), self.origins_text()),
                 Capability::Emit => format!("emit ({}: {})", c.describe(), self.emit.join(", ")),
                 c => format!("{c} ({})", c.describe()),
             })
@@ -502,6 +543,11 @@ impl Capabilities {
                 ))
             })?;
             match (c, scope) {
+                (Capability::Http, Some("*")) => {
+                    return Err(err(
+                        "grant origins by name (`http=hooks.example.com`); `*` is how a package asks for the origins you choose".into(),
+                    ));
+                }
                 (Capability::Http, Some(s)) => out.http.push(HttpTarget::parse(s).map_err(err)?),
                 (Capability::Emit, Some(s)) => {
                     if let Some(why) = plugboard_core::invalid_name(s) {
@@ -620,5 +666,23 @@ mod tests {
                 .http
                 .is_empty()
         );
+
+        // `*`: whichever origins the operator grants; met by one, never granted itself.
+        let webhook = Capabilities {
+            http: vec![HttpTarget::any()],
+            ..Capabilities::default()
+        };
+        assert_eq!(
+            webhook.missing(&Capabilities::default()).to_grant(),
+            "http=*"
+        );
+        let all = Capabilities::parse_grant("all", &webhook).unwrap();
+        assert_eq!(webhook.missing(&all).to_grant(), "http=*");
+        assert!(webhook.within(&all).is_empty());
+        let g = Capabilities::parse_grant("http=http://127.0.0.1:9000", &webhook).unwrap();
+        assert!(webhook.missing(&g).is_empty());
+        assert_eq!(webhook.within(&g).to_grant(), "http=http://127.0.0.1:9000");
+        assert!(Capabilities::parse_grant("http=*", &webhook).is_err());
+        assert!(webhook.summary().contains("origins you choose"));
     }
 }

@@ -678,10 +678,18 @@ pub mod http {
         } else {
             path.to_owned()
         };
-        let fields: Vec<(String, Vec<u8>)> = headers
+        let mut fields: Vec<(String, Vec<u8>)> = headers
             .iter()
             .map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec()))
             .collect();
+        // A body of known length is sent with it (not chunked): every server reads that.
+        if !body.is_empty()
+            && !headers
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        {
+            fields.push(("content-length".into(), body.len().to_string().into_bytes()));
+        }
         let fields = Fields::from_list(&fields).map_err(http)?;
         let req = OutgoingRequest::new(fields);
         let method = match method {
@@ -705,21 +713,25 @@ pub mod http {
             .body()
             .map_err(|()| Error::Http("no request body".into()))?;
         let future = outgoing_handler::handle(req, None).map_err(http)?;
-        {
+        // A request the host refuses closes the body stream at once: the response's error
+        // says why, so a failed write is reported only if the response has none.
+        let written = (|| {
             let stream = out
                 .write()
                 .map_err(|()| Error::Http("no body stream".into()))?;
             for chunk in body.chunks(4096) {
                 stream.blocking_write_and_flush(chunk).map_err(http)?;
             }
-        }
-        OutgoingBody::finish(out, None).map_err(http)?;
+            drop(stream);
+            OutgoingBody::finish(out, None).map_err(http)
+        })();
         future.subscribe().block();
         let response = match future.get() {
             Some(Ok(Ok(r))) => r,
             Some(Ok(Err(code))) => return Err(http(code)),
             Some(Err(())) | None => return Err(Error::Http("no response".into())),
         };
+        written?;
         let status = response.status();
         let headers = response.headers().entries();
         let incoming = response

@@ -294,6 +294,39 @@ pub(crate) async fn metrics(State(state): State<Shared>) -> impl IntoResponse {
             "plugboard_guest_log_lines_dropped_total {}",
             installer.host().log_lines_dropped()
         );
+        let counts = installer.http_counts();
+        for (name, help, value) in [
+            (
+                "plugboard_plugin_http_requests_total",
+                "Outbound HTTP requests of installed packages to granted origins.",
+                (|c: &plugboard_installer::HttpCounts| c.requests) as fn(&_) -> u64,
+            ),
+            (
+                "plugboard_plugin_http_denied_total",
+                "Outbound HTTP requests refused: origin or address not granted, or no `http` capability.",
+                |c| c.denied,
+            ),
+            (
+                "plugboard_plugin_http_failures_total",
+                "Outbound HTTP requests that failed (connection, TLS, timeout, body cap, protocol).",
+                |c| c.failures,
+            ),
+            (
+                "plugboard_plugin_http_sent_bytes_total",
+                "Request body bytes installed packages sent.",
+                |c| c.bytes_sent,
+            ),
+            (
+                "plugboard_plugin_http_received_bytes_total",
+                "Response body bytes installed packages received.",
+                |c| c.bytes_received,
+            ),
+        ] {
+            family(&mut out, name, "counter", help);
+            for (package, c) in &counts {
+                let _ = writeln!(out, "{name}{{package=\"{}\"}} {}", esc(package), value(c));
+            }
+        }
     }
     (
         [(

@@ -4,6 +4,7 @@
 
 mod grants;
 mod hosts;
+mod http;
 mod install;
 mod kv;
 mod lifecycle;

@@ -76,6 +76,11 @@ fn metrics_have_the_expected_families() {
         "plugboard_plugins",
         "plugboard_installs_total",
         "plugboard_background_dropped_total",
+        "plugboard_plugin_http_requests_total",
+        "plugboard_plugin_http_denied_total",
+        "plugboard_plugin_http_failures_total",
+        "plugboard_plugin_http_sent_bytes_total",
+        "plugboard_plugin_http_received_bytes_total",
     ] {
         assert!(
             body.contains(&format!("# TYPE {family} ")),
