@@ -62,7 +62,12 @@ impl Background {
             let _slot = slot;
             job.await
         });
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+        // On a caller's multi-threaded runtime, as its task. Not on a current-thread one
+        // (the background worker's own, when a background call fires another): a task
+        // spawned there runs only while that runtime is driven, which may be never again.
+        if let Ok(handle) = tokio::runtime::Handle::try_current()
+            && handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+        {
             drop(handle.spawn(job));
             return Spawned::Queued;
         }

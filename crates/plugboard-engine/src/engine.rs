@@ -255,6 +255,25 @@ impl Default for Engine {
     }
 }
 
+/// An engine handle that does not keep the engine alive (for services its own plugins
+/// hold, such as an event emitter: a strong handle there would be a cycle).
+#[derive(Clone)]
+pub struct WeakEngine(std::sync::Weak<Shared>);
+
+impl WeakEngine {
+    /// The engine, if it is still alive.
+    pub fn upgrade(&self) -> Option<Engine> {
+        self.0.upgrade().map(|shared| Engine { shared })
+    }
+}
+
+impl Engine {
+    /// A handle that does not keep the engine alive.
+    pub fn downgrade(&self) -> WeakEngine {
+        WeakEngine(Arc::downgrade(&self.shared))
+    }
+}
+
 pub(crate) struct Shared {
     control: Mutex<Control>,
     slots: ArcSwap<Slots>,

@@ -50,7 +50,9 @@ pub use chain::{
 };
 pub use change::{Cause, LifecycleEvent};
 pub use code::{AsyncStep, BoxFuture, Callbacks, Code, CodeKind, EncodedStep, SyncStep};
-pub use engine::{BootReport, Engine, EngineBuilder, Health, Hook, PluginInfo, Report, Target};
+pub use engine::{
+    BootReport, Engine, EngineBuilder, Health, Hook, PluginInfo, Report, Target, WeakEngine,
+};
 pub use error::{CallError, EngineError, Failure, FailureKind, Op};
 pub use persist::{Changeset, PersistError, Persistence, StoredRecord};
 pub use plugboard_core::Registration;

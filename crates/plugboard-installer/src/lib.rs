@@ -49,6 +49,7 @@
 //! isolated and reported; the others load).
 
 mod config;
+mod emit;
 mod error;
 mod grants;
 mod http;
@@ -74,6 +75,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 pub use config::{InstallerConfig, SETTING};
+pub use emit::{EmitCounts, MAX_EMIT_DEPTH};
 pub use error::InstallError;
 pub use grants::{Grant, PackageGrants, change_grants, package_grants, stored_grants};
 pub use index::{Index, IndexEntry, Outdated};
@@ -260,6 +262,8 @@ struct Inner {
     kv_quota: Arc<std::sync::RwLock<plugboard_store::KvQuota>>,
     /// Denied capability uses, recorded at a bounded rate.
     denied: grants::DeniedLog,
+    /// Every package's emits.
+    emits: Arc<emit::EmitStats>,
 }
 
 /// The installed packages as stored, without loading anything (for tools that only read):
@@ -324,6 +328,7 @@ impl Installer {
                 op: Mutex::new(BTreeMap::new()),
                 failed: Mutex::new(BTreeMap::new()),
                 denied: grants::DeniedLog::new(),
+                emits: Arc::default(),
             }),
         };
         // Weak: the host (which keeps the hook) belongs to the installer.
@@ -743,6 +748,14 @@ impl Installer {
                 }
             }
         }
+        for event in &m.capabilities.emit {
+            if engine.event(event).is_none() {
+                return Err(InstallError::UnknownEvent {
+                    package: name,
+                    event: event.clone(),
+                });
+            }
+        }
         let rows = self.inner.store.packages()?;
         let dep_plugins = self.check_dependencies(m, &rows)?;
         let plugin = self.load_component(&verified, &effective)?;
@@ -966,6 +979,14 @@ impl Installer {
     /// others (a revocation).
     fn give_services(&self, package: &str, plugin: &WasmPlugin, effective: &Capabilities) {
         plugin.set_grants(grants::wasm_grants(effective));
+        plugin.set_emitter((!effective.emit.is_empty()).then(|| {
+            Arc::new(emit::PackageEmitter {
+                engine: self.inner.engine.downgrade(),
+                package: package.to_owned(),
+                events: effective.emit.clone(),
+                stats: self.inner.emits.clone(),
+            }) as Arc<dyn plugboard_wasm::Emitter>
+        }));
         plugin.set_http((!effective.http.is_empty()).then(|| {
             plugboard_wasm::HttpAccess::new(Arc::new(http::GrantedOrigins(effective.http.clone())))
         }));
@@ -1027,6 +1048,11 @@ impl Installer {
             .iter()
             .map(|(name, l)| (name.clone(), l.plugin.http_counts()))
             .collect()
+    }
+
+    /// Events fired by packages (the `emit` capability) since this installer started.
+    pub fn emit_counts(&self) -> EmitCounts {
+        self.inner.emits.counts()
     }
 
     /// Every installed package's grants.

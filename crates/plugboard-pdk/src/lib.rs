@@ -772,3 +772,25 @@ pub mod http {
         request("POST", url, &[("content-type", content_type)], body)
     }
 }
+
+/// Firing events (the `emit` capability, contract 0.3): fire-and-forget calls of the
+/// events the operator granted the package, run in the background after this call. A
+/// chain of emits deeper than the host's limit (a loop) is refused with `denied`.
+///
+/// ```no_run
+/// # fn main() -> Result<(), plugboard_pdk::emit::Error> {
+/// plugboard_pdk::emit::emit(
+///     "on_user_login_failure",
+///     &plugboard_pdk::serde_json::json!({ "ip": "10.0.0.1" }),
+/// )?;
+/// # Ok(()) }
+/// ```
+pub mod emit {
+    pub use super::bindings::plugboard::plugin::types::Error;
+
+    /// Queues a call of `event` with `state`.
+    pub fn emit(event: &str, state: &impl serde::Serialize) -> Result<(), Error> {
+        let state = serde_json::to_string(state).map_err(|e| Error::Invalid(e.to_string()))?;
+        super::bindings::plugboard::plugin::events::emit(event, &state)
+    }
+}

@@ -294,6 +294,20 @@ pub(crate) async fn metrics(State(state): State<Shared>) -> impl IntoResponse {
             "plugboard_guest_log_lines_dropped_total {}",
             installer.host().log_lines_dropped()
         );
+        family(
+            &mut out,
+            "plugboard_emits_total",
+            "counter",
+            "Events fired by installed packages (the emit capability): queued, stopped at the depth limit (loops), refused.",
+        );
+        let emits = installer.emit_counts();
+        for (outcome, n) in [
+            ("queued", emits.queued),
+            ("loop_stopped", emits.loops_stopped),
+            ("refused", emits.refused),
+        ] {
+            let _ = writeln!(out, "plugboard_emits_total{{outcome=\"{outcome}\"}} {n}");
+        }
         let counts = installer.http_counts();
         for (name, help, value) in [
             (

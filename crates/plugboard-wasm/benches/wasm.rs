@@ -78,6 +78,12 @@ impl raw::plugboard::plugin::kv::Host for RawState {
     }
 }
 
+impl raw::plugboard::plugin::events::Host for RawState {
+    fn emit(&mut self, _: String, _: String) -> Result<(), KvError> {
+        Err(KvError::Denied("no emit in the baseline".into()))
+    }
+}
+
 type KvError = raw::plugboard::plugin::types::Error;
 
 fn denied() -> KvError {

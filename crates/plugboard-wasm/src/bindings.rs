@@ -19,7 +19,7 @@ pub(crate) mod v2 {
     });
 }
 
-/// The 0.3.0 contract: 0.2.0's, plus `kv`.
+/// The 0.3.0 contract: 0.2.0's, plus `kv` and `events`.
 pub(crate) mod v3 {
     wasmtime::component::bindgen!({
         world: "plugin",

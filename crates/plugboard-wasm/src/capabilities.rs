@@ -53,3 +53,16 @@ pub trait KeyValue: Send + Sync {
         ttl: Option<Duration>,
     ) -> Result<bool, CapabilityError>;
 }
+
+/// Fires events for a plugin (the `emit` capability), already bound to the events it was
+/// granted: fire-and-forget, so `emit` only queues.
+pub trait Emitter: Send + Sync {
+    /// Queues a call of `event` with `state` (JSON). `depth` is how many emits led to the
+    /// call that emits now (0 for a call the host made; see [`EMIT_DEPTH`]): the service
+    /// refuses past its limit, which stops loops.
+    fn emit(&self, event: &str, state: &str, depth: u32) -> Result<(), CapabilityError>;
+}
+
+/// The call meta key that carries how many emits led to a call: an emitter puts it on
+/// the calls it queues, and a plugin's emits during that call carry it on.
+pub const EMIT_DEPTH: &str = "plugboard.emit_depth";

@@ -10,7 +10,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::bindings::{v2, v3};
-use crate::capabilities::{CapabilityError, KeyValue};
+use crate::capabilities::{CapabilityError, Emitter, KeyValue};
 
 /// Why loading or running a plugin failed (outside a call: calls report
 /// [`Failure`](plugboard_engine::Failure)s).
@@ -122,6 +122,10 @@ pub(crate) struct HostState {
     /// The plugin's key-value data, shared with the plugin (which may revoke it at any
     /// time); none: `kv` is not granted.
     pub(crate) kv: Arc<std::sync::RwLock<Option<Arc<dyn KeyValue>>>>,
+    /// Its event emitter, shared likewise; none: `emit` is not granted.
+    pub(crate) emitter: Arc<std::sync::RwLock<Option<Arc<dyn Emitter>>>>,
+    /// How many emits led to the current call (its meta's [`crate::EMIT_DEPTH`]).
+    pub(crate) emit_depth: u32,
     /// `wasi:http`: the context, and the hooks that check and send each request (and
     /// hold the current call's deadline, which bounds every wait).
     pub(crate) http_ctx: wasmtime_wasi_http::WasiHttpCtx,
@@ -228,6 +232,9 @@ impl Grants {
 }
 
 impl HostState {
+    // One argument per thing an instance shares with its plugin; a struct of them would
+    // only be unpacked here.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         plugin: Arc<str>,
         memory: usize,
@@ -235,6 +242,7 @@ impl HostState {
         grants: Grants,
         logs: Arc<LogBudget>,
         kv: Arc<std::sync::RwLock<Option<Arc<dyn KeyValue>>>>,
+        emitter: Arc<std::sync::RwLock<Option<Arc<dyn Emitter>>>>,
         http: crate::http::PluginHttp,
     ) -> Self {
         // Nothing is granted: no preopened directories, no environment, no arguments,
@@ -271,6 +279,8 @@ impl HostState {
             grants,
             logs,
             kv,
+            emitter,
+            emit_depth: 0,
             http_ctx: wasmtime_wasi_http::WasiHttpCtx::new(),
             http,
         }
@@ -496,6 +506,22 @@ fn ttl(ms: Option<u64>) -> Option<Duration> {
 
 /// The answer of a kv call: the service's errors are the plugin's to handle, never a trap.
 type KvResult<T> = wasmtime::Result<Result<T, v3::plugboard::plugin::types::Error>>;
+
+impl v3::plugboard::plugin::events::Host for HostState {
+    fn emit(&mut self, event: String, state: String) -> KvResult<()> {
+        let granted = self.emitter.read().ok().and_then(|e| e.clone());
+        Ok(match granted {
+            Some(e) => e.emit(&event, &state, self.emit_depth).map_err(Into::into),
+            None => {
+                self.report_denied("emit");
+                Err(v3::plugboard::plugin::types::Error::Denied(format!(
+                    "`{}` is not granted the `emit` capability (a package asks for it under [capabilities] emit)",
+                    self.plugin
+                )))
+            }
+        })
+    }
+}
 
 impl v3::plugboard::plugin::kv::Host for HostState {
     fn get(&mut self, key: String) -> KvResult<Option<Vec<u8>>> {

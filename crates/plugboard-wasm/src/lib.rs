@@ -29,7 +29,7 @@ mod http;
 mod plugin;
 
 pub use cache::Origin;
-pub use capabilities::{CapabilityError, KeyValue};
+pub use capabilities::{CapabilityError, EMIT_DEPTH, Emitter, KeyValue};
 pub use host::{DeniedHook, Grants, HostConfig, LOG_LINES_PER_SECOND, WasmError, WasmHost};
 pub use http::{HttpAccess, HttpCounts, HttpPolicy, is_internal};
 pub use plugin::{Limits, WasmPlugin};

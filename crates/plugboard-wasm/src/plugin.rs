@@ -13,7 +13,7 @@ use wasmtime::component::types::ComponentItem;
 
 use crate::bindings::{Contract, Guest, GuestPre, GuestReply};
 use crate::cache::{self, Origin};
-use crate::capabilities::KeyValue;
+use crate::capabilities::{Emitter, KeyValue};
 use crate::host::{Grants, HostState, Stopped, WasmError, WasmHost};
 
 /// The limits a plugin runs under. The defaults fit a plugin that handles a request's
@@ -71,6 +71,8 @@ pub struct WasmPlugin {
     settings: Arc<RwLock<Option<String>>>,
     /// Its key-value data, shared with its instances; none until granted.
     kv: Arc<RwLock<Option<Arc<dyn KeyValue>>>>,
+    /// Its event emitter; none until granted.
+    emitter: Arc<RwLock<Option<Arc<dyn Emitter>>>>,
     /// The host imports it is granted; changed live by `set_grants`.
     grants: RwLock<Grants>,
     /// The `http` capability: none until granted; changed live by `set_http`.
@@ -160,6 +162,7 @@ impl WasmHost {
             settings: Arc::default(),
             kv: Arc::default(),
             grants: RwLock::new(grants),
+            emitter: Arc::default(),
             http: Arc::default(),
             http_stats: Arc::default(),
             settings_version: std::sync::atomic::AtomicU64::new(0),
@@ -251,6 +254,14 @@ impl WasmPlugin {
     pub fn set_kv(&self, kv: Option<Arc<dyn KeyValue>>) {
         if let Ok(mut k) = self.kv.write() {
             *k = kv;
+        }
+    }
+
+    /// Grants (`Some`) or revokes (`None`) the `emit` capability: the service that fires
+    /// the events it may fire. Takes effect on its next emit, in every instance.
+    pub fn set_emitter(&self, emitter: Option<Arc<dyn Emitter>>) {
+        if let Ok(mut e) = self.emitter.write() {
+            *e = emitter;
         }
     }
 
@@ -356,6 +367,7 @@ impl WasmPlugin {
             self.grants(),
             self.logs.clone(),
             self.kv.clone(),
+            self.emitter.clone(),
             crate::http::PluginHttp {
                 plugin: self.name.clone(),
                 access: self.http.clone(),
@@ -525,8 +537,15 @@ fn classify(plugin: &str, what: &str, e: wasmtime::Error) -> Failure {
 impl EncodedStep for WasmPlugin {
     fn run(&self, state: &[u8], wire: Wire, cx: &Context<'_>) -> Result<Reply<Vec<u8>>, Failure> {
         let event = cx.event();
-        let reply =
-            self.with_instance("call", |w| w.plugin.call(&mut w.store, event, wire, state))?;
+        let depth = cx
+            .meta()
+            .get(crate::EMIT_DEPTH)
+            .and_then(serde_json::Value::as_u64)
+            .map_or(0, |d| u32::try_from(d).unwrap_or(u32::MAX));
+        let reply = self.with_instance("call", |w| {
+            w.store.data_mut().emit_depth = depth;
+            w.plugin.call(&mut w.store, event, wire, state)
+        })?;
         let reply = reply.map_err(|msg| failure(FailureKind::PluginError, msg))?;
         let (halt, out) = match reply {
             GuestReply::Continue(b) => (false, b),

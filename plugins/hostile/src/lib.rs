@@ -80,6 +80,24 @@ impl Plugin for Hostile {
                 while plugboard_pdk::now_ms() < until {}
                 Ok(Reply::Continue(state))
             }
+            "on_hostile_ping" | "on_hostile_pong" => {
+                // Each fires the other with n + 1: a loop the host must stop.
+                let other = if event == "on_hostile_ping" {
+                    "on_hostile_pong"
+                } else {
+                    "on_hostile_ping"
+                };
+                let n = state["n"].as_u64().unwrap_or(0);
+                let sent = plugboard_pdk::emit::emit(
+                    other,
+                    &plugboard_pdk::serde_json::json!({ "n": n + 1 }),
+                );
+                Ok(Reply::Continue(plugboard_pdk::serde_json::json!({
+                    "n": n,
+                    "emitted": sent.is_ok(),
+                    "error": sent.err().map(|e| format!("{e:?}")),
+                })))
+            }
             "on_hostile_fetch" => {
                 // GET `url`, following up to 3 redirects as an ordinary client would (each
                 // is a new request the host checks); the outcome as state.

@@ -415,3 +415,46 @@ fn a_synchronous_step_in_an_async_call_does_not_hold_the_executor() {
     });
     assert_eq!(out.secret, "ran beside");
 }
+
+/// A JSON plugin that fires `on_second` in the background, once, and counts its calls.
+struct Relay {
+    engine: plugboard_engine::WeakEngine,
+    ran: Arc<AtomicUsize>,
+}
+impl Plugin<Json> for Relay {
+    fn call(&self, s: Value, cx: &Context<'_>) -> Reply<Value> {
+        self.ran.fetch_add(1, Ordering::SeqCst);
+        if cx.event() == "on_first"
+            && let Some(e) = self.engine.upgrade()
+        {
+            let _ = e.spawn_json("on_second", json!({}), CallOptions::default());
+        }
+        Reply::Continue(s)
+    }
+}
+
+#[test]
+fn a_background_call_that_fires_another_in_the_background_gets_it_run() {
+    // Outside any runtime: the first call runs on the engine's worker, whose runtime is
+    // current-thread; what it fires must still run (it once waited for a next job).
+    let e = Engine::builder().reference_events(false).build();
+    let ran = Arc::new(AtomicUsize::new(0));
+    for event in ["on_first", "on_second"] {
+        e.declare_dynamic(EventInfo::dynamic(event, "test", "relay"))
+            .unwrap();
+        let name = format!("relay-{event}");
+        e.register_json(
+            event,
+            Registration::new(name.as_str()),
+            Relay {
+                engine: e.downgrade(),
+                ran: ran.clone(),
+            },
+        )
+        .unwrap();
+        e.start(name.as_str()).unwrap();
+    }
+    e.spawn_json("on_first", json!({}), CallOptions::default())
+        .unwrap();
+    wait_for_count(&ran, 2);
+}

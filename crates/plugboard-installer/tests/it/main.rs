@@ -2,6 +2,7 @@
 //! both backends, real wasmtime.
 #![allow(clippy::unwrap_used, missing_docs)]
 
+mod emit;
 mod grants;
 mod hosts;
 mod http;

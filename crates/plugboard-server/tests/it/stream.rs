@@ -76,6 +76,7 @@ fn metrics_have_the_expected_families() {
         "plugboard_plugins",
         "plugboard_installs_total",
         "plugboard_background_dropped_total",
+        "plugboard_emits_total",
         "plugboard_plugin_http_requests_total",
         "plugboard_plugin_http_denied_total",
         "plugboard_plugin_http_failures_total",
