@@ -149,6 +149,7 @@ copy_struct! { UPLOAD_QUERY, PACKAGES: struct UploadQuery {
     sha256: Option<String>,
     #[serde(default)]
     force: bool,
+    grant: Option<String>,
 } }
 
 copy_struct! { URL_INSTALL, PACKAGES: struct UrlInstall {
@@ -156,7 +157,26 @@ copy_struct! { URL_INSTALL, PACKAGES: struct UrlInstall {
     sha256: Option<String>,
     #[serde(default)]
     force: bool,
+    grant: Option<String>,
 } }
+
+/// A grant as an operator writes it: read without panicking; what it reads as (unless
+/// nothing, which is written `none`) is written so that it reads back the same.
+fn check_grant(text: &str) {
+    use plugboard_package::Capabilities;
+    if let Ok(c) = Capabilities::parse_grant(text, &Capabilities::default())
+        && !c.is_empty()
+    {
+        let again = Capabilities::parse_grant(&c.to_grant(), &Capabilities::default());
+        assert_eq!(
+            again.as_ref(),
+            Ok(&c),
+            "{text:?} read as {:?}",
+            c.to_grant()
+        );
+        let _ = (c.describe(), c.summary());
+    }
+}
 
 copy_struct! { UNINSTALL_QUERY, PACKAGES: struct UninstallQuery {
     #[serde(default)]
@@ -432,11 +452,15 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         1 => {
-            if let Ok(req) = serde_json::from_slice::<UrlInstall>(body)
-                && (req.url.starts_with("http://") || req.url.starts_with("https://"))
-                && let Some(pin) = &req.sha256
-            {
-                check_pin(pin);
+            if let Ok(req) = serde_json::from_slice::<UrlInstall>(body) {
+                if let Some(grant) = &req.grant {
+                    check_grant(grant);
+                }
+                if (req.url.starts_with("http://") || req.url.starts_with("https://"))
+                    && let Some(pin) = &req.sha256
+                {
+                    check_pin(pin);
+                }
             }
         }
         // The query, a newline, then the file.
@@ -450,6 +474,9 @@ fuzz_target!(|data: &[u8]| {
             };
             if let Some(pin) = &q.sha256 {
                 check_pin(pin);
+            }
+            if let Some(grant) = &q.grant {
+                check_grant(grant);
             }
             if file.is_empty() {
                 return;

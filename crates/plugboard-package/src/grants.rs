@@ -515,18 +515,23 @@ impl Capabilities {
     }
 
     /// Reads a grant as an operator writes it: `all` (everything `asked` holds), `none`,
-    /// or comma-separated items, each a capability's name or `http=ORIGIN` / `emit=EVENT`
+    /// or comma-separated items (spaces around them allowed, no empty ones), each a capability's name or `http=ORIGIN` / `emit=EVENT`
     /// (repeat the item for more scopes; `http` or `emit` alone grants every scope
     /// `asked` holds).
     pub fn parse_grant(text: &str, asked: &Capabilities) -> Result<Capabilities, GrantError> {
         let mut out = Capabilities::default();
-        for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        for item in text.split(',').map(|i| i.trim_matches(' ')) {
             let err = |why: String| GrantError {
                 item: item.to_owned(),
                 why,
             };
+            if item.is_empty() {
+                return Err(err(
+                    "an empty item: capabilities are written `kv,log,http=ORIGIN`".into(),
+                ));
+            }
             let (name, scope) = match item.split_once('=') {
-                Some((n, s)) => (n.trim(), Some(s.trim())),
+                Some((n, s)) => (n, Some(s)),
                 None => (item, None),
             };
             if name == "all" && scope.is_none() {
@@ -656,6 +661,9 @@ mod tests {
             ("kv=x", "`kv` takes no scope"),
             ("http=ftp://x", "the scheme must be http or https"),
             ("emit=Bad Name", "is not an event name"),
+            ("kv,", "an empty item"),
+            ("", "an empty item"),
+            ("kv =x", "no capability is called `kv `"),
         ] {
             let e = Capabilities::parse_grant(bad, &asked).unwrap_err();
             assert!(e.to_string().contains(why), "{e}");

@@ -74,14 +74,21 @@ pub(crate) async fn package_grants(
 pub(crate) struct GrantChange {
     /// Capabilities to grant, e.g. `kv,http=api.example.com` (`all`: what it asks for).
     #[serde(default)]
+    #[schema(
+        pattern = "^ *(all|none|log|settings|clock|random|kv|http|emit)(=[^,]*)? *(, *(all|none|log|settings|clock|random|kv|http|emit)(=[^,]*)? *)*$"
+    )]
     grant: Option<String>,
     /// Capabilities to revoke, e.g. `kv` (`all`: everything); in effect on the plugin's
     /// next call, in every host sharing the database within a second.
     #[serde(default)]
+    #[schema(
+        pattern = "^ *(all|none|log|settings|clock|random|kv|http|emit)(=[^,]*)? *(, *(all|none|log|settings|clock|random|kv|http|emit)(=[^,]*)? *)*$"
+    )]
     revoke: Option<String>,
 }
 
-/// `POST /api/packages/{name}/grants`: grants and revokes capabilities.
+/// `POST /api/packages/{name}/grants`: grants and revokes capabilities (neither: the
+/// grants as they are).
 #[utoipa::path(post, path = "/api/packages/{name}/grants", tag = "packages",
     params(("name" = String, Path, description = "The package")),
     request_body = GrantChange,
@@ -90,11 +97,16 @@ pub(crate) struct GrantChange {
 pub(crate) async fn change_grants(
     State(state): State<Shared>,
     Path(name): Path<String>,
-    Json(body): Json<GrantChange>,
+    Json(body): Json<serde_json::Value>,
 ) -> ApiResult<Json<PackageGrants>> {
-    if body.grant.is_none() && body.revoke.is_none() {
-        return Err(ApiError::bad_request("give `grant`, `revoke` or both"));
+    // An object only (serde would read a struct from an array too).
+    if !body.is_object() {
+        return Err(ApiError::bad_request(
+            "the body is a JSON object: {\"grant\": …, \"revoke\": …}",
+        ));
     }
+    let body: GrantChange =
+        serde_json::from_value(body).map_err(|e| ApiError::bad_request(e.to_string()))?;
     blocking(move || {
         let installer = installer(&state)?;
         let asked = plugboard_installer::package_grants(&state.store, &name)?;
@@ -154,10 +166,15 @@ pub(crate) struct UploadQuery {
     /// capabilities such as `kv,log,http=api.example.com`. Without it, a package asking
     /// for more than it holds is refused with 409 `consent_required`, whose details list
     /// what it asks for.
+    #[param(
+        pattern = "^ *(all|none|log|settings|clock|random|kv|http|emit)(=[^,]*)? *(, *(all|none|log|settings|clock|random|kv|http|emit)(=[^,]*)? *)*$"
+    )]
     grant: Option<String>,
 }
 
-/// The grant of an install request, checked before anything is read.
+/// The grant of an install request, checked before anything is read. (The document's
+/// pattern for `grant` names the capabilities; a scope's own form, an origin or an event
+/// name, is checked here: 400.)
 fn grant(text: Option<&str>) -> ApiResult<Grant> {
     match text {
         None => Ok(Grant::Held),
@@ -216,6 +233,9 @@ pub(crate) struct UrlInstall {
     #[serde(default)]
     force: bool,
     /// What to grant, as for an upload (`all`, or e.g. `kv,http=api.example.com`).
+    #[schema(
+        pattern = "^ *(all|none|log|settings|clock|random|kv|http|emit)(=[^,]*)? *(, *(all|none|log|settings|clock|random|kv|http|emit)(=[^,]*)? *)*$"
+    )]
     grant: Option<String>,
 }
 
