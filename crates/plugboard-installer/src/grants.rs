@@ -165,19 +165,13 @@ pub fn change_grants(
             Ok(()) => {
                 let after = PackageGrants::new(package.to_owned(), before.asked_caps, granted);
                 if let Some(log) = log {
-                    let added = after.granted_caps.missing(&before.granted_caps);
-                    let removed = before.granted_caps.missing(&after.granted_caps);
-                    for (action, what) in [("grant", added), ("revoke", removed)] {
-                        if !what.is_empty() {
-                            log.record(NewActivity::new(
-                                ActivityKind::Package,
-                                action,
-                                ActivityStatus::Info,
-                                Some(package),
-                                json!({ "capabilities": what.to_grant(), "granted": after.granted, "missing": after.missing }),
-                            ));
-                        }
-                    }
+                    record_changes(
+                        log,
+                        package,
+                        &before.granted_caps,
+                        &after.granted_caps,
+                        &after.missing,
+                    );
                 }
                 return Ok(after);
             }
@@ -186,6 +180,32 @@ pub fn change_grants(
         }
     }
     Err(InstallError::Busy(package.to_owned()))
+}
+
+/// Records what changed between two grants: a `grant` entry for what was added, a
+/// `revoke` entry for what was taken away (`missing`: what the package asks for and is now
+/// without).
+pub(crate) fn record_changes(
+    log: &ActivityLog,
+    package: &str,
+    before: &Capabilities,
+    after: &Capabilities,
+    missing: &str,
+) {
+    for (action, what) in [
+        ("grant", after.missing(before)),
+        ("revoke", before.missing(after)),
+    ] {
+        if !what.is_empty() {
+            log.record(NewActivity::new(
+                ActivityKind::Package,
+                action,
+                ActivityStatus::Info,
+                Some(package),
+                json!({ "capabilities": what.to_grant(), "granted": after.to_grant(), "missing": missing }),
+            ));
+        }
+    }
 }
 
 /// What the wasm host grants for these capabilities.

@@ -1001,18 +1001,11 @@ impl Installer {
 
     /// Records in the activity log what an install granted or dropped.
     fn record_grants(&self, package: &str, before: &Capabilities, after: &Capabilities) {
-        for (action, what) in [
-            ("grant", after.missing(before)),
-            ("revoke", before.missing(after)),
-        ] {
-            if !what.is_empty() {
-                self.record(
-                    action,
-                    ActivityStatus::Info,
-                    package,
-                    json!({ "capabilities": what.to_grant(), "granted": after.to_grant() }),
-                );
-            }
+        if let Ok(log) = self.inner.log.lock()
+            && let Some(log) = log.as_ref()
+        {
+            // An install leaves nothing it asks for ungranted.
+            grants::record_changes(log, package, before, after, "");
         }
     }
 

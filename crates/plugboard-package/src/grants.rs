@@ -505,13 +505,22 @@ impl Capabilities {
     pub fn to_grant(&self) -> String {
         let mut items = Vec::new();
         for c in self.kinds() {
-            match c {
-                Capability::Http => items.extend(self.http.iter().map(|t| format!("http={t}"))),
-                Capability::Emit => items.extend(self.emit.iter().map(|e| format!("emit={e}"))),
-                c => items.push(c.name().to_owned()),
+            match self.scopes(c) {
+                scopes if scopes.is_empty() => items.push(c.name().to_owned()),
+                scopes => items.extend(scopes.iter().map(|s| format!("{c}={s}"))),
             }
         }
         items.join(",")
+    }
+
+    /// A capability's scopes as written (origins for `http`, events for `emit`; none for
+    /// the others).
+    pub fn scopes(&self, c: Capability) -> Vec<String> {
+        match c {
+            Capability::Http => self.http.iter().map(ToString::to_string).collect(),
+            Capability::Emit => self.emit.clone(),
+            _ => Vec::new(),
+        }
     }
 
     /// Reads a grant as an operator writes it: `all` (everything `asked` holds), `none`,

@@ -230,14 +230,7 @@ impl From<InstallError> for ApiError {
                 .kinds()
                 .into_iter()
                 .map(|c| {
-                    let scope: Vec<String> = match c {
-                        plugboard_installer::Capability::Http => {
-                            missing.http.iter().map(ToString::to_string).collect()
-                        }
-                        plugboard_installer::Capability::Emit => missing.emit.clone(),
-                        _ => Vec::new(),
-                    };
-                    json!({ "capability": c.name(), "scope": scope, "description": c.describe() })
+                    json!({ "capability": c.name(), "scope": missing.scopes(c), "description": c.describe() })
                 })
                 .collect();
             err.details = Some(Box::new(

@@ -288,6 +288,8 @@ impl HostState {
 
     /// Tells the host's [`DeniedHook`] that the plugin used a capability it lacks.
     pub(crate) fn report_denied(&self, capability: &'static str) {
+        // The sink lives with the `wasi:http` hooks, which report denied requests and
+        // cannot reach this state; one copy serves both.
         let hook = self.http.denied.read().ok().and_then(|h| h.clone());
         if let Some(hook) = hook {
             hook(&self.plugin, capability);
