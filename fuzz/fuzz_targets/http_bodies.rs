@@ -228,14 +228,29 @@ copy_fn! { RENDER, DEMO: fn render(name: &str, email: &str, errors: &BTreeMap<St
         .replace("{{note}}", note)
 } }
 
-/// Text without whitespace, comment lines, and attribute lines other than serde's (utoipa's
-/// `#[schema(…)]` and `#[param(…)]` do not change what is accepted).
+/// Text without whitespace, comment lines, and attributes other than serde's (utoipa's
+/// `#[schema(…)]` and `#[param(…)]` do not change what is accepted). An attribute may span
+/// lines (rustfmt splits long ones): it is skipped until its brackets close.
 fn tokens(text: &str) -> String {
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.starts_with("//") && (!l.starts_with("#[") || l.starts_with("#[serde(")))
-        .flat_map(|l| l.chars().filter(|c| !c.is_whitespace()))
-        .collect()
+    let mut out = String::new();
+    // Open brackets of a skipped attribute still running over the following lines.
+    let mut skipping = 0i32;
+    for line in text.lines().map(str::trim) {
+        let depth = |l: &str| l.matches('[').count() as i32 - l.matches(']').count() as i32;
+        if skipping > 0 {
+            skipping += depth(line);
+            continue;
+        }
+        if line.starts_with("//") {
+            continue;
+        }
+        if line.starts_with("#[") && !line.starts_with("#[serde(") {
+            skipping = depth(line);
+            continue;
+        }
+        out.extend(line.chars().filter(|c| !c.is_whitespace()));
+    }
+    out
 }
 
 /// The file a copy's source constant holds.
