@@ -297,7 +297,10 @@ enum SettingsCommand {
         /// plugin settings, `package.NAME`), or a setting of the host's own (5 to 200
         /// characters).
         name: String,
-        /// Its configs, as JSON.
+        /// Its configs, as JSON; `-` reads them from standard input (keeps a secret off
+        /// the command line). A package's secret fields (write-only in its schema) are
+        /// sealed before they are stored and never printed again; one left out keeps its
+        /// stored value, `null` removes it.
         configs: String,
     },
     /// Delete a setting.
@@ -628,6 +631,15 @@ fn settings_command(
     command: SettingsCommand,
 ) -> Result<()> {
     use plugboard_installer::settings::{self, SettingTarget};
+    // Secret fields are listed, never printed (on standard error, so `get` prints JSON).
+    let note_secrets = |name: &str, secrets: &[String]| {
+        if !secrets.is_empty() {
+            eprintln!(
+                "{name}: secret fields set (write-only, not shown): {}",
+                secrets.join(", ")
+            );
+        }
+    };
     let what = |r: &settings::ResolvedSetting| match &r.target {
         SettingTarget::Package { package, plugins } => format!(
             "{} (the settings of package `{package}`, read by {})",
@@ -646,13 +658,24 @@ fn settings_command(
                     resolved.name
                 )
             })?;
-            writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+            let (shown, secrets) = plugboard_store::redact_secrets(&v);
+            writeln!(out, "{}", serde_json::to_string_pretty(&shown)?)?;
+            note_secrets(&resolved.name, &secrets);
         }
         SettingsCommand::Set { name, configs } => {
-            let store = open(database)?;
+            let configs = if configs == "-" {
+                std::io::read_to_string(std::io::stdin())
+                    .context("reading the configs from standard input")?
+            } else {
+                configs
+            };
             let v: serde_json::Value = serde_json::from_str(&configs)
                 .with_context(|| format!("the configs of `{name}` are not valid JSON"))?;
-            let resolved = settings::set(&store, &name, v)?;
+            let store = open(database)?;
+            let secrets = plugboard_installer::secrets::Secrets::new(
+                plugboard_installer::secrets::key_file(&plugboard_store::home()),
+            );
+            let resolved = settings::set(&store, &secrets, &name, v)?;
             writeln!(out, "set {}", what(&resolved))?;
         }
         SettingsCommand::Delete { name } => {
@@ -666,7 +689,12 @@ fn settings_command(
         SettingsCommand::List => {
             let store = open_existing(database)?;
             for (name, v, _) in store.settings().list()? {
-                writeln!(out, "{name:20} {v}")?;
+                let (shown, secrets) = plugboard_store::redact_secrets(&v);
+                if secrets.is_empty() {
+                    writeln!(out, "{name:20} {shown}")?;
+                } else {
+                    writeln!(out, "{name:20} {shown} (secret: {})", secrets.join(", "))?;
+                }
             }
         }
     }

@@ -124,6 +124,16 @@ pub enum InstallError {
         /// Why.
         why: String,
     },
+    /// A secret setting could not be sealed or opened (nothing was stored).
+    #[error("setting `{setting}`, secret field `{field}`: {source}")]
+    Secret {
+        /// The setting (`package.<name>`).
+        setting: String,
+        /// The field.
+        field: String,
+        /// Why.
+        source: crate::secrets::SecretError,
+    },
     /// A setting's value was refused when it was set (nothing was stored).
     #[error("setting `{setting}`: {}", .violations.join("; "))]
     InvalidSetting {

@@ -55,6 +55,7 @@ mod grants;
 mod http;
 mod index;
 mod kv;
+pub mod secrets;
 pub mod settings;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -264,6 +265,8 @@ struct Inner {
     denied: grants::DeniedLog,
     /// Every package's emits.
     emits: Arc<emit::EmitStats>,
+    /// The key that seals and opens secret settings.
+    secrets: secrets::Secrets,
 }
 
 /// The installed packages as stored, without loading anything (for tools that only read):
@@ -320,6 +323,8 @@ impl Installer {
                 store,
                 engine,
                 host,
+                // `<home>/secrets.key` when packages are in `<home>/packages`.
+                secrets: secrets::Secrets::new(config.dir.with_file_name("secrets.key")),
                 dir: config.dir.clone(),
                 kv_quota: Arc::new(std::sync::RwLock::new(config.kv_quota)),
                 config: std::sync::RwLock::new(config),
@@ -359,6 +364,41 @@ impl Installer {
                 }
             }));
         installer
+    }
+
+    /// The key that seals and opens this host's secret settings: `$PLUGBOARD_SECRETS_KEY`,
+    /// else `secrets.key` beside the packages directory ([`secrets`]).
+    pub fn secrets(&self) -> &secrets::Secrets {
+        &self.inner.secrets
+    }
+
+    /// Replaces the key of the secret settings (a host that keeps it elsewhere).
+    pub fn with_secrets(self, secrets: secrets::Secrets) -> Self {
+        // Only before the installer is shared: `with_*` builders run on a fresh one.
+        match Arc::try_unwrap(self.inner) {
+            Ok(mut inner) => {
+                inner.secrets = secrets;
+                Installer {
+                    inner: Arc::new(inner),
+                }
+            }
+            Err(inner) => {
+                tracing::warn!("with_secrets on a shared installer: the key stays as it was");
+                Installer { inner }
+            }
+        }
+    }
+
+    /// `package`'s settings as its plugins read them: stored, with their secret fields
+    /// opened (a field this host cannot open is left out, and said in the log, never the
+    /// value).
+    fn plugin_settings(&self, package: &str, stored: Option<&Value>) -> Option<Value> {
+        let name = settings::package_setting(package);
+        let (value, failed) = self.inner.secrets.open_all(&name, stored?);
+        for (field, e) in failed {
+            tracing::error!(package, field, error = %e, "a secret setting cannot be opened here; the plugin gets its settings without it");
+        }
+        Some(value)
     }
 
     /// Records what the installer does in this activity log.
@@ -446,8 +486,10 @@ impl Installer {
         for (package, l) in &loaded {
             let name = settings::package_setting(package);
             let value = stored.get(&name).cloned();
-            if l.plugin.settings() != value.as_ref().map(Value::to_string) {
-                l.plugin.set_settings(value.as_ref().map(Value::to_string));
+            // Compared as stored: sealed fields are opened only when they changed.
+            if applied.get(&name) != Some(&value) {
+                let plain = self.plugin_settings(package, value.as_ref());
+                l.plugin.set_settings(plain.as_ref().map(Value::to_string));
                 tracing::info!(package, "plugin settings applied");
             }
             applied.insert(name, value);
@@ -462,7 +504,8 @@ impl Installer {
             .store
             .settings()
             .read(&settings::package_setting(package))?;
-        plugin.set_settings(value.as_ref().map(Value::to_string));
+        let plain = self.plugin_settings(package, value.as_ref());
+        plugin.set_settings(plain.as_ref().map(Value::to_string));
         Ok(())
     }
 

@@ -7,15 +7,21 @@
 //!   package's `settings.schema.json`. A package's name or one of its plugins' names may
 //!   be given instead: both mean the package's settings. The plugins read them through
 //!   their `settings` import on their next call ([`crate::Installer::refresh_settings`]
-//!   runs on every change a host follows).
+//!   runs on every change a host follows): a plugin learns of a change by reading its
+//!   settings again, which costs no more than keeping them.
+//!
+//!   The fields the schema marks secret (`"writeOnly": true` or `"secret": true`) are
+//!   sealed before they are stored ([`crate::secrets`]) and never shown again: a value
+//!   that leaves one out keeps the stored one, and `null` removes it.
 //! - any other name is the host's own setting, stored as given.
 
 use plugboard_package::{Manifest, SettingsSchema, VerifyOptions, verify};
 use plugboard_store::Store;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::InstallError;
 use crate::config::{SETTING, Setting};
+use crate::secrets::{Secrets, is_sealed};
 
 /// The prefix of the settings that hold a package's plugin settings.
 pub const PACKAGE_PREFIX: &str = "package.";
@@ -111,36 +117,137 @@ pub fn package_schema(
         .transpose()?)
 }
 
-/// Checks `value` for the setting `resolved` designates, without storing anything.
-pub fn check(store: &Store, resolved: &ResolvedSetting, value: &Value) -> Result<(), InstallError> {
+/// Checks `value` for the setting `resolved` designates and returns what to store: for a
+/// package's settings, the value with its secret fields sealed (a secret field left out
+/// keeps its stored value, `null` removes it). Stores nothing.
+pub fn check(
+    store: &Store,
+    secrets: &Secrets,
+    resolved: &ResolvedSetting,
+    value: Value,
+) -> Result<Value, InstallError> {
     match &resolved.target {
-        SettingTarget::Installer => Setting::check(value).map(|_| ()),
+        SettingTarget::Installer => Setting::check(&value).map(|_| value),
         SettingTarget::Package { package, .. } => {
             let Some(schema) = package_schema(store, package)? else {
                 // Without a schema any JSON is accepted: the plugin decides.
-                return Ok(());
+                return Ok(value);
             };
-            schema
-                .validate(value)
-                .map_err(|errors| InstallError::InvalidSetting {
+            let fields = schema.secret_fields();
+            let stored = if fields.is_empty() {
+                None
+            } else {
+                store.settings().read(&resolved.name)?
+            };
+            let mut kept = Map::new();
+            let mut plain = value;
+            if let Value::Object(map) = &mut plain {
+                for f in &fields {
+                    match map.get(f) {
+                        Some(Value::Null) => {
+                            map.remove(f);
+                        }
+                        Some(_) => {}
+                        None => {
+                            let Some(old) = stored.as_ref().and_then(|s| s.get(f)) else {
+                                continue;
+                            };
+                            // Opened to be validated with the rest (a required secret is
+                            // still there); stored again as it was.
+                            let opened = if is_sealed(old) {
+                                kept.insert(f.clone(), old.clone());
+                                secrets.open(&resolved.name, f, old).map_err(|source| {
+                                    InstallError::Secret {
+                                        setting: resolved.name.clone(),
+                                        field: f.clone(),
+                                        source,
+                                    }
+                                })?
+                            } else {
+                                // Stored before the field was secret: sealed now.
+                                old.clone()
+                            };
+                            map.insert(f.clone(), opened);
+                        }
+                    }
+                }
+            }
+            if let Err(errors) = schema.validate(&plain) {
+                let hidden = secret_texts(&plain, &fields);
+                return Err(InstallError::InvalidSetting {
                     setting: resolved.name.clone(),
-                    violations: errors.iter().map(ToString::to_string).collect(),
-                })
+                    violations: errors
+                        .iter()
+                        .map(|e| hide(e.to_string(), &hidden))
+                        .collect(),
+                });
+            }
+            if let Value::Object(map) = &mut plain {
+                for f in &fields {
+                    let Some(v) = map.get_mut(f) else { continue };
+                    *v = match kept.remove(f) {
+                        Some(sealed) => sealed,
+                        None => secrets.seal(&resolved.name, f, v).map_err(|source| {
+                            InstallError::Secret {
+                                setting: resolved.name.clone(),
+                                field: f.clone(),
+                                source,
+                            }
+                        })?,
+                    };
+                }
+            }
+            Ok(plain)
         }
-        SettingTarget::Other => Ok(()),
+        SettingTarget::Other => Ok(value),
     }
+}
+
+/// The texts under which the secret fields' values could appear in a message: the value as
+/// JSON, and a string's text as it is and as escaped in JSON.
+fn secret_texts(value: &Value, fields: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    for f in fields {
+        let Some(v) = value.get(f) else { continue };
+        out.push(v.to_string());
+        if let Value::String(s) = v {
+            out.push(s.clone());
+            let quoted = v.to_string();
+            out.push(quoted[1..quoted.len() - 1].to_owned());
+        }
+    }
+    out.retain(|t| !t.is_empty());
+    // Longest first, so a text inside another is not replaced first.
+    out.sort_by_key(|t| std::cmp::Reverse(t.len()));
+    out
+}
+
+/// `message` with every secret text replaced: a violation of the schema may quote the value.
+fn hide(mut message: String, secrets: &[String]) -> String {
+    for s in secrets {
+        if message.contains(s.as_str()) {
+            message = message.replace(s.as_str(), "\u{2022}\u{2022}\u{2022}");
+        }
+    }
+    message
 }
 
 /// Validates and stores a setting; returns what it was stored as. Running hosts apply it
 /// on their next look at the database (within a second for `serve` and `watch`).
-pub fn set(store: &Store, name: &str, value: Value) -> Result<ResolvedSetting, InstallError> {
+pub fn set(
+    store: &Store,
+    secrets: &Secrets,
+    name: &str,
+    value: Value,
+) -> Result<ResolvedSetting, InstallError> {
     let resolved = resolve(store, name)?;
-    check(store, &resolved, &value)?;
+    let value = check(store, secrets, &resolved, value)?;
     store.settings().set(&resolved.name, value)?;
     Ok(resolved)
 }
 
-/// A setting's value, under the name it is stored as.
+/// A setting's value as stored, under the name it is stored as: its secret fields are
+/// sealed; show it through [`plugboard_store::redact`].
 pub fn get(store: &Store, name: &str) -> Result<(ResolvedSetting, Option<Value>), InstallError> {
     let resolved = resolve(store, name)?;
     let value = store.settings().get(&resolved.name)?;

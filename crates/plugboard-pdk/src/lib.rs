@@ -82,6 +82,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use plugboard_core::{Event, PluginRecord, Reply, Wire, reference};
+/// Re-exported so that a plugin derives its settings' struct without depending on serde
+/// itself: `#[derive(plugboard_pdk::serde::Deserialize)] #[serde(crate = "plugboard_pdk::serde")]`.
+pub use serde;
 pub use serde_json;
 
 /// A sandboxed plugin: implement [`call`](Plugin::call), or
@@ -157,9 +160,40 @@ pub mod log {
     }
 }
 
-/// The plugin's own settings (JSON), if the operator set any.
+/// The plugin's own settings (JSON), if the operator set any. They are read afresh on
+/// each call: an operator's change reaches the plugin on its next call (there is no
+/// separate "settings changed" callback; compare with what you kept if you need one).
+/// Secret fields (write-only in the package's settings schema) are here in the clear:
+/// only the plugin ever sees them.
 pub fn settings() -> Option<String> {
     host::settings()
+}
+
+/// The plugin's settings read into a struct of yours: `Ok(None)` when none are set, an
+/// error naming the field when they do not fit (the host checks them against the
+/// package's `settings.schema.json` before storing, so a struct that matches the schema
+/// always fits).
+///
+/// ```no_run
+/// #[derive(plugboard_pdk::serde::Deserialize)]
+/// #[serde(crate = "plugboard_pdk::serde")]
+/// struct Settings {
+///     url: String,
+///     #[serde(default)]
+///     token: Option<String>,
+/// }
+///
+/// # fn call() -> Result<(), String> {
+/// let Some(s) = plugboard_pdk::settings_as::<Settings>()? else {
+///     return Err("no `url` set: `plugboard settings set webhook '{\"url\": …}'`".into());
+/// };
+/// plugboard_pdk::log::info(&format!("posting to {}", s.url));
+/// # let _ = s.token; Ok(()) }
+/// ```
+pub fn settings_as<T: serde::de::DeserializeOwned>() -> Result<Option<T>, String> {
+    settings()
+        .map(|text| serde_json::from_str(&text).map_err(|e| format!("settings: {e}")))
+        .transpose()
 }
 
 /// Milliseconds since the Unix epoch, from the host.

@@ -817,10 +817,14 @@ pub(crate) async fn settings(State(state): State<Shared>) -> ApiResult<Json<Vec<
         let list = state.store.settings().list()?;
         Ok(Json(
             list.into_iter()
-                .map(|(name, configs, at)| SettingView {
-                    name,
-                    configs,
-                    updated_at: rfc3339(at),
+                .map(|(name, configs, at)| {
+                    let (configs, secrets) = plugboard_store::redact_secrets(&configs);
+                    SettingView {
+                        name,
+                        configs,
+                        secrets,
+                        updated_at: rfc3339(at),
+                    }
                 })
                 .collect(),
         ))
@@ -853,7 +857,7 @@ mod stored {
     pub(super) fn set(state: &Shared, name: &str, value: Value) -> ApiResult<String> {
         #[cfg(feature = "packages")]
         {
-            let r = plugboard_installer::settings::set(&state.store, name, value)?;
+            let r = plugboard_installer::settings::set(&state.store, &state.secrets, name, value)?;
             if let Some(installer) = &state.installer {
                 installer.refresh_settings()?;
             }
@@ -906,11 +910,15 @@ pub(crate) async fn setting(
     Path(name): Path<String>,
 ) -> ApiResult<Json<SettingView>> {
     blocking(move || match stored::get(&state, &name)? {
-        (name, Some(configs)) => Ok(Json(SettingView {
-            name,
-            configs,
-            updated_at: None,
-        })),
+        (name, Some(configs)) => {
+            let (configs, secrets) = plugboard_store::redact_secrets(&configs);
+            Ok(Json(SettingView {
+                name,
+                configs,
+                secrets,
+                updated_at: None,
+            }))
+        }
         (name, None) => Err(ApiError::not_found(format!("no setting named `{name}`"))),
     })
     .await
@@ -931,10 +939,14 @@ pub(crate) async fn put_setting(
     Json(configs): Json<Value>,
 ) -> ApiResult<Json<SettingView>> {
     blocking(move || {
-        let name = stored::set(&state, &name, configs.clone())?;
+        let name = stored::set(&state, &name, configs)?;
+        // Answered as stored (a secret left out was kept), without the secrets.
+        let (_, stored) = stored::get(&state, &name)?;
+        let (configs, secrets) = plugboard_store::redact_secrets(&stored.unwrap_or(Value::Null));
         Ok(Json(SettingView {
             name,
             configs,
+            secrets,
             updated_at: None,
         }))
     })

@@ -187,6 +187,9 @@ pub(crate) struct AppState {
     pub(crate) engine: Engine,
     #[cfg(feature = "packages")]
     pub(crate) installer: Option<Installer>,
+    /// The key of the secret settings: the installer's, else `<home>/secrets.key`.
+    #[cfg(feature = "packages")]
+    pub(crate) secrets: plugboard_installer::secrets::Secrets,
     pub(crate) options: ServerOptions,
     pub(crate) token: auth::Token,
     pub(crate) sessions: auth::Sessions,
@@ -239,6 +242,15 @@ impl Server {
             home,
             options,
         } = config;
+        #[cfg(feature = "packages")]
+        let secrets = installer.as_ref().map_or_else(
+            || {
+                plugboard_installer::secrets::Secrets::new(plugboard_installer::secrets::key_file(
+                    &home,
+                ))
+            },
+            |i| i.secrets().clone(),
+        );
         let (token_hash, first_token) = {
             let store = store.clone();
             tokio::task::spawn_blocking(move || auth::load_or_create(&store, &home))
@@ -285,6 +297,8 @@ impl Server {
             engine,
             #[cfg(feature = "packages")]
             installer,
+            #[cfg(feature = "packages")]
+            secrets,
             options,
             token: auth::Token::new(token_hash),
             log,

@@ -240,8 +240,12 @@ pub(crate) struct SettingView {
     /// Its name, as stored.
     pub(crate) name: String,
     /// Its value: any JSON (a package's settings are checked against its schema, the
-    /// `installer` setting field by field).
+    /// `installer` setting field by field), without its secret fields.
     pub(crate) configs: Value,
+    /// The secret fields that are set (write-only: their values are never returned; a
+    /// `PUT` that leaves one out keeps it, `null` removes it).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) secrets: Vec<String>,
     /// When it last changed (`GET /api/settings` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>, format = DateTime)]

@@ -44,7 +44,7 @@ pub use activity::{
 };
 pub use kv::{Kv, KvEntry, KvQuota, KvUsage, MAX_KEY_CHARS, MAX_LIST, MAX_VALUE_BYTES};
 pub use packages::PackageRow;
-pub use settings::{SettingChange, Settings};
+pub use settings::{SEALED, SettingChange, Settings, is_sealed, redact_secrets};
 pub use watch::Watch;
 
 use crate::db::Db;

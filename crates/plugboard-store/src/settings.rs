@@ -15,6 +15,34 @@ use crate::db::{Db, on_db};
 use crate::records::announce;
 use crate::{Store, StoreError};
 
+/// The member that marks a sealed (encrypted) field of a setting: a package's secret
+/// settings are stored as `{"$sealed": "…"}` (sealed and opened by `plugboard-installer`'s
+/// `secrets` module; the store only needs to recognise them, to keep them out of sight).
+pub const SEALED: &str = "$sealed";
+
+/// Whether `v` is a sealed field.
+pub fn is_sealed(v: &Value) -> bool {
+    matches!(v, Value::Object(m) if m.len() == 1 && m.get(SEALED).is_some_and(Value::is_string))
+}
+
+/// A setting's configs as an operator may see them: without their sealed fields, and the
+/// names of those fields (set, never shown).
+pub fn redact_secrets(configs: &Value) -> (Value, Vec<String>) {
+    let Value::Object(map) = configs else {
+        return (configs.clone(), Vec::new());
+    };
+    let mut secrets = Vec::new();
+    let mut shown = serde_json::Map::new();
+    for (k, v) in map {
+        if is_sealed(v) {
+            secrets.push(k.clone());
+        } else {
+            shown.insert(k.clone(), v.clone());
+        }
+    }
+    (Value::Object(shown), secrets)
+}
+
 /// A change to a setting, as subscribers see it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub enum SettingChange {

@@ -16,7 +16,8 @@ use serde_json::{Value, json};
 
 use crate::{DEADLINE_MS, HostEnv, component, failure};
 
-/// A receiver on loopback that keeps every JSON body posted to it.
+/// A receiver on loopback that keeps every JSON body posted to it (with the request's
+/// `Authorization` header, when it has one, as the body's `authorization`).
 fn receiver() -> (u16, Arc<Mutex<Vec<Value>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -26,6 +27,7 @@ fn receiver() -> (u16, Arc<Mutex<Vec<Value>>>) {
         for mut stream in listener.incoming().flatten() {
             let mut reader = BufReader::new(stream.try_clone().unwrap());
             let mut length = 0;
+            let mut authorization = None;
             let mut line = String::new();
             while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
                 if line.trim().is_empty() {
@@ -34,12 +36,18 @@ fn receiver() -> (u16, Arc<Mutex<Vec<Value>>>) {
                 if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
                     length = v.trim().parse().unwrap_or(0);
                 }
+                if line.to_ascii_lowercase().starts_with("authorization:") {
+                    authorization = Some(line["authorization:".len()..].trim().to_owned());
+                }
                 line.clear();
             }
             let mut body = vec![0; length];
             if reader.read_exact(&mut body).is_ok()
-                && let Ok(v) = serde_json::from_slice(&body)
+                && let Ok(mut v) = serde_json::from_slice::<Value>(&body)
             {
+                if let Some(a) = authorization {
+                    v["authorization"] = Value::String(a);
+                }
                 keep.lock().unwrap().push(v);
             }
             let _ = stream.write_all(
@@ -118,6 +126,7 @@ fn the_webhook_posts_to_its_granted_origin_from_every_host_until_revoked() {
             .unwrap();
         plugboard_installer::settings::set(
             &a.store,
+            a.installer.secrets(),
             "package.webhook",
             json!({ "url": format!("{origin}/hooks/saves") }),
         )
@@ -173,5 +182,139 @@ fn the_webhook_posts_to_its_granted_origin_from_every_host_until_revoked() {
         assert_eq!(c.requests, 1, "{c:?}");
         assert!(c.denied >= 2, "{c:?}");
         assert!(c.bytes_sent > 0, "{c:?}");
+    }
+}
+
+/// Every byte the test wrote under `dir` (the SQLite database with its journal, the
+/// packages, the caches) and, on PostgreSQL, a dump of the whole database.
+fn everything_stored(url: &str, dir: &Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                out.extend(bytes);
+            }
+        }
+    }
+    if url.starts_with("postgres") {
+        let dump = std::process::Command::new("pg_dump")
+            .args(["--data-only", "--dbname", url])
+            .output()
+            .unwrap();
+        assert!(
+            dump.status.success(),
+            "pg_dump: {}",
+            String::from_utf8_lossy(&dump.stderr)
+        );
+        assert!(
+            String::from_utf8_lossy(&dump.stdout).contains("package.webhook"),
+            "the dump holds the settings"
+        );
+        out.extend(dump.stdout);
+    }
+    out
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+#[test]
+fn a_secret_setting_is_sealed_at_rest_reaches_only_the_plugin_and_needs_the_hosts_key() {
+    const SECRET: &str = "s3cr3t-Bearer-7f1c9a";
+    const ROTATED: &str = "r0tated-Bearer-22b4e0";
+    for backend in BOTH {
+        let tmp = tempfile::tempdir().unwrap();
+        let url = fresh_url(backend, tmp.path());
+        let (port, got) = receiver();
+        let origin = format!("http://127.0.0.1:{port}");
+        let a = HostEnv::boot(&url, &tmp.path().join("a"));
+        a.install_granting(
+            &webhook_package(tmp.path()),
+            Grant::Written(format!("settings,log,http={origin}")),
+        )
+        .unwrap();
+        let set = |value: Value| {
+            plugboard_installer::settings::set(&a.store, a.installer.secrets(), "webhook", value)
+                .map(|_| a.installer.refresh_settings().unwrap())
+        };
+        let last_authorization = || {
+            assert_eq!(save_fails(&a), None, "{backend:?}");
+            got.lock().unwrap().last().unwrap()["authorization"].clone()
+        };
+        let hook = format!("{origin}/hook");
+        set(json!({ "url": hook, "token": SECRET })).unwrap();
+
+        // Stored sealed; shown without it; the plugin has it.
+        let stored = a.store.settings().read("package.webhook").unwrap().unwrap();
+        assert!(plugboard_store::is_sealed(&stored["token"]), "{stored}");
+        assert!(!stored.to_string().contains(SECRET));
+        let (shown, secrets) = plugboard_store::redact_secrets(&stored);
+        assert_eq!(shown, json!({ "url": hook }));
+        assert_eq!(secrets, ["token"]);
+        assert_eq!(last_authorization(), format!("Bearer {SECRET}"));
+
+        // Left out: kept. Invalid: refused without quoting it, nothing changed.
+        set(json!({ "url": format!("{hook}/2") })).unwrap();
+        assert_eq!(last_authorization(), format!("Bearer {SECRET}"));
+        let before = a.store.settings().read("package.webhook").unwrap();
+        let e = set(json!({ "url": hook, "token": "tiny7ch" })).unwrap_err();
+        assert!(
+            matches!(&e, InstallError::InvalidSetting { .. })
+                && e.to_string().contains("/token")
+                && !e.to_string().contains("tiny7ch"),
+            "{e}"
+        );
+        assert_eq!(a.store.settings().read("package.webhook").unwrap(), before);
+        // `null` removes it; set again, rotated.
+        set(json!({ "url": hook, "token": null })).unwrap();
+        assert_eq!(last_authorization(), Value::Null);
+        set(json!({ "url": hook, "token": ROTATED })).unwrap();
+        assert_eq!(last_authorization(), format!("Bearer {ROTATED}"));
+
+        // A host with another key cannot open it: its plugin posts without it. A host
+        // given the same key (a copy of the file) opens it.
+        let b = HostEnv::boot(&url, &tmp.path().join("b"));
+        assert_eq!(save_fails(&b), None, "{backend:?}");
+        assert_eq!(
+            got.lock().unwrap().last().unwrap()["authorization"],
+            Value::Null
+        );
+        std::fs::create_dir_all(tmp.path().join("c")).unwrap();
+        std::fs::copy(
+            tmp.path().join("a/secrets.key"),
+            tmp.path().join("c/secrets.key"),
+        )
+        .unwrap();
+        let c = HostEnv::boot(&url, &tmp.path().join("c"));
+        assert_eq!(save_fails(&c), None, "{backend:?}");
+        assert_eq!(
+            got.lock().unwrap().last().unwrap()["authorization"],
+            format!("Bearer {ROTATED}")
+        );
+        assert_ne!(
+            a.installer.secrets().key_id().unwrap(),
+            b.installer.secrets().key_id().unwrap()
+        );
+
+        // Nowhere at rest: not in the database (settings, activity, anything), its
+        // journal, or any file the hosts wrote.
+        for host in [&a, &b, &c] {
+            host.installer.flush_activity(Duration::from_secs(30));
+        }
+        let all = everything_stored(&url, tmp.path());
+        for secret in [SECRET, ROTATED, "tiny7ch"] {
+            assert!(
+                !contains(&all, secret),
+                "{backend:?}: `{secret}` is stored somewhere"
+            );
+        }
+        assert!(contains(&all, "$sealed"), "the search reads the settings");
     }
 }

@@ -60,6 +60,7 @@ fn ip_ban_counts_in_kv_shared_by_two_hosts_and_uninstall_removes_the_data() {
         a.install(&file).unwrap();
         plugboard_installer::settings::set(
             &a.store,
+            a.installer.secrets(),
             "package.ip-ban",
             json!({ "threshold": 3, "window_secs": 3600 }),
         )
