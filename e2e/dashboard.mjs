@@ -73,19 +73,44 @@ try {
   await page.locator('[data-chain="on_content_prepare"] [data-plugin="passthrough"]').waitFor();
   await shot(page, "04-in-chain");
 
-  step("a package's plugin settings: refused with the failing path, then saved");
+  step("a package's settings form, drawn from its schema: refused with the failing path, then saved; the secret is never shown");
+  const secret = "e2e-secret-value-42";
   await page.getByRole("link", { name: "Settings" }).click();
-  await page.locator("#setting-name").fill("passthrough");
-  await page.locator("#setting-configs").fill('{"level": "high"}');
-  await page.getByRole("button", { name: "Save" }).click();
-  await page.locator("#toast .err", { hasText: "/level" }).waitFor();
+  const form = page.locator('form[data-package="passthrough"]');
+  await form.waitFor();
+  await form.getByLabel("level *").or(form.getByLabel("level")).fill("0");
+  await form.getByRole("button", { name: "Save passthrough" }).click();
+  await form.locator(".form-error", { hasText: "/level" }).waitFor();
   await shot(page, "04b-settings-refused");
-  // The page is drawn again after each attempt.
-  await page.locator("#setting-name").fill("passthrough");
-  await page.locator("#setting-configs").fill('{"level": 3}');
-  await page.getByRole("button", { name: "Save" }).click();
+  await form.getByLabel("level").fill("3");
+  await form.getByLabel("mode").selectOption("careful");
+  await form.getByLabel("verbose").check();
+  await form.getByLabel(/api_key/).fill(secret);
+  await form.getByRole("button", { name: "Save passthrough" }).click();
+  await page.locator("#toast", { hasText: "saved the settings of passthrough" }).waitFor();
+  // Drawn again from the server: the values kept, the secret only said to be set.
+  await page.locator('form[data-package="passthrough"] input[type="password"][placeholder^="set"]').waitFor();
   await page.locator("td", { hasText: "package.passthrough" }).waitFor();
+  await page.locator("td .badge", { hasText: "api_key: set (secret)" }).waitFor();
+  if ((await page.locator('form[data-package="passthrough"] select').inputValue()) !== "1") throw new Error("the mode was not kept");
+  if ((await page.content()).includes(secret)) throw new Error("the secret is shown on the page");
+  const shown = await page.evaluate(async () => (await fetch("/api/settings")).text());
+  if (shown.includes(secret)) throw new Error("the API returned the secret");
   await shot(page, "04c-settings-saved");
+
+  step("a package's data: listed, a value shown, an entry deleted");
+  await page.getByRole("link", { name: "Data" }).click();
+  const data = page.locator('section[data-kv="passthrough"]');
+  await data.locator("tr[data-key]", { hasText: "fail:203.0.113.9" }).waitFor();
+  await data.locator('tr[data-key="fail:203.0.113.9"]').getByRole("button", { name: "Show" }).click();
+  await data.locator('tr[data-key="fail:203.0.113.9"] pre.kv-value', { hasText: "3" }).waitFor();
+  page.once("dialog", (d) => d.accept());
+  await data.locator('tr[data-key="fail:198.51.100.4"]').getByRole("button", { name: "Delete" }).click();
+  await page.locator("#toast", { hasText: "deleted fail:198.51.100.4" }).waitFor();
+  await page.locator('section[data-kv="passthrough"] tr[data-key="fail:198.51.100.4"]').waitFor({ state: "detached" });
+  const left = await page.evaluate(async () => (await fetch("/api/kv/passthrough")).json());
+  if (left.entries.length !== 1 || left.entries[0].key !== "fail:203.0.113.9") throw new Error("the delete did not take: " + JSON.stringify(left));
+  await shot(page, "04d-data");
 
   step("stop from the dashboard; another tab sees the chain change live");
   const watcher = await context.newPage();

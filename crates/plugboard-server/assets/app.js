@@ -160,17 +160,39 @@ const views = {
   },
 
   async settings(main) {
-    const list = await api("GET", "/api/settings");
+    const [list, packages] = await Promise.all([
+      api("GET", "/api/settings"),
+      api("GET", "/api/packages").catch(() => []),
+    ]);
+    const forms = (await Promise.all((packages || []).map((p) =>
+      api("GET", `/api/packages/${encodeURIComponent(p.name)}/settings`).then((s) => Object.assign({ package: p.name }, s)).catch(() => null))))
+      .filter((s) => s && s.schema && s.schema.properties);
     main.innerHTML = `<h2>Settings</h2>
+      ${forms.length ? `<h3>Package settings</h3><p class="muted">Checked against each package's settings schema; its plugins read them on their next call. Secret fields are write-only: stored encrypted, never shown again (leave one empty to keep it).</p>
+        <div class="cards">${forms.map(settingsForm).join("")}</div>` : ""}
+      <h3>All settings</h3>
       <table><thead><tr><th>Name</th><th>Configs</th><th></th></tr></thead><tbody>
-      ${list.map((s) => `<tr><td>${esc(s.name)}</td><td><code>${esc(JSON.stringify(s.configs))}</code></td>
+      ${list.map((s) => `<tr><td>${esc(s.name)}</td><td><code>${esc(JSON.stringify(s.configs))}</code>${(s.secrets || []).map((f) => ` ${badge(f + ": set (secret)", "k-encoded")}`).join("")}</td>
         <td><button type="button" data-edit="${esc(s.name)}">Edit</button> <button type="button" data-del="${esc(s.name)}">Delete</button></td></tr>`).join("")}
       </tbody></table>
       <form id="setting" class="card" style="margin-top:14px"><h3>Create or replace</h3>
-        <p class="muted">A package's or plugin's name sets that package's plugin settings (checked against its settings schema; plugins read them on their next call); <code>installer</code> sets the install rules; any other name is a setting of the host's own.</p>
+        <p class="muted">A package's or plugin's name sets that package's plugin settings (checked against its settings schema; plugins read them on their next call); <code>installer</code> sets the install rules; any other name is a setting of the host's own. Secret fields left out keep their value.</p>
         <div class="row"><label>Name<input type="text" id="setting-name" required minlength="2" maxlength="200"></label></div>
         <label style="display:block">Configs (JSON)<textarea id="setting-configs">{}</textarea></label>
         <button class="primary" type="submit">Save</button></form>`;
+    main.querySelectorAll("form[data-package]").forEach((f) => f.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const s = forms.find((x) => x.package === f.dataset.package);
+      const out = f.querySelector(".form-error");
+      out.textContent = "";
+      let value;
+      try { value = readSettingsForm(f, s); } catch (e) { out.textContent = e.message; return; }
+      try {
+        await api("PUT", "/api/settings/" + encodeURIComponent(s.setting), value);
+        toast(`saved the settings of ${s.package}`);
+        refresh();
+      } catch (e) { out.textContent = e.message; toast(e.message, true); }
+    }));
     main.querySelectorAll("[data-edit]").forEach((b) => b.addEventListener("click", () => {
       const s = list.find((x) => x.name === b.dataset.edit);
       $("#setting-name").value = s.name;
@@ -188,6 +210,55 @@ const views = {
       try { await api("PUT", "/api/settings/" + encodeURIComponent($("#setting-name").value), configs); toast("saved"); } catch (e) { toast(e.message, true); }
       refresh();
     });
+  },
+
+  // Each package's key-value data (the `kv` capability): what it holds, each entry's
+  // value on demand, and erasing one entry or all of them.
+  async data(main) {
+    const packages = await api("GET", "/api/packages");
+    const prefix = decodeURIComponent((location.hash.split("?prefix=")[1] || ""));
+    const pages = await Promise.all(packages.map((p) =>
+      api("GET", `/api/kv/${encodeURIComponent(p.name)}?limit=200${prefix ? "&prefix=" + encodeURIComponent(prefix) : ""}`).catch(() => null)));
+    const held = pages.filter((pg) => pg && (pg.usage.keys > 0 || pg.entries.length));
+    const when = (ms) => ms ? new Date(ms).toLocaleString() : "never";
+    main.innerHTML = `<h2>Data</h2>
+      <p class="muted">What packages keep with the <code>kv</code> capability, in this host's database (shared by every host on it). Uninstalling a package erases its data unless kept.</p>
+      <form id="kv-filter" class="row"><label>Keys starting with<input type="search" id="kv-prefix" value="${esc(prefix)}"></label><button type="submit">Filter</button></form>
+      ${held.map((pg) => `<section class="card" data-kv="${esc(pg.package)}"><h3>${esc(pg.package)} <span class="muted">${pg.usage.keys} keys, ${pg.usage.bytes} bytes</span>
+        <button type="button" data-kv-clear="${esc(pg.package)}">Erase all</button></h3>
+        <table><thead><tr><th>Key</th><th>Size</th><th>Expires</th><th>Written</th><th></th></tr></thead><tbody>
+        ${pg.entries.map((e) => `<tr data-key="${esc(e.key)}"><td><code>${esc(e.key)}</code><pre class="kv-value" hidden></pre></td><td>${e.size}</td><td>${esc(when(e.expires_at_ms))}</td>
+          <td>${esc(new Date(e.updated_at).toLocaleString())}</td>
+          <td class="actions"><button type="button" data-kv-show>Show</button> <button type="button" data-kv-del>Delete</button></td></tr>`).join("") || '<tr><td colspan="5">No entries match.</td></tr>'}
+        </tbody></table></section>`).join("") || "<p>No package holds any data.</p>"}`;
+    $("#kv-filter").addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      const v = $("#kv-prefix").value;
+      location.hash = "#/data" + (v ? "?prefix=" + encodeURIComponent(v) : "");
+    });
+    const path = (pkg, key) => `/api/kv/${encodeURIComponent(pkg)}/${encodeURIComponent(key)}`;
+    main.querySelectorAll("[data-kv] tr[data-key]").forEach((row) => {
+      const pkg = row.closest("[data-kv]").dataset.kv;
+      const key = row.dataset.key;
+      row.querySelector("[data-kv-show]").addEventListener("click", async () => {
+        const pre = row.querySelector(".kv-value");
+        try {
+          const v = await api("GET", path(pkg, key));
+          pre.textContent = v.text !== undefined && v.text !== null ? v.text : "hex: " + v.hex;
+          pre.hidden = false;
+        } catch (e) { toast(e.message, true); }
+      });
+      row.querySelector("[data-kv-del]").addEventListener("click", async () => {
+        if (!confirm(`Delete ${key} from ${pkg}'s data?`)) return;
+        try { await api("DELETE", path(pkg, key)); toast(`deleted ${key}`); } catch (e) { toast(e.message, true); }
+        render();
+      });
+    });
+    main.querySelectorAll("[data-kv-clear]").forEach((b) => b.addEventListener("click", async () => {
+      if (!confirm(`Erase all of ${b.dataset.kvClear}'s data?`)) return;
+      try { const r = await api("DELETE", `/api/kv/${encodeURIComponent(b.dataset.kvClear)}`); toast(`erased ${r.cleared} entries`); } catch (e) { toast(e.message, true); }
+      render();
+    }));
   },
 
   async try(main) {
@@ -382,6 +453,71 @@ function sample(event) {
     on_content_prepare: { data: { title: "Hello" }, extra: {} },
   };
   return samples[event] || { data: {}, extra: {} };
+}
+
+// ---- package settings forms, drawn from a package's settings.schema.json ----
+
+const schemaType = (p) => (Array.isArray(p.type) ? p.type.find((t) => t !== "null") : p.type) || (p.enum ? "enum" : "json");
+
+// One form field per top-level property: select for an enum, checkbox for a boolean,
+// number for numbers, password for a secret (write-only), text for strings, JSON otherwise.
+function settingsForm(s) {
+  const props = s.schema.properties || {};
+  const required = new Set(s.schema.required || []);
+  const values = s.configs || {};
+  const fields = Object.entries(props).map(([name, p]) => {
+    const id = `set-${s.package}-${name}`.replace(/[^A-Za-z0-9_-]/g, "_");
+    const secret = (s.secret_fields || []).includes(name);
+    const help = p.description ? `<span class="muted">${esc(p.description)}</span>` : "";
+    const label = `${esc(p.title || name)}${required.has(name) ? " *" : ""}`;
+    const v = values[name];
+    const type = schemaType(p);
+    let input;
+    if (secret) {
+      const isSet = (s.secrets || []).includes(name);
+      input = `<input type="password" id="${id}" data-field="${esc(name)}" data-kind="secret" autocomplete="new-password" placeholder="${isSet ? "set: leave empty to keep" : "not set"}">`
+        + (isSet ? `<label class="inline"><input type="checkbox" data-remove="${esc(name)}"> remove</label>` : "");
+    } else if (p.enum) {
+      input = `<select id="${id}" data-field="${esc(name)}" data-kind="enum">${required.has(name) ? "" : '<option value="">(unset)</option>'}${p.enum.map((o, i) =>
+        `<option value="${i}" ${JSON.stringify(o) === JSON.stringify(v) ? "selected" : ""}>${esc(typeof o === "string" ? o : JSON.stringify(o))}</option>`).join("")}</select>`;
+    } else if (type === "boolean") {
+      input = `<input type="checkbox" id="${id}" data-field="${esc(name)}" data-kind="boolean" ${v === true || (v === undefined && p.default === true) ? "checked" : ""}>`;
+    } else if (type === "integer" || type === "number") {
+      input = `<input type="number" id="${id}" data-field="${esc(name)}" data-kind="${type}" ${type === "integer" ? 'step="1"' : 'step="any"'} ${p.minimum !== undefined ? `min="${esc(p.minimum)}"` : ""} ${p.maximum !== undefined ? `max="${esc(p.maximum)}"` : ""} value="${esc(v ?? "")}" placeholder="${esc(p.default ?? "")}">`;
+    } else if (type === "string") {
+      input = `<input type="text" id="${id}" data-field="${esc(name)}" data-kind="string" value="${esc(v ?? "")}" placeholder="${esc(p.default ?? "")}">`;
+    } else {
+      input = `<textarea id="${id}" data-field="${esc(name)}" data-kind="json" placeholder="JSON">${v === undefined ? "" : esc(JSON.stringify(v, null, 2))}</textarea>`;
+    }
+    return `<div class="field"><label for="${id}">${label}${secret ? " " + badge("secret", "k-encoded") : ""}</label>${input}${help}</div>`;
+  }).join("");
+  return `<form class="card settings-form" novalidate data-package="${esc(s.package)}"><h4>${esc(s.package)}</h4>${fields}
+    <p class="form-error outcome-failed" role="alert"></p><button class="primary" type="submit">Save ${esc(s.package)}</button></form>`;
+}
+
+// The value a form describes: empty optional fields are left out, a secret left empty is
+// left out (the server keeps it), a secret marked "remove" is sent as null.
+function readSettingsForm(form, s) {
+  const props = s.schema.properties || {};
+  const out = {};
+  form.querySelectorAll("[data-field]").forEach((el) => {
+    const name = el.dataset.field;
+    const kind = el.dataset.kind;
+    if (kind === "boolean") { out[name] = el.checked; return; }
+    if (kind === "secret") {
+      const remove = form.querySelector(`[data-remove="${CSS.escape(name)}"]`);
+      if (remove && remove.checked) out[name] = null;
+      else if (el.value !== "") out[name] = el.value;
+      return;
+    }
+    if (el.value === "") return;
+    if (kind === "enum") out[name] = props[name].enum[Number(el.value)];
+    else if (kind === "integer" || kind === "number") out[name] = Number(el.value);
+    else if (kind === "json") {
+      try { out[name] = JSON.parse(el.value); } catch (e) { throw new Error(`${name}: not JSON (${e.message})`); }
+    } else out[name] = el.value;
+  });
+  return out;
 }
 
 // ---- routing and live updates ----

@@ -249,6 +249,8 @@ impl From<InstallError> for ApiError {
                 (StatusCode::CONFLICT, "invalid_state")
             }
             InstallError::InvalidSetting { .. } => (StatusCode::BAD_REQUEST, "invalid_setting"),
+            // A stored secret this host cannot open (another host's key): give it again.
+            InstallError::Secret { .. } => (StatusCode::CONFLICT, "secret_unavailable"),
             InstallError::Package(_)
             | InstallError::Fetch(_)
             | InstallError::Component { .. }

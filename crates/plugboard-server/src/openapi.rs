@@ -42,6 +42,7 @@ struct ApiDoc;
         packages::grants,
         packages::package_grants,
         packages::change_grants,
+        packages::package_settings,
     ),
     components(schemas(packages::UrlInstall, packages::GrantChange))
 )]

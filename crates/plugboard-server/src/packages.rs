@@ -42,6 +42,56 @@ pub(crate) fn routes(state: &Shared) -> axum::Router<Shared> {
             "/api/packages/{name}/grants",
             get(package_grants).post(change_grants),
         )
+        .route("/api/packages/{name}/settings", get(package_settings))
+}
+
+/// A package's settings with the schema that checks them: what the dashboard's form is
+/// drawn from.
+#[derive(serde::Serialize, ToSchema)]
+pub(crate) struct PackageSettings {
+    /// The setting they are stored as (`package.NAME`): `PUT /api/settings/{setting}`
+    /// changes them.
+    setting: String,
+    /// The package's `settings.schema.json` (null: it ships none, any JSON is taken).
+    schema: Option<serde_json::Value>,
+    /// The values, without the secret fields (null: none set).
+    configs: Option<serde_json::Value>,
+    /// The fields the schema marks secret (write-only).
+    secret_fields: Vec<String>,
+    /// The secret fields that are set (their values are never returned).
+    secrets: Vec<String>,
+}
+
+/// `GET /api/packages/{name}/settings`: the package's settings schema and values (secret
+/// fields only named).
+#[utoipa::path(get, path = "/api/packages/{name}/settings", tag = "packages",
+    params(("name" = String, Path, description = "The package")),
+    responses((status = 200, body = PackageSettings), (status = 404, body = ErrorBody)))]
+pub(crate) async fn package_settings(
+    State(state): State<Shared>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<PackageSettings>> {
+    blocking(move || {
+        installer(&state)?;
+        let schema = plugboard_installer::settings::package_schema(&state.store, &name)?;
+        let setting = plugboard_installer::settings::package_setting(&name);
+        let stored = state.store.settings().get(&setting)?;
+        let (configs, secrets) = match stored.as_ref().map(plugboard_store::redact_secrets) {
+            Some((c, s)) => (Some(c), s),
+            None => (None, Vec::new()),
+        };
+        Ok(Json(PackageSettings {
+            setting,
+            secret_fields: schema
+                .as_ref()
+                .map(|s| s.secret_fields())
+                .unwrap_or_default(),
+            schema: schema.map(|s| s.schema().clone()),
+            configs,
+            secrets,
+        }))
+    })
+    .await
 }
 
 /// `GET /api/grants`: every installed package's capabilities, asked and granted.

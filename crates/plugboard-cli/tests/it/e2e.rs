@@ -58,8 +58,12 @@ priority = 50
 "#,
         crate::DEADLINE
     );
-    let schema =
-        r#"{"type": "object", "properties": {"level": {"type": "integer", "minimum": 1}}}"#;
+    let schema = r#"{"type": "object", "properties": {
+        "level": {"type": "integer", "minimum": 1, "description": "How much to pass."},
+        "mode": {"enum": ["fast", "careful"]},
+        "verbose": {"type": "boolean"},
+        "api_key": {"type": "string", "minLength": 8, "writeOnly": true}
+    }}"#;
     let component = std::fs::read(built.join("plugin_hostile.wasm")).unwrap();
     let bytes = plugboard_testkit::pack_with_schema(&manifest, &component, Some(schema)).unwrap();
     let file = dir.join("passthrough-1.0.0.pbpkg");
@@ -80,6 +84,25 @@ fn the_dashboard_in_headless_chromium() {
     let home = tmp.path().join("home");
     let package = passthrough_package(tmp.path());
     let server = serve(&home);
+    // Data a package keeps with `kv`, as its plugin would write it (the Data page shows it,
+    // and erases one entry).
+    {
+        let store = plugboard_store::Store::open(&format!(
+            "sqlite://{}",
+            home.join("plugboard.db").display()
+        ))
+        .unwrap();
+        let kv = store.kv("passthrough").unwrap();
+        for (key, value) in [("fail:203.0.113.9", "3"), ("fail:198.51.100.4", "1")] {
+            kv.set(
+                key,
+                value.as_bytes(),
+                None,
+                plugboard_store::KvQuota::DEFAULT,
+            )
+            .unwrap();
+        }
+    }
     let shots = root().join("target/e2e-screenshots");
     std::fs::create_dir_all(&shots).unwrap();
     let mut node = Command::new("node")
@@ -142,4 +165,28 @@ fn the_dashboard_in_headless_chromium() {
     ] {
         assert!(shots.join(format!("{shot}.png")).exists(), "{shot}.png");
     }
+    // The secret typed into the settings form is stored sealed: no file of the host's
+    // (the database and its journal included) holds it.
+    drop(server);
+    let mut stack = vec![home.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let bytes = std::fs::read(&path).unwrap();
+                assert!(
+                    !bytes
+                        .windows(E2E_SECRET.len())
+                        .any(|w| w == E2E_SECRET.as_bytes()),
+                    "the secret is in {}",
+                    path.display()
+                );
+            }
+        }
+    }
 }
+
+/// The secret `e2e/dashboard.mjs` types into the settings form.
+const E2E_SECRET: &str = "e2e-secret-value-42";
