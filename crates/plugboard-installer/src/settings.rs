@@ -247,7 +247,7 @@ pub fn set(
 }
 
 /// A setting's value as stored, under the name it is stored as: its secret fields are
-/// sealed; show it through [`plugboard_store::redact`].
+/// sealed; show it through [`plugboard_store::redact_secrets`].
 pub fn get(store: &Store, name: &str) -> Result<(ResolvedSetting, Option<Value>), InstallError> {
     let resolved = resolve(store, name)?;
     let value = store.settings().get(&resolved.name)?;

@@ -9,6 +9,7 @@ mod install;
 mod kv;
 mod operator;
 mod package;
+mod secrets;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
@@ -71,10 +72,19 @@ impl Drop for Serve {
 }
 
 pub fn serve(home: &Path) -> Serve {
-    let mut child = plugboard_in(home)
+    serve_with(plugboard_in(home).stderr(Stdio::null()))
+}
+
+/// `plugboard serve` with everything it logs (`RUST_LOG=debug`) written to `log`.
+pub fn serve_logging(home: &Path, log: &Path) -> Serve {
+    let file = std::fs::File::create(log).unwrap();
+    serve_with(plugboard_in(home).env("RUST_LOG", "debug").stderr(file))
+}
+
+fn serve_with(command: &mut Command) -> Serve {
+    let mut child = command
         .args(["serve", "--addr", "127.0.0.1:0"])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
