@@ -1,7 +1,9 @@
-// The dashboard in real headless Chromium: log in, install a package by upload and see it
-// in its event's chain, stop a plugin and see the chain change live (from the dashboard and
-// from the CLI), fire the demo sign-up failure and see the audit plugin's effect in the
-// activity page. Screenshots go to the directory given.
+// The dashboard in real headless Chromium: log in, install a package by upload (with the
+// consent step) and see it in its event's chain, fill a package's settings form, see and
+// erase a package's data, stop a plugin and see the chain change live (from the dashboard
+// and from the CLI), fire the demo sign-up failure and see the audit plugin's effect in the
+// activity page and the webhook's post on the demo receiver, revoke a capability and see
+// it take effect. Screenshots go to the directory given.
 //
 // usage: node dashboard.mjs BASE_URL TOKEN SHOTS_DIR PACKAGE_FILE
 // Protocol with the Rust test driving it: prints `WAIT <what>` and waits for a line on
@@ -161,6 +163,16 @@ try {
     await page.waitForTimeout(500);
   }
   await shot(page, "08-activity");
+
+  step("the webhook example posted the failed sign-up to the demo receiver");
+  const hooksUntil = Date.now() + 120000;
+  for (;;) {
+    await demo.goto(`${base}/demo/hooks`);
+    if (await demo.locator("#hooks li", { hasText: "validation_failed" }).count() > 0) break;
+    if (Date.now() > hooksUntil) throw new Error("the webhook's post never arrived");
+    await demo.waitForTimeout(500);
+  }
+  await shot(demo, "08b-webhook-received");
 
   step("try an event shows the per-plugin trace");
   await page.goto(`${base}/#/try/on_user_after_save_failure`);

@@ -7,8 +7,9 @@
 //!   without the wasm target and a `PATH` without Chromium or componentize-py, timed.
 //! - `cargo xtask build-plugins`: builds the example and test plugins in `plugins/` as
 //!   WebAssembly components (`wasm32-wasip2`) into `target/wasm-plugins/`.
-//! - `cargo xtask package-examples`: builds the example plugins and packs each with its
-//!   `plugboard.toml` into `examples/packages/` (committed: `plugboard serve` installs them).
+//! - `cargo xtask package-examples [NAME…]`: builds the example plugins and packs each (or
+//!   those named) with its `plugboard.toml` and settings schema into `examples/packages/`
+//!   (committed: `plugboard serve` installs them).
 //! - `cargo xtask serve-bench`: load on `plugboard serve`'s call endpoint with `wrk` (run
 //!   `cargo build --release -p plugboard-cli` first): throughput and p50/p99 latency of
 //!   calling `on_user_after_save_failure` (native + wasm chain), beside `GET /health`.
@@ -36,12 +37,12 @@ fn main() -> Result<()> {
         "fresh-machine" => setup::fresh_machine(&root()),
         "bench-report" => bench_report(),
         "build-plugins" => build_plugins(),
-        "package-examples" => package_examples(),
+        "package-examples" => package_examples(&args[1..]),
         "serve-bench" => serve_bench(),
         "fuzz" => fuzz::fuzz(&root(), &args[1..]),
         "schemathesis" => schemathesis::schemathesis(&root(), &args[1..]),
         _ => bail!(
-            "usage: cargo xtask test [ARGS…] | fresh-machine | bench-report | build-plugins | package-examples | serve-bench | schemathesis [--seconds N] | fuzz [--seconds N] [--release] [--merge] [TARGET…]"
+            "usage: cargo xtask test [ARGS…] | fresh-machine | bench-report | build-plugins | package-examples [NAME…] | serve-bench | schemathesis [--seconds N] | fuzz [--seconds N] [--release] [--merge] [TARGET…]"
         ),
     }
 }
@@ -63,23 +64,40 @@ fn build_plugins() -> Result<()> {
     Ok(())
 }
 
-/// The example plugins that ship as packages (their directory in `plugins/`).
-const EXAMPLES: &[&str] = &["audit", "validator", "dependent"];
+/// The example plugins that ship as packages (their directory in `plugins/`). The first
+/// three are contract 0.2.0 builds, kept as released (the tests run them beside 0.3.0
+/// plugins): repack them only on purpose, by name.
+const EXAMPLES: &[&str] = &["audit", "validator", "dependent", "webhook", "ip-ban"];
 
-/// Packs each example plugin with its manifest into `examples/packages/NAME-VERSION.pbpkg`.
-fn package_examples() -> Result<()> {
+/// Packs the named example plugins (all of them when none is named) with their manifest
+/// and settings schema into `examples/packages/NAME-VERSION.pbpkg`.
+fn package_examples(names: &[String]) -> Result<()> {
     let root = root();
+    for n in names {
+        if !EXAMPLES.contains(&n.as_str()) {
+            bail!(
+                "`{n}` is not an example (examples: {})",
+                EXAMPLES.join(", ")
+            );
+        }
+    }
     let built = plugboard_testkit::build_plugins(&root).map_err(anyhow::Error::msg)?;
     let out = root.join("examples/packages");
     std::fs::create_dir_all(&out)?;
-    for example in EXAMPLES {
+    for example in EXAMPLES
+        .iter()
+        .filter(|e| names.is_empty() || names.iter().any(|n| n == *e))
+    {
         let dir = tempdir(example)?;
-        let manifest =
-            std::fs::read_to_string(root.join("plugins").join(example).join("plugboard.toml"))?;
+        let src = root.join("plugins").join(example);
+        let manifest = std::fs::read_to_string(src.join("plugboard.toml"))?;
         let parsed = plugboard_package::Manifest::parse(&manifest)?;
         std::fs::write(dir.join("plugboard.toml"), &manifest)?;
+        if let Some(schema) = &parsed.package.settings_schema {
+            std::fs::copy(src.join(schema), dir.join(schema))?;
+        }
         std::fs::copy(
-            built.join(format!("plugin_{example}.wasm")),
+            built.join(format!("plugin_{}.wasm", example.replace('-', "_"))),
             dir.join("plugin.wasm"),
         )?;
         let (bytes, sha) = plugboard_package::pack(&dir, None)?;

@@ -12,7 +12,8 @@ use plugboard_server::{Server, ServerConfig, ServerOptions};
 use plugboard_store::Store;
 
 /// The example packages, built by `cargo xtask package-examples` and shipped inside the
-/// binary so that the first run needs nothing else.
+/// binary so that the first run needs nothing else. The first three are contract 0.2.0
+/// builds, kept as released; `webhook` and `ip-ban` use contract 0.3.0's capabilities.
 const EXAMPLES: &[(&str, &[u8])] = &[
     (
         "wasm-audit-1.0.0.pbpkg",
@@ -26,13 +27,24 @@ const EXAMPLES: &[(&str, &[u8])] = &[
         "audit-follower-1.0.0.pbpkg",
         include_bytes!("../../../examples/packages/audit-follower-1.0.0.pbpkg"),
     ),
+    (
+        "ip-ban-1.0.0.pbpkg",
+        include_bytes!("../../../examples/packages/ip-ban-1.0.0.pbpkg"),
+    ),
+    (
+        WEBHOOK,
+        include_bytes!("../../../examples/packages/webhook-1.0.0.pbpkg"),
+    ),
 ];
 
-/// Remembers that the examples were offered once, so that an operator who uninstalls them
-/// does not see them come back at the next start.
+/// The webhook example: installed once the server has its address, since the origin it is
+/// granted and posts to is the demo receiver's on this server.
+const WEBHOOK: &str = "webhook-1.0.0.pbpkg";
+
+/// The setting that lists the examples offered (each is installed once per database: one
+/// an operator uninstalled stays uninstalled; listing a file there skips it).
 const EXAMPLES_SETTING: &str = "serve.examples";
 
-/// Runs the server until Ctrl-C or SIGTERM.
 pub(crate) fn serve(
     database: Option<String>,
     addr: SocketAddr,
@@ -58,7 +70,7 @@ pub(crate) fn serve(
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
-        let config = ServerConfig::new(store, engine, home).installer(installer).options(ServerOptions {
+        let config = ServerConfig::new(store.clone(), engine, home).installer(installer.clone()).options(ServerOptions {
             addr,
             demo: true,
             ..ServerOptions::default()
@@ -72,6 +84,13 @@ pub(crate) fn serve(
                 "admin token (shown once; only its hash is kept): {token}\n  `plugboard token rotate` makes a new one"
             )?;
         }
+        let origin = loopback_origin(server.local_addr());
+        let lines = tokio::task::spawn_blocking(move || demo_webhook(&store, &installer, &origin))
+            .await
+            .context("installing the webhook example")??;
+        for line in lines {
+            writeln!(out, "{line}")?;
+        }
         writeln!(out, "dashboard: {base}/   demo host: {base}/demo   API: {base}/api/openapi.json")?;
         out.flush()?;
         server.run_until_signal().await?;
@@ -79,58 +98,165 @@ pub(crate) fn serve(
     })
 }
 
-/// Installs the example packages on the first start (once per database).
-fn install_examples(store: &Store, installer: &Installer, out: &mut impl Write) -> Result<()> {
-    if store.settings().get(EXAMPLES_SETTING)?.is_some() {
-        return Ok(());
-    }
-    let installed: Vec<String> = installer
-        .packages()
-        .map_err(|e| anyhow!("{e}"))?
-        .into_iter()
-        .map(|p| p.name)
-        .collect();
-    let mut offered = Vec::new();
-    for (file, bytes) in EXAMPLES {
-        let done = installer.install_bytes(
-            bytes.to_vec(),
-            "registry",
-            &format!("plugboard examples: {file}"),
-            // The examples are the project's own: what they ask for is granted, and shown.
-            &InstallOptions {
-                grant: Grant::Asked,
-                ..InstallOptions::default()
-            },
-        );
-        match done {
-            Ok(d) => {
-                let granted = plugboard_installer::package_grants(store, &d.name)
-                    .map(|g| g.granted)
-                    .unwrap_or_default();
-                writeln!(
-                    out,
-                    "installed example package {} {} (granted: {})",
-                    d.name,
-                    d.version,
-                    if granted.is_empty() {
-                        "nothing"
-                    } else {
-                        &granted
-                    }
-                )?
-            }
-            Err(e) if installed.iter().any(|n| file.starts_with(n.as_str())) => {
-                tracing::debug!(file, error = %e, "example already installed");
-            }
-            Err(e) => writeln!(
-                out,
-                "warning: example package {file} was not installed: {e}"
-            )?,
-        }
-        offered.push(*file);
+/// The example files offered so far.
+fn offered(store: &Store) -> Result<Vec<String>> {
+    Ok(store
+        .settings()
+        .get(EXAMPLES_SETTING)?
+        .and_then(|v| serde_json::from_value(v["offered"].clone()).ok())
+        .unwrap_or_default())
+}
+
+fn mark_offered(store: &Store, file: &str) -> Result<()> {
+    let mut list = offered(store)?;
+    if !list.iter().any(|f| f == file) {
+        list.push(file.to_owned());
     }
     store
         .settings()
-        .set(EXAMPLES_SETTING, serde_json::json!({ "offered": offered }))?;
+        .set(EXAMPLES_SETTING, serde_json::json!({ "offered": list }))?;
     Ok(())
+}
+
+/// Installs one example with `grant`; what to print.
+fn install_example(
+    store: &Store,
+    installer: &Installer,
+    file: &str,
+    bytes: &[u8],
+    grant: Grant,
+) -> Result<String> {
+    let installed = installer
+        .packages()
+        .map_err(|e| anyhow!("{e}"))?
+        .into_iter()
+        .any(|p| file.starts_with(&format!("{}-", p.name)));
+    let line = match installer.install_bytes(
+        bytes.to_vec(),
+        "registry",
+        &format!("plugboard examples: {file}"),
+        &InstallOptions {
+            grant,
+            ..InstallOptions::default()
+        },
+    ) {
+        Ok(d) => {
+            let granted = plugboard_installer::package_grants(store, &d.name)
+                .map(|g| g.granted)
+                .unwrap_or_default();
+            format!(
+                "installed example package {} {} (granted: {})",
+                d.name,
+                d.version,
+                if granted.is_empty() {
+                    "nothing"
+                } else {
+                    &granted
+                }
+            )
+        }
+        Err(e) if installed => {
+            tracing::debug!(file, error = %e, "example already installed");
+            String::new()
+        }
+        Err(e) => format!("warning: example package {file} was not installed: {e}"),
+    };
+    mark_offered(store, file)?;
+    Ok(line)
+}
+
+/// Installs the example packages not offered yet (each once per database), but the webhook
+/// (see [`demo_webhook`]).
+fn install_examples(store: &Store, installer: &Installer, out: &mut impl Write) -> Result<()> {
+    let offered = offered(store)?;
+    for (file, bytes) in EXAMPLES {
+        if *file == WEBHOOK || offered.iter().any(|f| f == file) {
+            continue;
+        }
+        // The examples are the project's own: what they ask for is granted, and shown.
+        let line = install_example(store, installer, file, bytes, Grant::Asked)?;
+        if !line.is_empty() {
+            writeln!(out, "{line}")?;
+        }
+    }
+    Ok(())
+}
+
+/// The origin a loopback client reaches this server at.
+fn loopback_origin(addr: SocketAddr) -> String {
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    format!("http://{}", SocketAddr::new(ip, addr.port()))
+}
+
+/// Whether `url` is a demo receiver's on this machine (one this function set up earlier,
+/// maybe on another port), not an address an operator chose.
+fn is_demo_receiver(url: &str) -> bool {
+    url.ends_with("/demo/hooks")
+        && (url.starts_with("http://127.0.0.1:") || url.starts_with("http://[::1]:"))
+}
+
+/// The webhook example, pointed at this server's demo receiver (`/demo/hooks`): installed
+/// on the first start with that origin granted; on later starts on another address, its
+/// URL and grant follow, unless an operator pointed it elsewhere. What to print.
+fn demo_webhook(store: &Store, installer: &Installer, origin: &str) -> Result<Vec<String>> {
+    const SETTING: &str = "package.webhook";
+    let url = format!("{origin}/demo/hooks");
+    let mut lines = Vec::new();
+    if !offered(store)?.iter().any(|f| f == WEBHOOK) {
+        // Stored before the install, so that its first call has them.
+        if store.settings().get(SETTING)?.is_none() {
+            store
+                .settings()
+                .set(SETTING, serde_json::json!({ "url": url }))?;
+        }
+        let bytes = EXAMPLES
+            .iter()
+            .find(|(f, _)| *f == WEBHOOK)
+            .map(|(_, b)| *b)
+            .context("the webhook example")?;
+        let grant = Grant::Written(format!("log,settings,http={origin}"));
+        let line = install_example(store, installer, WEBHOOK, bytes, grant)?;
+        if !line.is_empty() {
+            lines.push(format!("{line}: posts failed sign-ups to {url}"));
+        }
+        return Ok(lines);
+    }
+    let Some(mut settings) = store.settings().get(SETTING)? else {
+        return Ok(lines);
+    };
+    let old = settings["url"].as_str().unwrap_or_default().to_owned();
+    let installed = installer
+        .packages()
+        .map_err(|e| anyhow!("{e}"))?
+        .iter()
+        .any(|p| p.name == "webhook");
+    if !installed || old == url || !is_demo_receiver(&old) {
+        return Ok(lines);
+    }
+    // Only the URL changes (a sealed token stays as it is).
+    settings["url"] = serde_json::Value::String(url.clone());
+    store.settings().set(SETTING, settings)?;
+    let held = plugboard_installer::package_grants(store, "webhook").map_err(|e| anyhow!("{e}"))?;
+    let old_origin = old.trim_end_matches("/demo/hooks");
+    let parse = |text: &str| {
+        plugboard_installer::Capabilities::parse_grant(text, held.granted())
+            .map_err(|e| anyhow!("{e}"))
+    };
+    let remove = if held.granted().to_grant().contains(old_origin) {
+        parse(&format!("http={old_origin}"))?
+    } else {
+        plugboard_installer::Capabilities::default()
+    };
+    installer
+        .change_grants("webhook", &parse(&format!("http={origin}"))?, &remove)
+        .map_err(|e| anyhow!("{e}"))?;
+    installer.refresh_settings().map_err(|e| anyhow!("{e}"))?;
+    lines.push(format!(
+        "the webhook example now posts to {url} (granted {origin}, revoked {old_origin})"
+    ));
+    Ok(lines)
 }

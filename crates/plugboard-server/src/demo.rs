@@ -1,7 +1,9 @@
 //! The demo host (no auth): a sign-up form whose outcome fires the reference events
 //! `on_user_after_save_failure` (validation failed) or `on_user_after_save` (the user was
 //! added) through the engine's typed hooks, so operators can watch plugins act on real
-//! calls. Users live in memory only.
+//! calls; and a webhook receiver (`/demo/hooks`) that lists what was posted to it, such as
+//! the `webhook` example's summaries of failed sign-ups. Users and arrivals live in memory
+//! only, bounded.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -24,15 +26,33 @@ use crate::Shared;
 
 const FORM: &str = include_str!("../assets/demo.html");
 const WELCOME: &str = include_str!("../assets/demo-welcome.html");
+const HOOKS: &str = include_str!("../assets/demo-hooks.html");
 
 /// Sign-ups the demo remembers; past this the oldest is forgotten, so that anyone who
 /// can reach the demo cannot grow the server's memory without bound.
 pub(crate) const DEMO_USERS: usize = 1000;
 
-/// The demo's users (emails taken), the oldest first.
+/// Posts the demo's receiver keeps (the newest); older ones are forgotten.
+pub(crate) const DEMO_HOOKS: usize = 50;
+
+/// The most of a posted body the receiver keeps.
+const HOOK_BODY: usize = 16 * 1024;
+
+/// The demo's users (emails taken), the oldest first, and what its webhook receiver got.
 #[derive(Default)]
 pub(crate) struct Demo {
     emails: Mutex<Users>,
+    hooks: Mutex<VecDeque<Arrival>>,
+}
+
+/// One post to the demo's receiver.
+struct Arrival {
+    at: String,
+    content_type: String,
+    /// Whether it carried `Authorization: Bearer …` (the value is never kept or shown: it
+    /// may be a secret setting of the plugin that sent it).
+    bearer: bool,
+    body: String,
 }
 
 #[derive(Default)]
@@ -65,6 +85,75 @@ pub(crate) fn routes() -> axum::Router<Shared> {
     axum::Router::new()
         .route("/demo", get(form))
         .route("/demo/signup", post(signup))
+        .route(
+            "/demo/hooks",
+            get(hooks)
+                .post(receive)
+                .layer(axum::extract::DefaultBodyLimit::max(HOOK_BODY)),
+        )
+}
+
+/// `POST /demo/hooks`: keeps the post (at most [`DEMO_HOOKS`], the newest) and answers 204.
+async fn receive(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> StatusCode {
+    let text = String::from_utf8_lossy(&body);
+    let body = match serde_json::from_slice::<Value>(&body) {
+        Ok(v) => serde_json::to_string_pretty(&v).unwrap_or_else(|_| text.into_owned()),
+        Err(_) => text.into_owned(),
+    };
+    let arrival = Arrival {
+        at: time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default(),
+        content_type: headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .chars()
+            .take(100)
+            .collect(),
+        bearer: headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("Bearer ")),
+        body,
+    };
+    let mut hooks = state.demo.hooks.lock().unwrap_or_else(|p| p.into_inner());
+    hooks.push_front(arrival);
+    hooks.truncate(DEMO_HOOKS);
+    StatusCode::NO_CONTENT
+}
+
+/// `GET /demo/hooks`: what arrived, the newest first.
+async fn hooks(State(state): State<Shared>) -> Html<String> {
+    let items: String = {
+        let hooks = state.demo.hooks.lock().unwrap_or_else(|p| p.into_inner());
+        hooks
+            .iter()
+            .map(|a| {
+                format!(
+                    "<li class=\"card\"><p><time>{}</time> · <code>{}</code>{}</p><pre>{}</pre></li>",
+                    escape(&a.at),
+                    escape(&a.content_type),
+                    if a.bearer {
+                        " · with a bearer token (not shown)"
+                    } else {
+                        ""
+                    },
+                    escape(&a.body)
+                )
+            })
+            .collect()
+    };
+    let list = if items.is_empty() {
+        "<p id=\"no-hooks\">Nothing has arrived yet. A failed sign-up on <a href=\"/demo\">the demo form</a> makes the <code>webhook</code> example post here.</p>".to_owned()
+    } else {
+        format!("<ol id=\"hooks\" reversed>{items}</ol>")
+    };
+    Html(HOOKS.replace("{{list}}", &list))
 }
 
 /// HTML-escapes text, and `{` too: the pages are filled in by replacing `{{…}}`, so text

@@ -25,6 +25,7 @@ pub(crate) fn login_failure_error(server: &Serve, ip: &str) -> Option<String> {
 fn install_asks_for_consent_and_a_revoke_reaches_the_running_server() {
     let tmp = tempfile::tempdir().unwrap();
     let home = tmp.path().join("home");
+    crate::skip_examples(&home, &["ip-ban"]);
     let server = serve(&home);
     let package = ip_ban_package(&home, tmp.path());
     let file = package.to_str().unwrap();

@@ -55,6 +55,7 @@ fn fail_login(server: &Serve, ip: &str) {
 fn the_operator_lists_reads_and_erases_a_packages_data_and_uninstall_removes_it() {
     let tmp = tempfile::tempdir().unwrap();
     let home = tmp.path().join("home");
+    crate::skip_examples(&home, &["ip-ban"]);
     let server = serve(&home);
     let package = ip_ban_package(&home, tmp.path());
     stdout(&run(

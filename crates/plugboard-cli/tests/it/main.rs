@@ -4,6 +4,7 @@
 mod catalogue;
 mod control;
 mod e2e;
+mod examples;
 mod grants;
 mod install;
 mod kv;
@@ -72,25 +73,50 @@ impl Drop for Serve {
 }
 
 pub fn serve(home: &Path) -> Serve {
-    serve_with(plugboard_in(home).stderr(Stdio::null()))
+    serve_with(home, plugboard_in(home).stderr(Stdio::null()))
 }
 
 /// `plugboard serve` with everything it logs (`RUST_LOG=debug`) written to `log`.
 pub fn serve_logging(home: &Path, log: &Path) -> Serve {
     let file = std::fs::File::create(log).unwrap();
-    serve_with(plugboard_in(home).env("RUST_LOG", "debug").stderr(file))
+    serve_with(
+        home,
+        plugboard_in(home).env("RUST_LOG", "debug").stderr(file),
+    )
 }
 
-fn serve_with(command: &mut Command) -> Serve {
+/// Marks bundled example packages (`ip-ban`, `webhook`) as offered already, so that
+/// `serve` leaves them to the test, which installs its own build under the same name.
+pub fn skip_examples(home: &Path, packages: &[&str]) {
+    let files: Vec<String> = packages
+        .iter()
+        .map(|p| format!("{p}-1.0.0.pbpkg"))
+        .collect();
+    stdout(&run(
+        home,
+        &[
+            "settings",
+            "set",
+            "serve.examples",
+            &serde_json::json!({ "offered": files }).to_string(),
+        ],
+    ));
+}
+
+/// Started again on a database that has a token: a new one is made (`token rotate`), as
+/// an operator who lost it would.
+fn serve_with(home: &Path, command: &mut Command) -> Serve {
     let mut child = command
         .args(["serve", "--addr", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut base, mut token) = (None, None);
+    let (mut base, mut token, mut ready) = (None, None, false);
     let started = Instant::now();
-    while base.is_none() || token.is_none() {
+    // Up to the `dashboard:` line, printed once the examples are installed (the webhook
+    // after the server has its address).
+    while base.is_none() || !ready {
         assert!(started.elapsed() < PATIENCE, "serve did not start");
         let line = lines.next().expect("serve exited").unwrap();
         if let Some(b) = line.strip_prefix("listening on ") {
@@ -99,14 +125,30 @@ fn serve_with(command: &mut Command) -> Serve {
         if let Some((_, t)) = line.split_once("admin token (shown once; only its hash is kept): ") {
             token = Some(t.trim().to_owned());
         }
+        ready |= line.starts_with("dashboard: ");
     }
     // Keep draining its output so that it never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    Serve {
+    let restarted = token.is_none();
+    let token = token.unwrap_or_else(|| {
+        let out = stdout(&run(home, &["token", "rotate"]));
+        out.split_once("kept): ")
+            .and_then(|(_, t)| t.lines().next())
+            .unwrap()
+            .trim()
+            .to_owned()
+    });
+    let server = Serve {
         child,
         base: base.unwrap(),
-        token: token.unwrap(),
+        token,
+    };
+    if restarted {
+        wait_for(PROMPTLY, "the server takes the rotated token", || {
+            http(&server, "GET", "/api/events", None).0 == 200
+        });
     }
+    server
 }
 
 /// One HTTP/1.1 request over loopback with the admin token and a JSON body: the status

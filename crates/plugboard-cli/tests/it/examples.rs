@@ -1,0 +1,101 @@
+//! The bundled examples of contract 0.3.0 in `plugboard serve`: `ip-ban` installed with
+//! what it asks for, and `webhook` granted this server's origin and posting failed sign-ups
+//! to the demo receiver; restarted on another port, the webhook follows.
+
+use crate::{PATIENCE, PROMPTLY, Serve, http, run, serve, stdout, wait_for};
+
+/// Fires a failed save; whether the chain (the webhook's post included) succeeded. On a
+/// loaded machine a post to this very server can overrun the webhook's 1 s deadline: the
+/// tests fire again rather than fail on one slow call.
+fn fire(server: &Serve) -> bool {
+    let body = r#"{"state": {"error": {"code": "validation_failed", "message": "the sign-up form has errors", "fields": {}, "details": null}, "ip": "203.0.113.9", "endpoint": "html", "status": "added", "conn": {"method": "POST", "path": "/demo/signup", "headers": {}, "peer": null}, "modifier_user": "self", "extra": null}}"#;
+    let (status, out) = http(
+        server,
+        "POST",
+        "/api/events/on_user_after_save_failure/call",
+        Some(body),
+    );
+    assert_eq!(status, 200, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    if !v["error"].is_null() {
+        eprintln!("the chain failed: {out}");
+    }
+    v["error"].is_null()
+}
+
+fn origin(server: &Serve) -> String {
+    server.base.clone()
+}
+
+/// What the server's demo receiver page lists.
+fn arrivals(server: &Serve) -> String {
+    let (status, page) = http(server, "GET", "/demo/hooks", None);
+    assert_eq!(status, 200);
+    page
+}
+
+#[test]
+fn serve_installs_the_webhook_granted_its_demo_receiver_and_it_follows_a_new_port() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    let first = serve(&home);
+    wait_for(PATIENCE, "serve installs the webhook", || {
+        let (_, body) = http(
+            &first,
+            "GET",
+            "/api/events/on_user_after_save_failure",
+            None,
+        );
+        body.contains("\"webhook\"")
+    });
+    let grants = stdout(&run(&home, &["grants"]));
+    assert!(
+        grants.contains(&format!("granted   log,settings,http={}", origin(&first)))
+            && grants.contains("granted   log,settings,kv"),
+        "{grants}"
+    );
+    assert!(arrivals(&first).contains("Nothing has arrived yet"));
+    wait_for(PROMPTLY, "the receiver lists the post", || {
+        fire(&first);
+        arrivals(&first).contains("validation_failed")
+    });
+    let settings = stdout(&run(&home, &["settings", "get", "webhook"]));
+    assert!(
+        settings.contains(&format!("{}/demo/hooks", origin(&first))),
+        "{settings}"
+    );
+    let old = origin(&first);
+    drop(first);
+
+    // Another port: the URL and the grant follow; the old origin is revoked.
+    let second = serve(&home);
+    assert_ne!(origin(&second), old);
+    wait_for(PROMPTLY, "the webhook follows the new address", || {
+        stdout(&run(&home, &["grants", "webhook"])).contains(&format!("http={}", origin(&second)))
+    });
+    let grants = stdout(&run(&home, &["grants", "webhook"]));
+    assert!(!grants.contains(&old), "{grants}");
+    wait_for(PROMPTLY, "the new server's receiver gets the post", || {
+        fire(&second);
+        arrivals(&second).contains("validation_failed")
+    });
+
+    // An operator's own URL is left alone on the next start.
+    stdout(&run(
+        &home,
+        &[
+            "settings",
+            "set",
+            "webhook",
+            r#"{"url": "https://hooks.example.com/x"}"#,
+        ],
+    ));
+    drop(second);
+    let third = serve(&home);
+    let settings = stdout(&run(&home, &["settings", "get", "webhook"]));
+    assert!(
+        settings.contains("https://hooks.example.com/x"),
+        "{settings}"
+    );
+    drop(third);
+}
