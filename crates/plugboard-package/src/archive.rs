@@ -387,6 +387,9 @@ pub fn verify(bytes: &[u8], opts: &VerifyOptions) -> Result<VerifiedPackage, Pac
         _ => None,
     };
     let component = files.remove(COMPONENT_FILE).unwrap_or_default();
+    // After the signature: a tampered component is reported as such, not as whatever
+    // its bytes now fail.
+    crate::imports::check_imports(&manifest, &component)?;
     Ok(VerifiedPackage {
         manifest,
         manifest_text,
@@ -453,6 +456,7 @@ pub fn pack(
     let manifest = Manifest::parse(text)?;
     let component = read(COMPONENT_FILE)?.ok_or_else(|| missing(COMPONENT_FILE, ""))?;
     check_component_header(&component)?;
+    crate::imports::check_imports(&manifest, &component)?;
     let readme = read(README)?;
     if manifest.package.readme.is_some() && readme.is_none() {
         return Err(missing(README, "package.readme"));

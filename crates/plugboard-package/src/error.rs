@@ -153,6 +153,19 @@ pub enum PackageError {
         /// What it is instead.
         why: String,
     },
+    /// The component imports an interface governed by a capability its manifest does not
+    /// ask for: it would be denied at its first call, so it is refused now.
+    #[error(
+        "the component imports `{import}`, which needs the `{capability}` capability, but plugboard.toml does not ask for it: add `{fix}` under [capabilities] (or build the component without that import)"
+    )]
+    UndeclaredImport {
+        /// The import, as the component names it.
+        import: String,
+        /// The capability it needs.
+        capability: &'static str,
+        /// What to write in the manifest.
+        fix: &'static str,
+    },
     /// The package's sha256 is not the expected one.
     #[error("sha256 mismatch: expected {expected}, the package has {actual}")]
     ShaMismatch {

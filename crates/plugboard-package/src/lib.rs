@@ -52,6 +52,7 @@ mod archive;
 mod error;
 pub mod fetch;
 mod grants;
+mod imports;
 mod manifest;
 mod policy;
 mod schema;
@@ -64,6 +65,7 @@ pub use archive::{
 };
 pub use error::PackageError;
 pub use grants::{Capability, GrantError, HttpTarget, Scheme};
+pub use imports::{check_imports, component_imports};
 pub use manifest::{
     Capabilities, Hook, Manifest, PackageInfo, PackageLimits, README, SETTINGS_SCHEMA,
     contract_version, contract_versions, invalid_record_name, is_valid_package_name,

@@ -1,6 +1,6 @@
 //! The capabilities' costs, each against a baseline measured in the same run:
 //!
-//! - `http`: a guest's GET to a loopback server (the hostile plugin's `fetch`, through
+//! - `http`: a guest's GET to a loopback server (the fetch plugin's `fetch`, through
 //!   `wasi:http` and the host's checks) against the same request made by the host with the
 //!   same client (hyper's HTTP/1 connection over a fresh TCP connection, as the guest's
 //!   sender opens one per request);
@@ -89,7 +89,7 @@ fn http(c: &mut Criterion) {
     let port = server();
     let engine = Engine::builder().reference_events(false).build();
     engine
-        .declare_dynamic(EventInfo::dynamic("on_hostile_fetch", "bench", "hostile"))
+        .declare_dynamic(EventInfo::dynamic("on_reach_fetch", "bench", "fetch"))
         .unwrap();
     let host = WasmHost::new(HostConfig::default()).unwrap();
     let limits = Limits {
@@ -97,13 +97,13 @@ fn http(c: &mut Criterion) {
         ..Limits::default()
     };
     let plugin = Arc::new(
-        host.load_file("fetcher", &component("hostile"), limits)
+        host.load_file("fetcher", &component("fetch"), limits)
             .unwrap(),
     );
     plugin.set_http(Some(HttpAccess::new(Arc::new(Loopback(port)))));
     engine
         .register_code(
-            "on_hostile_fetch",
+            "on_reach_fetch",
             Registration::new("fetcher"),
             plugin.clone().code(),
         )
@@ -112,7 +112,7 @@ fn http(c: &mut Criterion) {
     let url = json!({ "url": format!("http://127.0.0.1:{port}/") });
     let opts = CallOptions::default();
     let out = engine
-        .call_json("on_hostile_fetch", url.clone(), &opts)
+        .call_json("on_reach_fetch", url.clone(), &opts)
         .unwrap();
     assert_eq!(out["status"], 200, "{out}");
 
@@ -127,7 +127,7 @@ fn http(c: &mut Criterion) {
     g.bench_function("guest", |b| {
         b.iter(|| {
             engine
-                .call_json("on_hostile_fetch", url.clone(), &opts)
+                .call_json("on_reach_fetch", url.clone(), &opts)
                 .unwrap()
         })
     });

@@ -1,6 +1,8 @@
 //! Hostile: misbehaves on purpose, chosen by the event it is called for. The host's tests
 //! use it to show that each kind of misbehaviour is contained. It also refuses to be
-//! stopped, deleted or unregistered, which an operator overrides.
+//! stopped, deleted or unregistered, which an operator overrides. It imports no capability
+//! beyond the `host` interface (so the tests package it with any manifest); reaching out
+//! (HTTP, emits) is `plugins/fetch` and `plugins/ping`.
 
 use plugboard_pdk::serde_json::Value;
 use plugboard_pdk::{Plugin, Reply};
@@ -79,61 +81,6 @@ impl Plugin for Hostile {
                 let until = plugboard_pdk::now_ms() + 300;
                 while plugboard_pdk::now_ms() < until {}
                 Ok(Reply::Continue(state))
-            }
-            "on_hostile_ping" | "on_hostile_pong" => {
-                // Each fires the other with n + 1: a loop the host must stop.
-                let other = if event == "on_hostile_ping" {
-                    "on_hostile_pong"
-                } else {
-                    "on_hostile_ping"
-                };
-                let n = state["n"].as_u64().unwrap_or(0);
-                let sent = plugboard_pdk::emit::emit(
-                    other,
-                    &plugboard_pdk::serde_json::json!({ "n": n + 1 }),
-                );
-                Ok(Reply::Continue(plugboard_pdk::serde_json::json!({
-                    "n": n,
-                    "emitted": sent.is_ok(),
-                    "error": sent.err().map(|e| format!("{e:?}")),
-                })))
-            }
-            "on_hostile_fetch" => {
-                // GET `url`, following up to 3 redirects as an ordinary client would (each
-                // is a new request the host checks); the outcome as state.
-                let mut url = state["url"].as_str().unwrap_or_default().to_owned();
-                let mut hops = 0;
-                let out = loop {
-                    match plugboard_pdk::http::get(&url) {
-                        Ok(r) if (301..=308).contains(&r.status) && hops < 3 => {
-                            let to = r
-                                .headers
-                                .iter()
-                                .find(|(k, _)| k.eq_ignore_ascii_case("location"));
-                            match to {
-                                Some((_, v)) => {
-                                    url = String::from_utf8_lossy(v).into_owned();
-                                    hops += 1;
-                                }
-                                None => {
-                                    break plugboard_pdk::serde_json::json!({ "status": r.status });
-                                }
-                            }
-                        }
-                        Ok(r) => {
-                            break plugboard_pdk::serde_json::json!({
-                                "status": r.status,
-                                "bytes": r.body.len(),
-                                "body": String::from_utf8_lossy(&r.body[..r.body.len().min(200)]),
-                                "hops": hops,
-                            });
-                        }
-                        Err(e) => {
-                            break plugboard_pdk::serde_json::json!({ "error": e.to_string(), "hops": hops });
-                        }
-                    }
-                };
-                Ok(Reply::Continue(out))
             }
             "on_hostile_wasi_random" => {
                 // The standard library's hash seeds come from WASI random: governed by the

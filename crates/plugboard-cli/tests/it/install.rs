@@ -329,13 +329,33 @@ fn refusals_name_the_reason_and_change_nothing() {
     // Not a component: the header is right, the rest is garbage.
     let mut junk = b"\0asm\x0d\0\x01\0".to_vec();
     junk.extend_from_slice(&[0xAB; 300]);
-    let (file, _) = pack_with(home, "junk", &manifest("junk", "1.0.0", ""), &junk, None);
+    // `pack` refuses it; a package another tool wrote is refused at install.
+    let src = home.join("src-junk");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("plugboard.toml"), manifest("junk", "1.0.0", "")).unwrap();
+    std::fs::write(src.join("plugin.wasm"), &junk).unwrap();
+    let err = failure(&run(home, &["pack", src.to_str().unwrap()]));
+    assert!(
+        err.contains("plugin.wasm is not a WebAssembly component: it cannot be read"),
+        "{err}"
+    );
+    let file = home.join("junk-1.0.0.pbpkg");
+    let manifest_text = manifest("junk", "1.0.0", "");
+    std::fs::write(
+        &file,
+        plugboard_package::write_archive([
+            ("plugboard.toml", manifest_text.as_bytes()),
+            ("plugin.wasm", junk.as_slice()),
+        ])
+        .unwrap(),
+    )
+    .unwrap();
     let err = failure(&run(
         home,
         &["install", "--grant", "all", file.to_str().unwrap()],
     ));
     assert!(
-        err.starts_with("error: package `junk`: not a WebAssembly component:"),
+        err.starts_with("error: plugin.wasm is not a WebAssembly component:"),
         "{err}"
     );
     assert_unchanged(home, 0, &[], &[]);

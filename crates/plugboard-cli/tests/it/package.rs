@@ -361,3 +361,100 @@ fn devices_fifos_and_directories_are_refused_at_once() {
         }
     }
 }
+
+/// A component whose imports need a capability its manifest does not ask for would be
+/// denied at its first call: `pack`, `inspect` and `install` refuse it up front, naming the
+/// import and the line to add; nothing is written or installed.
+#[test]
+fn a_component_importing_what_its_manifest_does_not_ask_for_is_refused_up_front() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    for (plugin, component, cut, import, fix) in [
+        (
+            "ip-ban",
+            "ip_ban",
+            "kv = true\n",
+            "plugboard:plugin/kv@0.3.0",
+            "add `kv = true`",
+        ),
+        (
+            "webhook",
+            "webhook",
+            "http = [\"*\"]\n",
+            "wasi:http/outgoing-handler@0.2",
+            "add `http = [",
+        ),
+    ] {
+        let manifest =
+            std::fs::read_to_string(root.join(format!("plugins/{plugin}/plugboard.toml")))
+                .unwrap()
+                .replace("settings_schema = \"settings.schema.json\"\n", "");
+        assert!(manifest.contains(cut), "{plugin}'s manifest asks for it");
+        let without = manifest.replace(cut, "");
+        let wasm = std::fs::read(plugboard_testkit::component_path(component)).unwrap();
+        let imports = plugboard_package::component_imports(&wasm).unwrap();
+        assert!(
+            imports.iter().any(|i| i.starts_with(import)),
+            "{plugin} imports {imports:?}"
+        );
+        let refused = |out: &std::process::Output, what: &str| {
+            assert!(!out.status.success(), "{what} accepted it");
+            let err = stderr(out);
+            assert!(
+                err.contains(&format!("imports `{import}"))
+                    && err.contains(fix)
+                    && err.contains("does not ask for it"),
+                "{what}: {err}"
+            );
+        };
+
+        // pack: refused, no file.
+        let src = tmp.path().join(format!("{plugin}-src"));
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("plugboard.toml"), &without).unwrap();
+        std::fs::write(src.join("plugin.wasm"), &wasm).unwrap();
+        let file = tmp.path().join(format!("{plugin}.pbpkg"));
+        let out = run(
+            &home,
+            &[
+                "pack",
+                src.to_str().unwrap(),
+                "--out",
+                file.to_str().unwrap(),
+            ],
+        );
+        refused(&out, "pack");
+        assert!(!file.exists());
+
+        // Built by another tool, without the check: inspect and install refuse it too.
+        let bytes = plugboard_package::write_archive([
+            ("plugboard.toml", without.as_bytes()),
+            ("plugin.wasm", wasm.as_slice()),
+        ])
+        .unwrap();
+        std::fs::write(&file, bytes).unwrap();
+        refused(&run(&home, &["inspect", file.to_str().unwrap()]), "inspect");
+        refused(
+            &run(
+                &home,
+                &["install", file.to_str().unwrap(), "--grant", "all"],
+            ),
+            "install",
+        );
+        let listed = stdout(&run(&home, &["packages"]));
+        assert!(!listed.contains(plugin), "{listed}");
+
+        // Asking for it, the same component packs.
+        std::fs::write(src.join("plugboard.toml"), &manifest).unwrap();
+        stdout(&run(
+            &home,
+            &[
+                "pack",
+                src.to_str().unwrap(),
+                "--out",
+                file.to_str().unwrap(),
+            ],
+        ));
+    }
+}

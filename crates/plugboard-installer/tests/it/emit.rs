@@ -27,12 +27,12 @@ contract = "0.3"
 deadline_ms = {DEADLINE_MS}
 
 [[hooks]]
-event = "on_hostile_ping"
+event = "on_reach_ping"
 plugin = "pinger"
 priority = 10
 
 [[hooks]]
-event = "on_hostile_pong"
+event = "on_reach_pong"
 plugin = "ponger"
 priority = 10
 "#
@@ -41,9 +41,9 @@ priority = 10
 
 fn env(url: &str, home: &std::path::Path) -> HostEnv {
     let env = HostEnv::boot(url, home);
-    for e in ["on_hostile_ping", "on_hostile_pong"] {
+    for e in ["on_reach_ping", "on_reach_pong"] {
         env.engine
-            .declare_dynamic(EventInfo::dynamic(e, "test", "hostile"))
+            .declare_dynamic(EventInfo::dynamic(e, "test", "ping"))
             .unwrap();
     }
     env
@@ -56,18 +56,14 @@ fn an_emit_loop_is_stopped_at_the_depth_limit_and_counted() {
     let env = env(&url, &tmp.path().join("a"));
     let file = package(
         tmp.path(),
-        &manifest(r#"emit = ["on_hostile_ping", "on_hostile_pong"]"#),
-        &component("hostile"),
+        &manifest(r#"emit = ["on_reach_ping", "on_reach_pong"]"#),
+        &component("ping"),
     );
     env.install_granting(&file, Grant::Asked).unwrap();
 
     let out = env
         .engine
-        .call_json(
-            "on_hostile_ping",
-            json!({ "n": 0 }),
-            &CallOptions::default(),
-        )
+        .call_json("on_reach_ping", json!({ "n": 0 }), &CallOptions::default())
         .unwrap();
     assert_eq!(out, json!({ "n": 0, "emitted": true, "error": null }));
     // The background runs ping, pong, ping… until the limit refuses the next emit.
@@ -96,33 +92,25 @@ fn an_event_not_granted_and_a_package_without_emit_are_refused() {
     // Only ping may be fired: pong emits ping (allowed), ping emits pong (refused).
     let file = package(
         tmp.path(),
-        &manifest(r#"emit = ["on_hostile_ping"]"#),
-        &component("hostile"),
+        &manifest(r#"emit = ["on_reach_ping"]"#),
+        &component("ping"),
     );
     env.install_granting(&file, Grant::Asked).unwrap();
     let out = env
         .engine
-        .call_json(
-            "on_hostile_ping",
-            json!({ "n": 0 }),
-            &CallOptions::default(),
-        )
+        .call_json("on_reach_ping", json!({ "n": 0 }), &CallOptions::default())
         .unwrap();
     assert_eq!(out["emitted"], false);
     assert!(
         out["error"]
             .as_str()
             .unwrap()
-            .contains("not granted `emit` of `on_hostile_pong`"),
+            .contains("not granted `emit` of `on_reach_pong`"),
         "{out}"
     );
     let out = env
         .engine
-        .call_json(
-            "on_hostile_pong",
-            json!({ "n": 0 }),
-            &CallOptions::default(),
-        )
+        .call_json("on_reach_pong", json!({ "n": 0 }), &CallOptions::default())
         .unwrap();
     assert_eq!(out["emitted"], true, "{out}");
 
@@ -132,7 +120,7 @@ fn an_event_not_granted_and_a_package_without_emit_are_refused() {
             &package(
                 tmp.path(),
                 &manifest(r#"emit = ["on_nothing_here"]"#).replace("1.0.0", "1.1.0"),
-                &component("hostile"),
+                &component("ping"),
             ),
             Grant::Asked,
         )
@@ -145,7 +133,7 @@ fn an_event_not_granted_and_a_package_without_emit_are_refused() {
             "pingpong",
             &Default::default(),
             &plugboard_package::Capabilities::parse_grant(
-                "emit=on_hostile_ping",
+                "emit=on_reach_ping",
                 &Default::default(),
             )
             .unwrap(),
@@ -153,11 +141,7 @@ fn an_event_not_granted_and_a_package_without_emit_are_refused() {
         .unwrap();
     let out = env
         .engine
-        .call_json(
-            "on_hostile_pong",
-            json!({ "n": 0 }),
-            &CallOptions::default(),
-        )
+        .call_json("on_reach_pong", json!({ "n": 0 }), &CallOptions::default())
         .unwrap();
     assert_eq!(out["emitted"], false);
     assert!(

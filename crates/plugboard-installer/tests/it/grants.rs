@@ -213,12 +213,12 @@ fn an_upgrade_asking_for_more_needs_the_grant_and_one_asking_for_less_drops_the_
     let g = plugboard_installer::package_grants(&env.store, "ip-ban").unwrap();
     assert_eq!(g.granted, "log,settings,clock,kv");
 
-    // 1.2.0 no longer asks for kv: the grant is dropped, and 1.3.0 asking for it again
+    // 1.2.0 no longer asks for log: the grant is dropped, and 1.3.0 asking for it again
     // needs it granted again.
-    env.install_granting(&v("1.2.0", "settings,log,clock"), Grant::Held)
+    env.install_granting(&v("1.2.0", "kv,settings,clock"), Grant::Held)
         .unwrap();
     let g = plugboard_installer::package_grants(&env.store, "ip-ban").unwrap();
-    assert_eq!(g.granted, "log,settings,clock");
+    assert_eq!(g.granted, "settings,clock,kv");
     let e = env
         .install_granting(&v("1.3.0", "kv,settings,log,clock"), Grant::Held)
         .unwrap_err();

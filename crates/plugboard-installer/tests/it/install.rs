@@ -120,17 +120,17 @@ fn refusals_are_specific_and_write_nothing() {
     // Not a component: the header says component, the rest is garbage.
     let mut fake = b"\0asm\x0d\0\x01\0".to_vec();
     fake.extend_from_slice(&[0xff; 64]);
+    // `pack` refuses it, and so does the install of a package another tool wrote.
+    let e = plugboard_testkit::pack(&manifest("fake", "1.0.0", ""), &fake).unwrap_err();
+    assert!(e.contains("not a WebAssembly component"), "{e}");
     let e = refused(
         &h,
-        &package(tmp.path(), &manifest("fake", "1.0.0", ""), &fake),
+        &crate::raw_package(tmp.path(), &manifest("fake", "1.0.0", ""), &fake),
     );
     assert!(
         matches!(
             &e,
-            InstallError::Component {
-                error: plugboard_wasm::WasmError::NotAComponent(_),
-                ..
-            }
+            InstallError::Package(plugboard_package::PackageError::NotAComponent { .. })
         ),
         "{e}"
     );

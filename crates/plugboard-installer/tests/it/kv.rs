@@ -105,22 +105,38 @@ fn ip_ban_counts_in_kv_shared_by_two_hosts_and_uninstall_removes_the_data() {
 }
 
 #[test]
-fn a_package_that_did_not_ask_for_kv_is_denied_and_the_quota_is_the_operators() {
+fn a_package_that_did_not_ask_for_kv_is_refused_and_the_quota_is_the_operators() {
     let tmp = tempfile::tempdir().unwrap();
     let url = fresh_url(BOTH[0], tmp.path());
     let env = HostEnv::boot_with(&url, &tmp.path().join("a"), |c| {
         c.kv_quota.max_keys = 2;
     });
+    // Its component imports kv and its manifest does not ask for it: refused when packed,
+    // and when installed from a package another tool wrote; nothing is written.
     let without = ip_ban_manifest().replace("kv = true\n", "");
-    let file = package(tmp.path(), &without, &component("ip_ban"));
-    env.install(&file).unwrap();
-    let failure = fail_login(&env, "10.0.0.1").expect("the call fails");
+    let e = plugboard_testkit::pack(&without, &component("ip_ban")).unwrap_err();
+    assert!(e.contains("add `kv = true`"), "{e}");
+    let e = env
+        .install(&crate::raw_package(
+            tmp.path(),
+            &without,
+            &component("ip_ban"),
+        ))
+        .unwrap_err();
     assert!(
-        failure.contains("Denied") && failure.contains("not granted the `kv` capability"),
-        "{failure}"
+        matches!(
+            &e,
+            plugboard_installer::InstallError::Package(
+                plugboard_package::PackageError::UndeclaredImport {
+                    capability: "kv",
+                    ..
+                }
+            )
+        ),
+        "{e}"
     );
+    assert!(env.store.package("ip-ban").unwrap().is_none());
     assert!(env.store.kv_scopes().unwrap().is_empty());
-    env.installer.uninstall("ip-ban", false).unwrap();
 
     // With it: two addresses fit the operator's quota of two keys; a third is refused
     // with the quota named, and nothing is written for it.

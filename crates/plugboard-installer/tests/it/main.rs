@@ -35,6 +35,22 @@ pub fn manifest(name: &str, version: &str, more: &str) -> String {
         + &format!("\n[limits]\ndeadline_ms = {DEADLINE_MS}\n")
 }
 
+/// Writes a package from a manifest and component bytes into `dir` without any of
+/// `pack`'s checks, as another tool (or an attacker) could; returns the file.
+pub fn raw_package(dir: &Path, manifest: &str, component: &[u8]) -> PathBuf {
+    let bytes = plugboard_package::write_archive([
+        ("plugboard.toml", manifest.as_bytes()),
+        ("plugin.wasm", component),
+    ])
+    .unwrap();
+    let out = dir.join(format!(
+        "raw-{}.pbpkg",
+        &plugboard_package::sha256_hex(&bytes)[..12]
+    ));
+    std::fs::write(&out, bytes).unwrap();
+    out
+}
+
 /// Packs a package from a manifest and component bytes into `dir`; returns the file.
 pub fn package(dir: &Path, manifest: &str, component: &[u8]) -> PathBuf {
     let bytes = plugboard_testkit::pack(manifest, component).unwrap();

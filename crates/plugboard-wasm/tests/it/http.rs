@@ -105,7 +105,7 @@ impl Fetcher {
     fn new(deadline: Duration) -> Fetcher {
         let engine = Engine::builder().reference_events(false).build();
         engine
-            .declare_dynamic(EventInfo::dynamic("on_hostile_fetch", "test", "hostile"))
+            .declare_dynamic(EventInfo::dynamic("on_reach_fetch", "test", "fetch"))
             .unwrap();
         let limits = Limits {
             deadline,
@@ -113,12 +113,12 @@ impl Fetcher {
         };
         let plugin = Arc::new(
             host()
-                .load_file("fetcher", &crate::component("hostile"), limits)
+                .load_file("fetcher", &crate::component("fetch"), limits)
                 .unwrap(),
         );
         add(
             &engine,
-            "on_hostile_fetch",
+            "on_reach_fetch",
             plugin.clone(),
             Registration::new("fetcher"),
         );
@@ -143,7 +143,7 @@ impl Fetcher {
     fn fetch(&self, url: &str) -> Value {
         self.engine
             .call_json(
-                "on_hostile_fetch",
+                "on_reach_fetch",
                 json!({ "url": url }),
                 &CallOptions::default(),
             )
@@ -297,7 +297,7 @@ fn a_response_bomb_is_cut_at_its_cap_and_a_stalling_server_at_the_deadline() {
     f.grant(&[("127.0.0.1", stall)], &[("127.0.0.1", stall)], 1 << 20);
     let started = Instant::now();
     let out = f.engine.call_json(
-        "on_hostile_fetch",
+        "on_reach_fetch",
         json!({ "url": format!("http://127.0.0.1:{stall}/") }),
         &CallOptions::default(),
     );

@@ -19,14 +19,20 @@ fn a_python_plugin_joins_a_chain() {
     let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     // componentize-py's output differs from build to build (and so would miss the compile
     // cache): build only when the source is newer than the component.
-    let fresh = matches!((modified(&out), modified(&source)), (Some(o), Some(s)) if o >= s);
+    let wit = root.join("wit/plugin.wit");
+    let fresh = matches!(
+        (modified(&out), modified(&source), modified(&wit)),
+        (Some(o), Some(s), Some(w)) if o >= s && o >= w
+    );
     let built = if fresh {
         Ok(std::process::ExitStatus::default())
     } else {
         std::process::Command::new("componentize-py")
             .arg("-d")
             .arg(root.join("wit"))
-            .args(["-w", "plugin", "componentize", "app", "-p"])
+            // The narrowest world with what it uses: componentize-py imports every
+            // interface of its world, and a package must ask for each import's capability.
+            .args(["-w", "plugin-basic", "componentize", "app", "-p"])
             .arg(root.join("plugins/python-audit"))
             .arg("-o")
             .arg(&out)
@@ -64,7 +70,16 @@ fn a_python_plugin_joins_a_chain() {
         )
         .unwrap(),
     );
-    eprintln!("python-audit imports {:?}", plugin.imports());
+    let imports = plugin.imports();
+    eprintln!("python-audit imports {imports:?}");
+    assert!(
+        imports
+            .iter()
+            .any(|i| i.starts_with("plugboard:plugin/host@"))
+            && !imports.iter().any(|i| i.starts_with("plugboard:plugin/kv@")
+                || i.starts_with("plugboard:plugin/events@")),
+        "built against plugin-basic, it imports no kv or events: {imports:?}"
+    );
     assert_eq!(plugin.contract(), "0.3");
     let engine = Engine::new();
     crate::add(
