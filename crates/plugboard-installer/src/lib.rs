@@ -693,7 +693,13 @@ impl Installer {
             return Err(InstallError::NoPrevious(name.to_owned()));
         };
         let bytes = self.archive(name, prev_sha)?;
-        let verified = verify(&bytes, &self.verify_options(Some(prev_sha.clone())))?;
+        let verified = verify(
+            &bytes,
+            &VerifyOptions {
+                skip_import_check: true,
+                ..self.verify_options(Some(prev_sha.clone()))
+            },
+        )?;
         let result = self.apply(
             &mut loaded,
             verified,
@@ -1255,7 +1261,14 @@ impl Installer {
             }
         };
         // The same verification as the installing host's.
-        let verified = verify(&bytes, &self.verify_options(Some(row.sha256.clone())))?;
+        // Installed before: loaded as it was accepted then.
+        let verified = verify(
+            &bytes,
+            &VerifyOptions {
+                skip_import_check: true,
+                ..self.verify_options(Some(row.sha256.clone()))
+            },
+        )?;
         verified.manifest.check_against(&self.config().policy)?;
         let dep_plugins = self.check_dependencies(&verified.manifest, rows)?;
         let effective = grants::of_row(row)?.effective();

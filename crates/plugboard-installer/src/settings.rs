@@ -110,7 +110,13 @@ pub fn package_schema(
         })?;
     // The bytes were verified (pin, signature, policy) when they were installed; here
     // only their contents are read.
-    let v = verify(&bytes, &VerifyOptions::default())?;
+    let v = verify(
+        &bytes,
+        &VerifyOptions {
+            skip_import_check: true,
+            ..VerifyOptions::default()
+        },
+    )?;
     Ok(v.settings_schema
         .as_ref()
         .map(SettingsSchema::compile)

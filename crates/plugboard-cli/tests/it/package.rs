@@ -433,6 +433,15 @@ fn a_component_importing_what_its_manifest_does_not_ask_for_is_refused_up_front(
             ("plugin.wasm", wasm.as_slice()),
         ])
         .unwrap();
+        // A package installed before this check existed is loaded as it was accepted then.
+        plugboard_package::verify(
+            &bytes,
+            &plugboard_package::VerifyOptions {
+                skip_import_check: true,
+                ..plugboard_package::VerifyOptions::default()
+            },
+        )
+        .unwrap();
         std::fs::write(&file, bytes).unwrap();
         refused(&run(&home, &["inspect", file.to_str().unwrap()]), "inspect");
         refused(
