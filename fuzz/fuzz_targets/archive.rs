@@ -47,6 +47,7 @@ fuzz_target!(|data: &[u8]| {
         limits,
         sha256: (mode & 8 != 0).then(|| sha256_hex(bytes).to_uppercase()),
         trusted_keys,
+        skip_import_check: mode & 16 != 0,
     };
     let package = match verify(bytes, &opts) {
         Ok(p) => p,
@@ -98,6 +99,7 @@ fuzz_target!(|data: &[u8]| {
         &repacked,
         &VerifyOptions {
             limits: ArchiveLimits::default(),
+            skip_import_check: opts.skip_import_check,
             ..VerifyOptions::default()
         },
     )
