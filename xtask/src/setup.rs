@@ -342,10 +342,14 @@ fn rustup_home_without_wasm(home: &Path) -> Result<OsString> {
 }
 
 /// Reads `serve`'s output until it listens; its address.
-fn wait_listening(out: impl Read, deadline: Instant) -> Result<String> {
-    for line in BufReader::new(out).lines() {
+fn wait_listening(out: impl Read + Send + 'static, deadline: Instant) -> Result<String> {
+    let mut lines = BufReader::new(out).lines();
+    while let Some(line) = lines.next() {
         let line = line?;
         if let Some(addr) = line.strip_prefix("listening on ") {
+            // Keep reading what it prints after (as a terminal would), so that its writes
+            // never meet a closed pipe.
+            std::thread::spawn(move || lines.for_each(drop));
             return Ok(addr.trim().trim_start_matches("http://").to_owned());
         }
         if Instant::now() > deadline {

@@ -87,17 +87,19 @@ pub(crate) fn serve(
         let origin = loopback_origin(server.local_addr());
         // The demo's webhook is a convenience: failing to set it up is said, not fatal.
         let done = tokio::task::spawn_blocking(move || demo_webhook(&store, &installer, &origin));
-        match done.await {
-            Ok(Ok(lines)) => {
-                for line in lines {
-                    writeln!(out, "{line}")?;
-                }
-            }
-            Ok(Err(e)) => writeln!(out, "warning: the webhook example: {e:#}")?,
-            Err(e) => writeln!(out, "warning: the webhook example: {e}")?,
+        // From here on the server is up: what is printed is for the operator, and a
+        // standard output nobody reads any more (`serve | head -1`, a supervisor that
+        // stopped reading) must not stop it.
+        let lines = match done.await {
+            Ok(Ok(lines)) => lines,
+            Ok(Err(e)) => vec![format!("warning: the webhook example: {e:#}")],
+            Err(e) => vec![format!("warning: the webhook example: {e}")],
+        };
+        for line in lines {
+            let _ = writeln!(out, "{line}");
         }
-        writeln!(out, "dashboard: {base}/   demo host: {base}/demo   API: {base}/api/openapi.json")?;
-        out.flush()?;
+        let _ = writeln!(out, "dashboard: {base}/   demo host: {base}/demo   API: {base}/api/openapi.json");
+        let _ = out.flush();
         server.run_until_signal().await?;
         anyhow::Ok(())
     })
