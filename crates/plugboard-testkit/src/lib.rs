@@ -217,6 +217,34 @@ pub fn build_plugins(root: &Path) -> Result<PathBuf, String> {
     Ok(root.join("target/plugins/wasm32-wasip2/release"))
 }
 
+/// Every byte of every file under `dir`, one after another: what a test searches for a
+/// value that must not be stored anywhere (a database, its journal, caches, keys).
+pub fn bytes_under(dir: &Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                out.extend(bytes);
+            }
+        }
+    }
+    out
+}
+
+/// Whether `needle` occurs in `haystack`.
+pub fn contains_bytes(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
 /// The path of a built guest component (`plugin_<name>.wasm`: `audit`, `probe`, …). The
 /// first call in a test process builds the plugins workspace (incrementally), as
 /// `cargo xtask build-plugins` does; a failed build fails the test.

@@ -9,31 +9,9 @@ use crate::{PATIENCE, Serve, http, run, serve, stdout, wait_for};
 /// The ip-ban example packed by the CLI from its committed manifest (plus the tests'
 /// deadline), with the component built from its sources.
 pub(crate) fn ip_ban_package(home: &Path, dir: &Path) -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let src = dir.join("ip-ban-src");
-    std::fs::create_dir_all(&src).unwrap();
-    let manifest = std::fs::read_to_string(root.join("plugins/ip-ban/plugboard.toml")).unwrap();
-    std::fs::write(
-        src.join("plugboard.toml"),
-        format!("{manifest}\n[limits]\n{}\n", crate::DEADLINE),
-    )
-    .unwrap();
-    std::fs::copy(
-        plugboard_testkit::component_path("ip_ban"),
-        src.join("plugin.wasm"),
-    )
-    .unwrap();
-    let file = dir.join("ip-ban-1.0.0.pbpkg");
-    stdout(&run(
-        home,
-        &[
-            "pack",
-            src.to_str().unwrap(),
-            "--out",
-            file.to_str().unwrap(),
-        ],
-    ));
-    file
+    crate::pack_example(home, dir, "ip-ban", "ip_ban", |m| {
+        format!("{m}\n[limits]\n{}\n", crate::DEADLINE)
+    })
 }
 
 /// Whether the server runs ip-ban's counter on failed logins.

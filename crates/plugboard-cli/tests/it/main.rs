@@ -212,6 +212,59 @@ fn request(server: &Serve, method: &str, path: &str, kind: &str, body: &[u8]) ->
     (status, body)
 }
 
+/// An example plugin of `plugins/NAME` packed by the CLI (`plugboard pack`) into `dir`:
+/// its committed manifest as `manifest` rewrites it, its settings schema if it has one,
+/// and the component built from its sources (`component`, e.g. `ip_ban`).
+pub fn pack_example(
+    home: &Path,
+    dir: &Path,
+    name: &str,
+    component: &str,
+    manifest: impl FnOnce(String) -> String,
+) -> std::path::PathBuf {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../plugins")
+        .join(name);
+    let src = dir.join(format!("{name}-src"));
+    std::fs::create_dir_all(&src).unwrap();
+    let text = std::fs::read_to_string(example.join("plugboard.toml")).unwrap();
+    std::fs::write(src.join("plugboard.toml"), manifest(text)).unwrap();
+    let schema = example.join("settings.schema.json");
+    if schema.exists() {
+        std::fs::copy(&schema, src.join("settings.schema.json")).unwrap();
+    }
+    std::fs::copy(
+        plugboard_testkit::component_path(component),
+        src.join("plugin.wasm"),
+    )
+    .unwrap();
+    let file = dir.join(format!("{name}-1.0.0.pbpkg"));
+    stdout(&run(
+        home,
+        &[
+            "pack",
+            src.to_str().unwrap(),
+            "--out",
+            file.to_str().unwrap(),
+        ],
+    ));
+    file
+}
+
+/// Fires a failed save (`on_user_after_save_failure`) on the server through the API; the
+/// call's answer.
+pub fn failed_save(server: &Serve) -> serde_json::Value {
+    let body = r#"{"state": {"error": {"code": "validation_failed", "message": "the sign-up form has errors", "fields": {}, "details": null}, "ip": "203.0.113.9", "endpoint": "html", "status": "added", "conn": {"method": "POST", "path": "/demo/signup", "headers": {}, "peer": null}, "modifier_user": "self", "extra": null}}"#;
+    let (status, out) = http(
+        server,
+        "POST",
+        "/api/events/on_user_after_save_failure/call",
+        Some(body),
+    );
+    assert_eq!(status, 200, "{out}");
+    serde_json::from_str(&out).unwrap()
+}
+
 /// Polls `f` until it holds, failing after `within`; how long it took.
 pub fn wait_for(within: Duration, what: &str, mut f: impl FnMut() -> bool) -> Duration {
     let started = Instant::now();

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 
+use plugboard_testkit::contains_bytes as contains;
+
 use crate::{PATIENCE, PROMPTLY, http, plugboard_in, run, serve_logging, stdout, wait_for};
 
 const SECRET: &str = "api-secret-Q7x2Lm9v";
@@ -49,59 +51,19 @@ fn receiver() -> (u16, Arc<Mutex<Vec<String>>>) {
     (port, got)
 }
 
-/// The webhook example packed with its settings schema.
+/// The webhook example packed with its settings schema. Its own deadline (1 s) is raised:
+/// a post to a receiver on a loaded machine (the tests run side by side on two cores) can
+/// take longer, and a plugin that times out repeatedly is stopped. The test's installer
+/// rules allow it.
 fn webhook_package(home: &Path, dir: &Path) -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let src = dir.join("webhook-src");
-    std::fs::create_dir_all(&src).unwrap();
-    let manifest = std::fs::read_to_string(root.join("plugins/webhook/plugboard.toml")).unwrap();
-    // Its own deadline (1 s) is raised: a post to a receiver on a loaded machine (the
-    // tests run side by side on two cores) can take longer, and a plugin that times out
-    // repeatedly is stopped. The test's installer rules allow it.
-    std::fs::write(
-        src.join("plugboard.toml"),
-        manifest.replace("deadline_ms = 1000", "deadline_ms = 20000"),
-    )
-    .unwrap();
-    std::fs::copy(
-        root.join("plugins/webhook/settings.schema.json"),
-        src.join("settings.schema.json"),
-    )
-    .unwrap();
-    std::fs::copy(
-        plugboard_testkit::component_path("webhook"),
-        src.join("plugin.wasm"),
-    )
-    .unwrap();
-    let file = dir.join("webhook-1.0.0.pbpkg");
-    stdout(&run(
-        home,
-        &[
-            "pack",
-            src.to_str().unwrap(),
-            "--out",
-            file.to_str().unwrap(),
-        ],
-    ));
-    file
+    crate::pack_example(home, dir, "webhook", "webhook", |m| {
+        m.replace("deadline_ms = 1000", "deadline_ms = 20000")
+    })
 }
 
 /// Fires a failed save on the server.
 fn fire(server: &crate::Serve) {
-    let body = r#"{"state": {"error": {"code": "validation_failed", "message": "taken", "fields": {}, "details": null}, "ip": "203.0.113.9", "endpoint": "html", "status": "added", "conn": {"method": "POST", "path": "/signup", "headers": {}, "peer": null}, "modifier_user": "self", "extra": null}}"#;
-    let (status, out) = http(
-        server,
-        "POST",
-        "/api/events/on_user_after_save_failure/call",
-        Some(body),
-    );
-    assert_eq!(status, 200, "{out}");
-}
-
-fn contains(haystack: &[u8], needle: &str) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|w| w == needle.as_bytes())
+    crate::failed_save(server);
 }
 
 #[test]
@@ -244,17 +206,7 @@ fn a_secret_setting_reaches_the_plugin_and_nothing_else() {
     drop(server);
     let mut all = std::fs::read(&log).unwrap();
     assert!(contains(&all, "plugin settings applied"), "the log is read");
-    let mut stack = vec![home.clone()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                all.extend(std::fs::read(&path).unwrap());
-            }
-        }
-    }
+    all.extend(plugboard_testkit::bytes_under(&home));
     for secret in [SECRET, ROTATED, INVALID] {
         assert!(!contains(&all, secret), "`{secret}` is stored or logged");
     }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use plugboard_engine::CallOptions;
 use plugboard_installer::{Grant, InstallError};
 use plugboard_package::Capabilities;
-use plugboard_testkit::{BOTH, fresh_url};
+use plugboard_testkit::{BOTH, contains_bytes as contains, fresh_url};
 use serde_json::{Value, json};
 
 use crate::{DEADLINE_MS, HostEnv, component, failure};
@@ -193,18 +193,7 @@ fn the_webhook_posts_to_its_granted_origin_from_every_host_until_revoked() {
 /// Every byte the test wrote under `dir` (the SQLite database with its journal, the
 /// packages, the caches) and, on PostgreSQL, a dump of the whole database.
 fn everything_stored(url: &str, dir: &Path) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if let Ok(bytes) = std::fs::read(&path) {
-                out.extend(bytes);
-            }
-        }
-    }
+    let mut out = plugboard_testkit::bytes_under(dir);
     if url.starts_with("postgres") {
         let dump = std::process::Command::new("pg_dump")
             .args(["--data-only", "--dbname", url])
@@ -222,12 +211,6 @@ fn everything_stored(url: &str, dir: &Path) -> Vec<u8> {
         out.extend(dump.stdout);
     }
     out
-}
-
-fn contains(haystack: &[u8], needle: &str) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|w| w == needle.as_bytes())
 }
 
 #[test]
