@@ -88,6 +88,22 @@ fn kv(c: &mut Criterion) {
                 .unwrap()
         });
     });
+    g.bench_function("host_set", |b| {
+        b.iter(|| {
+            scope
+                .set("last", b"203.0.113.9", None, KvQuota::DEFAULT)
+                .unwrap()
+        });
+    });
+    // The floor under any write acknowledged as on disk: one small append made durable
+    // with `fdatasync`, in the database's directory, with no database at all.
+    let mut floor = std::fs::File::create(tmp.path().join("floor")).unwrap();
+    g.bench_function("disk_fdatasync_floor", |b| {
+        b.iter(|| {
+            std::io::Write::write_all(&mut floor, b"203.0.113.9\n").unwrap();
+            floor.sync_data().unwrap();
+        });
+    });
     g.finish();
 }
 

@@ -1,6 +1,7 @@
 //! What the operator allows, from the `installer` setting (so that every host sharing a
 //! database applies the same rules) or set in code.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -14,6 +15,10 @@ use crate::InstallError;
 
 /// The name of the setting the operator's rules are read from.
 pub const SETTING: &str = "installer";
+
+/// The longest call deadline an operator may give a package (`deadline_ms` in the
+/// `installer` setting): a call holds its caller for that long, and a chain longer still.
+pub const MAX_DEADLINE_OVERRIDE: Duration = Duration::from_secs(60);
 
 /// How an installer works and what it allows.
 #[derive(Clone, Debug)]
@@ -30,6 +35,11 @@ pub struct InstallerConfig {
     pub index: Option<String>,
     /// How much key-value data each package with the `kv` capability may hold.
     pub kv_quota: KvQuota,
+    /// Call deadlines the operator set per package, in place of the one its manifest asks
+    /// for (`[limits] deadline_ms`, or the default 100 ms): applied to its next call in
+    /// every host, with no reinstall. Up to [`MAX_DEADLINE_OVERRIDE`], whatever
+    /// `max_deadline_ms` (the most a manifest may ask for) says.
+    pub deadlines: BTreeMap<String, Duration>,
     /// Whether these rules follow the `installer` setting: when it changes (in any
     /// process sharing the database), the installer rebuilds them from it. True when made
     /// by [`InstallerConfig::from_settings`]; rules set in code stay as set.
@@ -46,6 +56,7 @@ impl InstallerConfig {
             trusted_keys: Vec::new(),
             index: None,
             kv_quota: KvQuota::DEFAULT,
+            deadlines: BTreeMap::new(),
             follow_setting: false,
         }
     }
@@ -57,7 +68,8 @@ impl InstallerConfig {
     ///   "trusted_keys": ["<hex public key>"], "protected_names": ["audit"],
     ///   "max_memory_mib": 128, "max_deadline_ms": 1000, "max_download_mib": 32,
     ///   "index": "https://packages.example.org/index.json",
-    ///   "kv_max_keys": 10000, "kv_max_bytes": 16777216 }
+    ///   "kv_max_keys": 10000, "kv_max_bytes": 16777216,
+    ///   "deadline_ms": { "webhook": 5000 } }
     /// ```
     pub fn from_settings(store: &Store, dir: impl Into<PathBuf>) -> Result<Self, InstallError> {
         let raw = store.settings().get(SETTING)?;
@@ -96,6 +108,11 @@ impl InstallerConfig {
         if let Some(v) = s.kv_max_bytes {
             config.kv_quota.max_bytes = v;
         }
+        config.deadlines = s
+            .deadline_ms
+            .into_iter()
+            .map(|(package, ms)| (package, Duration::from_millis(ms)))
+            .collect();
         Ok(config)
     }
 }
@@ -156,6 +173,14 @@ impl Setting {
                 }
             }
         }
+        let most = MAX_DEADLINE_OVERRIDE.as_millis();
+        for (package, ms) in &s.deadline_ms {
+            if *ms == 0 || u128::from(*ms) > most {
+                violations.push(format!(
+                    "deadline_ms.{package}: {ms} ms is not a deadline (1 to {most} ms)"
+                ));
+            }
+        }
         if let Some(index) = &s.index
             && index.trim().is_empty()
         {
@@ -190,6 +215,8 @@ pub(crate) struct Setting {
     index: Option<String>,
     kv_max_keys: Option<u64>,
     kv_max_bytes: Option<u64>,
+    #[serde(default)]
+    deadline_ms: BTreeMap<String, u64>,
     /// `trusted_keys`, parsed.
     #[serde(skip)]
     keys: Vec<VerifyingKey>,

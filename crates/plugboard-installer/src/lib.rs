@@ -75,7 +75,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
-pub use config::{InstallerConfig, SETTING};
+pub use config::{InstallerConfig, MAX_DEADLINE_OVERRIDE, SETTING};
 pub use emit::{EmitCounts, MAX_EMIT_DEPTH};
 pub use error::InstallError;
 pub use grants::{Grant, PackageGrants, change_grants, package_grants, stored_grants};
@@ -436,8 +436,8 @@ impl Installer {
     }
 
     /// Applies the settings stored now: the `installer` setting (when the configuration
-    /// follows it) and every loaded package's plugin settings, which its plugins read on
-    /// their next call. Reads the database, not a cache; [`Installer::sync`] (and so
+    /// follows it), with the call deadlines it gives packages, and every loaded package's
+    /// plugin settings, which its plugins read on their next call. Reads the database, not a cache; [`Installer::sync`] (and so
     /// [`Installer::follow`]) runs it on every change, wherever it was made. A stored value
     /// that no longer parses is reported and the rules in force stay.
     pub fn refresh_settings(&self) -> Result<(), InstallError> {
@@ -483,7 +483,17 @@ impl Installer {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
+        let deadlines = self.config().deadlines;
         for (package, l) in &loaded {
+            let before = l.plugin.deadline();
+            l.plugin.set_deadline(deadlines.get(package).copied());
+            if l.plugin.deadline() != before {
+                tracing::info!(
+                    package,
+                    deadline_ms = l.plugin.deadline().as_millis(),
+                    "call deadline applied"
+                );
+            }
             let name = settings::package_setting(package);
             let value = stored.get(&name).cloned();
             // Compared as stored: sealed fields are opened only when they changed.
@@ -1019,6 +1029,8 @@ impl Installer {
                 package: m.package.name.clone(),
                 error,
             })?;
+        // An operator's deadline for the package replaces the one its manifest asks for.
+        plugin.set_deadline(self.config().deadlines.get(&m.package.name).copied());
         self.give_settings(&m.package.name, &plugin)?;
         self.give_services(&m.package.name, &plugin, effective);
         Ok(plugin)

@@ -238,6 +238,37 @@ pub fn bytes_under(dir: &Path) -> Vec<u8> {
     out
 }
 
+/// A request's header lines, as [`read_request`] gives them.
+pub type Headers = Vec<(String, String)>;
+
+/// One HTTP/1 request read off a test server's connection: its header lines (names in
+/// lower case, values trimmed) and its body (`content-length` bytes). `None` when the
+/// connection ends first. Enough for the loopback receivers the tests post to.
+pub fn read_request(reader: &mut impl std::io::BufRead) -> Option<(Headers, Vec<u8>)> {
+    let mut headers = Vec::new();
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        if line.trim().is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+        }
+    }
+    let length = headers
+        .iter()
+        .find(|(n, _)| n == "content-length")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).ok()?;
+    Some((headers, body))
+}
+
 /// Whether `needle` occurs in `haystack`.
 pub fn contains_bytes(haystack: &[u8], needle: &str) -> bool {
     haystack
@@ -261,6 +292,67 @@ pub fn component_path(name: &str) -> PathBuf {
 pub fn component(name: &str) -> Vec<u8> {
     let path = component_path(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A Python plugin (`plugins/<dir>/app.py`) built with componentize-py against the
+/// contract's `world` into `target/plugins/<dir>.wasm`. componentize-py's output differs
+/// from build to build (and so would miss the compile cache): it builds only when a file
+/// of the plugin's directory or of `wit/` is newer than the component. `None`, with a
+/// message, when componentize-py is not installed outside CI; in CI (`CI=true`, where
+/// `.ci/run` installs it) its absence, like a failed build, fails the test.
+pub fn python_component(dir: &str, world: &str) -> Option<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let source = root.join("plugins").join(dir);
+    let out = root.join(format!("target/plugins/{dir}.wasm"));
+    let newest = |d: &Path| {
+        let mut stack = vec![d.to_path_buf()];
+        let mut newest = std::time::SystemTime::UNIX_EPOCH;
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    // Python's own byte-code caches are written by the build itself.
+                    if !p.ends_with("__pycache__") {
+                        stack.push(p);
+                    }
+                } else if let Ok(m) = e.metadata().and_then(|m| m.modified()) {
+                    newest = newest.max(m);
+                }
+            }
+        }
+        newest
+    };
+    let built_at = std::fs::metadata(&out).and_then(|m| m.modified()).ok();
+    if built_at.is_some_and(|b| b >= newest(&source) && b >= newest(&root.join("wit"))) {
+        return Some(out);
+    }
+    // Written beside and renamed into place: a test reading it never sees half of it.
+    let partial = out.with_extension(format!("wasm.{}", std::process::id()));
+    let _ = std::fs::create_dir_all(root.join("target/plugins"));
+    let built = Command::new("componentize-py")
+        .arg("-d")
+        .arg(root.join("wit"))
+        .args(["-w", world, "componentize", "app", "-p"])
+        .arg(&source)
+        .arg("-o")
+        .arg(&partial)
+        .status();
+    match built {
+        Ok(s) if s.success() => {
+            std::fs::rename(&partial, &out).unwrap_or_else(|e| panic!("{}: {e}", out.display()));
+            Some(out)
+        }
+        Ok(s) => panic!("componentize-py failed to build plugins/{dir}: {s}"),
+        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("componentize-py is required in CI: {e}")
+        }
+        Err(e) => {
+            eprintln!(
+                "skipped: componentize-py is not installed ({e}); `cargo xtask test` installs it"
+            );
+            None
+        }
+    }
 }
 
 /// Builds one guest plugin (`plugin-audit`, …) with a named cargo profile of the plugins

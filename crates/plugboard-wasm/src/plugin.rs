@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -79,7 +80,7 @@ pub struct WasmPlugin {
     http: Arc<RwLock<Option<crate::http::HttpAccess>>>,
     http_stats: Arc<crate::http::HttpStats>,
     /// Bumped on every change of `settings` or `grants`.
-    settings_version: std::sync::atomic::AtomicU64,
+    settings_version: AtomicU64,
     /// Its log budget, shared by its instances.
     logs: Arc<crate::host::LogBudget>,
     /// Warm instances; the lock is held only to take or return one, never during a call,
@@ -89,9 +90,12 @@ pub struct WasmPlugin {
     layouts: Mutex<HashMap<String, Option<u64>>>,
     hash: String,
     origin: Origin,
-    /// The per-call deadline in epoch ticks, worked out once rather than on every call
-    /// (it is a `u128` division, on the hot path).
-    deadline_ticks: u64,
+    /// The per-call deadline in epoch ticks, worked out when it is set rather than on
+    /// every call (it is a `u128` division, on the hot path): the load-time limit, or an
+    /// operator's override ([`WasmPlugin::set_deadline`]).
+    deadline_ticks: AtomicU64,
+    /// The same deadline in nanoseconds, for the host's waits.
+    deadline_nanos: AtomicU64,
 }
 
 impl WasmHost {
@@ -147,10 +151,7 @@ impl WasmHost {
             .map_err(|e| WasmError::Link(format!("{e:#}")))?;
         let pre =
             GuestPre::new(contract, instance_pre).map_err(|e| WasmError::Link(format!("{e:#}")))?;
-        let deadline_ticks =
-            u64::try_from(limits.deadline.as_nanos() / self.inner.tick.as_nanos().max(1))
-                .unwrap_or(u64::MAX)
-                .max(1);
+        let (deadline_ticks, deadline_nanos) = self.deadline_in_ticks(limits.deadline);
         let grants = limits.grants;
         let plugin = WasmPlugin {
             host: self.clone(),
@@ -165,7 +166,7 @@ impl WasmHost {
             emitter: Arc::default(),
             http: Arc::default(),
             http_stats: Arc::default(),
-            settings_version: std::sync::atomic::AtomicU64::new(0),
+            settings_version: AtomicU64::new(0),
             logs: Arc::new(crate::host::LogBudget::new(
                 self.inner.log_lines_dropped.clone(),
             )),
@@ -173,13 +174,25 @@ impl WasmHost {
             layouts: Mutex::default(),
             hash,
             origin,
-            deadline_ticks,
+            deadline_ticks: AtomicU64::new(deadline_ticks),
+            deadline_nanos: AtomicU64::new(deadline_nanos),
         };
         let warm = plugin
             .instantiate()
             .map_err(|f| WasmError::Refused(f.message))?;
         plugin.give_back(warm);
         Ok(plugin)
+    }
+}
+
+impl WasmHost {
+    /// A deadline as epoch ticks of this host's clock (at least one) and as nanoseconds.
+    fn deadline_in_ticks(&self, deadline: Duration) -> (u64, u64) {
+        let nanos = deadline.as_nanos();
+        let ticks = u64::try_from(nanos / self.inner.tick.as_nanos().max(1))
+            .unwrap_or(u64::MAX)
+            .max(1);
+        (ticks, u64::try_from(nanos).unwrap_or(u64::MAX))
     }
 }
 
@@ -294,17 +307,33 @@ impl WasmPlugin {
                 return;
             }
             *g = grants;
-            self.settings_version
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.settings_version.fetch_add(1, Ordering::SeqCst);
         }
         if let Ok(mut w) = self.warm.lock() {
             w.clear();
         }
     }
 
-    /// The limits it runs under.
+    /// The limits it was loaded with (its deadline may since have been overridden: see
+    /// [`WasmPlugin::deadline`]).
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// The deadline of each call (and of the waits within it) in force now.
+    pub fn deadline(&self) -> Duration {
+        Duration::from_nanos(self.deadline_nanos.load(Ordering::Relaxed))
+    }
+
+    /// Overrides the deadline it was loaded with (an operator giving a plugin that calls
+    /// out a longer one, say), from its next call on, in every instance; `None` restores
+    /// the load-time limit. A call running now keeps the deadline it started with.
+    pub fn set_deadline(&self, deadline: Option<Duration>) {
+        let (ticks, nanos) = self
+            .host
+            .deadline_in_ticks(deadline.unwrap_or(self.limits.deadline));
+        self.deadline_ticks.store(ticks, Ordering::Relaxed);
+        self.deadline_nanos.store(nanos, Ordering::Relaxed);
     }
 
     /// The settings the plugin reads through its `settings` import.
@@ -321,8 +350,7 @@ impl WasmPlugin {
                 return;
             }
             *s = settings;
-            self.settings_version
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.settings_version.fetch_add(1, Ordering::SeqCst);
         }
         if let Ok(mut w) = self.warm.lock() {
             w.clear();
@@ -357,9 +385,7 @@ impl WasmPlugin {
     fn instantiate(&self) -> Result<Warm, Failure> {
         // Read before the instance exists: a change racing with it makes it stale, never
         // the other way round.
-        let settings_version = self
-            .settings_version
-            .load(std::sync::atomic::Ordering::SeqCst);
+        let settings_version = self.settings_version.load(Ordering::SeqCst);
         let state = HostState::new(
             self.name.clone(),
             self.limits.memory,
@@ -372,7 +398,7 @@ impl WasmPlugin {
                 plugin: self.name.clone(),
                 access: self.http.clone(),
                 stats: self.http_stats.clone(),
-                deadline: std::time::Instant::now() + self.limits.deadline,
+                deadline: std::time::Instant::now() + self.deadline(),
                 denied: self.host.inner.denied.clone(),
             },
         );
@@ -392,9 +418,9 @@ impl WasmPlugin {
 
     /// Sets the deadline (and fuel) for the next call.
     fn arm(&self, store: &mut Store<HostState>) -> Result<(), Failure> {
-        store.set_epoch_deadline(self.deadline_ticks);
+        store.set_epoch_deadline(self.deadline_ticks.load(Ordering::Relaxed));
         // Waits in the host (HTTP, WASI streams) end at the same deadline.
-        store.data_mut().http.deadline = std::time::Instant::now() + self.limits.deadline;
+        store.data_mut().http.deadline = std::time::Instant::now() + self.deadline();
         if self.host.inner.config.fuel {
             // With metering on, a store starts with no fuel: a plugin without a budget
             // gets an unlimited one.
@@ -418,11 +444,7 @@ impl WasmPlugin {
     }
 
     fn give_back(&self, warm: Warm) {
-        if warm.settings_version
-            != self
-                .settings_version
-                .load(std::sync::atomic::Ordering::SeqCst)
-        {
+        if warm.settings_version != self.settings_version.load(Ordering::SeqCst) {
             return;
         }
         if let Ok(mut w) = self.warm.lock()

@@ -2,7 +2,7 @@
 //! what it asks for, and `webhook` granted this server's origin and posting failed sign-ups
 //! to the demo receiver; restarted on another port, the webhook follows.
 
-use crate::{PATIENCE, PROMPTLY, Serve, http, run, serve, stdout, wait_for};
+use crate::{PATIENCE, PROMPTLY, Serve, arrivals, http, run, serve, stdout, wait_for};
 
 /// Fires a failed save; whether the chain (the webhook's post included) succeeded. On a
 /// loaded machine a post to this very server can overrun the webhook's 1 s deadline: the
@@ -17,13 +17,6 @@ fn fire(server: &Serve) -> bool {
 
 fn origin(server: &Serve) -> String {
     server.base.clone()
-}
-
-/// What the server's demo receiver page lists.
-fn arrivals(server: &Serve) -> String {
-    let (status, page) = http(server, "GET", "/demo/hooks", None);
-    assert_eq!(status, 200);
-    page
 }
 
 #[test]

@@ -8,8 +8,10 @@ mod examples;
 mod grants;
 mod install;
 mod kv;
+mod limits;
 mod operator;
 mod package;
+mod python;
 mod secrets;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -222,6 +224,23 @@ pub fn pack_example(
     component: &str,
     manifest: impl FnOnce(String) -> String,
 ) -> std::path::PathBuf {
+    pack_example_with(
+        home,
+        dir,
+        name,
+        &plugboard_testkit::component_path(component),
+        manifest,
+    )
+}
+
+/// [`pack_example`] with a component built some other way (a Python plugin's, say).
+pub fn pack_example_with(
+    home: &Path,
+    dir: &Path,
+    name: &str,
+    component: &Path,
+    manifest: impl FnOnce(String) -> String,
+) -> std::path::PathBuf {
     let example = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../plugins")
         .join(name);
@@ -233,11 +252,7 @@ pub fn pack_example(
     if schema.exists() {
         std::fs::copy(&schema, src.join("settings.schema.json")).unwrap();
     }
-    std::fs::copy(
-        plugboard_testkit::component_path(component),
-        src.join("plugin.wasm"),
-    )
-    .unwrap();
+    std::fs::copy(component, src.join("plugin.wasm")).unwrap();
     let file = dir.join(format!("{name}-1.0.0.pbpkg"));
     stdout(&run(
         home,
@@ -263,6 +278,28 @@ pub fn failed_save(server: &Serve) -> serde_json::Value {
     );
     assert_eq!(status, 200, "{out}");
     serde_json::from_str(&out).unwrap()
+}
+
+/// Waits until the server runs `plugin` (loaded and in its event's chain): a package
+/// installed by another process is in the database before the server has loaded it.
+pub fn wait_in_chain(server: &Serve, plugin: &str) {
+    wait_for(PATIENCE, &format!("the server runs `{plugin}`"), || {
+        let (_, body) = http(server, "GET", "/api/plugins", None);
+        serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.as_array().cloned())
+            .is_some_and(|ps| {
+                ps.iter()
+                    .any(|p| p["name"] == plugin && p["in_chain"] == true)
+            })
+    });
+}
+
+/// What the server's demo receiver page (`/demo/hooks`) lists.
+pub fn arrivals(server: &Serve) -> String {
+    let (status, page) = http(server, "GET", "/demo/hooks", None);
+    assert_eq!(status, 200);
+    page
 }
 
 /// Polls `f` until it holds, failing after `within`; how long it took.

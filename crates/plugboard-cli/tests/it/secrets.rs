@@ -2,7 +2,7 @@
 //! with the CLI, used by the webhook (its bearer token reaches a real receiver), and never
 //! in an API answer, CLI output, activity entry, log line or file of the host's.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -25,23 +25,14 @@ fn receiver() -> (u16, Arc<Mutex<Vec<String>>>) {
     std::thread::spawn(move || {
         for mut stream in listener.incoming().flatten() {
             let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let (mut length, mut authorization) = (0, String::new());
-            let mut line = String::new();
-            while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
-                if line.trim().is_empty() {
-                    break;
-                }
-                let lower = line.to_ascii_lowercase();
-                if let Some(v) = lower.strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap_or(0);
-                }
-                if lower.starts_with("authorization:") {
-                    authorization = line["authorization:".len()..].trim().to_owned();
-                }
-                line.clear();
-            }
-            let mut body = vec![0; length];
-            let _ = reader.read_exact(&mut body);
+            let Some((headers, _)) = plugboard_testkit::read_request(&mut reader) else {
+                continue;
+            };
+            let authorization = headers
+                .into_iter()
+                .find(|(n, _)| n == "authorization")
+                .map(|(_, v)| v)
+                .unwrap_or_default();
             keep.lock().unwrap().push(authorization);
             let _ = stream.write_all(
                 b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",

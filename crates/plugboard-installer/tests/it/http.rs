@@ -2,7 +2,7 @@
 //! granted, posts each failed save to a real receiver on loopback from every host on the
 //! database, and a revocation stops it in every host; its requests are counted.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::TcpListener;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -26,26 +26,10 @@ fn receiver() -> (u16, Arc<Mutex<Vec<Value>>>) {
     std::thread::spawn(move || {
         for mut stream in listener.incoming().flatten() {
             let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut length = 0;
-            let mut authorization = None;
-            let mut line = String::new();
-            while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
-                if line.trim().is_empty() {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap_or(0);
-                }
-                if line.to_ascii_lowercase().starts_with("authorization:") {
-                    authorization = Some(line["authorization:".len()..].trim().to_owned());
-                }
-                line.clear();
-            }
-            let mut body = vec![0; length];
-            if reader.read_exact(&mut body).is_ok()
+            if let Some((headers, body)) = plugboard_testkit::read_request(&mut reader)
                 && let Ok(mut v) = serde_json::from_slice::<Value>(&body)
             {
-                if let Some(a) = authorization {
+                if let Some((_, a)) = headers.into_iter().find(|(n, _)| n == "authorization") {
                     v["authorization"] = Value::String(a);
                 }
                 keep.lock().unwrap().push(v);

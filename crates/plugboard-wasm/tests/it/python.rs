@@ -14,43 +14,11 @@ use plugboard_wasm::Limits;
 #[test]
 fn a_python_plugin_joins_a_chain() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let out = root.join("target/plugins/python-audit.wasm");
-    let source = root.join("plugins/python-audit/app.py");
-    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    // componentize-py's output differs from build to build (and so would miss the compile
-    // cache): build only when the source is newer than the component.
-    let wit = root.join("wit/plugin.wit");
-    let fresh = matches!(
-        (modified(&out), modified(&source), modified(&wit)),
-        (Some(o), Some(s), Some(w)) if o >= s && o >= w
-    );
-    let built = if fresh {
-        Ok(std::process::ExitStatus::default())
-    } else {
-        std::process::Command::new("componentize-py")
-            .arg("-d")
-            .arg(root.join("wit"))
-            // The narrowest world with what it uses: componentize-py imports every
-            // interface of its world, and a package must ask for each import's capability.
-            .args(["-w", "plugin-basic", "componentize", "app", "-p"])
-            .arg(root.join("plugins/python-audit"))
-            .arg("-o")
-            .arg(&out)
-            .status()
+    // The narrowest world with what it uses: componentize-py imports every interface of
+    // its world, and a package must ask for each import's capability.
+    let Some(out) = plugboard_testkit::python_component("python-audit", "plugin-basic") else {
+        return;
     };
-    match built {
-        Ok(s) if s.success() => {}
-        Ok(s) => panic!("componentize-py failed: {s}"),
-        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("componentize-py is required in CI: {e}")
-        }
-        Err(e) => {
-            eprintln!(
-                "skipped: componentize-py is not installed ({e}); `cargo xtask test` installs it"
-            );
-            return;
-        }
-    }
     // CPython makes an 18 MB component: keep its compiled form across test runs.
     let host = plugboard_wasm::WasmHost::new(plugboard_wasm::HostConfig {
         cache_dir: Some(root.join("target/wasm-cache")),
