@@ -944,14 +944,39 @@ impl<S: State> Slot<S> {
     }
 }
 
-/// Decodes an encoded step's reply into the event's state.
+/// Decodes an encoded step's reply into the event's state. A JSON reply holding fields the
+/// state does not have is refused, naming them: decoding would drop them, and the plugin
+/// that added them would never learn why its change was lost.
 fn decode<S: DeserializeOwned>(wire: Wire, bytes: &[u8]) -> Result<S, Failure> {
-    wire.decode(bytes).map_err(|e| {
+    let invalid = |e: &dyn std::fmt::Display| {
         Failure::new(
             FailureKind::InvalidReply,
             format!("reply is not a valid state for the event: {e}"),
         )
-    })
+    };
+    match wire {
+        Wire::Binary => wire.decode(bytes).map_err(|e| invalid(&e)),
+        Wire::Json => {
+            let mut unknown = Vec::new();
+            let mut de = serde_json::Deserializer::from_slice(bytes);
+            let state = serde_ignored::deserialize(&mut de, |path| {
+                unknown.push(format!("`{path}`"));
+            })
+            .map_err(|e| invalid(&e))?;
+            de.end().map_err(|e| invalid(&e))?;
+            if unknown.is_empty() {
+                Ok(state)
+            } else {
+                Err(Failure::new(
+                    FailureKind::InvalidReply,
+                    format!(
+                        "reply has fields the event's state does not: {} (they would be lost: put a plugin's additions in a field the state has, such as `extra`)",
+                        unknown.join(", ")
+                    ),
+                ))
+            }
+        }
+    }
 }
 
 /// Encodes the state for an encoded step; a state that cannot be encoded is that step's

@@ -206,6 +206,9 @@ impl WasiHttpHooks for PluginHttp {
         let plugin = self.plugin.clone();
         let deadline = tokio::time::Instant::from_std(self.deadline);
         stats.requests.fetch_add(1, Ordering::Relaxed);
+        // The call can end at its deadline (the guest's wait for the answer is cut there)
+        // before this future sees its own timeout: dropped unfinished, it is a failure.
+        let mut unfinished = Unfinished(Some(stats.clone()));
         Box::new(async move {
             let sent = tokio::time::timeout_at(
                 deadline,
@@ -213,6 +216,7 @@ impl WasiHttpHooks for PluginHttp {
             )
             .await
             .unwrap_or(Err(Error::ConnectionTimeout));
+            unfinished.0 = None;
             match sent {
                 Ok(response) => Ok((
                     response,
@@ -229,6 +233,17 @@ impl WasiHttpHooks for PluginHttp {
                 }
             }
         })
+    }
+}
+
+/// Counts a request as failed when its future is dropped before it finished.
+struct Unfinished(Option<Arc<HttpStats>>);
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if let Some(stats) = self.0.take() {
+            stats.failures.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 

@@ -44,9 +44,11 @@ fn webhook_step(server: &Serve) -> (String, String) {
     (text(&step["outcome"]), text(&step["failure"]["message"]))
 }
 
-/// Whether a step failed at its deadline: the host ends the wait for the answer there.
+/// Whether a step failed at its deadline: the host ends the wait for the answer there,
+/// and either the plugin sees the request time out or the call is ended in its wait.
 fn timed_out((outcome, failure): &(String, String)) -> bool {
-    outcome == "failed" && failure.contains("ConnectionTimeout")
+    outcome == "failed"
+        && (failure.contains("ConnectionTimeout") || failure.contains("overran its deadline"))
 }
 
 /// How many times the server has applied a changed call deadline (it logs each).

@@ -94,6 +94,44 @@ fn an_invalid_state_after_a_group_is_charged_to_its_last_step() {
     );
 }
 
+#[test]
+fn a_json_reply_with_fields_the_state_lacks_is_refused_naming_them_not_silently_cut() {
+    let e = plugboard_engine::Engine::builder()
+        .reference_events(false)
+        .on_failure(OnFailure::Skip)
+        .build();
+    e.declare::<OnTest>().unwrap();
+    add(&e, "fine", 1, |mut v| {
+        v["secret"] = json!("fine was here");
+        v
+    });
+    add(&e, "adds", 2, |mut v| {
+        v["note"] = json!("lost?");
+        v["trail"] = json!(["adds"]);
+        v
+    });
+    // Skip goes on with the state `adds` was given; its reply is not half-applied.
+    let out = e.call::<OnTest>(OnTest::new()).unwrap();
+    assert_eq!(out.secret, "fine was here");
+    assert!(out.trail.is_empty(), "{:?}", out.trail);
+    let info = e.plugin("adds").unwrap();
+    assert_eq!(info.failures, 1);
+    let why = info.last_error.unwrap().message;
+    assert!(
+        why.contains("reply has fields the event's state does not: `note`"),
+        "{why}"
+    );
+    // A reply with only the state's fields is taken, as before.
+    assert_eq!(e.plugin("fine").unwrap().failures, 0);
+    // Under the default policy the call fails, naming the plugin and the field.
+    e.set_failure_policy("on_test", OnFailure::Error).unwrap();
+    let err = e.call::<OnTest>(OnTest::new()).unwrap_err().to_string();
+    assert!(
+        err.contains("plugin `adds` failed") && err.contains("`note`"),
+        "{err}"
+    );
+}
+
 /// Replies with bytes that are not JSON at all.
 struct Garbage;
 impl EncodedStep for Garbage {
