@@ -216,7 +216,7 @@ impl WasiHttpHooks for PluginHttp {
             )
             .await
             .unwrap_or(Err(Error::ConnectionTimeout));
-            unfinished.0 = None;
+            unfinished.finished();
             match sent {
                 Ok(response) => Ok((
                     response,
@@ -238,6 +238,13 @@ impl WasiHttpHooks for PluginHttp {
 
 /// Counts a request as failed when its future is dropped before it finished.
 struct Unfinished(Option<Arc<HttpStats>>);
+
+impl Unfinished {
+    /// It finished (its outcome is counted where it is known).
+    fn finished(&mut self) {
+        self.0 = None;
+    }
+}
 
 impl Drop for Unfinished {
     fn drop(&mut self) {
