@@ -11,6 +11,7 @@ mod demo;
 mod install;
 mod package;
 mod serve;
+mod trial;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -141,6 +142,11 @@ enum Command {
         #[arg(long = "trusted-key", value_name = "FILE")]
         trusted_keys: Vec<PathBuf>,
     },
+    /// Call a package's plugins once in the real WebAssembly host, before installing it
+    /// anywhere: no server, and a throwaway database (the compile cache is $PLUGBOARD_HOME's).
+    /// Prints each step, the state, its HTTP requests and its kv data; exits non-zero when
+    /// the call fails.
+    Test(trial::Trial),
     /// Generate an Ed25519 key pair for signing packages: PREFIX.key (secret, mode 0600)
     /// and PREFIX.pub.
     Keygen {
@@ -344,6 +350,9 @@ fn main() -> ExitCode {
     // server logs its requests and changes at `info` by default.
     let default = if matches!(cli.command, Command::Serve { .. }) {
         "info,sqlx=warn,cranelift_codegen=warn,wasmtime=warn,wasmtime_cranelift=warn"
+    } else if matches!(cli.command, Command::Test(_)) {
+        // What the plugin logs is part of what a test shows.
+        "warn,plugboard::wasm::guest=trace,plugboard_engine=error,sqlx=error"
     } else {
         "warn,plugboard_engine=error,sqlx=error"
     };
@@ -591,6 +600,11 @@ fn run(cli: Cli) -> Result<()> {
             trusted_keys,
         } => package::inspect(&mut out, &file, json, sha256, &trusted_keys)?,
         Command::Keygen { out: prefix } => package::keygen(&mut out, &prefix)?,
+        Command::Test(trial) => {
+            if !trial::run(&mut out, &trial)? {
+                return Err(anyhow!("the call failed"));
+            }
+        }
         Command::Install {
             source,
             sha256,

@@ -13,6 +13,7 @@ mod operator;
 mod package;
 mod python;
 mod secrets;
+mod trial;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
