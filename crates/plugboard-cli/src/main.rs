@@ -7,6 +7,7 @@
 //! `uninstall`, `rollback`, `packages` and `outdated` manage installed packages (kept in
 //! `$PLUGBOARD_HOME/packages`, compiled code cached in `$PLUGBOARD_HOME/cache`).
 
+mod author;
 mod demo;
 mod install;
 mod package;
@@ -147,6 +148,16 @@ enum Command {
     /// Prints each step, the state, its HTTP requests and its kv data; exits non-zero when
     /// the call fails.
     Test(trial::Trial),
+    /// Create a plugin project (Rust or Python) that builds, tests and packs as it comes:
+    /// sources, manifest, a sample state, a README.
+    New(author::New),
+    /// Build the plugin project in DIR with its language's toolchain (cargo for Rust,
+    /// componentize-py for Python) into plugin.wasm, and pack it: NAME-VERSION.pbpkg.
+    Build {
+        /// The project's directory.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
     /// Generate an Ed25519 key pair for signing packages: PREFIX.key (secret, mode 0600)
     /// and PREFIX.pub.
     Keygen {
@@ -600,6 +611,10 @@ fn run(cli: Cli) -> Result<()> {
             trusted_keys,
         } => package::inspect(&mut out, &file, json, sha256, &trusted_keys)?,
         Command::Keygen { out: prefix } => package::keygen(&mut out, &prefix)?,
+        Command::New(n) => author::new(&mut out, &n)?,
+        Command::Build { dir } => {
+            author::build(&mut out, &dir)?;
+        }
         Command::Test(trial) => {
             if !trial::run(&mut out, &trial)? {
                 return Err(anyhow!("the call failed"));

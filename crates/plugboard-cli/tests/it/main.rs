@@ -1,6 +1,7 @@
 //! Tests of the `plugboard` binary, run as a user runs it.
 #![allow(clippy::unwrap_used, missing_docs)]
 
+mod authoring;
 mod catalogue;
 mod control;
 mod e2e;

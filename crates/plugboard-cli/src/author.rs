@@ -1,0 +1,498 @@
+//! `plugboard new` and `plugboard build`: a plugin project that builds, tests and packs as
+//! it comes, in Rust (the PDK) or Python (componentize-py), and one command from its
+//! sources to a `.pbpkg`, with the language's own toolchain.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use plugboard::Engine;
+use plugboard_package::Manifest;
+use serde_json::{Value, json};
+
+/// The language of a plugin project.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Lang {
+    /// Rust, with plugboard-pdk, built for wasm32-wasip2 by cargo.
+    Rust,
+    /// Python, built by componentize-py.
+    Python,
+}
+
+/// What `plugboard new` was asked.
+#[derive(clap::Args)]
+pub(crate) struct New {
+    /// The package's name (and the project's directory).
+    name: String,
+    /// The language.
+    #[arg(long, value_enum, default_value = "rust")]
+    lang: Lang,
+    /// The event its plugin hooks.
+    #[arg(long, default_value = "on_user_after_save_failure")]
+    event: String,
+    /// Where to create it [default: ./NAME].
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// The plugboard-pdk crate a Rust project depends on [default: the one beside the
+    /// sources this binary was built from].
+    #[arg(long, value_name = "DIR")]
+    pdk: Option<PathBuf>,
+}
+
+/// Creates the project.
+pub(crate) fn new(out: &mut impl Write, n: &New) -> Result<()> {
+    let dir = n.dir.clone().unwrap_or_else(|| PathBuf::from(&n.name));
+    if dir.exists() {
+        bail!(
+            "{} exists already: choose another name or --dir",
+            dir.display()
+        );
+    }
+    let (state, ty) = match known(&n.event) {
+        Some((state, ty)) => (state, Some(ty)),
+        None => (json!({}), None),
+    };
+    let typed = ty.is_some();
+    let manifest = manifest(&n.name, &n.event);
+    // The same checks as `pack`: a name that could never be installed is refused now.
+    Manifest::parse(&manifest).map_err(|e| anyhow!("`{}`: {e}", n.name))?;
+    let mut files: Vec<(&str, String)> = vec![
+        ("plugboard.toml", manifest),
+        ("state.json", serde_json::to_string_pretty(&state)? + "\n"),
+        (
+            ".gitignore",
+            "/target\n/plugin.wasm\n*.pbpkg\n__pycache__/\n".into(),
+        ),
+        ("README.md", readme(&n.name, &n.event, n.lang, typed)),
+    ];
+    match n.lang {
+        Lang::Rust => {
+            let pdk = match &n.pdk {
+                Some(p) => p.clone(),
+                None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugboard-pdk"),
+            };
+            let pdk = pdk.canonicalize().map_err(|_| {
+                anyhow!(
+                    "plugboard-pdk is not at {}: pass --pdk with the path of crates/plugboard-pdk in a Plugboard checkout",
+                    pdk.display()
+                )
+            })?;
+            files.push(("Cargo.toml", cargo_toml(&n.name, &pdk)));
+            files.push(("src/lib.rs", rust_lib(&n.name, &n.event, ty.as_deref())));
+        }
+        Lang::Python => files.push(("app.py", python_app(&n.name, &n.event))),
+    }
+    for (path, text) in &files {
+        let path = dir.join(path);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    writeln!(
+        out,
+        "created {} ({:?}, on `{}`)",
+        dir.display(),
+        n.lang,
+        n.event
+    )?;
+    writeln!(out, "next:")?;
+    writeln!(out, "  plugboard build {}", dir.display())?;
+    writeln!(
+        out,
+        "  plugboard test {} --state {}",
+        dir.display(),
+        dir.join("state.json").display()
+    )?;
+    writeln!(
+        out,
+        "  plugboard install {} --grant all",
+        dir.join(format!("{}-0.1.0.pbpkg", n.name)).display()
+    )?;
+    Ok(())
+}
+
+/// Builds the project in `dir` into `plugin.wasm` and packs it; the package's path.
+pub(crate) fn build(out: &mut impl Write, dir: &Path) -> Result<PathBuf> {
+    let text = std::fs::read_to_string(dir.join("plugboard.toml"))
+        .with_context(|| format!("{} has no plugboard.toml", dir.display()))?;
+    let manifest = Manifest::parse(&text).map_err(|e| anyhow!("plugboard.toml: {e}"))?;
+    let component = dir.join("plugin.wasm");
+    if dir.join("Cargo.toml").is_file() {
+        build_rust(dir, &component)?;
+    } else if dir.join("app.py").is_file() {
+        build_python(dir, &manifest, &component)?;
+    } else {
+        bail!(
+            "{} holds neither Cargo.toml nor app.py: `plugboard build` builds Rust and Python projects (`plugboard pack` packs a component you built)",
+            dir.display()
+        );
+    }
+    let (bytes, sha) = plugboard_package::pack(dir, None).map_err(|e| anyhow!("packing: {e}"))?;
+    let file = dir.join(format!(
+        "{}-{}.pbpkg",
+        manifest.package.name, manifest.package.version
+    ));
+    std::fs::write(&file, bytes).with_context(|| format!("writing {}", file.display()))?;
+    writeln!(out, "{} sha256 {sha}", file.display())?;
+    Ok(file)
+}
+
+fn build_rust(dir: &Path, component: &Path) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let output = Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--message-format=json-render-diagnostics",
+            "--manifest-path",
+        ])
+        .arg(dir.join("Cargo.toml"))
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running cargo")?;
+    if !output.status.success() {
+        bail!("cargo build failed (is the target installed? `rustup target add wasm32-wasip2`)");
+    }
+    // Where cargo put it (CARGO_TARGET_DIR and workspaces move it), from its own report.
+    let built = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|m| m["reason"] == "compiler-artifact")
+        .flat_map(|m| {
+            m["filenames"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|f| f.as_str().map(PathBuf::from))
+        })
+        .rfind(|f| f.extension().is_some_and(|e| e == "wasm"))
+        .ok_or_else(|| anyhow!("cargo built no .wasm: is the crate a cdylib?"))?;
+    std::fs::copy(&built, component)
+        .with_context(|| format!("copying {} to {}", built.display(), component.display()))?;
+    Ok(())
+}
+
+/// The WIT contract, as this binary serves it, for tools that read WIT files.
+const WIT: &[(&str, &str)] = &[
+    ("plugin.wit", include_str!("../../../wit/plugin.wit")),
+    ("deps/cli.wit", include_str!("../../../wit/deps/cli.wit")),
+    (
+        "deps/clocks.wit",
+        include_str!("../../../wit/deps/clocks.wit"),
+    ),
+    (
+        "deps/filesystem.wit",
+        include_str!("../../../wit/deps/filesystem.wit"),
+    ),
+    ("deps/http.wit", include_str!("../../../wit/deps/http.wit")),
+    ("deps/io.wit", include_str!("../../../wit/deps/io.wit")),
+    (
+        "deps/random.wit",
+        include_str!("../../../wit/deps/random.wit"),
+    ),
+    (
+        "deps/sockets.wit",
+        include_str!("../../../wit/deps/sockets.wit"),
+    ),
+];
+
+fn build_python(dir: &Path, manifest: &Manifest, component: &Path) -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    for (path, text) in WIT {
+        let path = tmp.path().join(path);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(path, text)?;
+    }
+    // componentize-py imports every interface of the world it builds against, and a
+    // package must ask for each import's capability: the narrowest world that has what
+    // the manifest asks for.
+    let caps = &manifest.capabilities;
+    let world = match (caps.kv, !caps.http.is_empty(), !caps.emit.is_empty()) {
+        (false, false, false) => "plugin-basic",
+        (true, false, false) => "plugin-kv",
+        (false, true, false) => "plugin-http",
+        _ => "plugin",
+    };
+    let status = Command::new("componentize-py")
+        .arg("-d")
+        .arg(tmp.path())
+        .args(["-w", world, "componentize", "app", "-p"])
+        .arg(dir)
+        .arg("-o")
+        .arg(component)
+        .status()
+        .map_err(|e| {
+            anyhow!("running componentize-py ({e}): install it with `pip install componentize-py`")
+        })?;
+    if !status.success() {
+        bail!("componentize-py failed ({status})");
+    }
+    Ok(())
+}
+
+fn manifest(name: &str, event: &str) -> String {
+    format!(
+        r#"[package]
+name = "{name}"
+version = "0.1.0"
+description = "A Plugboard plugin on `{event}`."
+# An SPDX expression: yours to choose.
+license = "MIT"
+contract = "0.3"
+readme = "README.md"
+
+# What it may reach, each granted by an operator at install: log, settings, clock,
+# random, kv, http = ["https://api.example.com"], emit = ["on_some_event"].
+[capabilities]
+log = true
+
+[[hooks]]
+event = "{event}"
+plugin = "{name}"
+priority = 50
+"#
+    )
+}
+
+fn cargo_toml(name: &str, pdk: &Path) -> String {
+    format!(
+        r#"[package]
+name = "{name}"
+version = "0.1.0"
+edition = "2024"
+publish = false
+
+[lib]
+crate-type = ["cdylib"]
+
+[dependencies]
+plugboard-pdk = {{ path = {pdk:?} }}
+
+[profile.release]
+opt-level = "s"
+lto = true
+codegen-units = 1
+strip = true
+
+# A project of its own, not a member of an enclosing workspace.
+[workspace]
+"#,
+        pdk = pdk.display().to_string()
+    )
+}
+
+/// `on_user_after_save_failure` → `OnUserAfterSaveFailure`.
+fn type_name(event: &str) -> String {
+    event
+        .split('_')
+        .map(|w| {
+            let mut c = w.chars();
+            c.next()
+                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+fn rust_lib(name: &str, event: &str, ty: Option<&str>) -> String {
+    let (import, ty) = match ty {
+        Some(ty) => (
+            format!("use plugboard_pdk::reference::{ty};\n"),
+            ty.to_owned(),
+        ),
+        None => (
+            "use plugboard_pdk::serde_json::Value;\n".to_owned(),
+            "Value".to_owned(),
+        ),
+    };
+    let what = if ty != "Value" {
+        format!("the event's state, typed (`plugboard events show {event}`)")
+    } else {
+        "your host's own event: its state as free JSON".to_owned()
+    };
+    format!(
+        r#"//! {name}: a Plugboard plugin on `{event}`.
+
+{import}use plugboard_pdk::{{Plugin, Reply}};
+
+struct Hook;
+
+impl Plugin for Hook {{
+    /// {what}.
+    type State = {ty};
+
+    fn call(&self, event: &str, state: Self::State) -> Result<Reply<Self::State>, String> {{
+        plugboard_pdk::log::info(&format!("{name} saw {{event}}"));
+        // `Reply::Halt(state)` stops the chain here; an `Err` fails this step.
+        Ok(Reply::Continue(state))
+    }}
+}}
+
+plugboard_pdk::export_plugin!(Hook, Hook);
+"#
+    )
+}
+
+fn python_app(name: &str, event: &str) -> String {
+    format!(
+        r#""""{name}: a Plugboard plugin on `{event}`, in Python (componentize-py)."""
+
+import json
+from typing import Optional
+
+from wit_world import exports
+from wit_world.exports import guest
+from wit_world.imports import host
+
+
+class Guest(exports.Guest):
+    def initial(self, record: str) -> None:
+        return None
+
+    def layout(self, event: str) -> Optional[int]:
+        # JSON only: the binary layout is for guests built from the Rust types.
+        return None
+
+    def call(self, event: str, wire: guest.Wire, state: bytes) -> guest.Reply:
+        s = json.loads(state)
+        host.log(host.Level.INFO, f"{name} saw {{event}}")
+        # guest.Reply_Halt(...) stops the chain here; raising
+        # componentize_py_types.Err("why") fails this step. Keep to the state's fields:
+        # a reply with a field the state lacks fails the step.
+        return guest.Reply_Continue(json.dumps(s).encode())
+
+    def lifecycle(self, op: str, record: str) -> None:
+        return None
+
+    def health(self) -> None:
+        return None
+"#
+    )
+}
+
+fn readme(name: &str, event: &str, lang: Lang, typed: bool) -> String {
+    let toolchain = match lang {
+        Lang::Rust => "Rust with the `wasm32-wasip2` target (`rustup target add wasm32-wasip2`)",
+        Lang::Python => "componentize-py (`pip install componentize-py`)",
+    };
+    let state = if typed {
+        format!(
+            "`state.json` is a sample `{event}` state (`plugboard events show {event}` gives its schema)."
+        )
+    } else {
+        format!(
+            "`{event}` is not in Plugboard's catalogue: it is your host's own event, and `state.json` is `{{}}` until you write one."
+        )
+    };
+    format!(
+        r#"# {name}
+
+A Plugboard plugin on `{event}`. Building it needs {toolchain}.
+
+```sh
+plugboard build .                          # the component, packed: {name}-0.1.0.pbpkg
+plugboard test . --state state.json        # one call in the real host, nothing installed
+plugboard install {name}-0.1.0.pbpkg --grant all   # into the host of $PLUGBOARD_HOME
+```
+
+{state} `plugboard.toml` is the manifest: the events it hooks, with priorities and
+dependencies, and the capabilities it asks for.
+"#
+    )
+}
+
+/// A catalogue event's sample state and the PDK's type for it; `None` for a host's own
+/// event.
+fn known(event: &str) -> Option<(Value, String)> {
+    Engine::new().event(event)?;
+    Some(match sample(event) {
+        Some(state) => (state, type_name(event)),
+        // The placeholder events share one generic state.
+        None => (
+            json!({"data": {"title": "Hello"}, "extra": {}}),
+            "Payload".into(),
+        ),
+    })
+}
+
+/// A valid state of each reference event with a state of its own, for a new project's
+/// `state.json`.
+fn sample(event: &str) -> Option<Value> {
+    let conn = json!({"method": "POST", "path": "/users", "headers": {}, "peer": null});
+    let ip = "203.0.113.9";
+    let id = "7e5b0c5e-4d59-4c3c-9d4e-2c0b6d7f3a10";
+    let error = json!({"code": "validation_failed", "message": "the form has errors"});
+    let user = json!({"id": 1, "name": "ann"});
+    Some(match event {
+        "on_change_dependency" => json!({"app": "billing", "status": "add"}),
+        "on_router" => json!({"action": "get", "path": "/hello", "endpoint": "HelloController"}),
+        "on_user_after_delete_role" | "on_user_after_save_role" => {
+            json!({"role_id": id, "ip": ip, "endpoint": "html", "conn": conn})
+        }
+        "on_user_after_login" => json!({
+            "user_info": user, "ip": ip, "endpoint": "html", "conn": conn, "type": "username",
+        }),
+        "on_user_after_logout" => {
+            json!({"user_id": id, "ip": ip, "endpoint": "html", "conn": conn})
+        }
+        "on_user_after_save" => json!({
+            "user_info": user, "ip": ip, "endpoint": "html", "status": "added", "conn": conn,
+            "modifier_user": "self",
+        }),
+        "on_user_after_save_failure" => json!({
+            "error": error, "ip": ip, "endpoint": "html", "status": "added", "conn": conn,
+            "modifier_user": "self",
+        }),
+        "on_user_authorisation" => json!({
+            "conn": conn, "user_id": id, "ip": ip, "endpoint": "html", "module": "billing",
+            "operation": "read",
+        }),
+        "on_user_authorisation_failure" => json!({
+            "conn": conn, "ip": ip, "endpoint": "html", "error": error, "module": "billing",
+            "operation": "read",
+        }),
+        "on_user_before_login" => json!({"ip": ip}),
+        "on_user_login_failure" => {
+            json!({"conn": conn, "ip": ip, "endpoint": "html", "error": error})
+        }
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_catalogue_event_has_a_sample_state_that_decodes() {
+        let engine = Engine::new();
+        let events: Vec<String> = engine
+            .events()
+            .into_iter()
+            .map(|e| e.name.to_string())
+            .collect();
+        assert!(events.len() >= 12, "{events:?}");
+        assert!(known("on_my_hosts_event").is_none());
+        for event in events {
+            let (state, _) = known(&event).unwrap();
+            engine
+                .call_json(&event, state, &Default::default())
+                .unwrap_or_else(|e| panic!("{event}: {e}"));
+        }
+    }
+
+    #[test]
+    fn type_names_follow_the_events() {
+        assert_eq!(
+            type_name("on_user_after_save_failure"),
+            "OnUserAfterSaveFailure"
+        );
+    }
+}

@@ -1,0 +1,149 @@
+//! A plugin author's first five minutes, as commands: `plugboard new` makes a project in
+//! Rust or Python, `plugboard build` builds and packs it with the language's toolchain,
+//! `plugboard test` runs it in the real host, and `plugboard install` puts it into a
+//! running `plugboard serve`, where the next call of its event runs it. Timed; the
+//! Python half is skipped outside CI when componentize-py is not installed.
+
+use std::path::Path;
+use std::time::Instant;
+
+use crate::{plugboard_in, run, stdout};
+
+/// The step of `plugin` in a failed save's trace, on the server.
+fn outcome(server: &crate::Serve, plugin: &str) -> String {
+    let answer = crate::failed_save(server);
+    answer["trace"]
+        .as_array()
+        .and_then(|t| t.iter().find(|s| s["plugin"] == plugin))
+        .map(|s| s["outcome"].as_str().unwrap_or_default().to_owned())
+        .unwrap_or_else(|| panic!("no {plugin} step: {answer}"))
+}
+
+/// `plugboard new`, `build` and `test` in `dir`; the package built.
+fn new_build_test(home: &Path, dir: &Path, name: &str, args: &[&str]) -> String {
+    let project = dir.join(name);
+    let mut new = vec!["new", name, "--dir", project.to_str().unwrap()];
+    new.extend_from_slice(args);
+    let created = stdout(&run(home, &new));
+    assert!(created.contains("plugboard build"), "{created}");
+    let built = plugboard_in(home)
+        .args(["build", project.to_str().unwrap()])
+        // The Rust project shares the compiled dependencies of the repository's plugins.
+        .env(
+            "CARGO_TARGET_DIR",
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/plugins"),
+        )
+        .output()
+        .unwrap();
+    let package = project.join(format!("{name}-0.1.0.pbpkg"));
+    assert!(
+        built.status.success() && package.is_file(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let tested = run(
+        home,
+        &[
+            "test",
+            project.to_str().unwrap(),
+            "--state",
+            project.join("state.json").to_str().unwrap(),
+        ],
+    );
+    let shown = stdout(&tested);
+    assert!(
+        shown.contains(&format!("{name} ")) && shown.contains("continued"),
+        "{shown}"
+    );
+    assert!(
+        String::from_utf8_lossy(&tested.stderr)
+            .contains(&format!("{name} saw on_user_after_save_failure")),
+        "{}",
+        String::from_utf8_lossy(&tested.stderr)
+    );
+    package.display().to_string()
+}
+
+#[test]
+fn a_new_plugin_goes_from_nothing_to_firing_in_a_running_server_in_rust_and_python() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    let server = crate::serve(&home);
+    let started = Instant::now();
+    let package = new_build_test(&home, tmp.path(), "hello-rust", &[]);
+    stdout(&run(&home, &["install", &package, "--grant", "all"]));
+    crate::wait_in_chain(&server, "hello-rust");
+    assert_eq!(outcome(&server, "hello-rust"), "continued");
+    println!(
+        "Rust: new, build, test, install, firing in a running server: {:?} (4 commands)",
+        started.elapsed()
+    );
+
+    if std::process::Command::new("componentize-py")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(
+            !std::env::var("CI").is_ok_and(|v| v == "true"),
+            "componentize-py is required in CI"
+        );
+        eprintln!("skipped the Python half: componentize-py is not installed");
+        return;
+    }
+    let started = Instant::now();
+    let package = new_build_test(&home, tmp.path(), "hello-py", &["--lang", "python"]);
+    stdout(&run(&home, &["install", &package, "--grant", "all"]));
+    crate::wait_in_chain(&server, "hello-py");
+    assert_eq!(outcome(&server, "hello-py"), "continued");
+    println!(
+        "Python: new, build, test, install, firing in a running server: {:?} (4 commands)",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn new_refuses_a_name_that_could_never_be_installed_and_an_existing_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    let out = run(
+        &home,
+        &[
+            "new",
+            "Bad Name",
+            "--dir",
+            tmp.path().join("x").to_str().unwrap(),
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`Bad Name`"));
+    assert!(!tmp.path().join("x").exists(), "nothing is written");
+    let out = run(
+        &home,
+        &["new", "taken", "--dir", tmp.path().to_str().unwrap()],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("exists already"));
+
+    // A host's own event: the project takes its state as free JSON.
+    let dir = tmp.path().join("own");
+    stdout(&run(
+        &home,
+        &[
+            "new",
+            "own",
+            "--event",
+            "on_invoice_paid",
+            "--dir",
+            dir.to_str().unwrap(),
+        ],
+    ));
+    let lib = std::fs::read_to_string(dir.join("src/lib.rs")).unwrap();
+    assert!(lib.contains("type State = Value;"), "{lib}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("state.json"))
+            .unwrap()
+            .trim(),
+        "{}"
+    );
+}
