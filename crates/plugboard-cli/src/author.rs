@@ -80,8 +80,12 @@ pub(crate) fn new(out: &mut impl Write, n: &New) -> Result<()> {
             })?;
             files.push(("Cargo.toml", cargo_toml(&n.name, &pdk)));
             files.push(("src/lib.rs", rust_lib(&n.name, &n.event, ty.as_deref())));
+            files.push(("tests/plugin.rs", RUST_TEST.into()));
         }
-        Lang::Python => files.push(("app.py", python_app(&n.name, &n.event))),
+        Lang::Python => {
+            files.push(("app.py", python_app(&n.name, &n.event)));
+            files.push(("tests/test_plugin.py", PYTHON_TEST.into()));
+        }
     }
     for (path, text) in &files {
         let path = dir.join(path);
@@ -237,6 +241,67 @@ fn build_python(dir: &Path, manifest: &Manifest, component: &Path) -> Result<()>
     Ok(())
 }
 
+/// A Rust project's test: `cargo test` builds the component and calls it in the real host.
+const RUST_TEST: &str = r#"//! The plugin in the real Plugboard host: `cargo test` builds it (`plugboard build`) and
+//! calls it with `state.json` (`plugboard test`). `$PLUGBOARD` names the binary when
+//! `plugboard` is not on PATH.
+
+use plugboard_pdk::serde_json::{self, Value};
+use std::process::Command;
+
+fn plugboard() -> Command {
+    Command::new(std::env::var("PLUGBOARD").unwrap_or_else(|_| "plugboard".into()))
+}
+
+#[test]
+fn it_continues_with_the_sample_state() {
+    let dir = env!("CARGO_MANIFEST_DIR");
+    let built = plugboard()
+        .args(["build", dir])
+        .status()
+        .expect("running plugboard (on PATH, or named by $PLUGBOARD)");
+    assert!(built.success());
+    let out = plugboard()
+        .args(["test", dir, "--state", &format!("{dir}/state.json"), "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["trace"][0]["outcome"], "continued", "{answer}");
+}
+"#;
+
+/// A Python project's test, for `python3 -m unittest discover tests` (or pytest).
+const PYTHON_TEST: &str = r#""""The plugin in the real Plugboard host: builds it (`plugboard build`) and calls it with
+`state.json` (`plugboard test`). `$PLUGBOARD` names the binary when `plugboard` is not on
+PATH. Run with `python3 -m unittest discover tests` (or pytest)."""
+
+import json
+import os
+import subprocess
+import unittest
+
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PLUGBOARD = os.environ.get("PLUGBOARD", "plugboard")
+
+
+class PluginTest(unittest.TestCase):
+    def test_it_continues_with_the_sample_state(self):
+        subprocess.run([PLUGBOARD, "build", HERE], check=True)
+        out = subprocess.run(
+            [PLUGBOARD, "test", HERE, "--state", os.path.join(HERE, "state.json"), "--json"],
+            capture_output=True,
+            text=True,
+        )
+        self.assertEqual(out.returncode, 0, out.stderr)
+        answer = json.loads(out.stdout)
+        self.assertEqual(answer["trace"][0]["outcome"], "continued", answer)
+
+
+if __name__ == "__main__":
+    unittest.main()
+"#;
+
 fn manifest(name: &str, event: &str) -> String {
     format!(
         r#"[package]
@@ -382,6 +447,12 @@ fn readme(name: &str, event: &str, lang: Lang, typed: bool) -> String {
         Lang::Rust => "Rust with the `wasm32-wasip2` target (`rustup target add wasm32-wasip2`)",
         Lang::Python => "componentize-py (`pip install componentize-py`)",
     };
+    let tests = match lang {
+        Lang::Rust => "cargo test                                 # both, from tests/plugin.rs",
+        Lang::Python => {
+            "python3 -m unittest discover tests        # both, from tests/test_plugin.py"
+        }
+    };
     let state = if typed {
         format!(
             "`state.json` is a sample `{event}` state (`plugboard events show {event}` gives its schema)."
@@ -399,6 +470,7 @@ A Plugboard plugin on `{event}`. Building it needs {toolchain}.
 ```sh
 plugboard build .                          # the component, packed: {name}-0.1.0.pbpkg
 plugboard test . --state state.json        # one call in the real host, nothing installed
+{tests}
 plugboard install {name}-0.1.0.pbpkg --grant all   # into the host of $PLUGBOARD_HOME
 ```
 

@@ -64,6 +64,29 @@ fn new_build_test(home: &Path, dir: &Path, name: &str, args: &[&str]) -> String 
     package.display().to_string()
 }
 
+/// Runs a project's own tests (`cargo test`, `python3 -m unittest`), which build it and
+/// call it through `plugboard`.
+fn own_tests(home: &Path, project: &Path, program: &str, args: &[&str]) {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .current_dir(project)
+        .env("PLUGBOARD", env!("CARGO_BIN_EXE_plugboard"))
+        .env("PLUGBOARD_HOME", home)
+        .env(
+            "CARGO_TARGET_DIR",
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/plugins"),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{program} {args:?} in {}:\n{}\n{}",
+        project.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn a_new_plugin_goes_from_nothing_to_firing_in_a_running_server_in_rust_and_python() {
     let tmp = tempfile::tempdir().unwrap();
@@ -78,6 +101,8 @@ fn a_new_plugin_goes_from_nothing_to_firing_in_a_running_server_in_rust_and_pyth
         "Rust: new, build, test, install, firing in a running server: {:?} (4 commands)",
         started.elapsed()
     );
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    own_tests(&home, &tmp.path().join("hello-rust"), &cargo, &["test"]);
 
     if std::process::Command::new("componentize-py")
         .arg("--version")
@@ -99,6 +124,12 @@ fn a_new_plugin_goes_from_nothing_to_firing_in_a_running_server_in_rust_and_pyth
     println!(
         "Python: new, build, test, install, firing in a running server: {:?} (4 commands)",
         started.elapsed()
+    );
+    own_tests(
+        &home,
+        &tmp.path().join("hello-py"),
+        "python3",
+        &["-m", "unittest", "discover", "tests"],
     );
 }
 
