@@ -58,7 +58,7 @@ pub(crate) fn run(out: &mut impl Write, t: &Trial) -> Result<bool> {
         .map(|s| serde_json::from_str::<Value>(s).context("--settings is not JSON"))
         .transpose()?;
     let tmp = tempfile::tempdir().context("creating a temporary directory")?;
-    let (file, manifest) = package_file(&t.package, tmp.path())?;
+    let (bytes, manifest) = package_bytes(&t.package)?;
     let name = manifest.package.name.clone();
     let event = match &t.event {
         Some(e) => e.clone(),
@@ -112,13 +112,14 @@ pub(crate) fn run(out: &mut impl Write, t: &Trial) -> Result<bool> {
         None => Grant::Asked,
     };
     installer
-        .install(
-            &file.display().to_string(),
+        .install_bytes(
+            bytes,
+            "path",
+            &t.package.display().to_string(),
             &InstallOptions {
                 grant,
                 ..InstallOptions::default()
             },
-            &mut |_, _| {},
         )
         .map_err(|e| anyhow!("{e}"))?;
     if let Some(value) = settings {
@@ -126,12 +127,11 @@ pub(crate) fn run(out: &mut impl Write, t: &Trial) -> Result<bool> {
             .map_err(|e| anyhow!("--settings: {e}"))?;
         installer.refresh_settings().map_err(|e| anyhow!("{e}"))?;
     }
-    if !kv.is_empty() {
-        let data = store.kv(&name)?;
-        for (key, value) in &kv {
-            data.set(key, value.as_bytes(), None, KvQuota::DEFAULT)
-                .with_context(|| format!("--kv {key}"))?;
-        }
+    let scope = store.kv(&name)?;
+    for (key, value) in &kv {
+        scope
+            .set(key, value.as_bytes(), None, KvQuota::DEFAULT)
+            .with_context(|| format!("--kv {key}"))?;
     }
 
     let trace = engine.trace_json(&event, state, &CallOptions::default());
@@ -141,12 +141,11 @@ pub(crate) fn run(out: &mut impl Write, t: &Trial) -> Result<bool> {
         .find(|(p, _)| *p == name)
         .map(|(_, c)| c)
         .unwrap_or_default();
-    let data: Vec<(String, String)> = store
-        .kv(&name)?
+    let data: Vec<(String, String)> = scope
         .list("", None, 1000)?
         .into_iter()
         .map(|e| {
-            let value = store.kv(&name)?.get(&e.key)?.unwrap_or_default();
+            let value = scope.get(&e.key)?.unwrap_or_default();
             Ok((e.key, String::from_utf8_lossy(&value).into_owned()))
         })
         .collect::<Result<_>>()?;
@@ -260,8 +259,9 @@ fn read_state(path: &Path) -> Result<Value> {
     serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))
 }
 
-/// The package file to install, packing a directory first, and its manifest.
-fn package_file(package: &Path, tmp: &Path) -> Result<(PathBuf, Manifest)> {
+/// The package to install, packing a directory first, and its manifest (read to settle
+/// the event before the installer's own verification).
+fn package_bytes(package: &Path) -> Result<(Vec<u8>, Manifest)> {
     let bytes = if package.is_dir() {
         plugboard_package::pack(package, None)
             .map(|(bytes, _)| bytes)
@@ -271,9 +271,7 @@ fn package_file(package: &Path, tmp: &Path) -> Result<(PathBuf, Manifest)> {
     };
     let verified = plugboard_package::verify(&bytes, &plugboard_package::VerifyOptions::default())
         .with_context(|| format!("checking {}", package.display()))?;
-    let file = tmp.join("package.pbpkg");
-    std::fs::write(&file, &bytes)?;
-    Ok((file, verified.manifest))
+    Ok((bytes, verified.manifest))
 }
 
 /// The events a manifest hooks, for a message.

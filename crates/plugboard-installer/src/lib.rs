@@ -437,9 +437,10 @@ impl Installer {
 
     /// Applies the settings stored now: the `installer` setting (when the configuration
     /// follows it), with the call deadlines it gives packages, and every loaded package's
-    /// plugin settings, which its plugins read on their next call. Reads the database, not a cache; [`Installer::sync`] (and so
-    /// [`Installer::follow`]) runs it on every change, wherever it was made. A stored value
-    /// that no longer parses is reported and the rules in force stay.
+    /// plugin settings, which its plugins read on their next call. Reads the database, not
+    /// a cache; [`Installer::sync`] (and so [`Installer::follow`]) runs it on every change,
+    /// wherever it was made. A stored value that no longer parses is reported and the
+    /// rules in force stay.
     pub fn refresh_settings(&self) -> Result<(), InstallError> {
         let stored: BTreeMap<String, Value> = self
             .inner

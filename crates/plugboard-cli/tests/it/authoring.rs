@@ -9,16 +9,6 @@ use std::time::Instant;
 
 use crate::{plugboard_in, run, stdout};
 
-/// The step of `plugin` in a failed save's trace, on the server.
-fn outcome(server: &crate::Serve, plugin: &str) -> String {
-    let answer = crate::failed_save(server);
-    answer["trace"]
-        .as_array()
-        .and_then(|t| t.iter().find(|s| s["plugin"] == plugin))
-        .map(|s| s["outcome"].as_str().unwrap_or_default().to_owned())
-        .unwrap_or_else(|| panic!("no {plugin} step: {answer}"))
-}
-
 /// `plugboard new`, `build` and `test` in `dir`; the package built.
 fn new_build_test(home: &Path, dir: &Path, name: &str, args: &[&str]) -> String {
     let project = dir.join(name);
@@ -96,7 +86,10 @@ fn a_new_plugin_goes_from_nothing_to_firing_in_a_running_server_in_rust_and_pyth
     let package = new_build_test(&home, tmp.path(), "hello-rust", &[]);
     stdout(&run(&home, &["install", &package, "--grant", "all"]));
     crate::wait_in_chain(&server, "hello-rust");
-    assert_eq!(outcome(&server, "hello-rust"), "continued");
+    assert_eq!(
+        crate::failed_save_step(&server, "hello-rust")["outcome"],
+        "continued"
+    );
     println!(
         "Rust: new, build, test, install, firing in a running server: {:?} (4 commands)",
         started.elapsed()
@@ -120,7 +113,10 @@ fn a_new_plugin_goes_from_nothing_to_firing_in_a_running_server_in_rust_and_pyth
     let package = new_build_test(&home, tmp.path(), "hello-py", &["--lang", "python"]);
     stdout(&run(&home, &["install", &package, "--grant", "all"]));
     crate::wait_in_chain(&server, "hello-py");
-    assert_eq!(outcome(&server, "hello-py"), "continued");
+    assert_eq!(
+        crate::failed_save_step(&server, "hello-py")["outcome"],
+        "continued"
+    );
     println!(
         "Python: new, build, test, install, firing in a running server: {:?} (4 commands)",
         started.elapsed()

@@ -34,12 +34,7 @@ fn slow_receiver() -> u16 {
 
 /// The webhook's step of a failed save's call: its outcome, and its failure's message.
 fn webhook_step(server: &Serve) -> (String, String) {
-    let answer = crate::failed_save(server);
-    let step = answer["trace"]
-        .as_array()
-        .and_then(|t| t.iter().find(|s| s["plugin"] == "webhook"))
-        .cloned()
-        .unwrap_or_else(|| panic!("no webhook step: {answer}"));
+    let step = crate::failed_save_step(server, "webhook");
     let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
     (text(&step["outcome"]), text(&step["failure"]["message"]))
 }

@@ -304,6 +304,16 @@ pub fn arrivals(server: &Serve) -> String {
     page
 }
 
+/// Fires a failed save on the server; `plugin`'s step of the call's trace.
+pub fn failed_save_step(server: &Serve, plugin: &str) -> serde_json::Value {
+    let answer = failed_save(server);
+    answer["trace"]
+        .as_array()
+        .and_then(|t| t.iter().find(|s| s["plugin"] == plugin))
+        .cloned()
+        .unwrap_or_else(|| panic!("no {plugin} step: {answer}"))
+}
+
 /// Polls `f` until it holds, failing after `within`; how long it took.
 pub fn wait_for(within: Duration, what: &str, mut f: impl FnMut() -> bool) -> Duration {
     let started = Instant::now();

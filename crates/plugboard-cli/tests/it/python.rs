@@ -8,15 +8,6 @@ use crate::{PROMPTLY, arrivals, http, run, serve, stdout, wait_for};
 
 const TOKEN: &str = "py-hook-token-4Rk9";
 
-/// The python-webhook step of a call's trace.
-fn step(answer: &serde_json::Value) -> serde_json::Value {
-    answer["trace"]
-        .as_array()
-        .and_then(|t| t.iter().find(|s| s["plugin"] == "python-webhook"))
-        .cloned()
-        .unwrap_or_else(|| panic!("no python-webhook step: {answer}"))
-}
-
 #[test]
 fn the_python_webhook_is_denied_until_granted_then_posts_to_the_demo_receiver() {
     let Some(component) = plugboard_testkit::python_component("python-webhook", "plugin-http")
@@ -70,7 +61,7 @@ fn the_python_webhook_is_denied_until_granted_then_posts_to_the_demo_receiver() 
     assert_eq!(status, 200, "{body}");
 
     // Not granted that origin: the host refuses the request, and the step's failure says so.
-    let s = step(&crate::failed_save(&server));
+    let s = crate::failed_save_step(&server, "python-webhook");
     assert!(
         s["outcome"] == "failed"
             && s["failure"]["message"]
@@ -88,7 +79,7 @@ fn the_python_webhook_is_denied_until_granted_then_posts_to_the_demo_receiver() 
         Some(&format!(r#"{{"grant": "http={origin}"}}"#)),
     );
     assert_eq!(status, 200, "{body}");
-    let s = step(&crate::failed_save(&server));
+    let s = crate::failed_save_step(&server, "python-webhook");
     assert_eq!(s["outcome"], "continued", "{s}");
     wait_for(
         PROMPTLY,

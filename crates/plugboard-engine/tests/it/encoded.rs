@@ -65,8 +65,9 @@ fn consecutive_encoded_steps_are_not_decoded_in_between() {
     assert_eq!(trail(&e), ["native_first", "mended", "native_last"]);
 }
 
-#[test]
-fn an_invalid_state_after_a_group_is_charged_to_its_last_step() {
+/// An engine that skips failed steps, with `on_test` and an encoded step `fine` that
+/// writes its mark in `secret`.
+fn skipping_with_fine() -> plugboard_engine::Engine {
     let e = plugboard_engine::Engine::builder()
         .reference_events(false)
         .on_failure(OnFailure::Skip)
@@ -76,6 +77,12 @@ fn an_invalid_state_after_a_group_is_charged_to_its_last_step() {
         v["secret"] = json!("fine was here");
         v
     });
+    e
+}
+
+#[test]
+fn an_invalid_state_after_a_group_is_charged_to_its_last_step() {
+    let e = skipping_with_fine();
     add(&e, "bad", 2, |mut v| {
         v["trail"] = json!(42);
         v
@@ -96,15 +103,7 @@ fn an_invalid_state_after_a_group_is_charged_to_its_last_step() {
 
 #[test]
 fn a_json_reply_with_fields_the_state_lacks_is_refused_naming_them_not_silently_cut() {
-    let e = plugboard_engine::Engine::builder()
-        .reference_events(false)
-        .on_failure(OnFailure::Skip)
-        .build();
-    e.declare::<OnTest>().unwrap();
-    add(&e, "fine", 1, |mut v| {
-        v["secret"] = json!("fine was here");
-        v
-    });
+    let e = skipping_with_fine();
     add(&e, "adds", 2, |mut v| {
         v["note"] = json!("lost?");
         v["trail"] = json!(["adds"]);
