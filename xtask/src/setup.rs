@@ -1,12 +1,12 @@
 //! `cargo xtask test`: the README's test command. It installs what the test suite needs and
-//! a fresh machine lacks (the `wasm32-wasip2` target, componentize-py, Debian's Chromium and
-//! the end-to-end script's `node_modules`), finds PostgreSQL's server binaries, then runs
+//! a fresh machine lacks (the `wasm32-wasip2` target, componentize-py, componentize-js,
+//! Debian's Chromium and the end-to-end script's `node_modules`), finds PostgreSQL's server binaries, then runs
 //! `cargo test --workspace`. What it cannot install (not root, no `apt-get`) is reported,
 //! and the tests that need it skip themselves with a message (outside CI) or fail (`CI=true`).
 //!
 //! `cargo xtask fresh-machine`: proves that from a fresh clone, with a rustup home that lacks
-//! the wasm target, an empty cargo home and a `PATH` without Chromium or componentize-py,
-//! both README commands work; prints the cold time of each.
+//! the wasm target, an empty cargo home and a `PATH` without Chromium, componentize-py or
+//! componentize-js, both README commands work; prints the cold time of each.
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -189,6 +189,30 @@ fn componentize_py(env: &mut Env, root: &Path) {
     env.path.insert(0, bin);
 }
 
+/// componentize-js for the JavaScript template's test, from `xtask/componentize-js`'s
+/// lockfile, when it is not on `PATH`.
+fn componentize_js(env: &mut Env, root: &Path) -> Result<()> {
+    if env.which("componentize-js").is_some() {
+        return Ok(());
+    }
+    let dir = root.join("xtask/componentize-js");
+    let bin = dir.join("node_modules/.bin");
+    if !bin.join("componentize-js").is_file() {
+        if env.which("npm").is_none() {
+            println!("xtask: no npm: the JavaScript template's test will be skipped");
+            return Ok(());
+        }
+        println!("xtask: npm ci --prefix xtask/componentize-js");
+        let mut npm = env.command("npm");
+        npm.args(["ci", "--prefix"])
+            .arg(&dir)
+            .args(["--no-audit", "--no-fund", "--silent"]);
+        run(npm, "npm ci")?;
+    }
+    env.path.insert(0, bin);
+    Ok(())
+}
+
 /// Debian's Chromium for the dashboard's end-to-end test, and the script's `node_modules`.
 fn chromium(env: &mut Env, root: &Path) -> Result<()> {
     let found = |env: &Env| {
@@ -233,6 +257,7 @@ pub(crate) fn test(root: &Path, args: &[String]) -> Result<()> {
     wasm_target(&env)?;
     postgres(&mut env)?;
     componentize_py(&mut env, root);
+    componentize_js(&mut env, root)?;
     chromium(&mut env, root)?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     println!("xtask: cargo test --workspace --locked {}", args.join(" "));
@@ -374,7 +399,7 @@ fn health(addr: &str) -> Result<String> {
 
 /// `cargo xtask fresh-machine`: both README commands from a fresh clone of `HEAD`, with a
 /// rustup home lacking the wasm target, an empty cargo home and a `PATH` without Chromium
-/// or componentize-py. `CI=true`, so a test that would skip fails instead.
+/// componentize-py or componentize-js. `CI=true`, so a test that would skip fails instead.
 pub(crate) fn fresh_machine(root: &Path) -> Result<()> {
     let tmp = std::env::temp_dir().join(format!("plugboard-fresh-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
@@ -386,7 +411,7 @@ pub(crate) fn fresh_machine(root: &Path) -> Result<()> {
     let rustup_home = tmp.join("rustup");
     let toolchain = rustup_home_without_wasm(&rustup_home)?;
     let bin = tmp.join("bin");
-    path_without(&bin, &["chromium", "componentize-py"])?;
+    path_without(&bin, &["chromium", "componentize-py", "componentize-js"])?;
     let cargo_home = tmp.join("cargo");
     std::fs::create_dir_all(&cargo_home)?;
     let env = |program: &str| {

@@ -1,6 +1,6 @@
 //! `plugboard new` and `plugboard build`: a plugin project that builds, tests and packs as
-//! it comes, in Rust (the PDK) or Python (componentize-py), and one command from its
-//! sources to a `.pbpkg`, with the language's own toolchain.
+//! it comes, in Rust (the PDK), JavaScript (componentize-js) or Python (componentize-py),
+//! and one command from its sources to a `.pbpkg`, with the language's own toolchain.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -16,6 +16,8 @@ use serde_json::{Value, json};
 pub(crate) enum Lang {
     /// Rust, with plugboard-pdk, built for wasm32-wasip2 by cargo.
     Rust,
+    /// JavaScript, built by componentize-js (its SpiderMonkey runtime in the component).
+    Js,
     /// Python, built by componentize-py.
     Python,
 }
@@ -62,7 +64,7 @@ pub(crate) fn new(out: &mut impl Write, n: &New) -> Result<()> {
         ("state.json", serde_json::to_string_pretty(&state)? + "\n"),
         (
             ".gitignore",
-            "/target\n/plugin.wasm\n*.pbpkg\n__pycache__/\n".into(),
+            "/target\n/plugin.wasm\n*.pbpkg\n__pycache__/\nnode_modules/\n".into(),
         ),
         ("README.md", readme(&n.name, &n.event, n.lang, typed)),
     ];
@@ -81,6 +83,11 @@ pub(crate) fn new(out: &mut impl Write, n: &New) -> Result<()> {
             files.push(("Cargo.toml", cargo_toml(&n.name, &pdk)));
             files.push(("src/lib.rs", rust_lib(&n.name, &n.event, ty.as_deref())));
             files.push(("tests/plugin.rs", RUST_TEST.into()));
+        }
+        Lang::Js => {
+            files.push(("app.js", js_app(&n.name, &n.event)));
+            files.push(("package.json", js_package(&n.name)));
+            files.push(("tests/plugin.test.mjs", JS_TEST.into()));
         }
         Lang::Python => {
             files.push(("app.py", python_app(&n.name, &n.event)));
@@ -102,6 +109,13 @@ pub(crate) fn new(out: &mut impl Write, n: &New) -> Result<()> {
         n.event
     )?;
     writeln!(out, "next:")?;
+    if n.lang == Lang::Js {
+        writeln!(
+            out,
+            "  npm install --prefix {}   # componentize-js, once",
+            dir.display()
+        )?;
+    }
     writeln!(out, "  plugboard build {}", dir.display())?;
     writeln!(
         out,
@@ -125,11 +139,13 @@ pub(crate) fn build(out: &mut impl Write, dir: &Path) -> Result<PathBuf> {
     let component = dir.join("plugin.wasm");
     if dir.join("Cargo.toml").is_file() {
         build_rust(dir, &component)?;
+    } else if dir.join("app.js").is_file() {
+        build_js(dir, &manifest, &component)?;
     } else if dir.join("app.py").is_file() {
         build_python(dir, &manifest, &component)?;
     } else {
         bail!(
-            "{} holds neither Cargo.toml nor app.py: `plugboard build` builds Rust and Python projects (`plugboard pack` packs a component you built)",
+            "{} holds none of Cargo.toml, app.js and app.py: `plugboard build` builds Rust, JavaScript and Python projects (`plugboard pack` packs a component you built)",
             dir.display()
         );
     }
@@ -205,7 +221,8 @@ const WIT: &[(&str, &str)] = &[
     ),
 ];
 
-fn build_python(dir: &Path, manifest: &Manifest, component: &Path) -> Result<()> {
+/// The WIT contract written to a temporary directory, for a tool to build against.
+fn wit_dir() -> Result<tempfile::TempDir> {
     let tmp = tempfile::tempdir()?;
     for (path, text) in WIT {
         let path = tmp.path().join(path);
@@ -214,16 +231,62 @@ fn build_python(dir: &Path, manifest: &Manifest, component: &Path) -> Result<()>
         }
         std::fs::write(path, text)?;
     }
-    // componentize-py imports every interface of the world it builds against, and a
-    // package must ask for each import's capability: the narrowest world that has what
-    // the manifest asks for.
+    Ok(tmp)
+}
+
+/// componentize-py and componentize-js import every interface of the world they build
+/// against, and a package must ask for each import's capability: the narrowest world that
+/// has what the manifest asks for.
+fn narrowest_world(manifest: &Manifest) -> &'static str {
     let caps = &manifest.capabilities;
-    let world = match (caps.kv, !caps.http.is_empty(), !caps.emit.is_empty()) {
+    match (caps.kv, !caps.http.is_empty(), !caps.emit.is_empty()) {
         (false, false, false) => "plugin-basic",
         (true, false, false) => "plugin-kv",
         (false, true, false) => "plugin-http",
         _ => "plugin",
+    }
+}
+
+fn build_js(dir: &Path, manifest: &Manifest, component: &Path) -> Result<()> {
+    let tmp = wit_dir()?;
+    // The project's own (`npm install` brings the version its package.json pins), else
+    // one on PATH.
+    let local = dir.join("node_modules/.bin/componentize-js");
+    let program = if local.is_file() {
+        local
+    } else {
+        PathBuf::from("componentize-js")
     };
+    let mut cmd = Command::new(&program);
+    cmd.arg("app.js")
+        .arg("--wit")
+        .arg(tmp.path())
+        .args(["--world-name", narrowest_world(manifest)])
+        .arg("-o")
+        .arg(component)
+        .current_dir(dir);
+    // By default componentize-js exports `wasi:http/incoming-handler` (the fetch event,
+    // which no Plugboard host calls) and imports outbound HTTP, which a package may only
+    // import when it asks for the `http` capability.
+    cmd.args(["--disable", "fetch-event"]);
+    if manifest.capabilities.http.is_empty() {
+        cmd.arg("http");
+    }
+    let status = cmd.status().map_err(|e| {
+        anyhow!(
+            "running {} ({e}): `npm install` in the project (its package.json lists componentize-js), or `npm install -g @bytecodealliance/componentize-js`",
+            program.display()
+        )
+    })?;
+    if !status.success() {
+        bail!("componentize-js failed ({status})");
+    }
+    Ok(())
+}
+
+fn build_python(dir: &Path, manifest: &Manifest, component: &Path) -> Result<()> {
+    let tmp = wit_dir()?;
+    let world = narrowest_world(manifest);
     let status = Command::new("componentize-py")
         .arg("-d")
         .arg(tmp.path())
@@ -269,6 +332,56 @@ fn it_continues_with_the_sample_state() {
     let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(answer["trace"][0]["outcome"], "continued", "{answer}");
 }
+"#;
+
+/// The componentize-js release a new JavaScript project pins (the one CI builds with).
+const COMPONENTIZE_JS: &str = "0.23.0";
+
+fn js_package(name: &str) -> String {
+    format!(
+        r#"{{
+  "name": "{name}",
+  "version": "0.1.0",
+  "private": true,
+  "type": "module",
+  "scripts": {{
+    "build": "plugboard build .",
+    "test": "node --test tests/"
+  }},
+  "devDependencies": {{
+    "@bytecodealliance/componentize-js": "{COMPONENTIZE_JS}"
+  }}
+}}
+"#
+    )
+}
+
+/// A JavaScript project's test, for node's test runner (`npm test`).
+const JS_TEST: &str = r#"// The plugin in the real Plugboard host: builds it (`plugboard build`) and calls it with
+// `state.json` (`plugboard test`). `$PLUGBOARD` names the binary when `plugboard` is not on
+// PATH. Run with `npm test` (node --test).
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = dirname(dirname(fileURLToPath(import.meta.url)));
+const plugboard = process.env.PLUGBOARD ?? 'plugboard';
+
+function run(args) {
+  const out = spawnSync(plugboard, args, { encoding: 'utf8' });
+  assert.ifError(out.error);
+  assert.equal(out.status, 0, out.stderr);
+  return out.stdout;
+}
+
+test('it continues with the sample state', () => {
+  run(['build', here]);
+  const answer = JSON.parse(run(['test', here, '--state', join(here, 'state.json'), '--json']));
+  assert.equal(answer.trace[0].outcome, 'continued', JSON.stringify(answer));
+});
 "#;
 
 /// A Python project's test, for `python3 -m unittest discover tests` (or pytest).
@@ -442,13 +555,52 @@ class Guest(exports.Guest):
     )
 }
 
+fn js_app(name: &str, event: &str) -> String {
+    format!(
+        r#"// {name}: a Plugboard plugin on `{event}`, in JavaScript (componentize-js).
+//
+// The WIT contract's interfaces are modules: `plugboard:plugin/host@0.3.0` gives `log`,
+// `settings` and `nowMs`; a `result` import throws its error. The export is `guest`.
+
+import {{ log }} from 'plugboard:plugin/host@0.3.0';
+
+const decoder = new TextDecoder();
+const encoder = new TextEncoder();
+
+export const guest = {{
+  // A thrown error refuses the registration.
+  initial(record) {{}},
+
+  // JSON only: the binary layout is for guests built from the Rust types.
+  layout(event) {{
+    return undefined;
+  }},
+
+  call(event, wire, state) {{
+    const s = JSON.parse(decoder.decode(state));
+    log('info', `{name} saw ${{event}}`);
+    // {{ tag: 'halt', val }} stops the chain here; a thrown error fails this step. Keep
+    // to the state's fields: a reply with a field the state lacks fails the step.
+    return {{ tag: 'continue', val: encoder.encode(JSON.stringify(s)) }};
+  }},
+
+  lifecycle(op, record) {{}},
+
+  health() {{}},
+}};
+"#
+    )
+}
+
 fn readme(name: &str, event: &str, lang: Lang, typed: bool) -> String {
     let toolchain = match lang {
         Lang::Rust => "Rust with the `wasm32-wasip2` target (`rustup target add wasm32-wasip2`)",
+        Lang::Js => "node and componentize-js (`npm install` brings it)",
         Lang::Python => "componentize-py (`pip install componentize-py`)",
     };
     let tests = match lang {
         Lang::Rust => "cargo test                                 # both, from tests/plugin.rs",
+        Lang::Js => "npm test                                   # both, from tests/plugin.test.mjs",
         Lang::Python => {
             "python3 -m unittest discover tests        # both, from tests/test_plugin.py"
         }

@@ -148,11 +148,11 @@ enum Command {
     /// Prints each step, the state, its HTTP requests and its kv data; exits non-zero when
     /// the call fails.
     Test(trial::Trial),
-    /// Create a plugin project (Rust or Python) that builds, tests and packs as it comes:
+    /// Create a plugin project (Rust, JavaScript or Python) that builds, tests and packs as it comes:
     /// sources, manifest, a sample state, a README.
     New(author::New),
     /// Build the plugin project in DIR with its language's toolchain (cargo for Rust,
-    /// componentize-py for Python) into plugin.wasm, and pack it: NAME-VERSION.pbpkg.
+    /// componentize-js for JavaScript, componentize-py for Python) into plugin.wasm, and pack it: NAME-VERSION.pbpkg.
     Build {
         /// The project's directory.
         #[arg(default_value = ".")]

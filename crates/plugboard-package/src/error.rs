@@ -156,7 +156,7 @@ pub enum PackageError {
     /// The component imports an interface governed by a capability its manifest does not
     /// ask for: it would be denied at its first call, so it is refused now.
     #[error(
-        "the component imports `{import}`, which needs the `{capability}` capability, but plugboard.toml does not ask for it: add `{fix}` under [capabilities] (or build the component without that import)"
+        "the component imports `{import}`, which needs the `{capability}` capability, but plugboard.toml does not ask for it: add `{fix}` under [capabilities], or build the component without that import (componentize-js: `-d http fetch-event`; componentize-py and jco: the narrowest world of wit/plugin.wit, e.g. `plugin-basic`; `plugboard build` picks these from the manifest)"
     )]
     UndeclaredImport {
         /// The import, as the component names it.

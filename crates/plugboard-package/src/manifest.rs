@@ -399,6 +399,17 @@ impl Manifest {
             }
         }
 
+        // A schema describes settings the plugin reads through `settings()`, which is
+        // denied without the capability: every call would fail until the plugin is
+        // stopped, so the omission is named now.
+        if settings_schema.is_some() && !raw.capabilities.settings {
+            return invalid(
+                "package.settings_schema",
+                p.settings_schema.as_ref().and_then(|s| lines.of(s)),
+                "the package has settings but does not ask to read them: add `settings = true` under [capabilities]".into(),
+            );
+        }
+
         Ok(Manifest {
             package: PackageInfo {
                 name,

@@ -1,8 +1,9 @@
 //! A plugin author's first five minutes, as commands: `plugboard new` makes a project in
-//! Rust or Python, `plugboard build` builds and packs it with the language's toolchain,
+//! Rust, JavaScript or Python, `plugboard build` builds and packs it with the language's toolchain,
 //! `plugboard test` runs it in the real host, and `plugboard install` puts it into a
 //! running `plugboard serve`, where the next call of its event runs it. Timed; the
-//! Python half is skipped outside CI when componentize-py is not installed.
+//! JavaScript and Python halves are skipped outside CI when componentize-js or
+//! componentize-py is not installed.
 
 use std::path::Path;
 use std::time::Instant;
@@ -77,8 +78,26 @@ fn own_tests(home: &Path, project: &Path, program: &str, args: &[&str]) {
     );
 }
 
+/// Whether a language's toolchain is on PATH; outside CI its half of the test is skipped
+/// when it is not.
+fn installed(tool: &str) -> bool {
+    if std::process::Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok()
+    {
+        return true;
+    }
+    assert!(
+        !std::env::var("CI").is_ok_and(|v| v == "true"),
+        "{tool} is required in CI"
+    );
+    eprintln!("skipped a language: {tool} is not installed");
+    false
+}
+
 #[test]
-fn a_new_plugin_goes_from_nothing_to_firing_in_a_running_server_in_rust_and_python() {
+fn a_new_plugin_goes_from_nothing_to_firing_in_a_running_server_in_each_language() {
     let tmp = tempfile::tempdir().unwrap();
     let home = tmp.path().join("home");
     let server = crate::serve(&home);
@@ -97,16 +116,28 @@ fn a_new_plugin_goes_from_nothing_to_firing_in_a_running_server_in_rust_and_pyth
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     own_tests(&home, &tmp.path().join("hello-rust"), &cargo, &["test"]);
 
-    if std::process::Command::new("componentize-py")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        assert!(
-            !std::env::var("CI").is_ok_and(|v| v == "true"),
-            "componentize-py is required in CI"
+    if installed("componentize-js") {
+        let started = Instant::now();
+        let package = new_build_test(&home, tmp.path(), "hello-js", &["--lang", "js"]);
+        stdout(&run(&home, &["install", &package, "--grant", "all"]));
+        crate::wait_in_chain(&server, "hello-js");
+        assert_eq!(
+            crate::failed_save_step(&server, "hello-js")["outcome"],
+            "continued"
         );
-        eprintln!("skipped the Python half: componentize-py is not installed");
+        println!(
+            "JavaScript: new, build, test, install, firing in a running server: {:?} (4 commands)",
+            started.elapsed()
+        );
+        own_tests(
+            &home,
+            &tmp.path().join("hello-js"),
+            "node",
+            &["--test", "tests/"],
+        );
+    }
+
+    if !installed("componentize-py") {
         return;
     }
     let started = Instant::now();

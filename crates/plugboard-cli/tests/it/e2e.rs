@@ -51,6 +51,7 @@ settings_schema = "settings.schema.json"
 
 [capabilities]
 log = true
+settings = true
 
 [[hooks]]
 event = "on_content_prepare"

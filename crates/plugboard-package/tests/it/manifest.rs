@@ -254,3 +254,15 @@ fn the_contract_version_is_plugboard_cores() {
         plugboard_core::CONTRACT_VERSION
     );
 }
+
+#[test]
+fn settings_without_the_capability_to_read_them_are_refused_naming_the_fix() {
+    let e = parse_err(&MANIFEST.replace("settings = true\n", ""));
+    let msg = e.to_string();
+    assert!(msg.contains("package.settings_schema"), "{msg}");
+    assert!(msg.contains("line 10"), "{msg}");
+    assert!(
+        msg.contains("add `settings = true` under [capabilities]"),
+        "{msg}"
+    );
+}
