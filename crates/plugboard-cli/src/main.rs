@@ -9,6 +9,7 @@
 
 mod author;
 mod demo;
+mod dev;
 mod install;
 mod package;
 mod serve;
@@ -158,6 +159,10 @@ enum Command {
         #[arg(default_value = ".")]
         dir: PathBuf,
     },
+    /// Build the plugin project in DIR and install it into a running `plugboard serve`,
+    /// then rebuild and reinstall on every change of its sources, printing each install
+    /// and the plugin's failures and status changes as the server reports them.
+    Dev(dev::Dev),
     /// Generate an Ed25519 key pair for signing packages: PREFIX.key (secret, mode 0600)
     /// and PREFIX.pub.
     Keygen {
@@ -614,6 +619,11 @@ fn run(cli: Cli) -> Result<()> {
         Command::New(n) => author::new(&mut out, &n)?,
         Command::Build { dir } => {
             author::build(&mut out, &dir)?;
+        }
+        Command::Dev(d) => {
+            // Its threads print too: it must not run under this thread's lock of stdout.
+            drop(out);
+            return dev::dev(&d);
         }
         Command::Test(trial) => {
             if !trial::run(&mut out, &trial)? {

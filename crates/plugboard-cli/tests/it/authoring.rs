@@ -205,3 +205,126 @@ fn new_refuses_a_name_that_could_never_be_installed_and_an_existing_directory() 
         "{}"
     );
 }
+
+/// `plugboard dev` printing into a channel, line by line.
+struct Dev {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Dev {
+    /// The next line containing `what`, failing after `crate::PATIENCE`.
+    fn wait_line(&mut self, what: &str) -> String {
+        let deadline = Instant::now() + crate::PATIENCE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(what) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("plugboard dev never printed `{what}`: {:#?}", self.seen),
+            }
+        }
+    }
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn dev_reinstalls_each_change_into_the_running_server_and_prints_the_plugins_failures() {
+    use std::io::BufRead as _;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    let server = crate::serve(&home);
+    let project = tmp.path().join("hello-dev");
+    stdout(&run(
+        &home,
+        &["new", "hello-dev", "--dir", project.to_str().unwrap()],
+    ));
+    let mut child = plugboard_in(&home)
+        .args(["dev", project.to_str().unwrap(), "--server", &server.base])
+        .env("PLUGBOARD_TOKEN", &server.token)
+        .env(
+            "CARGO_TARGET_DIR",
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/plugins"),
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut dev = Dev {
+        child,
+        lines,
+        seen: Vec::new(),
+    };
+    dev.wait_line("installed hello-dev 0.1.0");
+    dev.wait_line("watching for changes");
+    crate::wait_in_chain(&server, "hello-dev");
+    assert_eq!(
+        crate::failed_save_step(&server, "hello-dev")["outcome"],
+        "continued"
+    );
+
+    // A change that fails every call: reinstalled, and its failure is printed.
+    let lib = project.join("src/lib.rs");
+    let source = std::fs::read_to_string(&lib).unwrap();
+    let continuing = "Ok(Reply::Continue(state))";
+    assert!(source.contains(continuing), "{source}");
+    std::fs::write(
+        &lib,
+        source.replace(
+            continuing,
+            "{ let _ = state; Err(\"boom from dev\".into()) }",
+        ),
+    )
+    .unwrap();
+    dev.wait_line("changed: rebuilding");
+    dev.wait_line("installed hello-dev 0.1.0");
+    dev.wait_line("watching for changes");
+    assert_eq!(
+        crate::failed_save_step(&server, "hello-dev")["outcome"],
+        "failed"
+    );
+    let failed = dev.wait_line("hello-dev failed on on_user_after_save_failure");
+    assert!(failed.contains("boom from dev"), "{failed}");
+
+    // A change that halts: from the write to the server running it.
+    let changed = Instant::now();
+    std::fs::write(&lib, source.replace(continuing, "Ok(Reply::Halt(state))")).unwrap();
+    let installed = dev.wait_line("installed hello-dev 0.1.0");
+    assert_eq!(
+        crate::failed_save_step(&server, "hello-dev")["outcome"],
+        "halted"
+    );
+    println!(
+        "plugboard dev (Rust): a source change running in the server {:?} after the write ({installed})",
+        changed.elapsed()
+    );
+
+    // A change that does not build: said, and the server keeps the last good build.
+    std::fs::write(&lib, "this is not Rust").unwrap();
+    dev.wait_line("not installed");
+    assert_eq!(
+        crate::failed_save_step(&server, "hello-dev")["outcome"],
+        "halted"
+    );
+}
