@@ -306,31 +306,26 @@ fn build_python(dir: &Path, manifest: &Manifest, component: &Path) -> Result<()>
 
 /// A Rust project's test: `cargo test` builds the component and calls it in the real host.
 const RUST_TEST: &str = r#"//! The plugin in the real Plugboard host: `cargo test` builds it (`plugboard build`) and
-//! calls it with `state.json` (`plugboard test`). `$PLUGBOARD` names the binary when
-//! `plugboard` is not on PATH.
+//! calls it (`plugboard test`) through `plugboard_pdk::testing::Trial`. `$PLUGBOARD` names
+//! the binary when `plugboard` is not on PATH.
 
 use plugboard_pdk::serde_json::{self, Value};
-use std::process::Command;
+use plugboard_pdk::testing::Trial;
 
-fn plugboard() -> Command {
-    Command::new(std::env::var("PLUGBOARD").unwrap_or_else(|_| "plugboard".into()))
+fn sample() -> Value {
+    serde_json::from_str(include_str!("../state.json")).expect("state.json is JSON")
 }
 
 #[test]
 fn it_continues_with_the_sample_state() {
-    let dir = env!("CARGO_MANIFEST_DIR");
-    let built = plugboard()
-        .args(["build", dir])
-        .status()
-        .expect("running plugboard (on PATH, or named by $PLUGBOARD)");
-    assert!(built.success());
-    let out = plugboard()
-        .args(["test", dir, "--state", &format!("{dir}/state.json"), "--json"])
-        .output()
+    // `.settings(json!({...}))`, `.kv("key", "value")` and `.grant("log")` set up the
+    // rest of what the plugin sees; `outcome.kv` is its data afterwards.
+    let outcome = Trial::new(env!("CARGO_MANIFEST_DIR"))
+        .state(sample())
+        .run()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(answer["trace"][0]["outcome"], "continued", "{answer}");
+    assert!(outcome.continued(), "{outcome:?}");
+    assert_eq!(outcome.steps[0].outcome, "continued");
 }
 "#;
 
@@ -452,6 +447,9 @@ crate-type = ["cdylib"]
 
 [dependencies]
 plugboard-pdk = {{ path = {pdk:?} }}
+
+[dev-dependencies]
+plugboard-pdk = {{ path = {pdk:?}, features = ["testing"] }}
 
 [profile.release]
 opt-level = "s"

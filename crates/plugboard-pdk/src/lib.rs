@@ -56,6 +56,9 @@ pub mod bindings {
 
 use std::marker::PhantomData;
 
+#[cfg(feature = "testing")]
+pub mod testing;
+
 #[cfg(any(
     test,
     all(

@@ -2,6 +2,20 @@
 //! (`initdb` + `pg_ctl` in a temp dir, on a free port, as a non-root user because
 //! PostgreSQL refuses to run as root) and the database URLs for both backends.
 
+/// The authors' guide's Rust blocks (`docs/*.md`), compiled as doc tests so that the
+/// guide stays true; its other blocks are checked by `plugboard-cli`'s `docs` test.
+#[cfg(doctest)]
+pub mod guide {
+    #[doc = include_str!("../../../docs/writing.md")]
+    pub struct Writing;
+    #[doc = include_str!("../../../docs/capabilities.md")]
+    pub struct Capabilities;
+    #[doc = include_str!("../../../docs/testing.md")]
+    pub struct Testing;
+    #[doc = include_str!("../../../docs/rust.md")]
+    pub struct Rust;
+}
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;

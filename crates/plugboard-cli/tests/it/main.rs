@@ -4,6 +4,7 @@
 mod authoring;
 mod catalogue;
 mod control;
+mod docs;
 mod e2e;
 mod examples;
 mod grants;
