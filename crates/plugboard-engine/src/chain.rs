@@ -890,6 +890,24 @@ impl<S: State> Slot<S> {
 }
 
 /// Options of a call by name with a JSON state.
+///
+/// ```
+/// use plugboard_engine::{CallOptions, Engine};
+/// use serde_json::json;
+///
+/// let engine = Engine::new();
+/// // The plugins may read `meta` but not change `data`, and the caller gets back the
+/// // state it passed in (the plugins still run, e.g. for their side effects).
+/// let opts = CallOptions {
+///     private: vec!["data".into()],
+///     return_input: true,
+///     ..CallOptions::default()
+/// };
+/// let state = json!({"data": {"title": "hello"}, "extra": {}});
+/// let out = engine.call_json("on_content_prepare", state.clone(), &opts)?;
+/// assert_eq!(out["data"], state["data"]);
+/// # Ok::<(), plugboard_engine::CallError>(())
+/// ```
 #[derive(Clone, Debug, Default)]
 pub struct CallOptions {
     /// Read-only meta for the plugins.

@@ -713,7 +713,24 @@ impl Engine {
         }
     }
 
-    /// Calls an event by name with a JSON state (typed events too).
+    /// Calls an event by name with a JSON state (typed events too): what a host does
+    /// for events it did not declare in Rust, and what the admin API does. A state that
+    /// is not valid for a typed event is refused before any plugin runs.
+    ///
+    /// ```
+    /// use plugboard_engine::{CallOptions, Engine};
+    /// use serde_json::json;
+    ///
+    /// let engine = Engine::new();
+    /// let out = engine.call_json(
+    ///     "on_content_prepare",
+    ///     json!({"data": {"title": "hello"}, "extra": {}}),
+    ///     &CallOptions::default(),
+    /// )?;
+    /// assert_eq!(out["data"]["title"], "hello"); // no plugins: the state comes back
+    /// assert!(engine.call_json("on_content_prepare", json!({"data": 7}), &CallOptions::default()).is_err());
+    /// # Ok::<(), plugboard_engine::CallError>(())
+    /// ```
     pub fn call_json(
         &self,
         event: &str,

@@ -5,7 +5,7 @@
 //! `wasm32-wasip2`. The state arrives typed (reference events come from
 //! [`plugboard_core::reference`]) and leaves as the reply.
 //!
-//! ```ignore
+//! ```no_run
 //! use plugboard_pdk::{Plugin, Reply, reference::OnUserAfterSaveFailure};
 //!
 //! struct Audit;
@@ -91,13 +91,47 @@ pub use serde;
 pub use serde_json;
 
 /// A sandboxed plugin: implement [`call`](Plugin::call), or
-/// [`call_lazy`](Plugin::call_lazy) to decode the state only when needed.
+/// [`call_lazy`](Plugin::call_lazy) to decode the state only when needed, and export it
+/// with [`export_plugin!`].
+///
+/// ```no_run
+/// use plugboard_pdk::serde_json::Value;
+/// use plugboard_pdk::{Plugin, Reply};
+///
+/// /// Any event, its state as free JSON: halts a state that says `"stop": true`.
+/// struct Stopper;
+///
+/// impl Plugin for Stopper {
+///     type State = Value;
+///
+///     fn call(&self, _event: &str, state: Value) -> Result<Reply<Value>, String> {
+///         Ok(if state["stop"] == true { Reply::Halt(state) } else { Reply::Continue(state) })
+///     }
+/// }
+///
+/// plugboard_pdk::export_plugin!(Stopper, Stopper);
+/// ```
 pub trait Plugin: Send + Sync + 'static {
     /// The event's state: a reference event's type, your own serde type, or
     /// `serde_json::Value` for any event.
     type State: Serialize + DeserializeOwned;
 
-    /// Handles one call of `event`: the state in, the reply out.
+    /// Handles one call of `event`: the state in, the reply out
+    /// ([`Reply::Continue`] or [`Reply::Halt`]); an `Err` fails this step (counted
+    /// against the plugin).
+    ///
+    /// ```no_run
+    /// # use plugboard_pdk::{Plugin, Reply, reference::OnUserBeforeLogin};
+    /// struct LocalOnly;
+    ///
+    /// impl Plugin for LocalOnly {
+    ///     type State = OnUserBeforeLogin;
+    ///
+    ///     fn call(&self, _event: &str, s: Self::State) -> Result<Reply<Self::State>, String> {
+    ///         if s.ip.0.is_loopback() { Ok(Reply::Continue(s)) } else { Ok(Reply::Halt(s)) }
+    ///     }
+    /// }
+    /// ```
     fn call(&self, event: &str, state: Self::State) -> Result<Reply<Self::State>, String> {
         let _ = (event, state);
         Err("the plugin implements neither `call` nor `call_lazy`".to_owned())
@@ -108,6 +142,21 @@ pub trait Plugin: Send + Sync + 'static {
     /// itself) skips decoding it; one that only reads it ([`Lazy::get`], e.g. to decide
     /// whether to halt) skips re-encoding it: the state goes on as the bytes it came in.
     /// The default decodes the state and hands it to [`call`](Plugin::call).
+    ///
+    /// ```no_run
+    /// # use plugboard_pdk::{Flow, Lazy, Plugin, serde_json::Value};
+    /// /// Counts calls without ever decoding a state.
+    /// struct Counter;
+    ///
+    /// impl Plugin for Counter {
+    ///     type State = Value;
+    ///
+    ///     fn call_lazy(&self, event: &str, _state: &mut Lazy<'_, Value>) -> Result<Flow, String> {
+    ///         plugboard_pdk::kv::increment(event, 1, None).map_err(|e| format!("{e:?}"))?;
+    ///         Ok(Flow::Continue)
+    ///     }
+    /// }
+    /// ```
     fn call_lazy(&self, event: &str, state: &mut Lazy<'_, Self::State>) -> Result<Flow, String> {
         let reply = self.call(event, state.take()?)?;
         let flow = if reply.is_halt() {
@@ -120,44 +169,113 @@ pub trait Plugin: Send + Sync + 'static {
     }
 
     /// Called when the plugin is registered; an error refuses the registration.
+    ///
+    /// ```no_run
+    /// # use plugboard_pdk::{Plugin, PluginRecord, serde_json::Value};
+    /// struct NeedsSettings;
+    ///
+    /// impl Plugin for NeedsSettings {
+    ///     type State = Value;
+    ///
+    ///     fn initial(&self, record: &PluginRecord) -> Result<(), String> {
+    ///         match plugboard_pdk::settings() {
+    ///             Some(_) => Ok(()),
+    ///             None => Err(format!("{}: set its settings first", record.name)),
+    ///         }
+    ///     }
+    /// }
+    /// ```
     fn initial(&self, record: &PluginRecord) -> Result<(), String> {
         let _ = record;
         Ok(())
     }
 
     /// A lifecycle callback (`start`, `stop`, `restart`, `delete`, `unregister`); an
-    /// error refuses the operation.
+    /// error refuses the operation (`stop`, `delete` and `unregister` go ahead anyway).
+    ///
+    /// ```no_run
+    /// # use plugboard_pdk::{Plugin, PluginRecord, serde_json::Value};
+    /// struct Tidy;
+    ///
+    /// impl Plugin for Tidy {
+    ///     type State = Value;
+    ///
+    ///     fn lifecycle(&self, op: &str, _record: &PluginRecord) -> Result<(), String> {
+    ///         if op == "delete" {
+    ///             plugboard_pdk::kv::delete("cache").map_err(|e| format!("{e:?}"))?;
+    ///         }
+    ///         Ok(())
+    ///     }
+    /// }
+    /// ```
     fn lifecycle(&self, op: &str, record: &PluginRecord) -> Result<(), String> {
         let _ = (op, record);
         Ok(())
     }
 
-    /// Whether the plugin can do its job.
+    /// Whether the plugin can do its job: asked at install (an error fails the install)
+    /// and when an operator checks.
+    ///
+    /// ```no_run
+    /// # use plugboard_pdk::{Plugin, serde_json::Value};
+    /// struct Webhook;
+    ///
+    /// impl Plugin for Webhook {
+    ///     type State = Value;
+    ///
+    ///     fn health(&self) -> Result<(), String> {
+    ///         plugboard_pdk::settings().map(|_| ()).ok_or_else(|| "no `url` set".into())
+    ///     }
+    /// }
+    /// ```
     fn health(&self) -> Result<(), String> {
         Ok(())
     }
 }
 
-/// Writes a log line through the host.
+/// Writes a log line through the host (the `log` capability), attributed to the plugin.
+/// Lines are cut to a bounded length, and past the plugin's budget per second dropped and
+/// counted.
+///
+/// ```no_run
+/// plugboard_pdk::log::info("started");
+/// plugboard_pdk::log::warn(&format!("{} retries left", 2));
+/// ```
 pub mod log {
     use super::host::{Level, log};
 
     /// At info level.
+    ///
+    /// ```no_run
+    /// plugboard_pdk::log::info("a plain fact");
+    /// ```
     pub fn info(message: &str) {
         log(Level::Info, message);
     }
 
     /// At warn level.
+    ///
+    /// ```no_run
+    /// plugboard_pdk::log::warn("slow answer from the hook");
+    /// ```
     pub fn warn(message: &str) {
         log(Level::Warn, message);
     }
 
     /// At error level.
+    ///
+    /// ```no_run
+    /// plugboard_pdk::log::error("the hook refused the token");
+    /// ```
     pub fn error(message: &str) {
         log(Level::Error, message);
     }
 
     /// At debug level.
+    ///
+    /// ```no_run
+    /// plugboard_pdk::log::debug("state decoded");
+    /// ```
     pub fn debug(message: &str) {
         log(Level::Debug, message);
     }
@@ -168,6 +286,16 @@ pub mod log {
 /// separate "settings changed" callback; compare with what you kept if you need one).
 /// Secret fields (write-only in the package's settings schema) are here in the clear:
 /// only the plugin ever sees them.
+///
+/// ```no_run
+/// let settings: plugboard_pdk::serde_json::Value = plugboard_pdk::settings()
+///     .map(|text| plugboard_pdk::serde_json::from_str(&text))
+///     .transpose()
+///     .map_err(|e| e.to_string())?
+///     .unwrap_or_default();
+/// let threshold = settings["threshold"].as_u64().unwrap_or(3);
+/// # let _ = threshold; Ok::<(), String>(())
+/// ```
 pub fn settings() -> Option<String> {
     host::settings()
 }
@@ -199,13 +327,26 @@ pub fn settings_as<T: serde::de::DeserializeOwned>() -> Result<Option<T>, String
         .transpose()
 }
 
-/// Milliseconds since the Unix epoch, from the host.
+/// Milliseconds since the Unix epoch, from the host (the `clock` capability; without it,
+/// the epoch).
+///
+/// ```no_run
+/// let started = plugboard_pdk::now_ms();
+/// plugboard_pdk::log::debug(&format!("took {} ms", plugboard_pdk::now_ms() - started));
+/// ```
 pub fn now_ms() -> u64 {
     host::now_ms()
 }
 
 /// What [`Plugin::call_lazy`] decides: go on with the state as it now is, or end the
 /// chain with it.
+///
+/// ```
+/// # use plugboard_pdk::Flow;
+/// let over_limit = true;
+/// let flow = if over_limit { Flow::Halt } else { Flow::Continue };
+/// assert_eq!(flow, Flow::Halt);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Flow {
     /// Hand the state to the next plugin.
@@ -217,6 +358,23 @@ pub enum Flow {
 /// One call's state, decoded the first time the plugin asks for it. If the plugin never
 /// changes it ([`get_mut`](Lazy::get_mut), [`set`](Lazy::set)), the reply is the bytes
 /// the state came in, not a re-encoding.
+///
+/// ```no_run
+/// # use plugboard_pdk::{Flow, Lazy, Plugin, reference::OnUserAfterSaveFailure};
+/// struct Tagger;
+///
+/// impl Plugin for Tagger {
+///     type State = OnUserAfterSaveFailure;
+///
+///     fn call_lazy(&self, _event: &str, state: &mut Lazy<'_, Self::State>) -> Result<Flow, String> {
+///         // Reading decodes; only a change re-encodes.
+///         if state.get()?.error.code == "validation_failed" {
+///             state.get_mut()?.extra = plugboard_pdk::serde_json::json!({ "tagged": true });
+///         }
+///         Ok(Flow::Continue)
+///     }
+/// }
+/// ```
 pub struct Lazy<'a, S> {
     event: &'a str,
     wire: Wire,
@@ -231,22 +389,53 @@ pub struct Lazy<'a, S> {
 
 impl<S: Serialize + DeserializeOwned> Lazy<'_, S> {
     /// The wire the state came in.
+    ///
+    /// ```no_run
+    /// # use plugboard_pdk::{Lazy, Wire, serde_json::Value};
+    /// # fn f(state: &mut Lazy<'_, Value>) -> Result<(), String> {
+    /// let binary = state.wire() == Wire::Binary;
+    /// # let _ = binary;
+    /// # Ok(()) }
+    /// ```
     pub fn wire(&self) -> Wire {
         self.wire
     }
 
     /// The state's encoded bytes, as they came in.
+    ///
+    /// ```no_run
+    /// # use plugboard_pdk::{Lazy, Wire, serde_json::Value};
+    /// # fn f(state: &mut Lazy<'_, Value>) -> Result<(), String> {
+    /// let size = state.bytes().len();
+    /// # let _ = size;
+    /// # Ok(()) }
+    /// ```
     pub fn bytes(&self) -> &[u8] {
         &self.bytes
     }
 
     /// The state, decoded on first use.
+    ///
+    /// ```no_run
+    /// # use plugboard_pdk::{Lazy, Wire, serde_json::Value};
+    /// # fn f(state: &mut Lazy<'_, Value>) -> Result<(), String> {
+    /// let title = state.get()?["title"].clone();
+    /// # let _ = title;
+    /// # Ok(()) }
+    /// ```
     pub fn get(&mut self) -> Result<&S, String> {
         self.decode()?;
         self.state.as_ref().ok_or_else(|| taken(self.event))
     }
 
     /// The state, to change; the reply is encoded from it.
+    ///
+    /// ```no_run
+    /// # use plugboard_pdk::{Lazy, Wire, serde_json::Value};
+    /// # fn f(state: &mut Lazy<'_, Value>) -> Result<(), String> {
+    /// state.get_mut()?["seen"] = true.into();
+    /// # Ok(()) }
+    /// ```
     pub fn get_mut(&mut self) -> Result<&mut S, String> {
         self.decode()?;
         self.changed = true;
@@ -255,12 +444,28 @@ impl<S: Serialize + DeserializeOwned> Lazy<'_, S> {
     }
 
     /// Replaces the state; the reply is encoded from the new one.
+    ///
+    /// ```no_run
+    /// # use plugboard_pdk::{Lazy, Wire, serde_json::Value};
+    /// # fn f(state: &mut Lazy<'_, Value>) -> Result<(), String> {
+    /// state.set(plugboard_pdk::serde_json::json!({ "title": "replaced" }));
+    /// # Ok(()) }
+    /// ```
     pub fn set(&mut self, state: S) {
         self.state = Some(state);
         self.changed = true;
     }
 
     /// Takes the state out (decoding it); [`set`](Lazy::set) one back before replying.
+    ///
+    /// ```no_run
+    /// # use plugboard_pdk::{Lazy, Wire, serde_json::Value};
+    /// # fn f(state: &mut Lazy<'_, Value>) -> Result<(), String> {
+    /// let mut s = state.take()?;
+    /// s["n"] = 1.into();
+    /// state.set(s);
+    /// # Ok(()) }
+    /// ```
     pub fn take(&mut self) -> Result<S, String> {
         self.decode()?;
         self.changed = true;
@@ -422,7 +627,29 @@ pub fn __record(record: &str) -> Result<PluginRecord, String> {
     serde_json::from_str(record).map_err(|e| format!("invalid record: {e}"))
 }
 
-/// Exports a plugin: `export_plugin!(Type, constructor expression)`.
+/// Exports a plugin: `export_plugin!(Type, constructor expression)`. The expression runs
+/// once, on the instance's first call; one per crate.
+///
+/// ```no_run
+/// use plugboard_pdk::{Plugin, Reply, serde_json::Value};
+///
+/// struct Prefixer {
+///     prefix: String,
+/// }
+///
+/// impl Plugin for Prefixer {
+///     type State = Value;
+///
+///     fn call(&self, _event: &str, mut s: Value) -> Result<Reply<Value>, String> {
+///         if let Some(title) = s["title"].as_str() {
+///             s["title"] = format!("{}{title}", self.prefix).into();
+///         }
+///         Ok(Reply::Continue(s))
+///     }
+/// }
+///
+/// plugboard_pdk::export_plugin!(Prefixer, Prefixer { prefix: "[draft] ".into() });
+/// ```
 #[macro_export]
 macro_rules! export_plugin {
     ($ty:ty, $init:expr) => {
@@ -593,34 +820,71 @@ pub mod kv {
     }
 
     /// A key's value; `None` when absent or expired.
+    ///
+    /// ```no_run
+    /// let seen = plugboard_pdk::kv::get("last-seen")?.is_some();
+    /// # Ok::<(), plugboard_pdk::kv::Error>(())
+    /// ```
     pub fn get(key: &str) -> Result<Option<Vec<u8>>, Error> {
         imp::get(key)
     }
 
     /// Sets a key's value, expiring after `ttl` if given.
+    ///
+    /// ```no_run
+    /// plugboard_pdk::kv::set("session:42", b"ann", Some(std::time::Duration::from_secs(900)))?;
+    /// # Ok::<(), plugboard_pdk::kv::Error>(())
+    /// ```
     pub fn set(key: &str, value: &[u8], ttl: Option<Duration>) -> Result<(), Error> {
         imp::set(key, value, ms(ttl))
     }
 
     /// Deletes a key; whether it was there.
+    ///
+    /// ```no_run
+    /// let was_there = plugboard_pdk::kv::delete("session:42")?;
+    /// # Ok::<(), plugboard_pdk::kv::Error>(())
+    /// ```
     pub fn delete(key: &str) -> Result<bool, Error> {
         imp::delete(key)
     }
 
     /// Keys starting with `prefix`, in byte order, after `after` if given, at most
     /// `limit` (the host caps it at 1000).
+    ///
+    /// ```no_run
+    /// // Every key under `session:`, a page of 100 at a time.
+    /// let mut after: Option<String> = None;
+    /// loop {
+    ///     let page = plugboard_pdk::kv::list_keys("session:", after.as_deref(), 100)?;
+    ///     let Some(last) = page.last().cloned() else { break };
+    ///     after = Some(last);
+    /// }
+    /// # Ok::<(), plugboard_pdk::kv::Error>(())
+    /// ```
     pub fn list_keys(prefix: &str, after: Option<&str>, limit: u32) -> Result<Vec<String>, Error> {
         imp::list_keys(prefix, after, limit)
     }
 
     /// Adds `delta` to a counter (absent: 0), atomically across every host; the new
     /// value. A counter that starts now expires after `ttl` if given.
+    ///
+    /// ```no_run
+    /// let n = plugboard_pdk::kv::increment("calls", 1, None)?;
+    /// # Ok::<(), plugboard_pdk::kv::Error>(())
+    /// ```
     pub fn increment(key: &str, delta: i64, ttl: Option<Duration>) -> Result<i64, Error> {
         imp::increment(key, delta, ms(ttl))
     }
 
     /// Replaces the value with `new` (`None`: deletes it) only if it is `expected` now
     /// (`None`: absent); whether it did.
+    ///
+    /// ```no_run
+    /// // Takes a lease only if nobody holds it.
+    /// let mine = plugboard_pdk::kv::compare_and_swap("lease", None, Some(b"host-a"), None)?;
+    /// # Ok::<(), plugboard_pdk::kv::Error>(())
+    /// ```
     pub fn compare_and_swap(
         key: &str,
         expected: Option<&[u8]>,
@@ -655,6 +919,12 @@ pub mod http {
     use wasip2::io::streams::StreamError;
 
     /// A response, its body read whole.
+    ///
+    /// ```no_run
+    /// let r = plugboard_pdk::http::get("https://api.example.com/status")?;
+    /// let json = r.headers.iter().any(|(k, v)| k == "content-type" && v.starts_with(b"application/json"));
+    /// # let _ = json; Ok::<(), plugboard_pdk::http::Error>(())
+    /// ```
     #[derive(Clone, Debug)]
     pub struct Response {
         /// The status code.
@@ -666,6 +936,16 @@ pub mod http {
     }
 
     /// Why a request failed.
+    ///
+    /// ```no_run
+    /// match plugboard_pdk::http::get("https://api.example.com/status") {
+    ///     Ok(r) => plugboard_pdk::log::info(&format!("status {}", r.status)),
+    ///     Err(plugboard_pdk::http::Error::Http(code)) if code.contains("HttpRequestDenied") => {
+    ///         plugboard_pdk::log::warn("this origin is not granted")
+    ///     }
+    ///     Err(e) => plugboard_pdk::log::error(&e.to_string()),
+    /// }
+    /// ```
     #[derive(Clone, Debug, PartialEq)]
     pub enum Error {
         /// The URL is not `http(s)://host[:port]/path`.
@@ -692,6 +972,17 @@ pub mod http {
     }
 
     /// Sends a request and reads the whole response.
+    ///
+    /// ```no_run
+    /// let r = plugboard_pdk::http::request(
+    ///     "PUT",
+    ///     "https://api.example.com/items/7",
+    ///     &[("content-type", "application/json"), ("authorization", "Bearer t")],
+    ///     br#"{"done": true}"#,
+    /// )?;
+    /// let ok = r.status < 300;
+    /// # Ok::<(), plugboard_pdk::http::Error>(())
+    /// ```
     pub fn request(
         method: &str,
         url: &str,
@@ -800,11 +1091,22 @@ pub mod http {
     }
 
     /// `GET url`.
+    ///
+    /// ```no_run
+    /// let r = plugboard_pdk::http::get("https://api.example.com/status")?;
+    /// let text = String::from_utf8_lossy(&r.body);
+    /// # Ok::<(), plugboard_pdk::http::Error>(())
+    /// ```
     pub fn get(url: &str) -> Result<Response, Error> {
         request("GET", url, &[], &[])
     }
 
     /// `POST url` with a body of the given content type.
+    ///
+    /// ```no_run
+    /// let r = plugboard_pdk::http::post("https://api.example.com/events", "text/plain", b"saved")?;
+    /// # Ok::<(), plugboard_pdk::http::Error>(())
+    /// ```
     pub fn post(url: &str, content_type: &str, body: &[u8]) -> Result<Response, Error> {
         request("POST", url, &[("content-type", content_type)], body)
     }
@@ -826,6 +1128,11 @@ pub mod emit {
     pub use super::bindings::plugboard::plugin::types::Error;
 
     /// Queues a call of `event` with `state`.
+    ///
+    /// ```no_run
+    /// plugboard_pdk::emit::emit("on_cache_clear", &plugboard_pdk::serde_json::json!({ "key": "home" }))?;
+    /// # Ok::<(), plugboard_pdk::emit::Error>(())
+    /// ```
     pub fn emit(event: &str, state: &impl serde::Serialize) -> Result<(), Error> {
         let state = serde_json::to_string(state).map_err(|e| Error::Invalid(e.to_string()))?;
         super::bindings::plugboard::plugin::events::emit(event, &state)

@@ -6,6 +6,31 @@ use super::*;
 ///
 /// A call loads the event's current chain without a lock and runs it; it does no lookup by
 /// name and allocates nothing of its own for native plugins.
+///
+/// ```
+/// use plugboard_core::reference::{OnContentPrepare, Payload};
+/// use plugboard_core::{Reply, from_fn};
+/// use plugboard_engine::{Engine, Registration};
+///
+/// let engine = Engine::new();
+/// engine.register::<OnContentPrepare, _>(
+///     Registration::new("shout"),
+///     from_fn(|mut s: Payload, _cx: &plugboard_core::Context<'_>| {
+///         let title = s.data["title"].as_str().unwrap_or_default().to_uppercase();
+///         s.data.insert("title".into(), title.into());
+///         Reply::Continue(s)
+///     }),
+/// )?;
+/// engine.start("shout")?;
+/// // Kept by the host where it calls the event: it follows the chain as plugins come
+/// // and go, with no lookup per call.
+/// let hook = engine.hook::<OnContentPrepare>()?;
+/// let mut state = Payload::default();
+/// state.data.insert("title".into(), "hello".into());
+/// let out = hook.call(state)?;
+/// assert_eq!(out.data["title"], "HELLO");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Hook<E: Event> {
     pub(super) slot: Arc<Slot<E::State>>,
     pub(super) _e: PhantomData<fn() -> E>,
