@@ -331,6 +331,9 @@ fn it_continues_with_the_sample_state() {
 
 /// The componentize-js release a new JavaScript project pins (the one CI builds with).
 const COMPONENTIZE_JS: &str = "0.23.0";
+/// componentize-js imports preview2-shim when it runs but declares it only as a
+/// dev-dependency, so a project that installs it with `npm ci` must list it itself.
+const PREVIEW2_SHIM: &str = "0.25.0";
 
 fn js_package(name: &str) -> String {
     format!(
@@ -344,7 +347,8 @@ fn js_package(name: &str) -> String {
     "test": "node --test tests/"
   }},
   "devDependencies": {{
-    "@bytecodealliance/componentize-js": "{COMPONENTIZE_JS}"
+    "@bytecodealliance/componentize-js": "{COMPONENTIZE_JS}",
+    "@bytecodealliance/preview2-shim": "{PREVIEW2_SHIM}"
   }}
 }}
 "#
@@ -603,6 +607,10 @@ fn readme(name: &str, event: &str, lang: Lang, typed: bool) -> String {
             "python3 -m unittest discover tests        # both, from tests/test_plugin.py"
         }
     };
+    let setup = match lang {
+        Lang::Js => "npm install                                # componentize-js, once\n",
+        Lang::Rust | Lang::Python => "",
+    };
     let state = if typed {
         format!(
             "`state.json` is a sample `{event}` state (`plugboard events show {event}` gives its schema)."
@@ -618,11 +626,15 @@ fn readme(name: &str, event: &str, lang: Lang, typed: bool) -> String {
 A Plugboard plugin on `{event}`. Building it needs {toolchain}.
 
 ```sh
-plugboard build .                          # the component, packed: {name}-0.1.0.pbpkg
+{setup}plugboard build .                          # the component, packed: {name}-0.1.0.pbpkg
 plugboard test . --state state.json        # one call in the real host, nothing installed
 {tests}
 plugboard install {name}-0.1.0.pbpkg --grant all   # into the host of $PLUGBOARD_HOME
 ```
+
+While a `plugboard serve` runs, `PLUGBOARD_TOKEN=<its admin token> plugboard dev .
+--server http://127.0.0.1:8080` reinstalls the plugin into it on every change you save and
+prints its failures.
 
 {state} `plugboard.toml` is the manifest: the events it hooks, with priorities and
 dependencies, and the capabilities it asks for.
