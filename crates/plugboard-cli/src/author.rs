@@ -131,8 +131,16 @@ pub(crate) fn new(out: &mut impl Write, n: &New) -> Result<()> {
     Ok(())
 }
 
-/// Builds the project in `dir` into `plugin.wasm` and packs it; the package's path.
-pub(crate) fn build(out: &mut impl Write, dir: &Path) -> Result<PathBuf> {
+/// What `build` made.
+pub(crate) struct Built {
+    /// The project's manifest.
+    pub(crate) manifest: Manifest,
+    /// The package's bytes, as written to `NAME-VERSION.pbpkg`.
+    pub(crate) package: Vec<u8>,
+}
+
+/// Builds the project in `dir` into `plugin.wasm` and packs it.
+pub(crate) fn build(out: &mut impl Write, dir: &Path) -> Result<Built> {
     let text = std::fs::read_to_string(dir.join("plugboard.toml"))
         .with_context(|| format!("{} has no plugboard.toml", dir.display()))?;
     let manifest = Manifest::parse(&text).map_err(|e| anyhow!("plugboard.toml: {e}"))?;
@@ -154,9 +162,12 @@ pub(crate) fn build(out: &mut impl Write, dir: &Path) -> Result<PathBuf> {
         "{}-{}.pbpkg",
         manifest.package.name, manifest.package.version
     ));
-    std::fs::write(&file, bytes).with_context(|| format!("writing {}", file.display()))?;
+    std::fs::write(&file, &bytes).with_context(|| format!("writing {}", file.display()))?;
     writeln!(out, "{} sha256 {sha}", file.display())?;
-    Ok(file)
+    Ok(Built {
+        manifest,
+        package: bytes,
+    })
 }
 
 fn build_rust(dir: &Path, component: &Path) -> Result<()> {

@@ -9,8 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::{Context as _, Result, anyhow, bail};
-use plugboard_package::Manifest;
+use anyhow::{Context as _, Result, bail};
 use serde_json::Value;
 
 /// What `plugboard dev` was asked.
@@ -175,17 +174,12 @@ pub(crate) fn dev(d: &Dev) -> Result<()> {
 }
 
 fn build_and_install(d: &Dev, api: &Api, plugins: &Mutex<BTreeSet<String>>) -> Result<String> {
-    let mut built = Vec::new();
-    let package = crate::author::build(&mut built, &d.dir)?;
-    let bytes =
-        std::fs::read(&package).with_context(|| format!("reading {}", package.display()))?;
-    // `build` has parsed it already: only its plugins and name are wanted here.
-    let text = std::fs::read_to_string(d.dir.join("plugboard.toml"))?;
-    let manifest = Manifest::parse(&text).map_err(|e| anyhow!("plugboard.toml: {e}"))?;
+    let built = crate::author::build(&mut std::io::sink(), &d.dir)?;
+    let manifest = built.manifest;
     if let Ok(mut p) = plugins.lock() {
         *p = manifest.hooks.iter().map(|h| h.plugin.clone()).collect();
     }
-    let installed = api.install(&bytes, &d.grant)?;
+    let installed = api.install(&built.package, &d.grant)?;
     Ok(format!(
         "installed {} {} (sha256 {})",
         manifest.package.name,

@@ -20,10 +20,7 @@ fn new_build_test(home: &Path, dir: &Path, name: &str, args: &[&str]) -> String 
     let built = plugboard_in(home)
         .args(["build", project.to_str().unwrap()])
         // The Rust project shares the compiled dependencies of the repository's plugins.
-        .env(
-            "CARGO_TARGET_DIR",
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/plugins"),
-        )
+        .env("CARGO_TARGET_DIR", crate::plugins_target())
         .output()
         .unwrap();
     let package = project.join(format!("{name}-0.1.0.pbpkg"));
@@ -63,10 +60,7 @@ fn own_tests(home: &Path, project: &Path, program: &str, args: &[&str]) {
         .current_dir(project)
         .env("PLUGBOARD", env!("CARGO_BIN_EXE_plugboard"))
         .env("PLUGBOARD_HOME", home)
-        .env(
-            "CARGO_TARGET_DIR",
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/plugins"),
-        )
+        .env("CARGO_TARGET_DIR", crate::plugins_target())
         .output()
         .unwrap();
     assert!(
@@ -96,68 +90,61 @@ fn installed(tool: &str) -> bool {
     false
 }
 
+/// One language: `new`, `build`, `test`, then `install` into the running server and a
+/// call that runs the plugin (timed), then the project's own tests (`own` in its directory).
+fn new_to_firing(
+    home: &Path,
+    dir: &Path,
+    server: &crate::Serve,
+    (language, name, args): (&str, &str, &[&str]),
+    own: &[&str],
+) {
+    let started = Instant::now();
+    let package = new_build_test(home, dir, name, args);
+    stdout(&run(home, &["install", &package, "--grant", "all"]));
+    crate::wait_in_chain(server, name);
+    assert_eq!(
+        crate::failed_save_step(server, name)["outcome"],
+        "continued"
+    );
+    println!(
+        "{language}: new, build, test, install, firing in a running server: {:?} (4 commands)",
+        started.elapsed()
+    );
+    own_tests(home, &dir.join(name), own[0], &own[1..]);
+}
+
 #[test]
 fn a_new_plugin_goes_from_nothing_to_firing_in_a_running_server_in_each_language() {
     let tmp = tempfile::tempdir().unwrap();
     let home = tmp.path().join("home");
     let server = crate::serve(&home);
-    let started = Instant::now();
-    let package = new_build_test(&home, tmp.path(), "hello-rust", &[]);
-    stdout(&run(&home, &["install", &package, "--grant", "all"]));
-    crate::wait_in_chain(&server, "hello-rust");
-    assert_eq!(
-        crate::failed_save_step(&server, "hello-rust")["outcome"],
-        "continued"
-    );
-    println!(
-        "Rust: new, build, test, install, firing in a running server: {:?} (4 commands)",
-        started.elapsed()
-    );
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    own_tests(&home, &tmp.path().join("hello-rust"), &cargo, &["test"]);
-
-    if installed("componentize-js") {
-        let started = Instant::now();
-        let package = new_build_test(&home, tmp.path(), "hello-js", &["--lang", "js"]);
-        stdout(&run(&home, &["install", &package, "--grant", "all"]));
-        crate::wait_in_chain(&server, "hello-js");
-        assert_eq!(
-            crate::failed_save_step(&server, "hello-js")["outcome"],
-            "continued"
-        );
-        println!(
-            "JavaScript: new, build, test, install, firing in a running server: {:?} (4 commands)",
-            started.elapsed()
-        );
-        own_tests(
-            &home,
-            &tmp.path().join("hello-js"),
-            "node",
-            &["--test", "tests/"],
-        );
-    }
-
-    if !installed("componentize-py") {
-        return;
-    }
-    let started = Instant::now();
-    let package = new_build_test(&home, tmp.path(), "hello-py", &["--lang", "python"]);
-    stdout(&run(&home, &["install", &package, "--grant", "all"]));
-    crate::wait_in_chain(&server, "hello-py");
-    assert_eq!(
-        crate::failed_save_step(&server, "hello-py")["outcome"],
-        "continued"
-    );
-    println!(
-        "Python: new, build, test, install, firing in a running server: {:?} (4 commands)",
-        started.elapsed()
-    );
-    own_tests(
+    new_to_firing(
         &home,
-        &tmp.path().join("hello-py"),
-        "python3",
-        &["-m", "unittest", "discover", "tests"],
+        tmp.path(),
+        &server,
+        ("Rust", "hello-rust", &[]),
+        &[&cargo, "test"],
     );
+    if installed("componentize-js") {
+        new_to_firing(
+            &home,
+            tmp.path(),
+            &server,
+            ("JavaScript", "hello-js", &["--lang", "js"]),
+            &["node", "--test", "tests/"],
+        );
+    }
+    if installed("componentize-py") {
+        new_to_firing(
+            &home,
+            tmp.path(),
+            &server,
+            ("Python", "hello-py", &["--lang", "python"]),
+            &["python3", "-m", "unittest", "discover", "tests"],
+        );
+    }
 }
 
 #[test]
@@ -254,10 +241,7 @@ fn dev_reinstalls_each_change_into_the_running_server_and_prints_the_plugins_fai
     let mut child = plugboard_in(&home)
         .args(["dev", project.to_str().unwrap(), "--server", &server.base])
         .env("PLUGBOARD_TOKEN", &server.token)
-        .env(
-            "CARGO_TARGET_DIR",
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/plugins"),
-        )
+        .env("CARGO_TARGET_DIR", crate::plugins_target())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()

@@ -103,10 +103,7 @@ fn every_block_of_the_guide_parses_runs_or_compiles() {
                         .env("PATH", &path)
                         .env("PLUGBOARD_HOME", &home)
                         .env_remove("PLUGBOARD_DATABASE_URL")
-                        .env(
-                            "CARGO_TARGET_DIR",
-                            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/plugins"),
-                        )
+                        .env("CARGO_TARGET_DIR", crate::plugins_target())
                         .output()
                         .unwrap();
                     assert!(

@@ -39,6 +39,12 @@ pub const PROMPTLY: Duration = Duration::from_secs(30);
 /// nothing wrong. 1000 ms is the most the default install policy allows.
 pub const DEADLINE: &str = "deadline_ms = 1000";
 
+/// The cargo target directory of the repository's guest plugins: Rust plugin projects
+/// made by the tests build there, sharing the plugins' compiled dependencies.
+pub fn plugins_target() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/plugins")
+}
+
 /// The binary, with its data directory in `home` and no inherited database.
 pub fn plugboard_in(home: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_plugboard"));
