@@ -45,6 +45,9 @@ pub enum PersistError {
         /// The version this process expected.
         expected: i64,
     },
+    /// The storage could not be reached or did not answer in time; nothing was stored.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
     /// The backend failed.
     #[error("storage failed: {0}")]
     Backend(String),

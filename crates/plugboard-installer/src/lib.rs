@@ -1492,6 +1492,10 @@ impl Installer {
                             Ok(_) => seen = generation,
                             // Retried at the next tick (e.g. a record conflict while this
                             // host's watcher catches up).
+                            Err(InstallError::Store(e)) if e.is_unavailable() => {
+                                // The store logs an outage once.
+                                tracing::debug!(error = %e, "package sync failed; retrying")
+                            }
                             Err(e) => tracing::warn!(error = %e, "package sync failed; retrying"),
                         }
                     }

@@ -23,7 +23,7 @@ use crate::error::{ApiError, ErrorBody, ErrorDetail, call_error_code};
 use crate::views::{
     ActionResult, CallResult, Deleted, EventHealth, EventProfile, EventView, HostHealth, Liveness,
     Overridden, PluginAction, PluginSummary, PluginView, SettingView, Skipped, StepOutcome,
-    TraceStep,
+    StoreReadiness, TraceStep,
 };
 use crate::{Shared, stream};
 
@@ -72,6 +72,7 @@ pub(crate) fn routes(state: &Shared) -> axum::Router<Shared> {
 pub(crate) fn public_routes() -> axum::Router<Shared> {
     axum::Router::new()
         .route("/health", get(health))
+        .route("/ready", get(ready))
         .route("/login", get(login_form).post(login))
         .route("/logout", post(logout))
 }
@@ -443,11 +444,47 @@ pub(crate) async fn session(axum::Extension(auth): axum::Extension<Auth>) -> Jso
 
 // ----- health -----
 
-/// `GET /health` (no auth).
+/// `GET /health` (no auth): liveness, with the store's readiness as fields.
 #[utoipa::path(get, path = "/health", tag = "health", security(()),
-    responses((status = 200, description = "The process is up (public: no credentials)", body = Liveness)))]
-pub(crate) async fn health() -> Json<Liveness> {
-    Json(Liveness { status: "ok" })
+    responses((status = 200, description = "The process is up and serving calls (public: no credentials); `ready` says whether the store is reachable", body = Liveness)))]
+pub(crate) async fn health(State(state): State<Shared>) -> Json<Liveness> {
+    Json(liveness(&state))
+}
+
+/// `GET /ready` (no auth): 200 when operations can be served, 503 while the store is
+/// unreachable (calls are still served); for load balancers' readiness probes.
+#[utoipa::path(get, path = "/ready", tag = "health", security(()),
+    responses(
+        (status = 200, description = "The store is reachable", body = Liveness),
+        (status = 503, description = "The store is unreachable; calls are still served", body = Liveness)))]
+pub(crate) async fn ready(State(state): State<Shared>) -> (StatusCode, Json<Liveness>) {
+    let l = liveness(&state);
+    let status = if l.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(l))
+}
+
+/// Read from what the store last saw (no query here: the endpoint is public).
+fn liveness(state: &crate::AppState) -> Liveness {
+    let h = state.store.health();
+    Liveness {
+        status: "ok",
+        serving: true,
+        ready: h.reachable,
+        store: StoreReadiness {
+            backend: match state.store.backend() {
+                plugboard_store::Backend::Sqlite => "sqlite",
+                plugboard_store::Backend::Postgres => "postgres",
+            },
+            reachable: h.reachable,
+            error: h.error,
+            reconnects: h.reconnects,
+            resyncs: h.resyncs,
+        },
+    }
 }
 
 /// `GET /api/health`: each plugin's health check, and each event's chain health.

@@ -197,6 +197,9 @@ impl From<EngineError> for ApiError {
                 (StatusCode::CONFLICT, "conflict")
             }
             EngineError::Refused { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "refused"),
+            EngineError::Persist(PersistError::Unavailable(_)) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable")
+            }
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         ApiError::new(status, code, e.to_string())
@@ -210,6 +213,7 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict { .. } | StoreError::PackageConflict { .. } => {
                 (StatusCode::CONFLICT, "conflict")
             }
+            e if e.is_unavailable() => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         ApiError::new(status, code, e.to_string())

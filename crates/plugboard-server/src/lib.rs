@@ -435,6 +435,10 @@ async fn follow_token(state: Shared) {
         .await;
         match checked {
             Ok(Ok(g)) => seen = g,
+            // The store logs an outage once; this would say so four times a second.
+            Ok(Err(ServerError::Store(e))) if e.is_unavailable() => {
+                tracing::debug!(error = %e, "cannot read the admin token; retrying")
+            }
             Ok(Err(e)) => tracing::warn!(error = %e, "cannot read the admin token; retrying"),
             Err(e) => tracing::warn!(error = %e, "admin token check failed; retrying"),
         }

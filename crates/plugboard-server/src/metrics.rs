@@ -281,6 +281,42 @@ pub(crate) async fn metrics(State(state): State<Shared>) -> impl IntoResponse {
         "plugboard_stream_lagged_total {}",
         state.metrics.lagged.load(Relaxed)
     );
+    let h = state.store.health();
+    for (name, kind, help, value) in [
+        (
+            "plugboard_store_reachable",
+            "gauge",
+            "1 while the database answers the store's operations, 0 while it is unreachable (calls go on).",
+            u64::from(h.reachable),
+        ),
+        (
+            "plugboard_store_reconnects_total",
+            "counter",
+            "Times the connection that follows other hosts' changes was lost and made again.",
+            h.reconnects,
+        ),
+        (
+            "plugboard_store_resyncs_total",
+            "counter",
+            "Full reloads of the stored records after a reconnect (changes whose notification was lost).",
+            h.resyncs,
+        ),
+        (
+            "plugboard_store_timeouts_total",
+            "counter",
+            "Store operations abandoned at their deadline (PLUGBOARD_DB_TIMEOUT).",
+            h.timeouts,
+        ),
+        (
+            "plugboard_store_unavailable_total",
+            "counter",
+            "Store operations refused at once because the database was unreachable.",
+            h.unavailable,
+        ),
+    ] {
+        family(&mut out, name, kind, help);
+        let _ = writeln!(out, "{name} {value}");
+    }
     #[cfg(feature = "packages")]
     if let Some(installer) = &state.installer {
         family(

@@ -15,7 +15,7 @@ use crate::{api, error, kv, metrics, stream};
         description = "Events, plugins, packages, activity, settings, packages' key-value data and a live stream of a Plugboard host. Errors are `{\"error\": {\"code\", \"message\"}}`."
     ),
     paths(
-        api::health, api::api_health, api::session,
+        api::health, api::ready, api::api_health, api::session,
         api::events, api::event, api::call_event,
         api::plugins, api::plugin, api::plugin_action,
         api::activity, api::settings, api::setting, api::put_setting, api::delete_setting,

@@ -11,12 +11,37 @@ use utoipa::ToSchema;
 
 use crate::error::ErrorDetail;
 
-/// `GET /health`: the process is up and serving.
+/// `GET /health` and `GET /ready`: the process is up and serving calls (from its compiled
+/// chains, which never touch the database), and whether its store is reachable, which
+/// operations (lifecycle, settings, installs) need.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct Liveness {
-    /// Always `ok`.
+    /// Always `ok`: the process answers.
     #[schema(example = "ok")]
     pub(crate) status: &'static str,
+    /// Calls are served: always true while the process answers, database or not.
+    pub(crate) serving: bool,
+    /// Operations can be served: the store answered its last operation (the server asks
+    /// it at least every 250 ms).
+    pub(crate) ready: bool,
+    /// The store's side.
+    pub(crate) store: StoreReadiness,
+}
+
+/// The store as `/health` reports it.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct StoreReadiness {
+    /// `sqlite` or `postgres`.
+    #[schema(example = "sqlite")]
+    pub(crate) backend: &'static str,
+    /// Whether the database answered the last operation.
+    pub(crate) reachable: bool,
+    /// Why not, when not.
+    pub(crate) error: Option<String>,
+    /// Times the connection that follows other hosts was lost and made again.
+    pub(crate) reconnects: u64,
+    /// Full reloads after those reconnects (what changed meanwhile, applied).
+    pub(crate) resyncs: u64,
 }
 
 /// `GET /api/health`: each plugin's health check and each event's chain.

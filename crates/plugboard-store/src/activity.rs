@@ -465,6 +465,13 @@ fn enqueue(tx: &mpsc::Sender<NewActivity>, c: &Counters, entry: NewActivity) -> 
     }
 }
 
+/// How long the writer holds a batch while the database is unreachable.
+const OUTAGE: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// How long one batch write may take (a stalled server or a dead peer would otherwise hold
+/// the writer forever).
+const WRITE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
 async fn insert(db: &Db, batch: &[NewActivity], now: OffsetDateTime) -> Result<(), StoreError> {
     on_db!(db, |pool| {
         let mut tx = pool.begin().await?;
@@ -588,13 +595,34 @@ impl Store {
                     reported_dropped = dropped;
                 }
                 let n = buf.len() as u64;
-                match insert(&db, &buf, OffsetDateTime::now_utc()).await {
-                    Ok(()) => c.written.fetch_add(n, Relaxed),
-                    Err(e) => {
-                        tracing::error!(error = %e, entries = n, "activity log write failed");
-                        c.failed.fetch_add(n, Relaxed)
+                // While the database is away the batch waits (and the queue behind it
+                // fills, counting what it cannot hold): an outage of a minute or two
+                // loses no entry.
+                let mut outage = None;
+                loop {
+                    let write = insert(&db, &buf, OffsetDateTime::now_utc());
+                    let written = tokio::time::timeout(WRITE_DEADLINE, write)
+                        .await
+                        .unwrap_or(Err(StoreError::Timeout { after: WRITE_DEADLINE }));
+                    match written {
+                        Ok(()) => {
+                            c.written.fetch_add(n, Relaxed);
+                        }
+                        Err(e) if e.is_unavailable() && outage.is_none_or(|t: std::time::Instant| t.elapsed() < OUTAGE) => {
+                            if outage.is_none() {
+                                tracing::warn!(error = %e, entries = n, "activity log: the database is away; holding entries");
+                                outage = Some(std::time::Instant::now());
+                            }
+                            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                            continue;
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, entries = n, "activity log write failed");
+                            c.failed.fetch_add(n, Relaxed);
+                        }
                     }
-                };
+                    break;
+                }
                 buf.clear();
                 batches += 1;
                                 if batches.is_multiple_of(64)

@@ -3,7 +3,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -34,12 +34,13 @@ pub(crate) use on_db;
 /// either backend; the body's `Result` decides commit or rollback. SQLite takes the write
 /// lock up front (`BEGIN IMMEDIATE`), so that two processes queue on the busy timeout
 /// instead of failing on a lock upgrade; PostgreSQL runs a plain transaction. A connection
-/// whose transaction could not be ended is closed, never returned to the pool inside it
-/// (on SQLite it would hold the write lock).
+/// whose transaction did not end (it could not, or the operation timed out and was dropped
+/// mid-way) is closed, never returned to the pool inside it: the next user would commit
+/// its half-done writes, and on SQLite it would hold the write lock.
 macro_rules! transaction {
     ($db:expr, |$conn:ident| $body:expr) => {
         $crate::db::on_db!($db, |pool| {
-            let mut $conn = pool.acquire().await?;
+            let mut $conn = $crate::db::TxConn::new(pool.acquire().await?);
             let begin = match $db.backend() {
                 $crate::Backend::Sqlite => "BEGIN IMMEDIATE",
                 $crate::Backend::Postgres => "BEGIN",
@@ -53,15 +54,55 @@ macro_rules! transaction {
                     .await
                     .map(|_| ()),
             };
-            if let Err(e) = end {
-                let _ = $conn.close().await;
-                return result.and(Err($crate::StoreError::Db(e)));
+            match end {
+                Ok(()) => $conn.ended(),
+                Err(e) => return result.and(Err($crate::StoreError::Db(e))),
             }
             result
         })
     };
 }
 pub(crate) use transaction;
+
+/// A pooled connection inside a transaction: dropped before [`TxConn::ended`] (an error, or
+/// the operation's future dropped at its deadline), it is closed rather than pooled, which
+/// ends the transaction on the server without committing it.
+pub(crate) struct TxConn<DB: sqlx::Database> {
+    conn: sqlx::pool::PoolConnection<DB>,
+    open: bool,
+}
+
+impl<DB: sqlx::Database> TxConn<DB> {
+    pub(crate) fn new(conn: sqlx::pool::PoolConnection<DB>) -> Self {
+        TxConn { conn, open: true }
+    }
+
+    /// The transaction committed or rolled back: the connection may go back to the pool.
+    pub(crate) fn ended(&mut self) {
+        self.open = false;
+    }
+}
+
+impl<DB: sqlx::Database> std::ops::Deref for TxConn<DB> {
+    type Target = DB::Connection;
+    fn deref(&self) -> &DB::Connection {
+        &self.conn
+    }
+}
+
+impl<DB: sqlx::Database> std::ops::DerefMut for TxConn<DB> {
+    fn deref_mut(&mut self) -> &mut DB::Connection {
+        &mut self.conn
+    }
+}
+
+impl<DB: sqlx::Database> Drop for TxConn<DB> {
+    fn drop(&mut self) {
+        if self.open {
+            self.conn.close_on_drop();
+        }
+    }
+}
 
 impl Db {
     pub(crate) fn backend(&self) -> Backend {
@@ -73,13 +114,29 @@ impl Db {
 
     /// Connects; without `create`, a SQLite file that does not exist is refused, and
     /// nothing (not even its directory) is made.
-    pub(crate) async fn open(url: String, create: bool) -> Result<Db, StoreError> {
+    pub(crate) async fn open(
+        url: String,
+        create: bool,
+        timeout: Duration,
+    ) -> Result<Db, StoreError> {
         let url = url.as_str();
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let opts = PgConnectOptions::from_str(url)?;
+            // One connection first, so that a server that is down is reported at once
+            // (the pool would retry a refused connection until its deadline).
+            match tokio::time::timeout(timeout, opts.connect()).await {
+                Ok(Ok(conn)) => drop(conn),
+                Ok(Err(e)) => {
+                    return Err(StoreError::Unavailable {
+                        why: format!("cannot connect: {e}"),
+                    });
+                }
+                Err(_) => return Err(StoreError::Timeout { after: timeout }),
+            }
             let pool = PgPoolOptions::new()
                 .max_connections(8)
-                .acquire_timeout(Duration::from_secs(10))
-                .connect(url)
+                .acquire_timeout(timeout)
+                .connect_with(opts)
                 .await?;
             return Ok(Db::Postgres(pool));
         }
@@ -113,7 +170,8 @@ impl Db {
         }
         let base = SqliteConnectOptions::from_str(url)
             .map_err(|_| StoreError::BadUrl(url.to_owned()))?
-            .busy_timeout(Duration::from_secs(10))
+            // Waiting for another process's write lock ends at the operation deadline.
+            .busy_timeout(timeout)
             .foreign_keys(true);
         if exists {
             // Look before writing anything: WAL mode itself would change the file's header.

@@ -26,6 +26,7 @@
 
 mod activity;
 mod db;
+mod health;
 mod kv;
 mod packages;
 mod records;
@@ -42,6 +43,7 @@ pub use activity::{
     Activity, ActivityKind, ActivityLog, ActivityPriority, ActivityQuery, ActivityStatus,
     LogConfig, NewActivity,
 };
+pub use health::{DEFAULT_TIMEOUT, StoreHealth, StoreOptions, parse_duration};
 pub use kv::{Kv, KvEntry, KvQuota, KvUsage, MAX_KEY_CHARS, MAX_LIST, MAX_VALUE_BYTES};
 pub use packages::PackageRow;
 pub use settings::{SEALED, SettingChange, Settings, is_sealed, redact_secrets};
@@ -119,6 +121,24 @@ pub enum StoreError {
         /// What is wrong.
         why: String,
     },
+    /// The database could not be reached (refused, gone, or its connection was lost);
+    /// nothing was written.
+    #[error("the database is unreachable ({why}); nothing was written, try again once it is back")]
+    Unavailable {
+        /// What the connection attempt or the lost connection said.
+        why: String,
+    },
+    /// The database did not answer within the store's deadline ([`StoreOptions::timeout`]);
+    /// the operation was abandoned and its transaction closed. Only if the deadline fell
+    /// while the commit itself was under way may it have been applied, which every host
+    /// then sees as a change made elsewhere.
+    #[error(
+        "the database did not answer within {after:?} (PLUGBOARD_DB_TIMEOUT); the operation was abandoned"
+    )]
+    Timeout {
+        /// The deadline.
+        after: std::time::Duration,
+    },
     /// The database failed.
     #[error("database error: {0}")]
     Db(sqlx::Error),
@@ -131,7 +151,22 @@ pub enum StoreError {
 // (a chain printed with `{:#}` would say it twice).
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
-        StoreError::Db(e)
+        if health::is_unavailable(&e) {
+            StoreError::Unavailable { why: e.to_string() }
+        } else {
+            StoreError::Db(e)
+        }
+    }
+}
+
+impl StoreError {
+    /// Whether the database could not be reached or did not answer in time (an outage,
+    /// worth retrying), rather than answering no.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Unavailable { .. } | StoreError::Timeout { .. }
+        )
     }
 }
 
@@ -155,6 +190,8 @@ struct Inner {
     db: Db,
     url: String,
     settings: settings::Cache,
+    options: StoreOptions,
+    health: Arc<health::Health>,
 }
 
 /// The data directory: `$PLUGBOARD_HOME`, or `./.plugboard/`.
@@ -175,19 +212,24 @@ pub fn default_url() -> String {
 impl Store {
     /// Opens (creating a SQLite file and its directory if needed) and migrates a store.
     pub fn open(url: &str) -> Result<Store, StoreError> {
-        Store::open_with(url, true)
+        Store::open_with(url, true, StoreOptions::default())
+    }
+
+    /// [`Store::open`] with options (the operations' deadline).
+    pub fn open_with_options(url: &str, options: StoreOptions) -> Result<Store, StoreError> {
+        Store::open_with(url, true, options)
     }
 
     /// Opens a store that exists, creating nothing: no SQLite file or directory, no
     /// tables in an empty PostgreSQL database ([`StoreError::NoDatabase`]). For tools that
     /// only read.
     pub fn open_existing(url: &str) -> Result<Store, StoreError> {
-        Store::open_with(url, false)
+        Store::open_with(url, false, StoreOptions::default())
     }
 
-    fn open_with(url: &str, create: bool) -> Result<Store, StoreError> {
+    fn open_with(url: &str, create: bool, options: StoreOptions) -> Result<Store, StoreError> {
         let rt = OwnedRuntime::new()?;
-        let db = rt.block_on(Db::open(url.to_owned(), create))??;
+        let db = rt.block_on(Db::open(url.to_owned(), create, options.timeout))??;
         if !create && rt.block_on(schema::version(db.clone()))?? == 0 {
             return Err(StoreError::NoDatabase(redact(url)));
         }
@@ -198,6 +240,8 @@ impl Store {
                 db,
                 url: redact(url),
                 settings: settings::Cache::default(),
+                options,
+                health: Arc::default(),
             }),
         })
     }
@@ -212,13 +256,52 @@ impl Store {
         &self.inner.url
     }
 
-    /// Runs a future on the store's runtime and waits for it, from any thread.
+    /// Runs a future on the store's runtime and waits for it, from any thread, under the
+    /// operation deadline (see the `health` module).
     pub(crate) fn run<T, F>(&self, f: impl FnOnce(Db) -> F) -> Result<T, StoreError>
     where
         F: std::future::Future<Output = Result<T, StoreError>> + Send + 'static,
         T: Send + 'static,
     {
-        self.inner.rt.block_on(f(self.inner.db.clone()))?
+        let db = self.inner.db.clone();
+        let health = self.inner.health.clone();
+        let limit = self.inner.options.timeout;
+        let op = f(db.clone());
+        self.inner.rt.block_on(async move {
+            let result = health::guarded(&db, &health, limit, op).await;
+            health.observe(&result);
+            result
+        })?
+    }
+
+    /// What this store knows of its database's reachability, and its reconnect, resync
+    /// and timeout counts.
+    pub fn health(&self) -> StoreHealth {
+        self.inner.health.snapshot()
+    }
+
+    /// Asks the database a trivial question within `limit` (at most the operation
+    /// deadline): whether it answers now. Updates [`Store::health`].
+    pub fn check(&self, limit: std::time::Duration) -> Result<(), StoreError> {
+        let limit = limit.min(self.inner.options.timeout);
+        let db = self.inner.db.clone();
+        let health = self.inner.health.clone();
+        self.inner.rt.block_on(async move {
+            let ping = async {
+                db::on_db!(&db, |pool| {
+                    sqlx::query("SELECT 1").execute(pool).await?;
+                });
+                Ok(())
+            };
+            let result = health::guarded(&db, &health, limit, ping).await;
+            health.observe(&result);
+            result
+        })?
+    }
+
+    /// The options the store was opened with.
+    pub fn options(&self) -> &StoreOptions {
+        &self.inner.options
     }
 
     pub(crate) fn runtime(&self) -> &OwnedRuntime {

@@ -180,6 +180,7 @@ impl Persistence for StorePersistence {
                 StoreError::Conflict { plugin, expected } => {
                     PersistError::Conflict { plugin, expected }
                 }
+                e if e.is_unavailable() => PersistError::Unavailable(e.to_string()),
                 other => PersistError::Backend(other.to_string()),
             })
     }

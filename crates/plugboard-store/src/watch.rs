@@ -2,6 +2,7 @@
 //! PostgreSQL, `PRAGMA data_version` on SQLite. A change reloads the records into the
 //! engine, which rebuilds its chains; the settings cache is cleared.
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use plugboard_engine::Engine;
@@ -14,6 +15,9 @@ use crate::records::CHANNEL;
 
 /// How often SQLite is polled for commits by other connections.
 const POLL: Duration = Duration::from_millis(200);
+
+/// How soon a lost connection or a failed reload is tried again.
+const RETRY: Duration = Duration::from_millis(500);
 
 /// A running watcher; dropping it stops watching.
 pub struct Watch {
@@ -99,57 +103,76 @@ impl Store {
                         tokio::time::sleep(POLL).await;
                     }
                 }
-                Db::Postgres(pool) => loop {
-                    let mut listener = match PgListener::connect_with(&pool).await {
-                        Ok(l) => l,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "watch: cannot listen; retrying");
-                            tokio::time::sleep(Duration::from_secs(1)).await;
+                Db::Postgres(pool) => {
+                    let health = &store.inner.health;
+                    // Whether the connection was lost since the last successful listen:
+                    // notifications sent meanwhile are gone, so the reload that follows
+                    // the next listen is what catches up (a resync).
+                    let mut lost = false;
+                    loop {
+                        let mut listener = match PgListener::connect_with(&pool).await {
+                            Ok(l) => l,
+                            Err(e) => {
+                                health.down(&format!("cannot connect: {e}"));
+                                lost = true;
+                                tokio::time::sleep(RETRY).await;
+                                continue;
+                            }
+                        };
+                        if let Err(e) = listener.listen(CHANNEL).await {
+                            tracing::warn!(error = %e, "watch: LISTEN failed; retrying");
+                            lost = true;
+                            tokio::time::sleep(RETRY).await;
                             continue;
                         }
-                    };
-                    if let Err(e) = listener.listen(CHANNEL).await {
-                        tracing::warn!(error = %e, "watch: LISTEN failed; retrying");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        continue;
-                    }
-                                        // Anything missed while (re)connecting.
-                    let mut pending = !reload(&store, &engine).await;
-                    loop {
-                        if pending {
+                        health.up();
+                        if lost {
+                            health.reconnects.fetch_add(1, Relaxed);
+                            tracing::info!("watch: listening again; reloading what changed meanwhile");
+                        }
+                        // Anything missed while (re)connecting.
+                        let mut pending = !reload(&store, &engine).await;
+                        if lost && !pending {
+                            health.resyncs.fetch_add(1, Relaxed);
+                            lost = false;
+                        }
+                        loop {
                             // A failed reload is retried shortly, not at the next change.
-                            match tokio::time::timeout(Duration::from_millis(500), listener.try_recv()).await {
-                                Err(_) => {
+                            let next = if pending {
+                                match tokio::time::timeout(RETRY / 2, listener.try_recv()).await {
+                                    Err(_) => Ok(Some(())),
+                                    Ok(r) => r.map(|n| n.map(|_| ())),
+                                }
+                            } else {
+                                listener.try_recv().await.map(|n| n.map(|_| ()))
+                            };
+                            match next {
+                                Ok(Some(())) => {
                                     pending = !reload(&store, &engine).await;
-                                    continue;
-                                }
-                                Ok(r) => {
-                                    if matches!(r, Ok(Some(_)) | Ok(None)) {
-                                        pending = !reload(&store, &engine).await;
+                                    if lost && !pending {
+                                        health.resyncs.fetch_add(1, Relaxed);
+                                        lost = false;
                                     }
-                                    if r.is_err() {
-                                        break;
-                                    }
-                                    continue;
                                 }
-                            }
-                        }
-                        // `try_recv` reports a lost connection (Ok(None)) instead of
-                        // reconnecting silently: notifications sent meanwhile are lost, so
-                        // reload after it.
-                        match listener.try_recv().await {
-                            Ok(Some(_)) => pending = !reload(&store, &engine).await,
-                            Ok(None) => {
-                                tracing::warn!("watch: connection lost; reloading");
-                                pending = !reload(&store, &engine).await;
-                            }
-                            Err(e) => {
-                                tracing::warn!(error = %e, "watch: listener failed; relistening");
-                                break;
+                                // `try_recv` reports a lost connection (Ok(None)) and would
+                                // reconnect on its next call; a fresh listener instead,
+                                // counted, then a full reload.
+                                Ok(None) => {
+                                    tracing::warn!("watch: connection to the database lost; reconnecting");
+                                    health.down("the watcher's connection was lost");
+                                    lost = true;
+                                    break;
+                                }
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "watch: listener failed; reconnecting");
+                                    health.down(&format!("listener failed: {e}"));
+                                    lost = true;
+                                    break;
+                                }
                             }
                         }
                     }
-                },
+                }
             }
         });
         Watch { task }

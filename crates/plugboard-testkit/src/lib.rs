@@ -27,6 +27,8 @@ pub struct PgCluster {
     dir: tempfile::TempDir,
     port: u16,
     user: Option<String>,
+    /// The server's options, given again on a restart.
+    opts: String,
 }
 
 static CLUSTER: OnceLock<Result<PgCluster, String>> = OnceLock::new();
@@ -73,7 +75,16 @@ impl PgCluster {
             .port();
         let data = dir.path().join("data");
         let data_s = data.display().to_string();
-        let cluster = PgCluster { dir, port, user };
+        let socket = dir.path().display().to_string();
+        let opts = format!(
+            "-p {port} -k {socket} -c listen_addresses=127.0.0.1 -c fsync=on -c max_connections=200"
+        );
+        let cluster = PgCluster {
+            dir,
+            port,
+            user,
+            opts,
+        };
         cluster.tool(&[
             "initdb",
             "-D",
@@ -86,25 +97,112 @@ impl PgCluster {
             "-E",
             "UTF8",
         ])?;
-        let socket = cluster.dir.path().display().to_string();
-        let opts = format!(
-            "-p {port} -k {socket} -c listen_addresses=127.0.0.1 -c fsync=on -c max_connections=200"
-        );
-        cluster.tool(&[
-            "pg_ctl",
-            "-D",
-            &data_s,
-            "-o",
-            &opts,
-            "-l",
-            &format!("{data_s}.log"),
-            "-w",
-            "-t",
-            "60",
-            "start",
-        ])?;
+        cluster.pg_ctl(&["start"])?;
         cluster.reap_on_exit();
         Ok(cluster)
+    }
+
+    /// `pg_ctl … ARGS`, waiting (up to a minute) for it to finish.
+    fn pg_ctl(&self, args: &[&str]) -> Result<String, String> {
+        let data = self.data().display().to_string();
+        let log = format!("{data}.log");
+        let mut all = vec![
+            "pg_ctl", "-D", &data, "-o", &self.opts, "-l", &log, "-w", "-t", "60",
+        ];
+        all.extend_from_slice(args);
+        self.tool(&all)
+    }
+
+    /// A cluster of the caller's own, stopped when dropped: for tests that restart, stop
+    /// or pause the server, which the shared one must never see.
+    pub fn private() -> Result<PgCluster, String> {
+        PgCluster::start()
+    }
+
+    /// `pg_ctl restart -m MODE` (`fast`, `immediate`): every connection is cut; returns
+    /// once the server takes connections again.
+    pub fn restart(&self, mode: &str) -> Result<(), String> {
+        self.pg_ctl(&["-m", mode, "restart"]).map(drop)
+    }
+
+    /// `pg_ctl stop -m MODE`.
+    pub fn stop(&self, mode: &str) -> Result<(), String> {
+        self.pg_ctl(&["-m", mode, "stop"]).map(drop)
+    }
+
+    /// `pg_ctl start`, after [`PgCluster::stop`].
+    pub fn start_again(&self) -> Result<(), String> {
+        self.pg_ctl(&["start"]).map(drop)
+    }
+
+    /// The postmaster and its children (the backends and workers), by pid.
+    fn processes(&self) -> Result<Vec<u32>, String> {
+        let pidfile = std::fs::read_to_string(self.data().join("postmaster.pid"))
+            .map_err(|e| format!("postmaster.pid: {e}"))?;
+        let postmaster: u32 = pidfile
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .ok_or("postmaster.pid has no pid")?;
+        let mut pids = vec![postmaster];
+        for entry in std::fs::read_dir("/proc")
+            .map_err(|e| e.to_string())?
+            .flatten()
+        {
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            // pid (comm) state ppid …; comm may hold spaces, so split after its ')'.
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            if ppid == Some(postmaster)
+                && let Ok(pid) = entry.file_name().to_string_lossy().parse()
+            {
+                pids.push(pid);
+            }
+        }
+        Ok(pids)
+    }
+
+    fn signal(&self, signal: &str) -> Result<(), String> {
+        let pids: Vec<String> = self.processes()?.iter().map(u32::to_string).collect();
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .args(&pids)
+            .status()
+            .map_err(|e| e.to_string())?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("kill -{signal} failed"))
+        }
+    }
+
+    /// Stalls the whole server (SIGSTOP to the postmaster and every backend): connections
+    /// stay open and nothing answers, as with a hung or partitioned database.
+    pub fn pause(&self) -> Result<(), String> {
+        self.signal("STOP")
+    }
+
+    /// Ends [`PgCluster::pause`] (SIGCONT).
+    pub fn resume(&self) -> Result<(), String> {
+        self.signal("CONT")
+    }
+
+    /// Runs SQL as the superuser in database `db`; its output (unaligned, tuples only).
+    pub fn psql(&self, db: &str, sql: &str) -> Result<String, String> {
+        let out = Command::new("psql")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-U", "postgres", "-d", db, "-XAtqc", sql])
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
     }
 
     /// The shared cluster lives in a `static`, whose destructor never runs: a watchdog
@@ -142,24 +240,7 @@ impl PgCluster {
             std::process::id(),
             NEXT_DB.fetch_add(1, Ordering::SeqCst)
         );
-        let out = Command::new("psql")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-                "-qc",
-            ])
-            .arg(format!("CREATE DATABASE {name}"))
-            .output()
-            .map_err(|e| e.to_string())?;
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-        }
+        self.psql("postgres", &format!("CREATE DATABASE {name}"))?;
         Ok(format!(
             "postgres://postgres@127.0.0.1:{}/{name}",
             self.port

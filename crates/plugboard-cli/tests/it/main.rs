@@ -12,6 +12,7 @@ mod install;
 mod kv;
 mod limits;
 mod operator;
+mod outage;
 mod package;
 mod python;
 mod secrets;
@@ -69,22 +70,49 @@ pub fn stdout(out: &Output) -> String {
 
 /// `plugboard serve` on a free port; its address and first token.
 pub struct Serve {
-    child: Child,
+    child: Option<Child>,
     /// `http://127.0.0.1:PORT`.
     pub base: String,
     /// The admin token printed at the first start.
     pub token: String,
 }
 
+impl Serve {
+    /// A server another part of the test started, for requests from another thread.
+    pub fn remote(base: String, token: String) -> Serve {
+        Serve {
+            child: None,
+            base,
+            token,
+        }
+    }
+}
+
 impl Drop for Serve {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
 pub fn serve(home: &Path) -> Serve {
-    serve_with(home, plugboard_in(home).stderr(Stdio::null()))
+    serve_with(home, plugboard_in(home).stderr(Stdio::null()), None)
+}
+
+/// `plugboard serve` on the database at `url` (one of several hosts sharing it), with its
+/// debug log in `home/serve.log` and `env` set; `token` is the admin token when another
+/// host made it already.
+pub fn serve_on(home: &Path, url: &str, token: Option<&str>, env: &[(&str, &str)]) -> Serve {
+    let log = std::fs::File::create(home.join("serve.log")).unwrap();
+    let mut command = plugboard_in(home);
+    command
+        .env("PLUGBOARD_DATABASE_URL", url)
+        .env("RUST_LOG", "debug")
+        .envs(env.iter().copied())
+        .stderr(log);
+    serve_with(home, &mut command, token.map(str::to_owned))
 }
 
 /// `plugboard serve` with everything it logs (`RUST_LOG=debug`) written to `log`.
@@ -93,6 +121,7 @@ pub fn serve_logging(home: &Path, log: &Path) -> Serve {
     serve_with(
         home,
         plugboard_in(home).env("RUST_LOG", "debug").stderr(file),
+        None,
     )
 }
 
@@ -115,8 +144,8 @@ pub fn skip_examples(home: &Path, packages: &[&str]) {
 }
 
 /// Started again on a database that has a token: a new one is made (`token rotate`), as
-/// an operator who lost it would.
-fn serve_with(home: &Path, command: &mut Command) -> Serve {
+/// an operator who lost it would, unless the caller knows it (`known`).
+fn serve_with(home: &Path, command: &mut Command, known: Option<String>) -> Serve {
     let mut child = command
         .args(["serve", "--addr", "127.0.0.1:0"])
         .stdout(Stdio::piped())
@@ -140,6 +169,7 @@ fn serve_with(home: &Path, command: &mut Command) -> Serve {
     }
     // Keep draining its output so that it never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
+    let token = token.or(known);
     let restarted = token.is_none();
     let token = token.unwrap_or_else(|| {
         let out = stdout(&run(home, &["token", "rotate"]));
@@ -150,7 +180,7 @@ fn serve_with(home: &Path, command: &mut Command) -> Serve {
             .to_owned()
     });
     let server = Serve {
-        child,
+        child: Some(child),
         base: base.unwrap(),
         token,
     };

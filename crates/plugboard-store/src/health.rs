@@ -1,0 +1,233 @@
+//! How long an operation may wait on the database, whether the database is reachable, and
+//! what the store saw of it going away and coming back.
+//!
+//! Every blocking store call runs under a deadline ([`StoreOptions::timeout`]). A database
+//! that refuses connections makes an operation fail at once rather than at the deadline:
+//! once the store knows it is down (an operation or the watcher saw it go), each call
+//! first tries one connection of its own; and a call that is slow while the store believes
+//! the database is up tries one too, so a database that went away unnoticed is found out
+//! within [`SLOW`], not after the pool has retried its connections until the deadline.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use sqlx::ConnectOptions;
+
+use crate::StoreError;
+use crate::db::Db;
+
+/// After this long, a PostgreSQL operation checks whether the server still takes
+/// connections (see the module's documentation).
+const SLOW: Duration = Duration::from_millis(250);
+
+/// The default deadline of a store operation.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How a store behaves towards its database.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct StoreOptions {
+    /// How long one operation may take, waiting for a connection included, before it is
+    /// abandoned with [`StoreError::Timeout`]. Default: `$PLUGBOARD_DB_TIMEOUT` (`5s`,
+    /// `1500ms` or a number of seconds), else 5 s.
+    pub timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        let timeout = std::env::var("PLUGBOARD_DB_TIMEOUT")
+            .ok()
+            .and_then(|v| parse_duration(&v))
+            .unwrap_or(DEFAULT_TIMEOUT);
+        StoreOptions { timeout }
+    }
+}
+
+impl StoreOptions {
+    /// These options with another operation deadline.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+}
+
+/// `5s`, `1500ms`, `0.5` (seconds): the forms `$PLUGBOARD_DB_TIMEOUT` takes. Zero and
+/// anything else is refused (`None`).
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let (number, unit) = match s.strip_suffix("ms") {
+        Some(n) => (n, 0.001),
+        None => (s.strip_suffix('s').unwrap_or(s), 1.0),
+    };
+    let secs = number.trim().parse::<f64>().ok()? * unit;
+    (secs.is_finite() && secs > 0.0 && secs < 86_400.0).then(|| Duration::from_secs_f64(secs))
+}
+
+/// What a store knows of its database's reachability, for `/health` and `/metrics`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoreHealth {
+    /// Whether the last operation or watcher round reached the database.
+    pub reachable: bool,
+    /// Why it is not reachable, when it is not.
+    pub error: Option<String>,
+    /// The watcher's connection to the database was lost and made again, this many times.
+    pub reconnects: u64,
+    /// Full reloads of the stored records after a reconnect, so that changes whose
+    /// notification was lost while disconnected are applied.
+    pub resyncs: u64,
+    /// Operations abandoned at their deadline.
+    pub timeouts: u64,
+    /// Operations refused at once because the database was unreachable.
+    pub unavailable: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct Health {
+    down: Mutex<Option<String>>,
+    pub(crate) reconnects: AtomicU64,
+    pub(crate) resyncs: AtomicU64,
+    timeouts: AtomicU64,
+    unavailable: AtomicU64,
+}
+
+impl Health {
+    pub(crate) fn is_down(&self) -> bool {
+        self.down.lock().map(|d| d.is_some()).unwrap_or(false)
+    }
+
+    /// The database went away (logged once per outage).
+    pub(crate) fn down(&self, why: &str) {
+        if let Ok(mut d) = self.down.lock() {
+            if d.is_none() {
+                tracing::warn!(error = %why, "the database is unreachable; operations fail until it is back, calls go on");
+            }
+            *d = Some(why.to_owned());
+        }
+    }
+
+    /// The database answered.
+    pub(crate) fn up(&self) {
+        if let Ok(mut d) = self.down.lock()
+            && d.take().is_some()
+        {
+            tracing::info!("the database is reachable again");
+        }
+    }
+
+    /// Takes note of an operation's outcome.
+    pub(crate) fn observe<T>(&self, result: &Result<T, StoreError>) {
+        match result {
+            Err(StoreError::Unavailable { why }) => {
+                self.unavailable.fetch_add(1, Relaxed);
+                self.down(why);
+            }
+            Err(e @ StoreError::Timeout { .. }) => {
+                self.timeouts.fetch_add(1, Relaxed);
+                self.down(&e.to_string());
+            }
+            // Any other answer came from the database.
+            _ => self.up(),
+        }
+    }
+
+    pub(crate) fn snapshot(&self) -> StoreHealth {
+        let error = self.down.lock().ok().and_then(|d| d.clone());
+        StoreHealth {
+            reachable: error.is_none(),
+            error,
+            reconnects: self.reconnects.load(Relaxed),
+            resyncs: self.resyncs.load(Relaxed),
+            timeouts: self.timeouts.load(Relaxed),
+            unavailable: self.unavailable.load(Relaxed),
+        }
+    }
+}
+
+/// Whether an error means "the database could not be reached or went away" rather than
+/// "the database answered no".
+pub(crate) fn is_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        // PostgreSQL: connection exceptions (08…), the server shutting down or starting
+        // (57P01-57P03), too many connections (53300).
+        sqlx::Error::Database(d) => d.code().is_some_and(|c| {
+            c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03" | "53300")
+        }),
+        _ => false,
+    }
+}
+
+impl Db {
+    /// Tries one fresh connection (PostgreSQL; SQLite has no server to lose), within
+    /// `limit`: refused at once when the server is down.
+    pub(crate) async fn probe(&self, limit: Duration) -> Result<(), StoreError> {
+        let Db::Postgres(pool) = self else {
+            return Ok(());
+        };
+        let opts = pool.connect_options();
+        match tokio::time::timeout(limit, opts.connect()).await {
+            Ok(Ok(conn)) => {
+                // Closing politely is a round trip; dropping the socket is enough.
+                drop(conn);
+                Ok(())
+            }
+            Ok(Err(e)) => Err(StoreError::Unavailable {
+                why: format!("cannot connect: {e}"),
+            }),
+            Err(_) => Err(StoreError::Timeout { after: limit }),
+        }
+    }
+}
+
+/// Runs one store operation under its deadline, failing fast when the database is down.
+pub(crate) async fn guarded<T>(
+    db: &Db,
+    health: &Health,
+    limit: Duration,
+    op: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    let deadline = tokio::time::Instant::now() + limit;
+    if health.is_down() {
+        db.probe(limit).await?;
+    }
+    let op = tokio::time::timeout_at(deadline, op);
+    tokio::pin!(op);
+    let done = |r: Result<Result<T, StoreError>, tokio::time::error::Elapsed>| {
+        r.unwrap_or(Err(StoreError::Timeout { after: limit }))
+    };
+    tokio::select! {
+        r = &mut op => return done(r),
+        _ = tokio::time::sleep(SLOW) => {}
+    }
+    if matches!(db, Db::Postgres(_)) {
+        // Dropping the operation here is safe: a transaction in flight is closed, not
+        // committed (see `TxConn`).
+        tokio::select! {
+            r = &mut op => return done(r),
+            Err(e @ StoreError::Unavailable { .. }) = db.probe(limit) => return Err(e),
+        }
+    }
+    done(op.await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_in_the_forms_the_variable_takes() {
+        assert_eq!(parse_duration("5s"), Some(Duration::from_secs(5)));
+        assert_eq!(parse_duration("1500ms"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_duration(" 0.5 "), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2"), Some(Duration::from_secs(2)));
+        for bad in ["", "0", "-1s", "soon", "1h", "NaN"] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
+}
