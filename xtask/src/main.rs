@@ -13,6 +13,9 @@
 //! - `cargo xtask serve-bench`: load on `plugboard serve`'s call endpoint with `wrk` (run
 //!   `cargo build --release -p plugboard-cli` first): throughput and p50/p99 latency of
 //!   calling `on_user_after_save_failure` (native + wasm chain), beside `GET /health`.
+//! - `cargo xtask convergence [--hosts N] [--rounds R] [--debug]`: N hosts (`plugboard
+//!   serve`, default 5) on one throwaway PostgreSQL; how long each operation issued on one
+//!   takes to be applied by the others, p50/p99/max (see `convergence.rs`).
 //! - `cargo xtask schemathesis [--seconds N]`: schemathesis against a live `plugboard serve`
 //!   (see `schemathesis.rs`); fails on any failure it finds.
 //! - `cargo xtask fuzz [--seconds N] [--release] [--merge] [TARGET…]`: the fuzz targets in
@@ -25,6 +28,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
+mod convergence;
 mod fuzz;
 mod schemathesis;
 mod setup;
@@ -40,9 +44,10 @@ fn main() -> Result<()> {
         "package-examples" => package_examples(&args[1..]),
         "serve-bench" => serve_bench(),
         "fuzz" => fuzz::fuzz(&root(), &args[1..]),
+        "convergence" => convergence::convergence(&root(), &args[1..]),
         "schemathesis" => schemathesis::schemathesis(&root(), &args[1..]),
         _ => bail!(
-            "usage: cargo xtask test [ARGS…] | fresh-machine | bench-report | build-plugins | package-examples [NAME…] | serve-bench | schemathesis [--seconds N] | fuzz [--seconds N] [--release] [--merge] [TARGET…]"
+            "usage: cargo xtask test [ARGS…] | fresh-machine | bench-report | build-plugins | package-examples [NAME…] | serve-bench | convergence [--hosts N] [--rounds R] [--debug] | schemathesis [--seconds N] | fuzz [--seconds N] [--release] [--merge] [TARGET…]"
         ),
     }
 }

@@ -267,6 +267,8 @@ struct Inner {
     emits: Arc<emit::EmitStats>,
     /// The key that seals and opens secret settings.
     secrets: secrets::Secrets,
+    /// The store's change generation this host has fully applied (`follow`); -1 before.
+    synced: std::sync::atomic::AtomicI64,
 }
 
 /// The installed packages as stored, without loading anything (for tools that only read):
@@ -334,6 +336,7 @@ impl Installer {
                 failed: Mutex::new(BTreeMap::new()),
                 denied: grants::DeniedLog::new(),
                 emits: Arc::default(),
+                synced: std::sync::atomic::AtomicI64::new(-1),
             }),
         };
         // Weak: the host (which keeps the hook) belongs to the installer.
@@ -1477,6 +1480,7 @@ impl Installer {
             .name("plugboard-installer-follow".into())
             .spawn(move || {
                 let mut seen = None;
+                let mut changes = me.inner.store.changes_seen();
                 while !flag.load(Ordering::Relaxed) {
                     let generation = me.inner.store.generation().ok();
                     if generation.is_some() && generation != seen {
@@ -1485,11 +1489,15 @@ impl Installer {
                             Ok(r) if !r.deferred.is_empty() => {
                                 tracing::info!(?r, "applied some of other hosts' package changes");
                             }
-                            Ok(r) if r != SyncReport::default() => {
-                                tracing::info!(?r, "applied other hosts' package changes");
+                            Ok(r) => {
+                                if r != SyncReport::default() {
+                                    tracing::info!(?r, "applied other hosts' package changes");
+                                }
                                 seen = generation;
+                                if let Some(g) = generation {
+                                    me.inner.synced.store(g, Ordering::Relaxed);
+                                }
                             }
-                            Ok(_) => seen = generation,
                             // Retried at the next tick (e.g. a record conflict while this
                             // host's watcher catches up).
                             Err(InstallError::Store(e)) if e.is_unavailable() => {
@@ -1499,11 +1507,21 @@ impl Installer {
                             Err(e) => tracing::warn!(error = %e, "package sync failed; retrying"),
                         }
                     }
-                    std::thread::sleep(interval);
+                    // Woken by the store's watcher (a notification), else polled.
+                    changes = me.inner.store.wait_change(changes, interval);
                 }
             })
             .ok();
         Follow { stop, thread }
+    }
+
+    /// The store's change generation (see `Store::generation`) this host has applied in
+    /// full (records, packages, grants, settings) while following; `None` before the
+    /// first round of [`Installer::follow`]. Hosts sharing a database agree on it once
+    /// they have converged.
+    pub fn synced_generation(&self) -> Option<i64> {
+        let g = self.inner.synced.load(Ordering::Relaxed);
+        (g >= 0).then_some(g)
     }
 
     /// Uninstalls a package: removes its row, its plugin records, its files and its

@@ -483,6 +483,10 @@ fn liveness(state: &crate::AppState) -> Liveness {
             error: h.error,
             reconnects: h.reconnects,
             resyncs: h.resyncs,
+            #[cfg(feature = "packages")]
+            synced_generation: state.installer.as_ref().and_then(|i| i.synced_generation()),
+            #[cfg(not(feature = "packages"))]
+            synced_generation: None,
         },
     }
 }

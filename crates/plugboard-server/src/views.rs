@@ -42,6 +42,10 @@ pub(crate) struct StoreReadiness {
     pub(crate) reconnects: u64,
     /// Full reloads after those reconnects (what changed meanwhile, applied).
     pub(crate) resyncs: u64,
+    /// The store's change generation this host has applied in full (records, packages,
+    /// grants, settings); hosts sharing a database agree on it once converged. Absent on
+    /// a host that does not follow packages.
+    pub(crate) synced_generation: Option<i64>,
 }
 
 /// `GET /api/health`: each plugin's health check and each event's chain.

@@ -83,6 +83,38 @@ pub struct StoreHealth {
     pub unavailable: u64,
 }
 
+/// Bumped by the watcher on every change it sees from other processes, so that other
+/// followers in this process (the installer's) wake at once instead of at their next poll.
+#[derive(Default)]
+pub(crate) struct Changes {
+    seen: Mutex<u64>,
+    cond: std::sync::Condvar,
+}
+
+impl Changes {
+    pub(crate) fn bump(&self) {
+        if let Ok(mut n) = self.seen.lock() {
+            *n += 1;
+            self.cond.notify_all();
+        }
+    }
+
+    pub(crate) fn current(&self) -> u64 {
+        self.seen.lock().map(|n| *n).unwrap_or(0)
+    }
+
+    /// Waits until the count moves past `seen`, at most `timeout`; the count.
+    pub(crate) fn wait(&self, seen: u64, timeout: Duration) -> u64 {
+        let Ok(guard) = self.seen.lock() else {
+            return seen;
+        };
+        match self.cond.wait_timeout_while(guard, timeout, |n| *n == seen) {
+            Ok((n, _)) => *n,
+            Err(_) => seen,
+        }
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct Health {
     down: Mutex<Option<String>>,

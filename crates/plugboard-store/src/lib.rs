@@ -192,6 +192,7 @@ struct Inner {
     settings: settings::Cache,
     options: StoreOptions,
     health: Arc<health::Health>,
+    changes: health::Changes,
 }
 
 /// The data directory: `$PLUGBOARD_HOME`, or `./.plugboard/`.
@@ -242,6 +243,7 @@ impl Store {
                 settings: settings::Cache::default(),
                 options,
                 health: Arc::default(),
+                changes: health::Changes::default(),
             }),
         })
     }
@@ -297,6 +299,19 @@ impl Store {
             health.observe(&result);
             result
         })?
+    }
+
+    /// A count of the changes by other processes this store's watcher ([`Store::watch`])
+    /// has seen; pass it to [`Store::wait_change`].
+    pub fn changes_seen(&self) -> u64 {
+        self.inner.changes.current()
+    }
+
+    /// Waits until the watcher sees a change by another process after `seen` (a value of
+    /// [`Store::changes_seen`]), at most `timeout`; the new count. Lets other followers
+    /// act on a change at once instead of polling (without a watcher: only the timeout).
+    pub fn wait_change(&self, seen: u64, timeout: std::time::Duration) -> u64 {
+        self.inner.changes.wait(seen, timeout)
     }
 
     /// The options the store was opened with.

@@ -37,7 +37,14 @@ impl Drop for Watch {
 async fn reload(store: &Store, engine: &Engine) -> bool {
     store.inner.settings.clear();
     let (store, engine) = (store.clone(), engine.clone());
-    match tokio::task::spawn_blocking(move || store.sync(&engine)).await {
+    match tokio::task::spawn_blocking(move || {
+        let r = store.sync(&engine);
+        // Packages, grants and settings are the installer's to apply: wake it.
+        store.inner.changes.bump();
+        r
+    })
+    .await
+    {
         Ok(Ok(changed)) => {
             if changed {
                 tracing::debug!("applied changes from another process");
