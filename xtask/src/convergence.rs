@@ -406,7 +406,6 @@ pub(crate) fn convergence(root: &Path, args: &[String]) -> Result<()> {
     }
     let mut all: Vec<Duration> = samples.iter().map(|(_, d)| *d).collect();
     row("**all**", &mut all);
-    let mut acks = acks;
     row("(acknowledgement on the issuing host)", &mut acks);
     let within = all.iter().filter(|d| **d <= Duration::from_secs(1)).count();
     println!(

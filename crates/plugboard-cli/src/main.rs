@@ -839,13 +839,13 @@ fn lifecycle(
     database: Option<String>,
     out: &mut impl Write,
     which: &Which,
-    op: impl FnOnce(&Engine, Target<'_>) -> Result<plugboard::Report, EngineError>,
+    op: impl Fn(&Engine, Target<'_>) -> Result<plugboard::Report, EngineError>,
 ) -> Result<()> {
     let store = open_existing(database)?;
     let engine = records_engine(&store)?;
     let log = store.activity_log(Some(&engine), LogConfig::default());
     let mut changes = engine.subscribe();
-    let result = op(&engine, which.target());
+    let result = store.retry_on_conflict(&engine, || op(&engine, which.target()));
     let mut any = false;
     while let Ok(ev) = changes.try_recv() {
         if let LifecycleEvent::StatusChanged { .. }

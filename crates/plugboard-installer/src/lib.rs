@@ -1611,10 +1611,22 @@ impl Installer {
         let mut overridden = Vec::new();
         for p in &owned {
             // A plugin's refusal cannot stop it (the engine overrides it and reports it).
-            match self.inner.engine.unregister(p.as_str()) {
-                Ok(report) => overridden.extend(report.overridden),
-                Err(EngineError::UnknownPlugin(_)) => {}
-                Err(e) => return Err(e.into()),
+            // Other hosts saw the package go as soon as its row did, and remove its
+            // records too: whoever is first wins, the others (this one included) find
+            // the record changed or gone, reload and are done.
+            let mut attempts = 0;
+            loop {
+                match self.inner.engine.unregister(p.as_str()) {
+                    Ok(report) => overridden.extend(report.overridden),
+                    Err(EngineError::UnknownPlugin(_)) => {}
+                    Err(EngineError::Persist(PersistError::Conflict { .. })) if attempts < 5 => {
+                        attempts += 1;
+                        self.inner.store.sync(&self.inner.engine)?;
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+                break;
             }
         }
         if let Some(l) = loaded.remove(name) {

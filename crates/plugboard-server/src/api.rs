@@ -786,17 +786,19 @@ pub(crate) async fn plugin_action(
             "unknown action `{action}`: use start, stop, restart, enable, delete or unregister"
         )));
     };
-    let engine = state.engine.clone();
     blocking(move || {
-        let target = Target::Plugin(&name);
-        let report = match action {
-            PluginAction::Start => engine.start(target),
-            PluginAction::Stop => engine.stop(target),
-            PluginAction::Restart => engine.restart(target),
-            PluginAction::Enable => engine.enable(target),
-            PluginAction::Delete => engine.delete(target),
-            PluginAction::Unregister => engine.unregister(target),
-        }?;
+        let engine = &state.engine;
+        let report = state.store.retry_on_conflict(engine, || {
+            let target = Target::Plugin(&name);
+            match action {
+                PluginAction::Start => engine.start(target),
+                PluginAction::Stop => engine.stop(target),
+                PluginAction::Restart => engine.restart(target),
+                PluginAction::Enable => engine.enable(target),
+                PluginAction::Delete => engine.delete(target),
+                PluginAction::Unregister => engine.unregister(target),
+            }
+        })?;
         Ok(Json(action_result(action, name, report)))
     })
     .await

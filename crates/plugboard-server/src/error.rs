@@ -214,6 +214,7 @@ impl From<StoreError> for ApiError {
                 (StatusCode::CONFLICT, "conflict")
             }
             e if e.is_unavailable() => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
+            StoreError::DiskFull { .. } => (StatusCode::INSUFFICIENT_STORAGE, "store_full"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         ApiError::new(status, code, e.to_string())

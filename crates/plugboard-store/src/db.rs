@@ -56,7 +56,11 @@ macro_rules! transaction {
             };
             match end {
                 Ok(()) => $conn.ended(),
-                Err(e) => return result.and(Err($crate::StoreError::Db(e))),
+                // The connection went while committing: the commit may have landed.
+                Err(e) if result.is_ok() && $crate::health::is_unavailable(&e) => {
+                    return Err($crate::StoreError::CommitUnknown { why: e.to_string() });
+                }
+                Err(e) => return result.and(Err($crate::StoreError::from(e))),
             }
             result
         })

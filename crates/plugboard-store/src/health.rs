@@ -22,15 +22,17 @@ use crate::db::Db;
 const SLOW: Duration = Duration::from_millis(250);
 
 /// The default deadline of a store operation.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How a store behaves towards its database.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct StoreOptions {
     /// How long one operation may take, waiting for a connection included, before it is
-    /// abandoned with [`StoreError::Timeout`]. Default: `$PLUGBOARD_DB_TIMEOUT` (`5s`,
-    /// `1500ms` or a number of seconds), else 5 s.
+    /// abandoned with [`StoreError::Timeout`]; on SQLite, also how long a write waits for
+    /// another process's lock. Default: `$PLUGBOARD_DB_TIMEOUT` (`5s`, `1500ms` or a
+    /// number of seconds), else 10 s. (A database that refuses connections fails an
+    /// operation at once, whatever the deadline.)
     pub timeout: Duration,
 }
 
@@ -155,7 +157,7 @@ impl Health {
                 self.unavailable.fetch_add(1, Relaxed);
                 self.down(why);
             }
-            Err(e @ StoreError::Timeout { .. }) => {
+            Err(e @ (StoreError::Timeout { .. } | StoreError::CommitUnknown { .. })) => {
                 self.timeouts.fetch_add(1, Relaxed);
                 self.down(&e.to_string());
             }
@@ -191,6 +193,17 @@ pub(crate) fn is_unavailable(e: &sqlx::Error) -> bool {
         sqlx::Error::Database(d) => d.code().is_some_and(|c| {
             c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03" | "53300")
         }),
+        _ => false,
+    }
+}
+
+/// Whether an error means "no space left": SQLite's `SQLITE_FULL` (13, with its extended
+/// codes), PostgreSQL's `disk_full` (53100).
+pub(crate) fn is_full(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(d) => d
+            .code()
+            .is_some_and(|c| c == "53100" || c.parse::<i64>().is_ok_and(|n| n & 0xff == 13)),
         _ => false,
     }
 }

@@ -26,7 +26,7 @@
 
 mod activity;
 mod db;
-mod health;
+pub(crate) mod health;
 mod kv;
 mod packages;
 mod records;
@@ -128,6 +128,15 @@ pub enum StoreError {
         /// What the connection attempt or the lost connection said.
         why: String,
     },
+    /// The connection was lost while the commit was under way: the change may or may not
+    /// have been stored. Every host applies whatever was, once the database is back.
+    #[error(
+        "the connection to the database was lost while committing ({why}): the change may or may not have been stored; look again once the database is back"
+    )]
+    CommitUnknown {
+        /// What the connection said.
+        why: String,
+    },
     /// The database did not answer within the store's deadline ([`StoreOptions::timeout`]);
     /// the operation was abandoned and its transaction closed. Only if the deadline fell
     /// while the commit itself was under way may it have been applied, which every host
@@ -138,6 +147,15 @@ pub enum StoreError {
     Timeout {
         /// The deadline.
         after: std::time::Duration,
+    },
+    /// The disk under the database is full (SQLite's `SQLITE_FULL`, PostgreSQL's
+    /// 53100); the transaction was rolled back, nothing was written.
+    #[error(
+        "the database's disk is full ({why}); nothing was written: free some space and try again"
+    )]
+    DiskFull {
+        /// What the database said.
+        why: String,
     },
     /// The database failed.
     #[error("database error: {0}")]
@@ -153,6 +171,8 @@ impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         if health::is_unavailable(&e) {
             StoreError::Unavailable { why: e.to_string() }
+        } else if health::is_full(&e) {
+            StoreError::DiskFull { why: e.to_string() }
         } else {
             StoreError::Db(e)
         }
@@ -165,7 +185,9 @@ impl StoreError {
     pub fn is_unavailable(&self) -> bool {
         matches!(
             self,
-            StoreError::Unavailable { .. } | StoreError::Timeout { .. }
+            StoreError::Unavailable { .. }
+                | StoreError::Timeout { .. }
+                | StoreError::CommitUnknown { .. }
         )
     }
 }
@@ -282,25 +304,6 @@ impl Store {
         self.inner.health.snapshot()
     }
 
-    /// Asks the database a trivial question within `limit` (at most the operation
-    /// deadline): whether it answers now. Updates [`Store::health`].
-    pub fn check(&self, limit: std::time::Duration) -> Result<(), StoreError> {
-        let limit = limit.min(self.inner.options.timeout);
-        let db = self.inner.db.clone();
-        let health = self.inner.health.clone();
-        self.inner.rt.block_on(async move {
-            let ping = async {
-                db::on_db!(&db, |pool| {
-                    sqlx::query("SELECT 1").execute(pool).await?;
-                });
-                Ok(())
-            };
-            let result = health::guarded(&db, &health, limit, ping).await;
-            health.observe(&result);
-            result
-        })?
-    }
-
     /// A count of the changes by other processes this store's watcher ([`Store::watch`])
     /// has seen; pass it to [`Store::wait_change`].
     pub fn changes_seen(&self) -> u64 {
@@ -325,6 +328,22 @@ impl Store {
 
     pub(crate) fn db(&self) -> &Db {
         &self.inner.db
+    }
+
+    /// SQLite's `PRAGMA integrity_check` (`ok`, or what is damaged); `ok` on PostgreSQL,
+    /// which checks itself.
+    pub fn integrity_check(&self) -> Result<String, StoreError> {
+        self.run(|db| async move {
+            match db {
+                Db::Sqlite(pool, _) => {
+                    let rows: Vec<String> = sqlx::query_scalar("PRAGMA integrity_check")
+                        .fetch_all(&pool)
+                        .await?;
+                    Ok(rows.join("; "))
+                }
+                Db::Postgres(_) => Ok("ok".to_owned()),
+            }
+        })
     }
 
     /// The schema version of the open database.

@@ -223,6 +223,33 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Runs an operator's operation on `engine`, reloading the stored records and trying
+    /// again (up to three times) when it fails on a record another process changed
+    /// meanwhile: the operation (stop this, enable that) is still what the operator asks
+    /// for, now checked against the current records. A host that has not applied another
+    /// host's latest change yet, or whose own commit landed while its connection was lost,
+    /// would otherwise refuse the operator with a conflict.
+    pub fn retry_on_conflict<T>(
+        &self,
+        engine: &Engine,
+        mut op: impl FnMut() -> Result<T, EngineError>,
+    ) -> Result<T, EngineError> {
+        let mut attempts = 0;
+        loop {
+            match op() {
+                Err(EngineError::Persist(PersistError::Conflict { .. })) if attempts < 3 => {
+                    attempts += 1;
+                    if let Err(e) = self.sync(engine) {
+                        tracing::debug!(error = %e, "reload before retrying failed");
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
 fn engine_error(e: EngineError) -> StoreError {
     StoreError::Io(std::io::Error::other(e.to_string()))
 }

@@ -191,6 +191,11 @@ impl PgCluster {
         self.signal("CONT")
     }
 
+    /// The port the server listens on (127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// Runs SQL as the superuser in database `db`; its output (unaligned, tuples only).
     pub fn psql(&self, db: &str, sql: &str) -> Result<String, String> {
         let out = Command::new("psql")

@@ -3,6 +3,7 @@
 
 mod activity;
 mod kv;
+mod outage;
 mod records;
 mod schema;
 mod settings;
