@@ -3,7 +3,8 @@
 //!
 //! It starts a throwaway PostgreSQL cluster and N (default 5) `plugboard serve` processes
 //! on it (release build unless `--debug`), then runs R rounds (default 25) of nine
-//! operations, each issued through the admin API of the next host in turn: stop and
+//! operations, each issued through the admin API of the next host in turn, or, every
+//! N+1th, by the `plugboard` CLI (then every host is a follower): stop and
 //! enable a plugin, change a setting, install a package (granting what it asks), revoke
 //! and grant a capability, upgrade, roll back, uninstall. After each acknowledged
 //! operation it polls every other host until that host has applied it: its synced
@@ -210,6 +211,28 @@ impl Op {
         Ok(())
     }
 
+    /// Issues the operation with the `plugboard` CLI (`cli` runs it on the database).
+    fn issue_cli(
+        self,
+        cli: &dyn Fn(&[&str]) -> Result<String>,
+        round: usize,
+        files: &[String; 2],
+    ) -> Result<()> {
+        let setting = json!({ "round": round }).to_string();
+        let args: Vec<&str> = match self {
+            Op::Stop => vec!["stop", PLUGIN],
+            Op::Enable => vec!["enable", PLUGIN],
+            Op::Setting => vec!["settings", "set", SETTING, &setting],
+            Op::Install => vec!["install", &files[0], "--grant", "all"],
+            Op::Revoke => vec!["revoke", PACKAGE, "clock"],
+            Op::Grant => vec!["grant", PACKAGE, "clock"],
+            Op::Upgrade => vec!["install", &files[1]],
+            Op::Rollback => vec!["rollback", PACKAGE],
+            Op::Uninstall => vec!["uninstall", PACKAGE],
+        };
+        cli(&args).map(drop)
+    }
+
     /// Whether the host at `base` shows the operation's effect in its own answers.
     fn applied(self, base: &str, token: &str, round: usize) -> bool {
         let status = || {
@@ -304,6 +327,11 @@ pub(crate) fn convergence(root: &Path, args: &[String]) -> Result<()> {
         "ip-ban-1.0.0.pbpkg", "webhook-1.0.0.pbpkg"] });
     cli(&["settings", "set", "serve.examples", &offered.to_string()])?;
     let packages = packages(root, &work, &cli)?;
+    let files = [0, 1].map(|i| {
+        let path = work.join(format!("wasm-audit-1.0.{i}.pbpkg"));
+        path.display().to_string()
+    });
+    std::fs::write(&files[0], &packages[0])?;
 
     let mut hosts = Vec::new();
     let mut token = String::new();
@@ -362,10 +390,14 @@ pub(crate) fn convergence(root: &Path, args: &[String]) -> Result<()> {
                 }
                 std::thread::sleep(POLL);
             };
-            let origin = k % hosts.len();
+            // Each host in turn, then the CLI (every host a follower).
+            let origin = k % (hosts.len() + 1);
             k += 1;
             let t0 = Instant::now();
-            op.issue(&hosts[origin].base, &token, round, &packages)?;
+            match hosts.get(origin) {
+                Some(h) => op.issue(&h.base, &token, round, &packages)?,
+                None => op.issue_cli(&cli, round, &files)?,
+            }
             let acked = Instant::now();
             acks.push(acked - t0);
             let mut waiting: Vec<usize> = (0..hosts.len()).filter(|i| *i != origin).collect();
@@ -406,13 +438,14 @@ pub(crate) fn convergence(root: &Path, args: &[String]) -> Result<()> {
     }
     let mut all: Vec<Duration> = samples.iter().map(|(_, d)| *d).collect();
     row("**all**", &mut all);
-    row("(acknowledgement on the issuing host)", &mut acks);
+    row("(acknowledgement on the issuing host or CLI)", &mut acks);
     let within = all.iter().filter(|d| **d <= Duration::from_secs(1)).count();
     println!(
-        "\n{within} of {} applications within one second ({} hosts, {} operations)",
+        "\n{within} of {} applications within one second ({} hosts, {} operations, every {}th by the CLI)",
         all.len(),
         hosts_n,
-        rounds * OPS.len()
+        rounds * OPS.len(),
+        hosts_n + 1
     );
     drop(hosts);
     drop(cluster);

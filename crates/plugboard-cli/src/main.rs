@@ -23,7 +23,8 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, anyhow};
 use clap::{Args, Parser, Subcommand};
 use plugboard::{Engine, EngineError, LifecycleEvent, Target};
-use plugboard_store::{ActivityQuery, LogConfig, Store};
+use plugboard_store::{ActivityQuery, ActivityStatus, LogConfig, Store};
+use std::collections::BTreeMap;
 
 /// Runtime plugins and event hooks for Rust applications.
 #[derive(Parser)]
@@ -53,6 +54,13 @@ enum Command {
     /// Run a demo host: register sample plugins, call events, change statuses, print each
     /// step. Its plugin records stay in the database.
     Demo,
+    /// A database at a glance: events with plugins, plugins by status, packages (and any
+    /// that failed to load), failures in the last hour, the last activity. Reads only.
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// List the plugin records.
     Plugins {
         /// Only this event's plugins.
@@ -368,9 +376,10 @@ fn main() -> ExitCode {
         "info,sqlx=warn,cranelift_codegen=warn,wasmtime=warn,wasmtime_cranelift=warn"
     } else if matches!(cli.command, Command::Test(_)) {
         // What the plugin logs is part of what a test shows.
-        "warn,plugboard::wasm::guest=trace,plugboard_engine=error,sqlx=error"
+        "warn,plugboard::wasm::guest=trace,plugboard_engine=error,plugboard::lifecycle=error,sqlx=error"
     } else {
-        "warn,plugboard_engine=error,sqlx=error"
+        // A command prints what it changed and its error itself.
+        "warn,plugboard_engine=error,plugboard::lifecycle=error,sqlx=error"
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
@@ -587,6 +596,7 @@ fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
+        Command::Status { json } => status(cli.database, json, &mut out)?,
         Command::Settings { command } => settings_command(cli.database, &mut out, command)?,
         Command::Watch => watch(cli.database, &mut out)?,
         Command::Serve { addr } => serve::serve(cli.database, addr, &mut out)?,
@@ -1005,4 +1015,143 @@ fn watch(database: Option<String>, out: &mut impl Write) -> Result<()> {
         }
         out.flush()?;
     }
+}
+
+/// `plugboard status`.
+fn status(database: Option<String>, json: bool, out: &mut impl Write) -> Result<()> {
+    let store = open_existing(database)?;
+    let records = store.records()?;
+    let packages = store.packages()?;
+    let hour_ago = time::OffsetDateTime::now_utc() - time::Duration::HOUR;
+    // Plugin failures and failed operations in the last hour (a page of at most 1000).
+    let failures = store.activities(&ActivityQuery {
+        status: Some(ActivityStatus::Error),
+        since: Some(hour_ago),
+        limit: Some(1000),
+        ..Default::default()
+    })?;
+    let last = store
+        .activities(&ActivityQuery {
+            limit: Some(1),
+            ..Default::default()
+        })?
+        .into_iter()
+        .next();
+    let live: Vec<_> = records.iter().filter(|r| !r.unloaded).collect();
+    let mut by_status: BTreeMap<String, usize> = BTreeMap::new();
+    let mut events: BTreeMap<&str, usize> = BTreeMap::new();
+    for r in &live {
+        *by_status.entry(r.record.status.to_string()).or_default() += 1;
+        *events.entry(r.record.event.as_str()).or_default() += 1;
+    }
+    let deleted = records.len() - live.len();
+    let broken: Vec<(&str, &str)> = packages
+        .iter()
+        .filter_map(|p| p.load_error.as_deref().map(|e| (p.name.as_str(), e)))
+        .collect();
+    let mut failing: BTreeMap<String, usize> = BTreeMap::new();
+    for f in &failures {
+        *failing
+            .entry(f.entry.subject.clone().unwrap_or_else(|| "-".into()))
+            .or_default() += 1;
+    }
+    if json {
+        let v = serde_json::json!({
+            "database": store.url(),
+            "schema_version": store.schema_version()?,
+            "events_with_plugins": events,
+            "plugins": { "total": live.len(), "by_status": by_status, "deleted": deleted },
+            "packages": packages.iter().map(|p| serde_json::json!({
+                "name": p.name, "version": p.version, "load_error": p.load_error,
+            })).collect::<Vec<_>>(),
+            "failures_last_hour": { "total": failures.len(), "by_subject": failing },
+            "last_activity": last,
+        });
+        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "database   {} (schema v{})",
+        store.url(),
+        store.schema_version()?
+    )?;
+    let list = |m: &BTreeMap<String, usize>| {
+        m.iter()
+            .map(|(k, n)| format!("{n} {k}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    writeln!(
+        out,
+        "plugins    {} ({}){}",
+        live.len(),
+        if by_status.is_empty() {
+            "none".to_owned()
+        } else {
+            list(&by_status)
+        },
+        if deleted > 0 {
+            format!("; {deleted} deleted")
+        } else {
+            String::new()
+        }
+    )?;
+    writeln!(
+        out,
+        "events     {} with plugins: {}",
+        events.len(),
+        events
+            .iter()
+            .map(|(e, n)| format!("{e} ({n})"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )?;
+    writeln!(
+        out,
+        "packages   {}{}",
+        packages.len(),
+        if packages.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ": {}",
+                packages
+                    .iter()
+                    .map(|p| format!("{} {}", p.name, p.version))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
+    )?;
+    for (name, why) in &broken {
+        writeln!(out, "           {name} failed to load: {why}")?;
+    }
+    writeln!(
+        out,
+        "failures   {} in the last hour{}",
+        failures.len(),
+        if failing.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", list(&failing))
+        }
+    )?;
+    match last {
+        Some(a) => {
+            let when = a
+                .created_at
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default();
+            writeln!(
+                out,
+                "last       {when} {} {} {}",
+                a.entry.kind,
+                a.entry.action,
+                a.entry.subject.as_deref().unwrap_or("-")
+            )?;
+        }
+        None => writeln!(out, "last       no activity recorded")?,
+    }
+    Ok(())
 }

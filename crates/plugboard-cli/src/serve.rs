@@ -50,6 +50,7 @@ pub(crate) fn serve(
     addr: SocketAddr,
     out: &mut impl Write,
 ) -> Result<()> {
+    let started = std::time::Instant::now();
     let home = plugboard_store::home();
     let store = crate::open(database)?;
     let engine = store.engine(Engine::builder())?;
@@ -70,23 +71,20 @@ pub(crate) fn serve(
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
-        let config = ServerConfig::new(store.clone(), engine, home).installer(installer.clone()).options(ServerOptions {
-            addr,
-            demo: true,
-            ..ServerOptions::default()
-        });
+        let engine_view = engine.clone();
+        let config = ServerConfig::new(store.clone(), engine, home)
+            .installer(installer.clone())
+            .options(ServerOptions {
+                addr,
+                demo: true,
+                ..ServerOptions::default()
+            });
         let server = Server::bind(config).await?;
         let base = format!("http://{}", server.local_addr());
-        writeln!(out, "listening on {base}")?;
-        if let Some(token) = server.first_token() {
-            writeln!(
-                out,
-                "admin token (shown once; only its hash is kept): {token}\n  `plugboard token rotate` makes a new one"
-            )?;
-        }
         let origin = loopback_origin(server.local_addr());
         // The demo's webhook is a convenience: failing to set it up is said, not fatal.
-        let done = tokio::task::spawn_blocking(move || demo_webhook(&store, &installer, &origin));
+        let (s, i) = (store.clone(), installer.clone());
+        let done = tokio::task::spawn_blocking(move || demo_webhook(&s, &i, &origin));
         // From here on the server is up: what is printed is for the operator, and a
         // standard output nobody reads any more (`serve | head -1`, a supervisor that
         // stopped reading) must not stop it.
@@ -98,11 +96,75 @@ pub(crate) fn serve(
         for line in lines {
             let _ = writeln!(out, "{line}");
         }
-        let _ = writeln!(out, "dashboard: {base}/   demo host: {base}/demo   API: {base}/api/openapi.json");
+        let summary =
+            tokio::task::spawn_blocking(move || summary(&engine_view, &installer, &store, started))
+                .await
+                .unwrap_or_else(|e| format!("ready ({e})"));
+        let _ = writeln!(out, "{summary}");
+        // What the operator came for, last and set apart: the address, the token, links.
+        let bold = |text: &str| {
+            if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                format!("\x1b[1m{text}\x1b[0m")
+            } else {
+                text.to_owned()
+            }
+        };
+        let _ = writeln!(out);
+        let _ = writeln!(out, "{}", bold(&format!("listening on {base}")));
+        if let Some(token) = server.first_token() {
+            let _ = writeln!(
+                out,
+                "{}\n  `plugboard token rotate` makes a new one",
+                bold(&format!(
+                    "admin token (shown once; only its hash is kept): {token}"
+                ))
+            );
+        }
+        let _ = writeln!(
+            out,
+            "dashboard: {base}/   demo host: {base}/demo   API: {base}/api/openapi.json"
+        );
         let _ = out.flush();
         server.run_until_signal().await?;
         anyhow::Ok(())
     })
+}
+
+/// One line on what the host is running, and how long it took to get there.
+fn summary(
+    engine: &Engine,
+    installer: &Installer,
+    store: &Store,
+    started: std::time::Instant,
+) -> String {
+    let events = engine.events();
+    let plugins = engine.plugins();
+    let with_plugins = events
+        .iter()
+        .filter(|e| {
+            plugins
+                .iter()
+                .any(|p| p.in_chain && p.record.event == e.name)
+        })
+        .count();
+    let mut by_status: std::collections::BTreeMap<String, usize> = Default::default();
+    for p in &plugins {
+        *by_status.entry(p.record.status.to_string()).or_default() += 1;
+    }
+    let statuses: Vec<String> = by_status.iter().map(|(s, n)| format!("{n} {s}")).collect();
+    let (loaded, packages) = installer
+        .packages()
+        .map(|ps| (ps.iter().filter(|p| p.loaded).count(), ps.len()))
+        .unwrap_or_default();
+    format!(
+        "ready in {:.1} s on {}: {} events ({} with plugins running), {} plugins ({}), {loaded} of {packages} packages loaded",
+        started.elapsed().as_secs_f64(),
+        store.url(),
+        events.len(),
+        with_plugins,
+        plugins.len(),
+        statuses.join(", "),
+    )
 }
 
 /// The example files offered so far.

@@ -266,3 +266,174 @@ fn a_stop_from_another_process_reaches_two_running_hosts_within_a_second() {
         }
     }
 }
+
+#[test]
+fn status_sums_up_a_database_as_its_records_and_activity_say() {
+    let home = tempfile::tempdir().unwrap();
+    for backend in BOTH {
+        let url = fresh_url(backend, home.path());
+        // The demo's `broken` plugin fails five times and is stopped.
+        stdout(&with_db(home.path(), &url, &["demo"]));
+        stdout(&with_db(home.path(), &url, &["stop", "captcha"]));
+        let plugins: serde_json::Value =
+            serde_json::from_str(&stdout(&with_db(home.path(), &url, &["plugins", "--json"])))
+                .unwrap();
+        let plugins = plugins.as_array().unwrap();
+        let status: serde_json::Value =
+            serde_json::from_str(&stdout(&with_db(home.path(), &url, &["status", "--json"])))
+                .unwrap();
+        assert_eq!(status["plugins"]["total"], plugins.len(), "{backend:?}");
+        let stopped = plugins.iter().filter(|p| p["status"] == "stopped").count();
+        assert!(stopped >= 2, "broken and captcha: {plugins:?}");
+        assert_eq!(status["plugins"]["by_status"]["stopped"], stopped);
+        assert_eq!(
+            status["events_with_plugins"]["on_user_before_login"],
+            plugins
+                .iter()
+                .filter(|p| p["event"] == "on_user_before_login")
+                .count()
+        );
+        // As the activity log records them (a plugin's failures, its stop at the threshold).
+        let failures = status["failures_last_hour"]["total"].as_u64().unwrap();
+        assert!(failures >= 1, "the broken plugin's failures: {status}");
+        assert!(
+            status["failures_last_hour"]["by_subject"]["broken"]
+                .as_u64()
+                .unwrap()
+                >= 1
+        );
+        assert_eq!(status["last_activity"]["subject"], "captcha", "{status}");
+        assert_eq!(status["last_activity"]["extra"]["to"], "stopped");
+
+        let text = stdout(&with_db(home.path(), &url, &["status"]));
+        assert!(
+            text.contains(&format!("plugins    {} (", plugins.len())),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("failures   {failures} in the last hour")),
+            "{text}"
+        );
+        assert!(
+            text.lines().last().unwrap().contains("edit captcha"),
+            "{text}"
+        );
+    }
+    // Reads only: a database that is not there is not made.
+    let missing = home.path().join("nothing.db");
+    let out = run(
+        home.path(),
+        &[
+            "--database",
+            &format!("sqlite://{}", missing.display()),
+            "status",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(!missing.exists());
+}
+
+/// `plugboard serve` until it prints its dashboard line: its standard output so far, and
+/// the running child (its log goes to `log`).
+fn serve_reading(
+    home: &std::path::Path,
+    log: &std::path::Path,
+    extra: &[&str],
+) -> (Vec<String>, Child) {
+    let mut child = plugboard_in(home)
+        .args(extra)
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut out = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let last = line.starts_with("dashboard: ");
+        out.push(line);
+        if last {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    (out, child)
+}
+
+#[test]
+fn serve_says_what_it_runs_then_the_address_and_token_last_and_logs_one_readable_line_per_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("text");
+    let log = dir.path().join("text.log");
+    let (out, mut child) = serve_reading(&home, &log, &[]);
+    let _ = child.kill();
+    let _ = child.wait();
+    let at = |prefix: &str| {
+        out.iter()
+            .position(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no `{prefix}` line: {out:#?}"))
+    };
+    let (ready, listening, token) = (at("ready in "), at("listening on "), at("admin token"));
+    assert!(
+        ready < listening && listening < token && token < out.len() - 1,
+        "{out:#?}"
+    );
+    let summary = &out[ready];
+    assert!(
+        summary.contains("32 events") && summary.contains("5 of 5 packages loaded"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("plugins (") && summary.contains("started"),
+        "{summary}"
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains(
+            "plugin audit started on on_user_after_save_failure (was registered; by start)"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("plugin audit-follower held on on_user_after_save_failure"),
+        "{text}"
+    );
+    for dump in [
+        "PluginRecord {",
+        "ChainRebuilt",
+        "StatusChanged {",
+        "plugins: []",
+    ] {
+        assert!(
+            !text.contains(dump),
+            "a Debug dump in the log: {dump}\n{text}"
+        );
+    }
+
+    // JSON logs keep every field.
+    let home = dir.path().join("json");
+    let log = dir.path().join("json.log");
+    let (_, mut child) = serve_reading(&home, &log, &["--log-format", "json"]);
+    let _ = child.kill();
+    let _ = child.wait();
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let started = lines
+        .iter()
+        .find(|l| l["fields"]["plugin"] == "audit" && l["fields"]["to"] == "started")
+        .expect("audit's start as JSON");
+    assert_eq!(started["target"], "plugboard::lifecycle");
+    assert_eq!(started["fields"]["event"], "on_user_after_save_failure");
+    assert_eq!(started["fields"]["from"], "registered");
+    assert_eq!(started["fields"]["cause"], "by start");
+    assert!(
+        started["fields"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("plugin audit started")
+    );
+}

@@ -72,11 +72,12 @@ impl Engine {
             }
         }
         for (plugin, event) in missing {
-            tracing::warn!(%plugin, %event, "plugin record has no code: it will not be called");
-            let _ = self.shared.changes.send(LifecycleEvent::MissingCode {
+            let ev = LifecycleEvent::MissingCode {
                 plugin: plugin.clone(),
                 event,
-            });
+            };
+            ev.log();
+            let _ = self.shared.changes.send(ev);
             report.missing_code.push(plugin);
         }
         Ok(report)

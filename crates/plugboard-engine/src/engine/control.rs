@@ -129,7 +129,7 @@ impl Shared {
             active: active_of(ctl),
         }));
         for ev in events {
-            tracing::info!(target: "plugboard::lifecycle", event = ?ev);
+            ev.log();
             // No subscriber is not an error.
             let _ = self.changes.send(ev);
         }
@@ -186,22 +186,24 @@ impl Shared {
     }
 
     pub(super) fn failed_op(&self, op: Op, plugin: Option<&str>, error: &EngineError) {
-        tracing::warn!(%op, plugin, %error, "operation failed");
-        let _ = self.changes.send(LifecycleEvent::OperationFailed {
+        let ev = LifecycleEvent::OperationFailed {
             op,
             plugin: plugin.map(str::to_owned),
             error: error.to_string(),
-        });
+        };
+        ev.log();
+        let _ = self.changes.send(ev);
     }
 
     pub(super) fn note_spawn(&self, event: &str, spawned: Spawned) {
         if spawned == Spawned::Dropped {
             let total = self.background.dropped();
-            tracing::warn!(event, total, "background queue full; call dropped");
-            let _ = self.changes.send(LifecycleEvent::BackgroundDropped {
+            let ev = LifecycleEvent::BackgroundDropped {
                 event: event.to_owned(),
                 total,
-            });
+            };
+            ev.log();
+            let _ = self.changes.send(ev);
         }
     }
 
@@ -215,13 +217,14 @@ impl Shared {
         failure: &Failure,
         consecutive: u32,
     ) {
-        tracing::warn!(event, plugin, kind = %failure.kind, message = %failure.message, consecutive, "plugin failed");
-        let _ = self.changes.send(LifecycleEvent::PluginFailed {
+        let ev = LifecycleEvent::PluginFailed {
             plugin: plugin.to_owned(),
             event: event.to_owned(),
             failure: failure.clone(),
             consecutive,
-        });
+        };
+        ev.log();
+        let _ = self.changes.send(ev);
         if self.threshold == 0 || consecutive < self.threshold {
             return;
         }
@@ -534,7 +537,6 @@ pub(super) fn apply(
                 reason,
             });
         }
-        tracing::warn!(plugin = name, %op, %reason, "callback failed; the operation goes ahead");
         events.push(LifecycleEvent::CallbackOverridden {
             plugin: name.to_owned(),
             event: entry.record.event.clone(),
