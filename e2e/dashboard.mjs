@@ -2,8 +2,9 @@
 // consent step) and see it in its event's chain, fill a package's settings form, see and
 // erase a package's data, stop a plugin and see the chain change live (from the dashboard
 // and from the CLI), fire the demo sign-up failure and see the audit plugin's effect in the
-// activity page and the webhook's post on the demo receiver, revoke a capability and see
-// it take effect. Screenshots go to the directory given.
+// activity page (one readable line per entry, details folded, filters by event and plugin
+// that hold through live updates, a table that fits) and the webhook's post on the demo
+// receiver, revoke a capability and see it take effect. Screenshots go to the directory given.
 //
 // usage: node dashboard.mjs BASE_URL TOKEN SHOTS_DIR PACKAGE_FILE
 // Protocol with the Rust test driving it: prints `WAIT <what>` and waits for a line on
@@ -163,6 +164,60 @@ try {
     await page.waitForTimeout(500);
   }
   await shot(page, "08-activity");
+
+  step("activity: one readable line per entry, details folded, filters that hold through live updates, a table that fits");
+  const event = "on_user_after_save_failure";
+  await page.goto(`${base}/#/activity?event=${event}`);
+  await page.locator("#activity-rows tr").first().waitFor();
+  const texts = await page.locator("#activity-rows tr").allTextContents();
+  for (const t of texts) {
+    if (!t.includes(event)) throw new Error(`a row not about ${event} under its filter: ${t}`);
+    if (/"chain"|event edit/.test(t)) throw new Error(`a chain rebuild recorded: ${t}`);
+  }
+  // The CLI's stop of wasm-audit above, as one line.
+  if (!texts.some((t) => /plugin wasm-audit stopped on on_user_after_save_failure \(was \w+; by stop\)/.test(t))) {
+    throw new Error(`no readable line for wasm-audit's stop: ${texts.join("\n")}`);
+  }
+  const fits = await page.evaluate(() => {
+    const t = document.querySelector("#activity");
+    return t.getBoundingClientRect().right <= document.documentElement.clientWidth + 1;
+  });
+  if (!fits) throw new Error("the activity table overflows the page");
+  const details = page.locator("#activity details").first();
+  if (await details.evaluate((d) => d.open)) throw new Error("details are not folded");
+  await details.locator("summary").click();
+  await details.locator("pre").waitFor();
+  await shot(page, "08b-activity-filtered");
+  await details.locator("summary").click();
+  // A change on another event arrives live and is filtered out; one on this event shows.
+  const api = (method, path) => fetch(`${base}${path}`, { method, headers: { authorization: `Bearer ${token}` } });
+  const stops = page.locator("#activity-rows tr", { hasText: "plugin wasm-audit stopped on on_user_after_save_failure" });
+  const stopsBefore = await stops.count();
+  const before = await page.locator("#activity-rows tr").count();
+  for (const [plugin, action] of [["remember_me", "stop"], ["remember_me", "enable"], ["wasm-audit", "stop"]]) {
+    const r = await api("POST", `/api/plugins/${plugin}/${action}`);
+    if (!r.ok) throw new Error(`${action} ${plugin}: ${r.status} ${await r.text()}`);
+  }
+  // The log writes in batches and the page follows the stream: wait for the new row.
+  await page.waitForFunction(
+    ([n]) => [...document.querySelectorAll("#activity-rows tr")]
+      .filter((tr) => tr.textContent.includes("plugin wasm-audit stopped on on_user_after_save_failure")).length > n,
+    [stopsBefore],
+  );
+  if (!page.url().includes(`event=${event}`)) throw new Error(`the live update dropped the filter: ${page.url()}`);
+  if (await page.locator("#activity-rows tr", { hasText: "remember_me" }).count() > 0) {
+    throw new Error("a change on another event showed under the filter");
+  }
+  if (await page.locator("#activity-rows tr").count() <= before) throw new Error("the new entry did not show");
+  const r = await api("POST", "/api/plugins/wasm-audit/enable");
+  if (!r.ok) throw new Error(`enable wasm-audit: ${r.status}`);
+  // By plugin (the subject), from the filter's list.
+  await page.goto(`${base}/#/activity?subject=wasm-audit`);
+  await page.locator("#activity-rows tr", { hasText: "wasm-audit" }).first().waitFor();
+  for (const t of await page.locator("#activity-rows tr").allTextContents()) {
+    if (!t.includes("wasm-audit")) throw new Error(`a row not about wasm-audit: ${t}`);
+  }
+  await shot(page, "08c-activity-plugin");
 
   step("the webhook example posted the failed sign-up to the demo receiver");
   const hooksUntil = Date.now() + 120000;

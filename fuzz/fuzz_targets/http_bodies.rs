@@ -123,6 +123,7 @@ copy_struct! { ACTIVITY_FILTER, API: struct ActivityFilter {
     kind: Option<ActivityKind>,
     status: Option<ActivityStatus>,
     subject: Option<String>,
+    event: Option<String>,
     limit: Option<u32>,
     before_id: Option<i64>,
 } }

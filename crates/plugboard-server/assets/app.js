@@ -137,19 +137,42 @@ const views = {
   async activity(main) {
     const params = new URLSearchParams(location.hash.split("?")[1] || "");
     const q = new URLSearchParams();
-    for (const k of ["kind", "status", "subject", "before_id"]) if (params.get(k)) q.set(k, params.get(k));
+    for (const k of ["kind", "status", "subject", "event", "before_id"]) if (params.get(k)) q.set(k, params.get(k));
     q.set("limit", "50");
-    const entries = await api("GET", "/api/activity?" + q);
+    const [entries, events, plugins, packages] = await Promise.all([
+      api("GET", "/api/activity?" + q),
+      api("GET", "/api/events"),
+      api("GET", "/api/plugins"),
+      api("GET", "/api/packages").catch(() => []),
+    ]);
+    const option = (name, v) => `<option ${params.get(name) === v ? "selected" : ""}>${esc(v)}</option>`;
+    const subjects = [...new Set([...plugins.map((p) => p.name), ...packages.map((p) => p.name)])].sort();
+    // The time of day, with the full timestamp on hover: rows are read top-down, newest first.
+    const when = (t) => `<time datetime="${esc(t)}" title="${esc(t)}">${esc(t.replace("T", " ").slice(0, 19))}</time>`;
+    const row = (a) => {
+      const extra = a.extra && typeof a.extra === "object" ? a.extra : {};
+      const summary = extra.summary || `${a.kind} ${a.action}`;
+      const { summary: _, ...details } = extra;
+      const folded = Object.keys(details).length
+        ? `<details><summary>details</summary><pre>${esc(JSON.stringify(details, null, 2))}</pre></details>` : "";
+      return `<tr class="a-${esc(a.status)}"><td>${when(a.created_at)}</td>
+        <td class="what">${esc(summary)}${folded}</td>
+        <td>${a.subject ? `<a href="#/activity?subject=${encodeURIComponent(a.subject)}">${esc(a.subject)}</a>` : ""}
+          ${a.section_id ? `<div class="muted">${esc(a.section_id)}</div>` : ""}</td>
+        <td>${badge(a.kind)} ${badge(a.status, a.status === "error" || a.status === "throw" ? "s-stopped" : a.status === "warning" ? "s-held" : "")}</td></tr>`;
+    };
     main.innerHTML = `<h2>Activity</h2>
       <form id="filters" class="row">
-        <label>Kind<select name="kind"><option value="">any</option>${["plugin", "package", "setting", "event", "activity", "installer"].map((k) => `<option ${params.get("kind") === k ? "selected" : ""}>${k}</option>`).join("")}</select></label>
-        <label>Status<select name="status"><option value="">any</option>${["error", "info", "warning", "report", "throw", "exit"].map((k) => `<option ${params.get("status") === k ? "selected" : ""}>${k}</option>`).join("")}</select></label>
-        <label>Subject<input type="search" name="subject" value="${esc(params.get("subject") || "")}"></label>
-        <button type="submit">Filter</button></form>
-      <table><thead><tr><th>When</th><th>Kind</th><th>Action</th><th>Status</th><th>Subject</th><th>Details</th></tr></thead>
-      <tbody id="activity-rows">${entries.map((a) => `<tr><td>${esc(a.created_at)}</td><td>${esc(a.kind)}</td><td>${esc(a.action)}</td>
-        <td>${badge(a.status, a.status === "error" ? "s-stopped" : "")}</td><td>${esc(a.subject || "")}</td>
-        <td><code>${esc(JSON.stringify(a.extra))}</code></td></tr>`).join("")}</tbody></table>
+        <label>Kind<select name="kind"><option value="">any</option>${["plugin", "package", "setting", "event", "activity", "installer"].map((k) => option("kind", k)).join("")}</select></label>
+        <label>Status<select name="status"><option value="">any</option>${["error", "info", "warning", "report", "throw", "exit"].map((k) => option("status", k)).join("")}</select></label>
+        <label>Event<select name="event"><option value="">any</option>${events.map((e) => option("event", e.name)).join("")}</select></label>
+        <label>Plugin or package<input type="search" name="subject" list="subjects" value="${esc(params.get("subject") || "")}"></label>
+        <datalist id="subjects">${subjects.map((n) => `<option value="${esc(n)}">`).join("")}</datalist>
+        <button type="submit">Filter</button>
+        ${[...params.keys()].some((k) => k !== "n") ? `<a href="#/activity">clear</a>` : ""}</form>
+      <table id="activity"><colgroup><col class="c-when"><col><col class="c-subject"><col class="c-status"></colgroup>
+      <thead><tr><th>When</th><th>What happened</th><th>Subject</th><th>Kind, status</th></tr></thead>
+      <tbody id="activity-rows">${entries.length ? entries.map(row).join("") : `<tr><td colspan="4" class="muted">Nothing recorded matches.</td></tr>`}</tbody></table>
       ${entries.length === 50 ? `<p><a href="#/activity?${new URLSearchParams({ ...Object.fromEntries(params), before_id: entries[entries.length - 1].id })}">Older</a></p>` : ""}`;
     $("#filters").addEventListener("submit", (ev) => {
       ev.preventDefault();
@@ -157,6 +180,10 @@ const views = {
       for (const [k, v] of [...f]) if (!v) f.delete(k);
       location.hash = "#/activity?" + f;
     });
+    // A filter applies as soon as it is picked.
+    for (const sel of main.querySelectorAll("#filters select")) {
+      sel.addEventListener("change", () => $("#filters").requestSubmit());
+    }
   },
 
   async settings(main) {
@@ -538,6 +565,8 @@ function refresh() {
   clearTimeout(state.refreshing);
   state.refreshing = setTimeout(() => {
     const active = document.activeElement;
+    // An entry's details the reader opened stay open until they close them.
+    if (state.view === "activity" && document.querySelector("#activity details[open]")) return;
     if (active && /INPUT|TEXTAREA|SELECT/.test(active.tagName) && state.view !== "events" && state.view !== "plugins") {
       if (state.view === "install") renderPackages();
       return;

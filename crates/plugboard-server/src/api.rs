@@ -816,6 +816,8 @@ pub(crate) struct ActivityFilter {
     status: Option<ActivityStatus>,
     /// A plugin's, package's or event's name.
     subject: Option<String>,
+    /// Only entries about this event: its plugins' changes and failures, and its calls.
+    event: Option<String>,
     /// At most this many (default 50).
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
@@ -838,6 +840,7 @@ pub(crate) async fn activity(
             kind: f.kind,
             status: f.status,
             subject: f.subject,
+            event: f.event,
             before_id: f.before_id,
             limit: f.limit,
             ..ActivityQuery::default()

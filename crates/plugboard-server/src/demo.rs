@@ -227,8 +227,14 @@ fn note(outcome: &Result<Value, String>) -> String {
 /// Records a call of the demo in the activity log and on the stream.
 fn record(state: &Shared, event: &str, outcome: &Result<Value, String>) {
     let (status, extra) = match outcome {
-        Ok(extra) => (ActivityStatus::Info, extra.clone()),
-        Err(e) => (ActivityStatus::Error, json!({ "error": e })),
+        Ok(extra) => (
+            ActivityStatus::Info,
+            json!({ "summary": format!("{event} called by the demo host's sign-up form"), "added": extra }),
+        ),
+        Err(e) => (
+            ActivityStatus::Error,
+            json!({ "summary": format!("{event} called by the demo host's sign-up form failed: {e}"), "error": e }),
+        ),
     };
     let mut entry = NewActivity::new(ActivityKind::Event, "call", status, Some(event), extra);
     entry.section_id = Some("user".into());

@@ -189,14 +189,49 @@ impl NewActivity {
 
     /// The entry a lifecycle event is recorded as.
     pub fn from_event(ev: &LifecycleEvent) -> NewActivity {
+        let mut a = Self::from_event_fields(ev);
+        // One line an operator reads first; the fields stay beside it.
+        let summary = Value::String(ev.to_string());
+        a.extra = match std::mem::take(&mut a.extra) {
+            Value::Object(mut fields) => {
+                fields.insert("summary".into(), summary);
+                Value::Object(fields)
+            }
+            Value::Null => json!({ "summary": summary }),
+            other => json!({ "summary": summary, "value": other }),
+        };
+        a
+    }
+
+    /// Whether an operator cares to read this event in the log: a chain rebuild only
+    /// repeats what the change that caused it says (and boot makes one per event), and a
+    /// change applied from another process is that process's entry already.
+    pub fn worth_recording(ev: &LifecycleEvent) -> bool {
+        !matches!(
+            ev,
+            LifecycleEvent::ChainRebuilt { .. }
+                // Every process sharing the database writes to the same log: the process
+                // that made the change records it; the others applying it would repeat it.
+                | LifecycleEvent::StatusChanged {
+                    cause: Cause::External,
+                    ..
+                }
+        )
+    }
+
+    fn from_event_fields(ev: &LifecycleEvent) -> NewActivity {
         match ev {
-            LifecycleEvent::Registered { record, replaced } => NewActivity::new(
-                ActivityKind::Plugin,
-                if *replaced { "edit" } else { "add" },
-                ActivityStatus::Info,
-                Some(&record.name),
-                json!({ "event": record.event, "priority": record.priority, "depends": record.depends, "status": record.status }),
-            ),
+            LifecycleEvent::Registered { record, replaced } => {
+                let mut a = NewActivity::new(
+                    ActivityKind::Plugin,
+                    if *replaced { "edit" } else { "add" },
+                    ActivityStatus::Info,
+                    Some(&record.name),
+                    json!({ "event": record.event, "priority": record.priority, "depends": record.depends, "status": record.status }),
+                );
+                a.section_id = Some(record.event.clone());
+                a
+            }
             LifecycleEvent::StatusChanged {
                 plugin,
                 event,
@@ -330,12 +365,12 @@ impl NewActivity {
                 a.section_id = Some(event.clone());
                 a
             }
-            other => NewActivity::new(
+            _ => NewActivity::new(
                 ActivityKind::Event,
                 "edit",
                 ActivityStatus::Report,
                 None,
-                json!({ "event": format!("{other:?}") }),
+                Value::Null,
             ),
         }
     }
@@ -350,6 +385,8 @@ pub struct ActivityQuery {
     pub status: Option<ActivityStatus>,
     /// Only this subject.
     pub subject: Option<String>,
+    /// Only entries about this event: its plugins' entries and its calls.
+    pub event: Option<String>,
     /// Only entries at or after this time.
     pub since: Option<OffsetDateTime>,
     /// Only entries before this time.
@@ -530,6 +567,7 @@ async fn query(db: Db, q: ActivityQuery) -> Result<Vec<Activity>, StoreError> {
     let sql = "SELECT id, kind, action, priority, status, subject, section_id, extra, created_at FROM activities \
                WHERE ($1 IS NULL OR kind = $1) AND ($2 IS NULL OR status = $2) AND ($3 IS NULL OR subject = $3) \
                AND ($4 IS NULL OR created_at >= $4) AND ($5 IS NULL OR created_at < $5) AND ($6 IS NULL OR id < $6) \
+               AND ($8 IS NULL OR section_id = $8 OR (kind = 'event' AND subject = $8)) \
                ORDER BY id DESC LIMIT $7";
     let rows = on_db!(&db, |pool| {
         let rows = sqlx::query(sql)
@@ -540,6 +578,7 @@ async fn query(db: Db, q: ActivityQuery) -> Result<Vec<Activity>, StoreError> {
             .bind(q.until.map(|t| t.to_offset(time::UtcOffset::UTC)))
             .bind(q.before_id)
             .bind(limit)
+            .bind(&q.event)
             .fetch_all(pool)
             .await?;
         let mut out = Vec::with_capacity(rows.len());
@@ -638,9 +677,10 @@ impl Store {
             forwarder = self.runtime().spawn(async move {
                 loop {
                     match events.recv().await {
-                        Ok(ev) => {
+                        Ok(ev) if NewActivity::worth_recording(&ev) => {
                             enqueue(&tx, &c, NewActivity::from_event(&ev));
                         }
+                        Ok(_) => {}
                         Err(broadcast::error::RecvError::Lagged(n)) => {
                             c.dropped.fetch_add(n, Relaxed);
                         }

@@ -162,6 +162,8 @@ fn the_dashboard_in_headless_chromium() {
         "04-in-chain",
         "05-stopped-live",
         "08-activity",
+        "08b-activity-filtered",
+        "08c-activity-plugin",
         "09-trace",
     ] {
         assert!(shots.join(format!("{shot}.png")).exists(), "{shot}.png");

@@ -221,9 +221,13 @@ fn demo_signup_fires_events_and_records_the_plugins_effect() {
         (!rows.as_array().unwrap().is_empty()).then_some(rows)
     });
     assert_eq!(rows[0]["action"], "call");
-    assert_eq!(rows[0]["extra"]["audited_by"], "wasm-audit");
-    assert_eq!(rows[0]["extra"]["code"], "validation_failed");
-    assert_eq!(rows[0]["extra"]["ip"], "127.0.0.1");
+    assert_eq!(
+        rows[0]["extra"]["summary"],
+        "on_user_after_save_failure called by the demo host's sign-up form"
+    );
+    assert_eq!(rows[0]["extra"]["added"]["audited_by"], "wasm-audit");
+    assert_eq!(rows[0]["extra"]["added"]["code"], "validation_failed");
+    assert_eq!(rows[0]["extra"]["added"]["ip"], "127.0.0.1");
 
     // A good sign-up fires on_user_after_save; the same email again is taken.
     let ok = env.send(

@@ -28,7 +28,9 @@ fn lifecycle_changes_are_recorded_and_can_be_filtered_and_paged() {
         engine.start(plugboard_engine::Target::All).unwrap();
         engine.stop("a").unwrap();
         let _ = engine.start("a"); // refused: recorded as an error
-        let events = std::iter::from_fn(|| published.try_recv().ok()).count() as u64;
+        let events = std::iter::from_fn(|| published.try_recv().ok())
+            .filter(NewActivity::worth_recording)
+            .count() as u64;
         crate::wait_written(&log, events);
         assert!(log.flush(Duration::from_secs(60)), "{backend:?}");
         assert_eq!(log.dropped(), 0);
@@ -269,7 +271,9 @@ fn a_call_storm_under_the_limit_loses_no_entry() {
             t.join().unwrap();
         }
         std::panic::set_hook(prev);
-        let events = std::iter::from_fn(|| published.try_recv().ok()).count() as u64;
+        let events = std::iter::from_fn(|| published.try_recv().ok())
+            .filter(NewActivity::worth_recording)
+            .count() as u64;
         crate::wait_written(&log, events);
         assert!(log.flush(Duration::from_secs(60)), "{backend:?}");
         assert_eq!(log.dropped(), 0);
@@ -294,6 +298,81 @@ fn a_call_storm_under_the_limit_loses_no_entry() {
             failures.len() + second.len(),
             2000,
             "{backend:?}: every failure is in the log"
+        );
+    });
+}
+
+#[test]
+fn entries_read_as_one_line_chain_rebuilds_are_not_recorded_and_an_event_filter_finds_its_own() {
+    each_backend(|backend, url| {
+        let store = Store::open(url).unwrap();
+        let engine = store.engine(Engine::builder()).unwrap();
+        let log = store.activity_log(Some(&engine), LogConfig::default());
+        let mut published = engine.subscribe();
+        engine.register(Registration::new("a"), Mark("a")).unwrap();
+        engine.start("a").unwrap();
+        // A call entry, as a host records one: its subject is the event.
+        log.record(NewActivity::new(
+            ActivityKind::Event,
+            "call",
+            ActivityStatus::Info,
+            Some("on_store"),
+            json!({ "summary": "on_store called" }),
+        ));
+        // And something about another event.
+        log.record(NewActivity::new(
+            ActivityKind::Event,
+            "call",
+            ActivityStatus::Info,
+            Some("on_other"),
+            serde_json::Value::Null,
+        ));
+        let all: Vec<_> = std::iter::from_fn(|| published.try_recv().ok()).collect();
+        assert!(
+            all.iter()
+                .any(|e| matches!(e, plugboard_engine::LifecycleEvent::ChainRebuilt { .. })),
+            "the engine does publish rebuilds"
+        );
+        let recorded = all
+            .iter()
+            .filter(|e| NewActivity::worth_recording(e))
+            .count() as u64;
+        crate::wait_written(&log, recorded + 2);
+        assert!(log.flush(Duration::from_secs(60)), "{backend:?}");
+
+        let entries = store.activities(&ActivityQuery::default()).unwrap();
+        assert!(
+            entries.iter().all(|a| a.entry.extra.get("chain").is_none()),
+            "{backend:?}: a chain rebuild was recorded: {entries:?}"
+        );
+        let started = entries
+            .iter()
+            .find(|a| a.entry.extra["to"] == "started")
+            .unwrap();
+        assert_eq!(
+            started.entry.extra["summary"],
+            "plugin a started on on_store (was registered; by start)"
+        );
+        assert_eq!(started.entry.subject.as_deref(), Some("a"));
+
+        let on_store = store
+            .activities(&ActivityQuery {
+                event: Some("on_store".into()),
+                ..Default::default()
+            })
+            .unwrap();
+        assert!(on_store.len() >= 3, "{backend:?}: {on_store:?}");
+        assert!(
+            on_store
+                .iter()
+                .all(|a| a.entry.section_id.as_deref() == Some("on_store")
+                    || a.entry.subject.as_deref() == Some("on_store"))
+        );
+        assert!(on_store.iter().any(|a| a.entry.action == "call"));
+        assert!(
+            on_store
+                .iter()
+                .all(|a| a.entry.subject.as_deref() != Some("on_other"))
         );
     });
 }
