@@ -503,12 +503,15 @@ fn run(cli: Cli) -> Result<()> {
             show: Some(EventsCommand::Show { name }),
             ..
         } => {
-            let info = Engine::new().event(&name).with_context(|| {
-                format!("no event named `{name}`; `plugboard events` lists them")
-            })?;
+            let info = catalogue(cli.database)?
+                .into_iter()
+                .find(|e| e.name == name)
+                .with_context(|| {
+                    format!("no event named `{name}`; `plugboard events` lists them")
+                })?;
             writeln!(out, "{}", serde_json::to_string_pretty(&info.schema)?)?;
         }
-        Command::Events { json, show: None } => events(&mut out, json)?,
+        Command::Events { json, show: None } => events(&mut out, catalogue(cli.database)?, json)?,
         Command::Demo => {
             let store = open(cli.database)?;
             let engine = store.engine(Engine::builder())?;
@@ -819,8 +822,29 @@ fn kv_command(
     Ok(())
 }
 
-fn events(out: &mut impl Write, json: bool) -> Result<()> {
-    let events = Engine::new().events();
+/// The reference events, and the events the hosts on the database declared (an
+/// embedder's own), by name. Without a database, the reference events alone.
+fn catalogue(database: Option<String>) -> Result<Vec<plugboard::EventInfo>> {
+    let mut events = Engine::new().events();
+    let url = database.unwrap_or_else(plugboard_store::default_url);
+    match Store::open_existing(&url) {
+        Ok(store) => {
+            for e in store.stored_events()? {
+                match events.iter_mut().find(|r| r.name == e.name) {
+                    Some(known) => *known = e,
+                    None => events.push(e),
+                }
+            }
+        }
+        // Only reading: no database is no host events, not an error.
+        Err(plugboard_store::StoreError::NoDatabase(_)) => {}
+        Err(e) => return Err(e).with_context(|| format!("opening {}", redact(&url))),
+    }
+    events.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(events)
+}
+
+fn events(out: &mut impl Write, events: Vec<plugboard::EventInfo>, json: bool) -> Result<()> {
     if json {
         let list: Vec<_> = events
             .iter()
@@ -955,6 +979,9 @@ fn watch(database: Option<String>, out: &mut impl Write) -> Result<()> {
         eprintln!("warning: package `{name}` failed to load: {why}");
     }
     let boot = engine.finish_boot()?;
+    if let Err(e) = store.publish_events(&engine) {
+        tracing::warn!(error = %e, "could not record this host's event catalogue");
+    }
     let _watch = store.watch(&engine);
     let _follow = installer.follow(Duration::from_millis(250));
     let mut changes = engine.subscribe();

@@ -277,6 +277,16 @@ impl Server {
         }
         let failure_hook = engine.hook::<OnUserAfterSaveFailure>()?;
         let save_hook = engine.hook::<OnUserAfterSave>()?;
+        {
+            // So that `plugboard events` in another process describes this host's own
+            // events too; a host whose database refuses it still serves.
+            let (store, engine) = (store.clone(), engine.clone());
+            let published =
+                tokio::task::spawn_blocking(move || store.publish_events(&engine)).await;
+            if let Ok(Err(e)) = published {
+                tracing::warn!(error = %e, "could not record this host's event catalogue");
+            }
+        }
         let log = store.activity_log(
             options.log_lifecycle.then_some(&engine),
             LogConfig::default(),

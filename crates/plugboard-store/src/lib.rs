@@ -7,7 +7,8 @@
 //! It keeps these tables: `plugins` (the engine's records, written through on every
 //! lifecycle change), `packages` (installed plugin packages) with `package_archives` (the
 //! verified package files every host loads from), `activities` (the activity
-//! log), `settings`, and `kv` with `kv_usage` (plugins' key-value data, [`Store::kv`]). Versioned migrations run when a store is opened; a database written
+//! log), `settings`, `kv` with `kv_usage` (plugins' key-value data, [`Store::kv`]), and
+//! `events` (the hosts' event catalogues, [`Store::publish_events`]). Versioned migrations run when a store is opened; a database written
 //! by a newer Plugboard, or one that is not a Plugboard database, is refused untouched.
 //!
 //! ```no_run
@@ -26,6 +27,7 @@
 
 mod activity;
 mod db;
+mod events;
 pub(crate) mod health;
 mod kv;
 mod packages;

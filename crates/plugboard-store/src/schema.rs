@@ -4,7 +4,7 @@ use crate::StoreError;
 use crate::db::Db;
 
 /// The newest schema this build knows.
-pub(crate) const VERSION: i64 = 5;
+pub(crate) const VERSION: i64 = 6;
 
 /// One migration, in each backend's dialect.
 struct Migration {
@@ -13,7 +13,16 @@ struct Migration {
     postgres: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[V1, V2, V3, V4, V5];
+const MIGRATIONS: &[Migration] = &[V1, V2, V3, V4, V5, V6];
+
+/// The hosts' event catalogues (`events.rs`): what each declared event is and the JSON
+/// Schema of its state, so that tools in other processes (`plugboard events`) describe
+/// an embedder's own events too.
+const V6: Migration = Migration {
+    version: 6,
+    sqlite: "CREATE TABLE events (name TEXT PRIMARY KEY, section TEXT NOT NULL, doc TEXT NOT NULL, schema TEXT NOT NULL, updated_at TEXT NOT NULL)",
+    postgres: "CREATE TABLE events (name TEXT PRIMARY KEY, section TEXT NOT NULL, doc TEXT NOT NULL, schema TEXT NOT NULL, updated_at TIMESTAMPTZ NOT NULL)",
+};
 
 /// What an operator granted each package (JSON, read by the installer). NULL for a
 /// package installed before grants existed: it keeps what its manifest asks for.

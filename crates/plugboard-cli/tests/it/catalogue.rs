@@ -105,3 +105,51 @@ fn demo_runs_every_step_and_leaves_its_records() {
         assert!(out.contains(line), "missing {line:?} in:\n{out}");
     }
 }
+
+plugboard::event! {
+    /// Fires when a comment is posted, before it is stored.
+    pub struct OnComment("on_comment", section = "content") {
+        /// The comment's text.
+        pub text: String,
+        /// Who wrote it.
+        pub author: String,
+    }
+}
+
+/// An embedder's host declares its own typed event; `plugboard events` (another process)
+/// lists it and `events show` prints its state's schema, from the database the host
+/// recorded its catalogue in.
+#[test]
+fn events_describe_an_embedders_own_typed_events_from_its_database() {
+    let home = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", home.path().join("host.db").display());
+    let store = plugboard_store::Store::open(&url).unwrap();
+    let engine = store.engine(plugboard::Engine::builder()).unwrap();
+    engine.hook::<OnComment>().unwrap(); // declares it
+    assert_eq!(store.publish_events(&engine).unwrap(), 33);
+    drop(store);
+
+    let list = stdout(&run(home.path(), &["--database", &url, "events"]));
+    let line = list
+        .lines()
+        .find(|l| l.starts_with("on_comment"))
+        .unwrap_or_else(|| panic!("{list}"));
+    assert!(
+        line.contains("content") && line.contains("text, author"),
+        "{line}"
+    );
+    let schema: serde_json::Value = serde_json::from_str(&stdout(&run(
+        home.path(),
+        &["--database", &url, "events", "show", "on_comment"],
+    )))
+    .unwrap();
+    assert_eq!(schema["properties"]["text"]["type"], "string", "{schema}");
+    assert_eq!(
+        schema["properties"]["author"]["description"],
+        "Who wrote it."
+    );
+    // Without that database: the reference catalogue, and a clear miss.
+    let out = run(home.path(), &["events", "show", "on_comment"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no event named `on_comment`"));
+}

@@ -8,10 +8,10 @@ use crate::each_backend;
 fn a_fresh_database_is_migrated_and_reopened() {
     each_backend(|backend, url| {
         let store = Store::open(url).unwrap();
-        assert_eq!(store.schema_version().unwrap(), 5, "{backend:?}");
+        assert_eq!(store.schema_version().unwrap(), 6, "{backend:?}");
         drop(store);
         let again = Store::open(url).unwrap();
-        assert_eq!(again.schema_version().unwrap(), 5);
+        assert_eq!(again.schema_version().unwrap(), 6);
         assert!(again.records().unwrap().is_empty());
     });
 }
@@ -135,14 +135,14 @@ fn a_newer_schema_is_refused_on_both_backends() {
                 err,
                 StoreError::NewerSchema {
                     found: 99,
-                    supported: 5
+                    supported: 6
                 }
             ),
             "{backend:?}: {err}"
         );
         assert_eq!(
             err.to_string(),
-            "the database's schema is version 99, newer than this Plugboard's 5; refusing to touch it"
+            "the database's schema is version 99, newer than this Plugboard's 6; refusing to touch it"
         );
     });
 }
@@ -193,6 +193,7 @@ fn a_version_1_database_is_migrated_to_the_current_one_keeping_its_rows() {
             backend,
             url,
             &[
+                "DROP TABLE events",
                 "DROP TABLE kv",
                 "DROP TABLE kv_usage",
                 "ALTER TABLE plugins DROP COLUMN unloaded",
@@ -207,7 +208,7 @@ fn a_version_1_database_is_migrated_to_the_current_one_keeping_its_rows() {
             ],
         );
         let store = Store::open(url).unwrap();
-        assert_eq!(store.schema_version().unwrap(), 5, "{backend:?}");
+        assert_eq!(store.schema_version().unwrap(), 6, "{backend:?}");
         assert_eq!(
             store.settings().get("keep-me").unwrap(),
             Some(serde_json::json!({"a": 1}))
@@ -241,4 +242,24 @@ fn a_new_sqlite_database_and_its_directory_are_the_operators_alone() {
     if wal.exists() {
         assert_eq!(mode(&wal), 0o600);
     }
+}
+
+#[test]
+fn a_hosts_event_catalogue_is_recorded_and_read_back_with_its_schemas() {
+    crate::each_backend(|backend, url| {
+        let store = plugboard_store::Store::open(url).unwrap();
+        let engine = store
+            .engine(plugboard_engine::Engine::builder().reference_events(false))
+            .unwrap();
+        engine.hook::<crate::OnStore>().unwrap();
+        assert_eq!(store.publish_events(&engine).unwrap(), 1);
+        // Again: replaced, not doubled.
+        assert_eq!(store.publish_events(&engine).unwrap(), 1);
+        let events = store.stored_events().unwrap();
+        assert_eq!(events.len(), 1, "{backend:?}");
+        assert_eq!(events[0].name, "on_store");
+        assert_eq!(events[0].section, "test");
+        assert_eq!(events[0].doc, "A test event.");
+        assert_eq!(events[0].schema, engine.event("on_store").unwrap().schema);
+    });
 }
