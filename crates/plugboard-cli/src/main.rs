@@ -828,14 +828,18 @@ fn catalogue(database: Option<String>) -> Result<Vec<plugboard::EventInfo>> {
     let mut events = Engine::new().events();
     let url = database.unwrap_or_else(plugboard_store::default_url);
     match Store::open_existing(&url) {
-        Ok(store) => {
-            for e in store.stored_events()? {
-                match events.iter_mut().find(|r| r.name == e.name) {
-                    Some(known) => *known = e,
-                    None => events.push(e),
+        Ok(store) => match store.stored_events() {
+            Ok(stored) => {
+                for e in stored {
+                    match events.iter_mut().find(|r| r.name == e.name) {
+                        Some(known) => *known = e,
+                        None => events.push(e),
+                    }
                 }
             }
-        }
+            // The reference events are still worth listing.
+            Err(e) => eprintln!("warning: the hosts' own events are not listed: {e}"),
+        },
         // Only reading: no database is no host events, not an error.
         Err(plugboard_store::StoreError::NoDatabase(_)) => {}
         Err(e) => return Err(e).with_context(|| format!("opening {}", redact(&url))),

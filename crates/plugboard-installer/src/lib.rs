@@ -1609,7 +1609,7 @@ impl Installer {
             .map(|p| p.record.name)
             .collect();
         let mut overridden = Vec::new();
-        for p in &owned {
+        'plugins: for p in &owned {
             // A plugin's refusal cannot stop it (the engine overrides it and reports it).
             // Other hosts saw the package go as soon as its row did, and remove its
             // records too: whoever is first wins, the others (this one included) find
@@ -1622,6 +1622,11 @@ impl Installer {
                     Err(EngineError::Persist(PersistError::Conflict { .. })) if attempts < 5 => {
                         attempts += 1;
                         self.inner.store.sync(&self.inner.engine)?;
+                        // Installed again meanwhile (elsewhere): the records are the new
+                        // install's now, not this uninstall's to remove.
+                        if self.inner.store.package(name)?.is_some() {
+                            break 'plugins;
+                        }
                         continue;
                     }
                     Err(e) => return Err(e.into()),

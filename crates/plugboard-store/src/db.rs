@@ -48,7 +48,10 @@ macro_rules! transaction {
             sqlx::query(begin).execute(&mut *$conn).await?;
             let result = $body.await;
             let end = match &result {
-                Ok(_) => sqlx::query("COMMIT").execute(&mut *$conn).await.map(|_| ()),
+                Ok(_) => {
+                    $crate::health::committing();
+                    sqlx::query("COMMIT").execute(&mut *$conn).await.map(|_| ())
+                }
                 Err(_) => sqlx::query("ROLLBACK")
                     .execute(&mut *$conn)
                     .await

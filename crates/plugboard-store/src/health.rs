@@ -8,8 +8,8 @@
 //! the database is up tries one too, so a database that went away unnoticed is found out
 //! within [`SLOW`], not after the pool has retried its connections until the deadline.
 
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sqlx::ConnectOptions;
@@ -208,9 +208,46 @@ pub(crate) fn is_full(e: &sqlx::Error) -> bool {
     }
 }
 
+tokio::task_local! {
+    /// Set once the running operation has sent (or is about to send) its `COMMIT`: from
+    /// then on, abandoning it cannot tell whether it landed.
+    static COMMITTING: Arc<AtomicBool>;
+}
+
+/// Marks the running store operation as committing (see [`guarded`]); a no-op outside one.
+pub(crate) fn committing() {
+    let _ = COMMITTING.try_with(|c| c.store(true, Relaxed));
+}
+
+/// Whether a failed connection attempt means the server is not there (refused, reset,
+/// unreachable, shutting down or starting up), rather than a server that answered no
+/// (too many clients, a password refused): only the former fails an operation early.
+fn gone(e: &sqlx::Error) -> bool {
+    use std::io::ErrorKind::*;
+    match e {
+        sqlx::Error::Io(io) => matches!(
+            io.kind(),
+            ConnectionRefused
+                | ConnectionReset
+                | ConnectionAborted
+                | NotConnected
+                | HostUnreachable
+                | NetworkUnreachable
+                | NotFound
+                | UnexpectedEof
+                | BrokenPipe
+        ),
+        sqlx::Error::Database(d) => d
+            .code()
+            .is_some_and(|c| matches!(&*c, "57P01" | "57P02" | "57P03")),
+        _ => false,
+    }
+}
+
 impl Db {
     /// Tries one fresh connection (PostgreSQL; SQLite has no server to lose), within
-    /// `limit`: refused at once when the server is down.
+    /// `limit`: `Unavailable` at once when the server is not there; `Ok` when it answered,
+    /// even with a refusal (it is up; the operation will say what it says).
     pub(crate) async fn probe(&self, limit: Duration) -> Result<(), StoreError> {
         let Db::Postgres(pool) = self else {
             return Ok(());
@@ -222,9 +259,10 @@ impl Db {
                 drop(conn);
                 Ok(())
             }
-            Ok(Err(e)) => Err(StoreError::Unavailable {
+            Ok(Err(e)) if gone(&e) => Err(StoreError::Unavailable {
                 why: format!("cannot connect: {e}"),
             }),
+            Ok(Err(_)) => Ok(()),
             Err(_) => Err(StoreError::Timeout { after: limit }),
         }
     }
@@ -241,21 +279,32 @@ pub(crate) async fn guarded<T>(
     if health.is_down() {
         db.probe(limit).await?;
     }
-    let op = tokio::time::timeout_at(deadline, op);
+    let committing = Arc::new(AtomicBool::new(false));
+    let op = tokio::time::timeout_at(deadline, COMMITTING.scope(committing.clone(), op));
     tokio::pin!(op);
-    let done = |r: Result<Result<T, StoreError>, tokio::time::error::Elapsed>| {
-        r.unwrap_or(Err(StoreError::Timeout { after: limit }))
+    // Abandoned (at the deadline, or because the server is gone): nothing was written,
+    // unless the commit had been sent, and then no one can say.
+    let abandoned = |e: StoreError| {
+        if committing.load(Relaxed) {
+            StoreError::CommitUnknown { why: e.to_string() }
+        } else {
+            e
+        }
+    };
+    let done = |r: Result<Result<T, StoreError>, tokio::time::error::Elapsed>| match r {
+        Ok(r) => r,
+        Err(_) => Err(abandoned(StoreError::Timeout { after: limit })),
     };
     tokio::select! {
         r = &mut op => return done(r),
         _ = tokio::time::sleep(SLOW) => {}
     }
     if matches!(db, Db::Postgres(_)) {
-        // Dropping the operation here is safe: a transaction in flight is closed, not
-        // committed (see `TxConn`).
+        // Dropping the operation here leaves no half-done transaction behind: one in
+        // flight is closed, not committed (see `TxConn`).
         tokio::select! {
             r = &mut op => return done(r),
-            Err(e @ StoreError::Unavailable { .. }) = db.probe(limit) => return Err(e),
+            Err(e @ StoreError::Unavailable { .. }) = db.probe(limit) => return Err(abandoned(e)),
         }
     }
     done(op.await)
@@ -264,6 +313,19 @@ pub(crate) async fn guarded<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_server_that_is_not_there_fails_an_operation_early() {
+        let io = |kind| sqlx::Error::Io(std::io::Error::from(kind));
+        assert!(gone(&io(std::io::ErrorKind::ConnectionRefused)));
+        assert!(gone(&io(std::io::ErrorKind::ConnectionReset)));
+        // It answered: busy, or a refusal of ours; the operation says what it says.
+        assert!(!gone(&io(std::io::ErrorKind::PermissionDenied)));
+        assert!(!gone(&sqlx::Error::PoolTimedOut));
+        assert!(!gone(&sqlx::Error::Protocol(
+            "password authentication failed".into()
+        )));
+    }
 
     #[test]
     fn durations_in_the_forms_the_variable_takes() {

@@ -211,10 +211,22 @@ impl Store {
     pub fn sync(&self, engine: &Engine) -> Result<bool, StoreError> {
         let mut changed = false;
         for _ in 0..5 {
-            match engine.sync_external(|| self.records().map_err(|e| e.to_string())) {
+            // The store's own error, kept whole (an outage stays an outage for callers).
+            let mut failed = None;
+            let synced = engine.sync_external(|| {
+                self.records().map_err(|e| {
+                    let text = e.to_string();
+                    failed = Some(e);
+                    text
+                })
+            });
+            match synced {
                 Ok(c) => return Ok(changed || c),
                 Err(EngineError::Persist(PersistError::Conflict { .. })) => changed = true,
-                Err(e) => return Err(engine_error(e)),
+                Err(EngineError::Persist(PersistError::Unavailable(why))) => {
+                    return Err(StoreError::Unavailable { why });
+                }
+                Err(e) => return Err(failed.unwrap_or_else(|| engine_error(e))),
             }
         }
         Err(StoreError::Io(std::io::Error::other(

@@ -36,6 +36,7 @@ async fn write(db: Db, hash: String, only_if_unset: bool) -> Result<bool, StoreE
         if n > 0 {
             announce!(tx, db.backend(), "token");
         }
+        crate::health::committing();
         tx.commit().await?;
         n > 0
     });

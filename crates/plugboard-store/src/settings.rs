@@ -134,6 +134,7 @@ async fn write(db: Db, name: String, configs: Value) -> Result<(), StoreError> {
         .execute(&mut *tx)
         .await?;
         announce!(tx, db.backend(), "settings");
+        crate::health::committing();
         tx.commit().await?;
     });
     Ok(())
@@ -148,6 +149,7 @@ async fn remove(db: Db, name: String) -> Result<bool, StoreError> {
             .await?
             .rows_affected();
         announce!(tx, db.backend(), "settings");
+        crate::health::committing();
         tx.commit().await?;
         n
     });

@@ -19,6 +19,9 @@ const POLL: Duration = Duration::from_millis(200);
 /// How soon a lost connection or a failed reload is tried again.
 const RETRY: Duration = Duration::from_millis(500);
 
+/// How long the listener may be silent before it is asked whether it is still there.
+const HEARTBEAT: Duration = Duration::from_secs(30);
+
 /// A running watcher; dropping it stops watching.
 pub struct Watch {
     task: Option<tokio::task::JoinHandle<()>>,
@@ -116,23 +119,26 @@ impl Store {
                     // notifications sent meanwhile are gone, so the reload that follows
                     // the next listen is what catches up (a resync).
                     let mut lost = false;
+                    let mut listened = false;
                     loop {
                         let mut listener = match PgListener::connect_with(&pool).await {
                             Ok(l) => l,
                             Err(e) => {
                                 health.down(&format!("cannot connect: {e}"));
-                                lost = true;
+                                // Only a connection that was there can be lost.
+                                lost = listened;
                                 tokio::time::sleep(RETRY).await;
                                 continue;
                             }
                         };
                         if let Err(e) = listener.listen(CHANNEL).await {
                             tracing::warn!(error = %e, "watch: LISTEN failed; retrying");
-                            lost = true;
+                            lost = listened;
                             tokio::time::sleep(RETRY).await;
                             continue;
                         }
                         health.up();
+                        listened = true;
                         if lost {
                             health.reconnects.fetch_add(1, Relaxed);
                             tracing::info!("watch: listening again; reloading what changed meanwhile");
@@ -151,7 +157,20 @@ impl Store {
                                     Ok(r) => r.map(|n| n.map(|_| ())),
                                 }
                             } else {
-                                listener.try_recv().await.map(|n| n.map(|_| ()))
+                                // A socket that died silently (a host gone, a dropped
+                                // NAT entry) would never wake `try_recv`: ask the
+                                // connection something now and then.
+                                match tokio::time::timeout(HEARTBEAT, listener.try_recv()).await {
+                                    Ok(r) => r.map(|n| n.map(|_| ())),
+                                    Err(_) => {
+                                        let ping = sqlx::query("SELECT 1").execute(&mut listener);
+                                        match tokio::time::timeout(RETRY * 20, ping).await {
+                                            Ok(Ok(_)) => continue,
+                                            Ok(Err(e)) => Err(e),
+                                            Err(_) => Ok(None),
+                                        }
+                                    }
+                                }
                             };
                             match next {
                                 Ok(Some(())) => {
