@@ -235,11 +235,68 @@ try {
   }
   await shot(demo, "08b-webhook-received");
 
-  step("try an event shows the per-plugin trace");
+  step("try an event shows the trace as a waterfall: each plugin's time and what it changed");
   await page.goto(`${base}/#/try/on_user_after_save_failure`);
   await page.getByRole("button", { name: "Call" }).click();
-  await page.locator("#try-result", { hasText: "wasm-audit" }).waitFor();
+  const auditStep = page.locator('#try-result .wf-row[data-step="wasm-audit"]');
+  await auditStep.waitFor();
+  // The audit plugin flags the failed sign-up in the state: its change is listed under it.
+  const changed = await auditStep.locator(".wf-changes li").allTextContents();
+  if (!changed.length) throw new Error("wasm-audit's step lists no change to the state");
+  // Bars sit on one time axis: each starts where the previous one ended.
+  const bars = await page.locator("#try-result .wf-bar").evaluateAll((els) => els.map((e) => [parseFloat(e.style.left), parseFloat(e.style.width)]));
+  if (bars.length < 2) throw new Error(`a waterfall of ${bars.length} bars`);
+  for (let i = 1; i < bars.length; i++) {
+    if (bars[i][0] + 0.01 < bars[i - 1][0]) throw new Error(`bar ${i} starts before the one above it: ${JSON.stringify(bars)}`);
+  }
   await shot(page, "09-trace");
+
+  step("charts: calls, failures and latency per event and per plugin, updated live");
+  // Calls made now are counted in the next sample (every 2 s); the chart repaints itself.
+  await page.evaluate(async ([t, from]) => {
+    for (let i = 0; i < 20; i++) {
+      await fetch("/api/events/on_user_after_save_failure/call", {
+        method: "POST", headers: { authorization: `Bearer ${t}`, "content-type": "application/json" },
+        // A new address each time: the demo's rate guard halts the chain at a third
+        // failure from one address, and the plugins after it would not run.
+        body: JSON.stringify({ state: Object.assign(sample("on_user_after_save_failure"), { ip: `198.18.${from}.${i}` }) }),
+      });
+    }
+  }, [token, 1]);
+  await page.goto(`${base}/#/events`);
+  const eventChart = page.locator('section[data-event="on_user_after_save_failure"] .charts figure.spark');
+  await eventChart.waitFor();
+  // The calls are drawn once sampled: the page repaints itself.
+  await page.waitForFunction(() => {
+    const f = document.querySelector('section[data-event="on_user_after_save_failure"] .charts figure.spark');
+    return f && Number(f.dataset.calls) >= 20;
+  }, null, { polling: 250 });
+  const before = Number(await eventChart.getAttribute("data-calls"));
+  if (await eventChart.locator(".c-rate rect.c-calls").count() === 0) throw new Error("no bars in the calls chart");
+  if (await eventChart.locator(".c-lat path.c-p50").getAttribute("d") === "") throw new Error("no p50 line");
+  const label = await eventChart.getAttribute("aria-label");
+  if (!/calls\/s over the last minute, \d+ failures in the .*, latest p50 [\d.]+ (µs|ms|s), p99 [\d.]+ (µs|ms|s)$/.test(label)) throw new Error(`chart label: ${label}`);
+  await shot(page, "12-event-charts");
+  // Live: more calls while the page stays open raise its count without a reload.
+  await page.evaluate(async ([t, from]) => {
+    for (let i = 0; i < 10; i++) {
+      await fetch("/api/events/on_user_after_save_failure/call", {
+        method: "POST", headers: { authorization: `Bearer ${t}`, "content-type": "application/json" },
+        // A new address each time: the demo's rate guard halts the chain at a third
+        // failure from one address, and the plugins after it would not run.
+        body: JSON.stringify({ state: Object.assign(sample("on_user_after_save_failure"), { ip: `198.18.${from}.${i}` }) }),
+      });
+    }
+  }, [token, 2]);
+  await page.waitForFunction((n) => {
+    const f = document.querySelector('section[data-event="on_user_after_save_failure"] .charts figure.spark');
+    return f && Number(f.dataset.calls) >= n + 10;
+  }, before, { polling: 250 });
+  await page.getByRole("link", { name: "Plugins" }).click();
+  const pluginChart = page.locator('td[data-series-plugin="wasm-audit"] figure.spark');
+  await pluginChart.waitFor();
+  if (!(Number(await pluginChart.getAttribute("data-calls")) >= 30)) throw new Error("wasm-audit's chart misses calls");
+  await shot(page, "13-plugin-charts");
 
   step("a revoke takes effect: wasm-audit without the clock fails its next call");
   await page.getByRole("link", { name: "Packages" }).click();

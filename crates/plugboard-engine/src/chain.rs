@@ -159,6 +159,11 @@ pub struct TraceStep {
     /// How it ended.
     #[serde(flatten)]
     pub outcome: StepOutcome,
+    /// The state the plugin replied (continue or halt), as JSON: what the next step was
+    /// given. `None` for a failed step (the call went on from the state it was given, or
+    /// ended).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<Value>,
 }
 
 fn ser_micros<Ser: serde::Serializer>(d: &Duration, s: Ser) -> Result<Ser::Ok, Ser::Error> {
@@ -200,6 +205,27 @@ pub struct PluginProfile {
     pub sum_us: f64,
 }
 
+/// An event's whole calls (every plugin of a call together), from
+/// [`Engine::event_profile`](crate::Engine::event_profile): counted while profiling is on.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, Serialize)]
+pub struct EventProfile {
+    /// The event.
+    pub event: String,
+    /// Calls of a non-empty chain timed since profiling was turned on.
+    pub calls: u64,
+    /// Of those, the calls that ended in an error.
+    pub errors: u64,
+    /// Mean time per call, in microseconds.
+    pub mean_us: f64,
+    /// Longest call, in microseconds.
+    pub max_us: f64,
+    /// Cumulative counts per bound of [`LATENCY_BUCKETS_US`], then +Inf.
+    pub buckets: Vec<u64>,
+    /// The total time of the timed calls, in microseconds.
+    pub sum_us: f64,
+}
+
 /// The upper bounds (microseconds) of the latency histogram buckets; a final +Inf bucket
 /// follows them in [`PluginProfile::buckets`].
 pub const LATENCY_BUCKETS_US: [f64; 12] = [
@@ -220,7 +246,13 @@ pub const LATENCY_BUCKETS_US: [f64; 12] = [
 /// Receives each step of a call; the plain call's observer does nothing and compiles away.
 trait Observer {
     const TIMED: bool;
+    /// Wants each step's reply (costs a serialisation per step, and a decode between
+    /// encoded steps that would otherwise pass bytes along).
+    const STATES: bool = false;
     fn step(&mut self, name: &Arc<str>, elapsed: Duration, outcome: StepOutcome);
+    /// The state the last reported step replied.
+    #[inline(always)]
+    fn state<T: Serialize>(&mut self, _replied: &T) {}
 }
 
 struct Quiet;
@@ -239,6 +271,7 @@ struct Recorder {
 
 impl Observer for Recorder {
     const TIMED: bool = true;
+    const STATES: bool = true;
     fn step(&mut self, name: &Arc<str>, elapsed: Duration, outcome: StepOutcome) {
         if outcome == StepOutcome::Halted {
             self.halted_by = Some(name.to_string());
@@ -247,7 +280,14 @@ impl Observer for Recorder {
             plugin: name.to_string(),
             elapsed,
             outcome,
+            state: None,
         });
+    }
+
+    fn state<T: Serialize>(&mut self, replied: &T) {
+        if let Some(last) = self.steps.last_mut() {
+            last.state = serde_json::to_value(replied).ok();
+        }
     }
 }
 
@@ -268,6 +308,9 @@ pub(crate) struct Slot<S> {
     name: Box<str>,
     chain: ArcSwap<Chain<S>>,
     shared: Weak<Shared>,
+    /// The whole chain's time per call while profiling (`failures`: calls that ended in
+    /// an error); per-plugin times do not add up to a call's percentiles.
+    stats: Stats,
 }
 
 /// The state bound every slot needs.
@@ -290,6 +333,7 @@ impl<S: State> Slot<S> {
             layout,
             chain: ArcSwap::from_pointee(Chain::empty(policy)),
             shared,
+            stats: Stats::default(),
         }
     }
 
@@ -365,6 +409,30 @@ impl<S: State> Slot<S> {
     /// each would copy the state in and out of the unwinding frame). When a step panics,
     /// the walk resumes after it if the policy says to skip.
     fn run<O: Observer>(
+        &self,
+        chain: &Chain<S>,
+        state: S,
+        meta: &Meta,
+        obs: &mut O,
+    ) -> Result<S, CallError> {
+        if !chain.profiling {
+            return self.run_steps(chain, state, meta, obs);
+        }
+        let started = Instant::now();
+        let out = self.run_steps(chain, state, meta, obs);
+        self.called(started, out.is_err());
+        out
+    }
+
+    /// Counts a whole call in the event's own profile.
+    fn called(&self, started: Instant, failed: bool) {
+        self.stats.timed(started.elapsed());
+        if failed {
+            self.stats.failures.fetch_add(1, Relaxed);
+        }
+    }
+
+    fn run_steps<O: Observer>(
         &self,
         chain: &Chain<S>,
         state: S,
@@ -501,10 +569,12 @@ impl<S: State> Slot<S> {
             state = match reply {
                 Reply::Continue(next) => {
                     obs.step(&step.name, elapsed, StepOutcome::Continued);
+                    obs.state(&next);
                     next
                 }
                 Reply::Halt(last) => {
                     obs.step(&step.name, elapsed, StepOutcome::Halted);
+                    obs.state(&last);
                     return Ok(last);
                 }
             };
@@ -602,6 +672,11 @@ impl<S: State> Slot<S> {
                 Ok(Ok(next)) => {
                     step.stats.succeeded();
                     obs.step(&step.name, elapsed, StepOutcome::Continued);
+                    if O::STATES
+                        && let Ok(replied) = decode::<S>(wire, &next)
+                    {
+                        obs.state(&replied);
+                    }
                     bytes = next;
                     walk.pos += 1;
                 }
@@ -615,6 +690,9 @@ impl<S: State> Slot<S> {
                         StepOutcome::Continued
                     };
                     obs.step(&step.name, elapsed, outcome);
+                    match &reply {
+                        Reply::Continue(s) | Reply::Halt(s) => obs.state(s),
+                    }
                     return Ok(reply);
                 }
                 Err(failure) => {
@@ -705,6 +783,22 @@ impl<S: State> Slot<S> {
     async fn run_async<O: Observer + Send>(
         &self,
         chain: &Chain<S>,
+        state: S,
+        meta: &Meta,
+        obs: &mut O,
+    ) -> Result<S, CallError> {
+        if !chain.profiling {
+            return self.run_steps_async(chain, state, meta, obs).await;
+        }
+        let started = Instant::now();
+        let out = self.run_steps_async(chain, state, meta, obs).await;
+        self.called(started, out.is_err());
+        out
+    }
+
+    async fn run_steps_async<O: Observer + Send>(
+        &self,
+        chain: &Chain<S>,
         mut state: S,
         meta: &Meta,
         obs: &mut O,
@@ -749,11 +843,13 @@ impl<S: State> Slot<S> {
                 Ok(Reply::Continue(next)) => {
                     step.stats.succeeded();
                     obs.step(&step.name, elapsed, StepOutcome::Continued);
+                    obs.state(&next);
                     state = next;
                 }
                 Ok(Reply::Halt(last)) => {
                     step.stats.succeeded();
                     obs.step(&step.name, elapsed, StepOutcome::Halted);
+                    obs.state(&last);
                     return Ok(last);
                 }
                 Err(failure) => {
@@ -853,6 +949,24 @@ impl<S: State> Slot<S> {
             .collect()
     }
 
+    pub(crate) fn event_profile(&self) -> EventProfile {
+        let calls = self.stats.calls.load(Relaxed);
+        let nanos = self.stats.nanos.load(Relaxed);
+        EventProfile {
+            event: self.info.name.to_string(),
+            calls,
+            errors: self.stats.failures.load(Relaxed),
+            mean_us: if calls == 0 {
+                0.0
+            } else {
+                nanos as f64 / calls as f64 / 1e3
+            },
+            max_us: self.stats.max_nanos.load(Relaxed) as f64 / 1e3,
+            buckets: cumulative(&self.stats.buckets),
+            sum_us: nanos as f64 / 1e3,
+        }
+    }
+
     pub(crate) fn profile(&self) -> Vec<PluginProfile> {
         self.chain
             .load()
@@ -873,20 +987,23 @@ impl<S: State> Slot<S> {
                     },
                     max_us: s.stats.max_nanos.load(Relaxed) as f64 / 1e3,
                     failures: s.stats.failures.load(Relaxed),
-                    buckets: s
-                        .stats
-                        .buckets
-                        .iter()
-                        .scan(0, |total, b| {
-                            *total += b.load(Relaxed);
-                            Some(*total)
-                        })
-                        .collect(),
+                    buckets: cumulative(&s.stats.buckets),
                     sum_us: nanos as f64 / 1e3,
                 }
             })
             .collect()
     }
+}
+
+/// Per-bucket counts made cumulative, as Prometheus histograms count.
+fn cumulative(buckets: &[AtomicU64]) -> Vec<u64> {
+    buckets
+        .iter()
+        .scan(0, |total, b| {
+            *total += b.load(Relaxed);
+            Some(*total)
+        })
+        .collect()
 }
 
 /// Options of a call by name with a JSON state.
@@ -927,6 +1044,7 @@ pub(crate) trait AnySlot: Send + Sync {
     fn install(&self, plan: &[PlanStep], policy: OnFailure, profiling: bool);
     fn names(&self) -> Vec<String>;
     fn profile(&self) -> Vec<PluginProfile>;
+    fn event_profile(&self) -> EventProfile;
     fn call_json(&self, state: Value, opts: &CallOptions) -> Result<Value, CallError>;
     fn trace_json(&self, state: Value, opts: &CallOptions) -> Trace<Value>;
     fn call_json_async<'a>(
@@ -1047,6 +1165,10 @@ impl<S: State> AnySlot for Slot<S> {
 
     fn profile(&self) -> Vec<PluginProfile> {
         Slot::profile(self)
+    }
+
+    fn event_profile(&self) -> EventProfile {
+        Slot::event_profile(self)
     }
 
     fn call_json(&self, state: Value, opts: &CallOptions) -> Result<Value, CallError> {

@@ -18,7 +18,9 @@ use time::OffsetDateTime;
 use tokio::sync::broadcast;
 
 use crate::background::{Background, Spawned};
-use crate::chain::{AnySlot, CallOptions, OnFailure, PlanStep, PluginProfile, Slot, Stats, Trace};
+use crate::chain::{
+    AnySlot, CallOptions, EventProfile, OnFailure, PlanStep, PluginProfile, Slot, Stats, Trace,
+};
 use crate::change::{Cause, LifecycleEvent};
 use crate::code::{Code, CodeKind};
 use crate::error::{CallError, EngineError, Failure, Op};
@@ -572,6 +574,14 @@ impl Engine {
     pub fn profile(&self, event: &str) -> Result<Vec<PluginProfile>, EngineError> {
         self.slot(event)
             .map(|s| s.profile())
+            .map_err(|_| EngineError::UnknownEvent(event.to_owned()))
+    }
+
+    /// An event's whole calls (its plugins together), collected while profiling is on:
+    /// what a caller waits for, where [`Engine::profile`] splits it by plugin.
+    pub fn event_profile(&self, event: &str) -> Result<EventProfile, EngineError> {
+        self.slot(event)
+            .map(|s| s.event_profile())
             .map_err(|_| EngineError::UnknownEvent(event.to_owned()))
     }
 

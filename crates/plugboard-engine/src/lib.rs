@@ -46,7 +46,8 @@ mod stopper;
 
 pub use background::Spawned;
 pub use chain::{
-    CallOptions, LATENCY_BUCKETS_US, OnFailure, PluginProfile, StepOutcome, Trace, TraceStep,
+    CallOptions, EventProfile, LATENCY_BUCKETS_US, OnFailure, PluginProfile, StepOutcome, Trace,
+    TraceStep,
 };
 pub use change::{Cause, LifecycleEvent};
 pub use code::{AsyncStep, BoxFuture, Callbacks, Code, CodeKind, EncodedStep, SyncStep};

@@ -2,7 +2,7 @@
 // from the server-sent event stream. No framework, no build step.
 "use strict";
 
-const state = { csrf: "", view: "events", refreshing: null, installLog: [] };
+const state = { csrf: "", view: "events", refreshing: null, installLog: [], series: null };
 
 const $ = (sel, root = document) => root.querySelector(sel);
 const esc = (v) => String(v ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
@@ -63,21 +63,26 @@ const views = {
       <p class="muted">Each event's chain, in the order its plugins run. Plugins out of the chain are listed below it with the reason.
       <a href="${showAll ? "#/events" : "#/events/all"}">${showAll ? "Only events with plugins" : "Show all " + events.length + " events"}</a></p>
       ${list.map(eventCard).join("") || "<p>No plugins are registered yet.</p>"}`;
+    paintCharts(main);
+    loadSeries();
   },
 
   async plugins(main) {
     const plugins = (await api("GET", "/api/plugins")).map(rec);
     main.innerHTML = `<h2>Plugins</h2>
-      <table><thead><tr><th>Plugin</th><th>Event</th><th>Prio</th><th>Status</th><th>Kind</th><th>Package</th><th>Failures</th><th>Last error</th><th>Actions</th></tr></thead>
+      <table id="plugins"><thead><tr><th>Plugin</th><th>Event</th><th>Prio</th><th>Status</th><th>Kind</th><th>Package</th><th>Failures</th><th>Last error</th><th>Last minutes</th><th>Actions</th></tr></thead>
       <tbody>${plugins.map((p) => `<tr data-plugin="${esc(p.name)}">
         <td><strong>${esc(p.name)}</strong>${(p.depends || []).length ? `<div class="muted">depends (${esc(p.depend_type)}): ${esc(p.depends.join(", "))}</div>` : ""}</td>
         <td>${esc(p.event)}</td><td>${esc(p.priority)}</td><td>${statusBadge(p.status)}</td><td>${kindBadge(p.kind)}</td>
         <td>${esc(p.package || "")}</td><td>${esc(p.failures ?? 0)}</td>
         <td class="muted">${esc(p.last_error ? (p.last_error.kind + ": " + p.last_error.message) : "")}</td>
+        <td class="spark-cell" data-series-event="${esc(p.event)}" data-series-plugin="${esc(p.name)}"></td>
         <td class="actions">${["start", "stop", "restart", "enable", "delete", "unregister"].map((a) =>
           `<button type="button" data-action="${a}" data-name="${esc(p.name)}" aria-label="${a} ${esc(p.name)}">${a}</button>`).join("")}</td>
       </tr>`).join("")}</tbody></table>
       <div class="card" style="margin-top:14px"><h3>Dependencies</h3>${graph(plugins)}</div>`;
+    paintCharts(main);
+    loadSeries();
     main.querySelectorAll("button[data-action]").forEach((b) => b.addEventListener("click", async () => {
       b.disabled = true;
       try {
@@ -305,10 +310,7 @@ const views = {
       try {
         const out = await api("POST", `/api/events/${encodeURIComponent($("#try-event").value)}/call`, { state: st });
         $("#try-result").innerHTML = `<div class="card"><h3>Trace</h3>
-          <table><thead><tr><th>#</th><th>Plugin</th><th>Outcome</th><th>Time (µs)</th></tr></thead><tbody>
-          ${(out.trace || []).map((t, i) => `<tr><td>${i + 1}</td><td>${esc(t.plugin)}</td>
-            <td class="outcome-${esc(t.outcome)}">${esc(t.outcome)}${t.failure ? ": " + esc(t.failure.message) : ""}</td><td>${Number(t.elapsed_us ?? t.elapsed ?? 0).toFixed(1)}</td></tr>`).join("")}
-          </tbody></table>
+          ${waterfall(out.trace || [])}
           ${out.halted_by ? `<p>Halted by <strong>${esc(out.halted_by)}</strong>.</p>` : ""}
           ${out.error ? `<p class="outcome-failed">${esc(out.error.message)}</p>` : ""}
           <h3>Result</h3><pre>${esc(JSON.stringify(out.result, null, 2))}</pre></div>`;
@@ -316,6 +318,123 @@ const views = {
     });
   },
 };
+
+// ---- charts ----
+// The server samples each event's and plugin's counters (GET /api/series: one point per
+// interval, the last minutes); each chart is a small SVG drawn from them, repainted in
+// place as samples arrive, so a re-render of the page never waits for them.
+
+function fmtUs(us) {
+  if (us === null || us === undefined) return "–";
+  if (us < 1000) return `${us.toFixed(us < 10 ? 1 : 0)} µs`;
+  if (us < 1e6) return `${(us / 1000).toFixed(us < 1e4 ? 1 : 0)} ms`;
+  return `${(us / 1e6).toFixed(1)} s`;
+}
+
+const fmtRate = (r) => (r >= 100 ? r.toFixed(0) : r >= 10 ? r.toFixed(1) : r.toFixed(2));
+
+async function loadSeries() {
+  try {
+    state.series = await api("GET", "/api/series");
+  } catch { return; }
+  if (state.view === "events" || state.view === "plugins") paintCharts($("#main"));
+}
+
+// Polls while a page with charts is shown and visible.
+function followSeries() {
+  const every = Math.max(2000, (state.series && state.series.interval_ms) || 2000);
+  setTimeout(async () => {
+    if ((state.view === "events" || state.view === "plugins") && !document.hidden) await loadSeries();
+    followSeries();
+  }, every);
+}
+
+function paintCharts(root) {
+  const s = state.series;
+  root.querySelectorAll("[data-series-event]").forEach((el) => {
+    if (!s) { el.innerHTML = `<span class="muted">charts: waiting for the first samples…</span>`; return; }
+    const { seriesEvent: event, seriesPlugin: plugin } = el.dataset;
+    const line = plugin
+      ? s.plugins.find((l) => l.plugin === plugin && l.event === event)
+      : s.events.find((l) => l.event === event);
+    el.innerHTML = line ? chart(line, s, !plugin) : `<span class="muted">no calls in the ${window_(s)}</span>`;
+  });
+}
+
+// What the series cover: the last minutes, or the time since the server started.
+function window_(s) {
+  const secs = Math.round((s.points * s.interval_ms) / 1000);
+  const span = secs >= 120 ? `${Math.round(secs / 60)} minutes` : `${secs} s`;
+  return s.points < s.capacity ? `${span} since the server started` : `last ${span}`;
+}
+
+// Two small charts on the same time axis (the whole window, now at the right): calls per
+// interval with failures in red over them, and p50 (solid) / p99 (dashed) latency.
+function chart(line, s, wide) {
+  const n = line.calls.length;
+  const secs = s.interval_ms / 1000;
+  const W = Math.max(s.capacity || n, n), H = 36, x0 = W - n;
+  const maxCalls = Math.max(1, ...line.calls, ...line.failures);
+  const bar = (v, i, cls) => v ? `<rect x="${x0 + i}" y="${(H - (v / maxCalls) * H).toFixed(2)}" width="0.85" height="${((v / maxCalls) * H).toFixed(2)}" class="${cls}"/>` : "";
+  const bars = line.calls.map((c, i) => bar(c, i, "c-calls")).join("") + line.failures.map((f, i) => bar(f, i, "c-fail")).join("");
+  const known = (vals) => vals.filter((v) => v !== null);
+  const maxUs = Math.max(1, ...known(line.p99_us), ...known(line.p50_us));
+  // A step per interval with calls, joined to the next; a gap where an interval had none.
+  const path = (vals) => {
+    let d = "", pen = false;
+    vals.forEach((v, i) => {
+      if (v === null) { pen = false; return; }
+      const y = (H - 1 - (v / maxUs) * (H - 3)).toFixed(2);
+      d += `${pen ? "L" : "M"}${x0 + i},${y}H${x0 + i + 1}`;
+      pen = true;
+    });
+    return d;
+  };
+  const lastMinute = Math.max(1, Math.round(60 / secs));
+  const sum = (vals) => vals.reduce((a, b) => a + b, 0);
+  const rate = sum(line.calls.slice(-lastMinute)) / (Math.min(lastMinute, n) * secs);
+  const fails = sum(line.failures);
+  let at = n - 1;
+  while (at > 0 && line.p50_us[at] === null) at--;
+  const p50 = line.p50_us[at], p99 = line.p99_us[at];
+  const label = `${line.plugin || line.event}: ${fmtRate(rate)} calls/s over the last minute, ${fails} failures in the ${window_(s)}, latest p50 ${fmtUs(p50)}, p99 ${fmtUs(p99)}`;
+  const width = wide ? 220 : 120;
+  return `<figure class="spark${wide ? " wide" : ""}" role="img" aria-label="${esc(label)}" data-calls="${sum(line.calls)}" data-failures="${fails}">
+    <svg class="c-rate" viewBox="0 0 ${W} ${H}" preserveAspectRatio="none" width="${width}" height="${H}" aria-hidden="true"><title>calls per ${secs} s (red: failures), ${esc(window_(s))}; max ${maxCalls}</title>${bars}</svg>
+    <svg class="c-lat" viewBox="0 0 ${W} ${H}" preserveAspectRatio="none" width="${width}" height="${H}" aria-hidden="true"><title>latency: p50 (solid), p99 (dashed); top ${esc(fmtUs(maxUs))}</title>
+      <path d="${path(line.p99_us)}" class="c-p99" vector-effect="non-scaling-stroke"/><path d="${path(line.p50_us)}" class="c-p50" vector-effect="non-scaling-stroke"/></svg>
+    <figcaption><span class="c-n">${fmtRate(rate)}</span> calls/s${fails ? ` · <span class="c-bad">${fails} failed</span>` : ""}<br>p50 ${fmtUs(p50)} · p99 ${fmtUs(p99)}</figcaption>
+  </figure>`;
+}
+
+// "Try an event": each step as a bar on one time axis (where it started, how long it
+// took), with what it changed in the state it was given.
+function waterfall(trace) {
+  if (!trace.length) return `<p class="muted">No plugin ran: the chain is empty.</p>`;
+  const total = trace.reduce((a, t) => a + Number(t.elapsed_us || 0), 0) || 1;
+  let start = 0;
+  const rows = trace.map((t, i) => {
+    const us = Number(t.elapsed_us || 0);
+    const left = (start / total) * 100, width = Math.max(0.6, (us / total) * 100);
+    start += us;
+    const changes = t.changes || [];
+    const value = (v) => `<code>${esc(JSON.stringify(v))}</code>`;
+    const change = (c) => `<li><code class="wf-path">${esc(c.path || "/")}</code> ${
+      c.before === undefined ? `added ${value(c.after)}`
+        : c.after === undefined ? `removed (was ${value(c.before)})`
+        : `${value(c.before)} → ${value(c.after)}`}</li>`;
+    return `<li class="wf-row" data-step="${esc(t.plugin)}">
+      <div class="wf-head"><span class="wf-name">${i + 1}. ${esc(t.plugin)}</span>
+        <span class="wf-track"><span class="wf-bar wf-${esc(t.outcome)}" style="left:${left.toFixed(2)}%;width:${width.toFixed(2)}%"></span></span>
+        <span class="wf-time">${fmtUs(us)}</span>
+        <span class="outcome-${esc(t.outcome)}">${esc(t.outcome)}${t.failure ? ": " + esc(t.failure.message) : ""}</span></div>
+      ${t.outcome === "failed" ? "" : changes.length
+        ? `<ul class="wf-changes">${changes.map(change).join("")}</ul>`
+        : `<div class="muted wf-changes">no change to the state</div>`}</li>`;
+  });
+  return `<ol class="waterfall" aria-label="Each plugin's time and changes, in chain order">${rows.join("")}</ol>
+    <p class="muted">Total ${fmtUs(total)} in the plugins.</p>`;
+}
 
 function eventCard(e) {
   const plugins = (e.plugins || []).map(rec);
@@ -330,6 +449,7 @@ function eventCard(e) {
       : '<span class="muted">empty chain: a call returns its state unchanged</span>'}</div>
     ${out.length ? `<div class="muted">Out of the chain:</div><div class="chain">${out.map((p) => `<div class="step out" data-out="${esc(p.name)}">
       <div class="name">${esc(p.name)}</div>${statusBadge(p.status)}${kindBadge(p.kind)}<div class="muted">${esc(whyOut(p))}</div></div>`).join("")}</div>` : ""}
+    <div class="charts" data-series-event="${esc(e.name)}"></div>
   </section>`;
 }
 
@@ -601,4 +721,5 @@ window.addEventListener("DOMContentLoaded", async () => {
   if (lc) lc.value = state.csrf;
   connect();
   render();
+  followSeries();
 });

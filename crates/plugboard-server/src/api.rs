@@ -58,6 +58,7 @@ pub(crate) fn routes(state: &Shared) -> axum::Router<Shared> {
             get(setting).put(put_setting).delete(delete_setting),
         )
         .route("/api/profile", get(profile))
+        .route("/api/series", get(crate::series::series))
         .route("/api/stream", get(stream::stream))
         .route("/api/openapi.json", get(openapi_json))
         .merge(crate::kv::routes());
@@ -602,7 +603,9 @@ pub(crate) struct CallBody {
     state: Value,
 }
 
-fn call_result(t: Trace<Value>) -> CallResult {
+fn call_result(input: &Value, t: Trace<Value>) -> CallResult {
+    // Each step is compared with the state it was given: the last reply, or the input.
+    let mut given = input.clone();
     let trace = t
         .steps
         .into_iter()
@@ -614,11 +617,20 @@ fn call_result(t: Trace<Value>) -> CallResult {
                     (StepOutcome::Failed, Some(failure))
                 }
             };
+            let changes = match s.state {
+                Some(replied) => {
+                    let changes = crate::views::state_changes(&given, &replied);
+                    given = replied;
+                    changes
+                }
+                None => Vec::new(),
+            };
             TraceStep {
                 plugin: s.plugin,
                 elapsed_us: s.elapsed.as_secs_f64() * 1e6,
                 outcome,
                 failure,
+                changes,
             }
         })
         .collect();
@@ -667,6 +679,7 @@ pub(crate) async fn call_event(
             "`state` must be a JSON object (the event's state)",
         ));
     }
+    let input_state = body.state.clone();
     let (engine, ev, input) = (state.engine.clone(), name.clone(), body.state.clone());
     let trace =
         tokio::task::spawn_blocking(move || engine.trace_json(&ev, input, &CallOptions::default()))
@@ -687,7 +700,7 @@ pub(crate) async fn call_event(
             e.to_string(),
         ));
     }
-    Ok(Json(call_result(trace)))
+    Ok(Json(call_result(&input_state, trace)))
 }
 
 // ----- plugins -----

@@ -49,6 +49,7 @@ mod metrics;
 mod openapi;
 #[cfg(feature = "packages")]
 mod packages;
+mod series;
 mod stream;
 mod views;
 
@@ -101,6 +102,10 @@ pub struct ServerOptions {
     /// at this interval, and tell the dashboard (default every 10 minutes; `None`: off;
     /// nothing happens while no index is configured).
     pub index_poll: Option<Duration>,
+    /// Sample every event's and plugin's counters at this interval for the dashboard's
+    /// charts (`/api/series`: the last 150 intervals; default every 2 s; `None`: off).
+    /// The latencies need profiling on.
+    pub sample_every: Option<Duration>,
     /// Record every lifecycle event of the engine in the activity log (default off: a host
     /// usually attaches its own log to the engine, as the CLI's installer does).
     pub log_lifecycle: bool,
@@ -129,6 +134,7 @@ impl Default for ServerOptions {
             watch: true,
             follow: Some(Duration::from_millis(250)),
             index_poll: Some(Duration::from_secs(600)),
+            sample_every: Some(Duration::from_secs(2)),
             log_lifecycle: false,
             demo: false,
             max_connections: 1024,
@@ -196,6 +202,7 @@ pub(crate) struct AppState {
     pub(crate) limiter: auth::LoginLimiter,
     pub(crate) hub: stream::Hub,
     pub(crate) metrics: metrics::Metrics,
+    pub(crate) series: series::Series,
     pub(crate) log: ActivityLog,
     pub(crate) demo: demo::Demo,
     pub(crate) failure_hook: Hook<OnUserAfterSaveFailure>,
@@ -302,6 +309,7 @@ impl Server {
             limiter: auth::LoginLimiter::new(options.login_attempts, options.login_window),
             hub: stream::Hub::new(),
             metrics: metrics::Metrics::default(),
+            series: series::Series::default(),
             demo: demo::Demo::default(),
             store,
             engine,
@@ -385,6 +393,11 @@ impl Server {
         #[cfg(not(feature = "packages"))]
         let poller: Option<tokio::task::JoinHandle<()>> = None;
         let token_follower = tokio::spawn(follow_token(state.clone()));
+        let sampler = state
+            .options
+            .sample_every
+            .filter(|every| !every.is_zero())
+            .map(|every| tokio::spawn(series::run(state.clone(), every)));
         let app = routes(state.clone());
         tracing::info!(%addr, "admin server listening");
         let stop = async move {
@@ -405,6 +418,9 @@ impl Server {
         let result = Ok(());
         forwarder.abort();
         token_follower.abort();
+        if let Some(s) = sampler {
+            s.abort();
+        }
         if let Some(p) = poller {
             p.abort();
         }

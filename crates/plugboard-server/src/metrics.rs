@@ -66,6 +66,18 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
+/// One histogram's lines: the engine's cumulative buckets (microseconds) in seconds.
+fn histogram(out: &mut String, name: &str, labels: &str, buckets: &[u64], sum_us: f64, count: u64) {
+    for (i, n) in buckets.iter().enumerate() {
+        let le = plugboard_engine::LATENCY_BUCKETS_US
+            .get(i)
+            .map_or_else(|| "+Inf".to_owned(), |us| format!("{}", us / 1e6));
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {n}");
+    }
+    let _ = writeln!(out, "{name}_sum{{{labels}}} {}", sum_us / 1e6);
+    let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
+}
+
 fn status_name(s: Status) -> String {
     serde_json::to_value(s)
         .ok()
@@ -109,6 +121,42 @@ pub(crate) async fn metrics(State(state): State<Shared>) -> impl IntoResponse {
     }
     family(
         &mut out,
+        "plugboard_event_latency_seconds",
+        "histogram",
+        "Time per call of each event's whole chain (needs profiling).",
+    );
+    for event in engine.events() {
+        let Ok(whole) = engine.event_profile(&event.name) else {
+            continue;
+        };
+        let labels = format!("event=\"{}\"", esc(&whole.event));
+        histogram(
+            &mut out,
+            "plugboard_event_latency_seconds",
+            &labels,
+            &whole.buckets,
+            whole.sum_us,
+            whole.calls,
+        );
+    }
+    family(
+        &mut out,
+        "plugboard_event_errors_total",
+        "counter",
+        "Calls of each event that ended in an error (needs profiling).",
+    );
+    for event in engine.events() {
+        if let Ok(whole) = engine.event_profile(&event.name) {
+            let _ = writeln!(
+                out,
+                "plugboard_event_errors_total{{event=\"{}\"}} {}",
+                esc(&whole.event),
+                whole.errors
+            );
+        }
+    }
+    family(
+        &mut out,
         "plugboard_plugin_calls_total",
         "counter",
         "Timed calls of each plugin in its event's chain (needs profiling).",
@@ -133,24 +181,13 @@ pub(crate) async fn metrics(State(state): State<Shared>) -> impl IntoResponse {
     for (event, p) in &profiles {
         for s in p {
             let labels = format!("event=\"{}\",plugin=\"{}\"", esc(event), esc(&s.plugin));
-            for (i, count) in s.buckets.iter().enumerate() {
-                let le = plugboard_engine::LATENCY_BUCKETS_US
-                    .get(i)
-                    .map_or_else(|| "+Inf".to_owned(), |us| format!("{}", us / 1e6));
-                let _ = writeln!(
-                    out,
-                    "plugboard_plugin_latency_seconds_bucket{{{labels},le=\"{le}\"}} {count}"
-                );
-            }
-            let _ = writeln!(
-                out,
-                "plugboard_plugin_latency_seconds_sum{{{labels}}} {}",
-                s.sum_us / 1e6
-            );
-            let _ = writeln!(
-                out,
-                "plugboard_plugin_latency_seconds_count{{{labels}}} {}",
-                s.calls
+            histogram(
+                &mut out,
+                "plugboard_plugin_latency_seconds",
+                &labels,
+                &s.buckets,
+                s.sum_us,
+                s.calls,
             );
         }
     }

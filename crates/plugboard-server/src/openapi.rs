@@ -6,7 +6,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 
 #[cfg(feature = "packages")]
 use crate::packages;
-use crate::{api, error, kv, metrics, stream};
+use crate::{api, error, kv, metrics, series, stream};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -19,7 +19,7 @@ use crate::{api, error, kv, metrics, stream};
         api::events, api::event, api::call_event,
         api::plugins, api::plugin, api::plugin_action,
         api::activity, api::settings, api::setting, api::put_setting, api::delete_setting,
-        api::profile, api::openapi_json, stream::stream, metrics::metrics,
+        api::profile, series::series, api::openapi_json, stream::stream, metrics::metrics,
         kv::list, kv::entry, kv::delete, kv::clear,
     ),
     components(schemas(error::ErrorBody, error::ErrorDetail, api::CallBody, api::SessionInfo)),

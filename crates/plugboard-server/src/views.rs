@@ -132,6 +132,145 @@ pub(crate) struct TraceStep {
     /// Why it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) failure: Option<Failure>,
+    /// What the step changed in the state it was given (empty for a failed step, or one
+    /// that replied the state as it was).
+    pub(crate) changes: Vec<StateChange>,
+}
+
+/// One difference a step made to the state, at a JSON Pointer (RFC 6901) path.
+#[derive(Serialize, ToSchema, Debug, PartialEq)]
+pub(crate) struct StateChange {
+    /// Where, e.g. `/extra/flagged` or `/tags/2`.
+    pub(crate) path: String,
+    /// The value before the step (absent: added).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub(crate) before: Option<Value>,
+    /// The value after it (absent: removed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub(crate) after: Option<Value>,
+}
+
+/// Changes past this many in one step are summed up in a last entry at the root.
+const MAX_CHANGES: usize = 200;
+
+/// The differences from `before` to `after`, in the state's order, down to the values
+/// that differ (where both sides are objects or arrays, their members are compared); a step that changed more than [`MAX_CHANGES`] places ends with one entry saying
+/// how many were left out.
+pub(crate) fn state_changes(before: &Value, after: &Value) -> Vec<StateChange> {
+    let mut d = Differ::default();
+    d.diff(before, after);
+    if d.left_out > 0 {
+        d.out.push(StateChange {
+            path: String::new(),
+            before: None,
+            after: Some(Value::String(format!("… and {} more changes", d.left_out))),
+        });
+    }
+    d.out
+}
+
+#[derive(Default)]
+struct Differ {
+    path: String,
+    out: Vec<StateChange>,
+    left_out: usize,
+}
+
+impl Differ {
+    fn push(&mut self, before: Option<&Value>, after: Option<&Value>) {
+        if self.out.len() < MAX_CHANGES {
+            self.out.push(StateChange {
+                path: self.path.clone(),
+                before: before.cloned(),
+                after: after.cloned(),
+            });
+        } else {
+            self.left_out += 1;
+        }
+    }
+
+    fn diff(&mut self, before: &Value, after: &Value) {
+        let len = self.path.len();
+        match (before, after) {
+            (Value::Object(b), Value::Object(a)) => {
+                for (k, bv) in b {
+                    pointer_push(&mut self.path, k);
+                    match a.get(k) {
+                        Some(av) => self.diff(bv, av),
+                        None => self.push(Some(bv), None),
+                    }
+                    self.path.truncate(len);
+                }
+                for (k, av) in a.iter().filter(|(k, _)| !b.contains_key(*k)) {
+                    pointer_push(&mut self.path, k);
+                    self.push(None, Some(av));
+                    self.path.truncate(len);
+                }
+            }
+            (Value::Array(b), Value::Array(a)) => {
+                for i in 0..b.len().max(a.len()) {
+                    pointer_push(&mut self.path, &i.to_string());
+                    match (b.get(i), a.get(i)) {
+                        (Some(bv), Some(av)) => self.diff(bv, av),
+                        (bv, av) => self.push(bv, av),
+                    }
+                    self.path.truncate(len);
+                }
+            }
+            (b, a) if b != a => self.push(Some(b), Some(a)),
+            _ => {}
+        }
+    }
+}
+
+/// Appends one escaped JSON Pointer segment.
+fn pointer_push(path: &mut String, segment: &str) {
+    path.push('/');
+    path.push_str(&segment.replace('~', "~0").replace('/', "~1"));
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn changes_name_each_place_a_step_touched() {
+        let before = json!({"data": {"title": "hi", "tags": ["a"]}, "extra": {}, "gone": 1});
+        let after = json!({"data": {"title": "HI", "tags": ["a", "b"]}, "extra": {"a/b": true}});
+        let c = state_changes(&before, &after);
+        let short: Vec<_> = c
+            .iter()
+            .map(|c| (c.path.as_str(), c.before.clone(), c.after.clone()))
+            .collect();
+        assert_eq!(
+            short,
+            [
+                ("/data/title", Some(json!("hi")), Some(json!("HI"))),
+                ("/data/tags/1", None, Some(json!("b"))),
+                ("/extra/a~1b", None, Some(json!(true))),
+                ("/gone", Some(json!(1)), None),
+            ]
+        );
+        assert!(state_changes(&after, &after).is_empty());
+        // A whole new type at a place is one change, not one per field.
+        assert_eq!(
+            state_changes(&json!({"x": 1}), &json!({"x": {"y": 2}})).len(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_step_that_changed_everything_is_summed_up() {
+        let before = Value::Array((0..500).map(|i| json!(i)).collect());
+        let after = Value::Array((0..500).map(|i| json!(i + 1)).collect());
+        let c = state_changes(&before, &after);
+        assert_eq!(c.len(), MAX_CHANGES + 1);
+        assert_eq!(c[MAX_CHANGES].after, Some(json!("… and 300 more changes")));
+    }
 }
 
 /// `POST /api/events/{name}/call`: the state the chain produced, or why it produced none.

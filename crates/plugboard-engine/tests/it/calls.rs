@@ -190,6 +190,13 @@ fn trace_reports_order_and_who_halted() {
         ]
     );
     assert_eq!(t.halted_by.as_deref(), Some("two"));
+    // Each step carries the state it replied: what the next one was given.
+    let replied: Vec<_> = t
+        .steps
+        .iter()
+        .map(|s| s.state.as_ref().map(|v| v["trail"].clone()))
+        .collect();
+    assert_eq!(replied, [Some(json!(["one"])), Some(json!(["one", "two"]))]);
     let t = e.trace_json(
         "on_test",
         serde_json::to_value(OnTest::new()).unwrap(),
@@ -218,6 +225,13 @@ fn profile_counts_calls_while_on() {
         [("one", 0, 5), ("two", 1, 5)]
     );
     assert!(p.iter().all(|p| p.max_us >= p.mean_us && p.mean_us > 0.0));
+    // The event's own profile times whole calls: as many as its first plugin's, each at
+    // least as long as the two plugins' mean together.
+    let whole = e.event_profile("on_test").unwrap();
+    assert_eq!((whole.calls, whole.errors), (5, 0));
+    assert_eq!(whole.buckets.last(), Some(&5));
+    assert!(whole.sum_us >= p.iter().map(|p| p.sum_us).sum::<f64>());
+    assert!(e.event_profile("on_nothing").is_err());
     // The histogram is cumulative and ends with every call in +Inf.
     for p in &p {
         assert_eq!(

@@ -206,6 +206,13 @@ fn a_trace_through_encoded_steps_records_each_step_once() {
             .iter()
             .all(|s| s.outcome == plugboard_engine::StepOutcome::Continued)
     );
+    // A trace decodes what passes between encoded steps, to show each step's reply.
+    let replied: Vec<_> = t
+        .steps
+        .iter()
+        .map(|s| s.state.as_ref().map(|v| v["trail"].clone()))
+        .collect();
+    assert_eq!(replied, [Some(json!([])), Some(json!(["two"]))]);
 }
 
 /// Appends its name to the trail, working in the binary layout when its `expects`

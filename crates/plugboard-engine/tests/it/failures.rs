@@ -62,6 +62,35 @@ fn default_policy_reports_the_failing_plugin() {
 }
 
 #[test]
+fn the_event_profile_counts_calls_that_ended_in_an_error_and_a_trace_shows_where() {
+    let (e, on) = setup(OnFailure::default(), 100);
+    e.set_profiling("on_test", true).unwrap();
+    for _ in 0..3 {
+        assert!(e.call::<OnTest>(OnTest::new()).is_err());
+    }
+    on.store(false, Ordering::SeqCst);
+    e.call::<OnTest>(OnTest::new()).unwrap();
+    let whole = e.event_profile("on_test").unwrap();
+    assert_eq!((whole.calls, whole.errors), (4, 3));
+    // A skipped failure leaves its step without a reply; the next step's is the state.
+    let (e, _) = setup(OnFailure::Skip, 100);
+    let t = e.hook::<OnTest>().unwrap().trace(OnTest::new());
+    let replied: Vec<_> = t
+        .steps
+        .iter()
+        .map(|s| s.state.as_ref().map(|v| v["trail"].clone()))
+        .collect();
+    assert_eq!(
+        replied,
+        [
+            Some(serde_json::json!(["before"])),
+            None,
+            Some(serde_json::json!(["before", "after"]))
+        ]
+    );
+}
+
+#[test]
 fn return_input_policy_gives_back_the_input() {
     let (e, _) = setup(OnFailure::ReturnInput, 5);
     let out = e.call::<OnTest>(OnTest::new()).unwrap();

@@ -64,6 +64,15 @@ fn calling_an_event_returns_result_and_trace() {
     assert_eq!(trace[0]["plugin"], "greeter");
     assert_eq!(trace[0]["outcome"], "continued");
     assert!(trace[0]["elapsed_us"].is_number());
+    // Each step says what it changed in the state it was given.
+    assert_eq!(
+        trace[0]["changes"],
+        json!([{ "path": "/extra/greeting", "after": "hello" }])
+    );
+    assert_eq!(
+        trace[1]["changes"],
+        json!([{ "path": "/extra/shout", "after": "HELLO" }])
+    );
 
     let halted = env
         .api(
@@ -86,6 +95,7 @@ fn calling_an_event_returns_result_and_trace() {
     assert_eq!(failed["error"]["code"], "plugin_failed");
     assert_eq!(failed["trace"][1]["outcome"], "failed");
     assert_eq!(failed["trace"][1]["failure"]["kind"], "panic");
+    assert_eq!(failed["trace"][1]["changes"], json!([]));
 
     env.api(
         "POST",
@@ -368,4 +378,95 @@ fn the_demo_host_is_served_only_when_asked_for() {
     let env = Env::start();
     assert_eq!(env.send("GET", "/demo", &[], None).status, 404);
     assert_eq!(env.send("POST", "/demo/signup", &[], None).status, 404);
+}
+
+#[test]
+fn series_give_each_event_and_plugin_the_last_minutes_per_interval() {
+    let env = Env::start_with(|o| o.sample_every = Some(std::time::Duration::from_millis(250)));
+    let empty = env.api("GET", "/api/series", None).json();
+    assert_eq!(empty["interval_ms"], 250);
+    // Calls and a failure between samples show up as one interval's counts and times.
+    let call = |state: serde_json::Value| {
+        env.api(
+            "POST",
+            "/api/events/on_content_prepare/call",
+            Some(json!({ "state": state })),
+        )
+    };
+    for _ in 0..3 {
+        call(json!({ "data": {}, "extra": {} }));
+    }
+    call(json!({ "data": { "panic": true } }));
+    let v = env.eventually("the calls are sampled", || {
+        let v = env.api("GET", "/api/series", None).json();
+        let sum = |line: &serde_json::Value, field: &str| -> u64 {
+            line[field]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| n.as_u64().unwrap())
+                .sum()
+        };
+        let event = v["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["event"] == "on_content_prepare")?
+            .clone();
+        (sum(&event, "calls") == 4 && sum(&event, "failures") == 1).then_some(v)
+    });
+    let points = v["points"].as_u64().unwrap() as usize;
+    assert!((2..=150).contains(&points), "{v}");
+    assert!(v["end_ms"].as_u64().unwrap() > 0);
+    let lines = |key: &str| v[key].as_array().unwrap().clone();
+    for line in lines("events").iter().chain(lines("plugins").iter()) {
+        for field in ["calls", "failures", "p50_us", "p99_us"] {
+            assert_eq!(
+                line[field].as_array().unwrap().len(),
+                points,
+                "{field}: {line}"
+            );
+        }
+    }
+    // The interval with calls has latencies; one without has none.
+    let event = lines("events")
+        .into_iter()
+        .find(|l| l["event"] == "on_content_prepare")
+        .unwrap();
+    let (calls, p50, p99) = (
+        event["calls"].as_array().unwrap(),
+        event["p50_us"].as_array().unwrap(),
+        event["p99_us"].as_array().unwrap(),
+    );
+    for i in 0..points {
+        assert_eq!(calls[i] == 0, p50[i].is_null(), "{event}");
+        if !p50[i].is_null() {
+            assert!(p99[i].as_f64().unwrap() >= p50[i].as_f64().unwrap());
+        }
+    }
+    // The shouter failed once; the greeter never did; both ran.
+    let plugin = |name: &str| {
+        lines("plugins")
+            .into_iter()
+            .find(|l| l["plugin"] == name)
+            .unwrap_or_else(|| panic!("no series for {name}: {v}"))
+    };
+    let total = |l: &serde_json::Value, f: &str| -> u64 {
+        l[f].as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n.as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!(total(&plugin("shouter"), "failures"), 1);
+    assert_eq!(total(&plugin("greeter"), "failures"), 0);
+    assert_eq!(total(&plugin("greeter"), "calls"), 4);
+    assert_eq!(plugin("greeter")["event"], "on_content_prepare");
+    // Events nobody called are left out.
+    assert!(
+        lines("events")
+            .iter()
+            .all(|l| l["event"] == "on_content_prepare"),
+        "{v}"
+    );
 }

@@ -68,6 +68,8 @@ fn metrics_have_the_expected_families() {
     });
     for family in [
         "plugboard_event_calls_total",
+        "plugboard_event_latency_seconds",
+        "plugboard_event_errors_total",
         "plugboard_plugin_calls_total",
         "plugboard_plugin_latency_seconds",
         "plugboard_plugin_latency_max_microseconds",
@@ -114,6 +116,15 @@ fn metrics_have_the_expected_families() {
     );
     assert!(
         body.contains("plugboard_plugin_latency_seconds_count{event=\"on_content_prepare\",plugin=\"greeter\"} 2"),
+        "{body}"
+    );
+    // The event's whole calls: both timed, one ended in the shouter's panic.
+    assert!(
+        body.contains("plugboard_event_latency_seconds_count{event=\"on_content_prepare\"} 2"),
+        "{body}"
+    );
+    assert!(
+        body.contains("plugboard_event_errors_total{event=\"on_content_prepare\"} 1"),
         "{body}"
     );
     // Every sample line is `name{labels} number`.
