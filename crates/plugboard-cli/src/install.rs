@@ -18,6 +18,8 @@ use plugboard_installer::{
 use plugboard_store::{LogConfig, Store};
 use plugboard_wasm::{HostConfig, WasmHost};
 
+use crate::progress::Download;
+
 /// How long a command waits for its activity entries to be written before it exits.
 const FLUSH: Duration = Duration::from_secs(10);
 
@@ -31,7 +33,12 @@ pub(crate) fn installer(store: &Store, engine: &Engine) -> Result<Installer> {
     .map_err(|e| anyhow!("starting the WebAssembly host: {e}"))?;
     let config = InstallerConfig::from_settings(store, packages_dir(&home)).map_err(message)?;
     let log = store.activity_log(Some(engine), LogConfig::default());
-    Ok(Installer::new(store.clone(), engine.clone(), host, config).with_activity_log(log))
+    let installer =
+        Installer::new(store.clone(), engine.clone(), host, config).with_activity_log(log);
+    Ok(match crate::progress::stages().observer() {
+        Some(observer) => installer.with_progress(observer),
+        None => installer,
+    })
 }
 
 /// Opens the store and an installer; when `boot`, loads what is installed and cleans up
@@ -86,6 +93,7 @@ fn advice(e: &InstallError) -> Option<String> {
 /// Flushes the activity log, then returns an operation's result in the installer's
 /// wording.
 fn finish<T>(installer: &Installer, result: Result<T, InstallError>) -> Result<T> {
+    crate::progress::stages().clear();
     installer.flush_activity(FLUSH);
     result.map_err(message)
 }
@@ -109,11 +117,11 @@ pub(crate) fn install(
         },
     };
     let installer = session(database, true, false)?;
-    let terminal = std::io::stderr().is_terminal();
-    let mut progress = Progress::new(terminal);
+    let mut progress = Download::new();
     let mut result =
         installer.install(source, &opts, &mut |got, total| progress.update(got, total));
     progress.end();
+    crate::progress::stages().clear();
     if ask && let Err(InstallError::NotGranted { package, missing }) = &result {
         // Consent on a terminal: what it asks for, in words, then yes or no.
         let mut err = std::io::stderr();
@@ -130,7 +138,7 @@ pub(crate) fn install(
             return Err(anyhow!("not installed: the capabilities were not granted"));
         }
         opts.grant = Grant::These(missing.clone());
-        let mut progress = Progress::new(terminal);
+        let mut progress = Download::new();
         result = installer.install(source, &opts, &mut |got, total| progress.update(got, total));
         progress.end();
     }
@@ -360,45 +368,6 @@ fn print_installed(out: &mut impl Write, done: &Installed) -> Result<()> {
     }
     writeln!(out)?;
     Ok(())
-}
-
-/// Download progress on stderr: a `\r`-updated line on a terminal, else one line at the
-/// end.
-struct Progress {
-    tty: bool,
-    last: Option<(u64, Option<u64>)>,
-}
-
-impl Progress {
-    fn new(tty: bool) -> Self {
-        Progress { tty, last: None }
-    }
-
-    fn line(got: u64, total: Option<u64>) -> String {
-        match total {
-            Some(t) => format!("downloaded {got} of {t} bytes"),
-            None => format!("downloaded {got} bytes"),
-        }
-    }
-
-    fn update(&mut self, got: u64, total: Option<u64>) {
-        self.last = Some((got, total));
-        if self.tty {
-            let mut err = std::io::stderr().lock();
-            let _ = write!(err, "\r{}", Self::line(got, total));
-            let _ = err.flush();
-        }
-    }
-
-    fn end(&mut self) {
-        if let Some((got, total)) = self.last.take() {
-            if self.tty {
-                eprintln!();
-            } else {
-                eprintln!("{}", Self::line(got, total));
-            }
-        }
-    }
 }
 
 /// What `watch` prints when its view of the installed packages changes: one line per

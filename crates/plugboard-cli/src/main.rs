@@ -12,6 +12,7 @@ mod demo;
 mod dev;
 mod install;
 mod package;
+mod progress;
 mod serve;
 mod trial;
 
@@ -385,7 +386,7 @@ fn main() -> ExitCode {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(progress::LogWriter);
     match cli.log_format {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().init(),

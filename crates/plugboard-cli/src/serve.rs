@@ -63,6 +63,7 @@ pub(crate) fn serve(
         writeln!(out, "warning: package `{name}` failed to load: {why}")?;
     }
     install_examples(&store, &installer, out)?;
+    crate::progress::stages().clear();
     engine.finish_boot()?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -200,7 +201,7 @@ fn install_example(
         .map_err(|e| anyhow!("{e}"))?
         .into_iter()
         .any(|p| file.starts_with(&format!("{}-", p.name)));
-    let line = match installer.install_bytes(
+    let installed_now = installer.install_bytes(
         bytes.to_vec(),
         "registry",
         &format!("plugboard examples: {file}"),
@@ -208,7 +209,9 @@ fn install_example(
             grant,
             ..InstallOptions::default()
         },
-    ) {
+    );
+    crate::progress::stages().clear();
+    let line = match installed_now {
         Ok(d) => {
             let granted = plugboard_installer::package_grants(store, &d.name)
                 .map(|g| g.granted)

@@ -269,6 +269,47 @@ struct Inner {
     secrets: secrets::Secrets,
     /// The store's change generation this host has fully applied (`follow`); -1 before.
     synced: std::sync::atomic::AtomicI64,
+    /// Told where long operations are (`with_progress`).
+    progress: std::sync::RwLock<Option<ProgressFn>>,
+}
+
+/// A progress observer: see [`Installer::with_progress`].
+pub type ProgressFn = Arc<dyn Fn(Progress<'_>) + Send + Sync>;
+
+/// Where a long installer operation is, for a progress display. Downloads report their
+/// bytes through [`Installer::install`]'s own callback.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Progress<'a> {
+    /// Booting or syncing: `done` of `total` packages are loaded; `package` is next.
+    Loading {
+        /// The package being loaded.
+        package: &'a str,
+        /// Packages loaded (or failed) so far.
+        done: usize,
+        /// Packages to load in all.
+        total: usize,
+    },
+    /// Loading ended (all `total` tried).
+    Loaded {
+        /// Packages tried.
+        total: usize,
+    },
+    /// An install compiles the package's component (or finds it in the compile cache).
+    Compiling {
+        /// The package.
+        package: &'a str,
+    },
+    /// An install runs `initial` and the health check on the new code.
+    Checking {
+        /// The package.
+        package: &'a str,
+    },
+    /// An install places the file and commits the switch.
+    Switching {
+        /// The package.
+        package: &'a str,
+    },
 }
 
 /// The installed packages as stored, without loading anything (for tools that only read):
@@ -337,6 +378,7 @@ impl Installer {
                 denied: grants::DeniedLog::new(),
                 emits: Arc::default(),
                 synced: std::sync::atomic::AtomicI64::new(-1),
+                progress: std::sync::RwLock::new(None),
             }),
         };
         // Weak: the host (which keeps the hook) belongs to the installer.
@@ -402,6 +444,23 @@ impl Installer {
             tracing::error!(package, field, error = %e, "a secret setting cannot be opened here; the plugin gets its settings without it");
         }
         Some(value)
+    }
+
+    /// Tells `progress` where long operations are (boot, sync, the stages of an install):
+    /// a command-line tool draws a progress bar from it.
+    pub fn with_progress(self, progress: ProgressFn) -> Self {
+        if let Ok(mut p) = self.inner.progress.write() {
+            *p = Some(progress);
+        }
+        self
+    }
+
+    fn progress(&self, p: Progress<'_>) {
+        if let Ok(guard) = self.inner.progress.read()
+            && let Some(f) = guard.as_ref()
+        {
+            f(p);
+        }
     }
 
     /// Records what the installer does in this activity log.
@@ -821,7 +880,9 @@ impl Installer {
         }
         let rows = self.inner.store.packages()?;
         let dep_plugins = self.check_dependencies(m, &rows)?;
+        self.progress(Progress::Compiling { package: &name });
         let plugin = self.load_component(&verified, &effective)?;
+        self.progress(Progress::Checking { package: &name });
         // The new code must start and be healthy before anything switches.
         for hook in &m.hooks {
             let record = preview(m, hook, &dep_plugins);
@@ -845,6 +906,7 @@ impl Installer {
         ) {
             tracing::warn!(package = %name, error = %e, "on_change_dependency failed; installing anyway");
         }
+        self.progress(Progress::Switching { package: &name });
         let file = self.place(&name, &version, &verified.sha256, &bytes)?;
         let now = OffsetDateTime::now_utc();
         let (previous_version, previous_sha256) = match (&existing, action) {
@@ -1368,6 +1430,7 @@ impl Installer {
             .iter()
             .filter(|r| loaded.get(&r.name).is_none_or(|l| l.sha256 != r.sha256))
             .collect();
+        let total = pending.len();
         while !pending.is_empty() {
             // Dependencies first; a cycle or a missing dependency fails below with why.
             let ready = pending
@@ -1379,6 +1442,11 @@ impl Installer {
                 })
                 .unwrap_or(0);
             let row = pending.remove(ready);
+            self.progress(Progress::Loading {
+                package: &row.name,
+                done: total - pending.len() - 1,
+                total,
+            });
             let already_failed = self
                 .inner
                 .failed
@@ -1429,6 +1497,9 @@ impl Installer {
                     report.failed.push((row.name.clone(), why));
                 }
             }
+        }
+        if total > 0 {
+            self.progress(Progress::Loaded { total });
         }
     }
 

@@ -6,7 +6,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use plugboard_testkit::{BOTH, fresh_url};
@@ -484,6 +484,25 @@ fn serve(body: Vec<u8>, max: usize) -> u16 {
     port
 }
 
+/// Runs the CLI on a pseudo-terminal (script(1), util-linux) and returns what it drew.
+fn on_terminal(home: &Path, args: &[&str]) -> String {
+    let command = std::iter::once(env!("CARGO_BIN_EXE_plugboard"))
+        .chain(args.iter().copied())
+        .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let out = Command::new("script")
+        .args(["-qfec", &command, "/dev/null"])
+        .env_remove("RUST_LOG")
+        .env_remove("PLUGBOARD_DATABASE_URL")
+        .env("PLUGBOARD_HOME", home)
+        .output()
+        .expect("script(1) from util-linux runs the CLI on a terminal");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}");
+    text
+}
+
 #[test]
 fn install_from_a_url_over_http_on_loopback() {
     let tmp = tempfile::tempdir().unwrap();
@@ -491,7 +510,7 @@ fn install_from_a_url_over_http_on_loopback() {
     let wasm = std::fs::read(component("audit")).unwrap();
     let (file, sha) = pack_with(home, "audit", &manifest("audit", "1.0.0", ""), &wasm, None);
     let body = std::fs::read(&file).unwrap();
-    let port = serve(body.clone(), 8);
+    let port = serve(body.clone(), 10);
     let url = format!("http://127.0.0.1:{port}/audit-1.0.0.pbpkg");
 
     // By default plain HTTP is refused, and no host is allowed.
@@ -576,6 +595,27 @@ fn install_from_a_url_over_http_on_loopback() {
         record_status(home, "wasm_audit").as_deref(),
         Some("started")
     );
+
+    // On a terminal (script(1) gives it one) progress is drawn instead, on stderr: the
+    // download's bytes and rate, then each stage of the install, cleared before the
+    // result is printed.
+    let drawn = on_terminal(
+        home,
+        &[
+            "install", "--grant", "all", &url, "--sha256", &sha, "--force",
+        ],
+    );
+    for stage in [
+        "downloading",
+        "B/s",
+        "compiling audit",
+        "starting and checking the health of audit",
+        "switching to audit",
+        "reinstalled audit 1.0.0",
+    ] {
+        assert!(drawn.contains(stage), "{stage} not drawn: {drawn:?}");
+    }
+    assert!(!drawn.contains("downloaded "), "{drawn:?}");
 
     // A wrong pin is refused.
     let err = failure(&run(
