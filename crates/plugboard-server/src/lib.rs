@@ -393,6 +393,7 @@ impl Server {
         #[cfg(not(feature = "packages"))]
         let poller: Option<tokio::task::JoinHandle<()>> = None;
         let token_follower = tokio::spawn(follow_token(state.clone()));
+        let activity_follower = tokio::spawn(stream::follow_activity(state.clone()));
         let sampler = state
             .options
             .sample_every
@@ -418,6 +419,7 @@ impl Server {
         let result = Ok(());
         forwarder.abort();
         token_follower.abort();
+        activity_follower.abort();
         if let Some(s) = sampler {
             s.abort();
         }

@@ -77,6 +77,59 @@ pub(crate) async fn poll_index(state: Shared, every: std::time::Duration) {
     }
 }
 
+/// Tells the stream's clients when the activity log has new entries, written by any
+/// process sharing the database (this server's batching writer, the CLI, other hosts):
+/// every second while anyone listens, the newest entry's id is compared with the last one
+/// announced. A `change` comes before its entry is written; an `activity` comes after, so
+/// a page that reloads on it finds the entry.
+pub(crate) async fn follow_activity(state: Shared) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last: Option<i64> = None;
+    loop {
+        tick.tick().await;
+        if state.hub.tx.receiver_count() == 0 && last.is_some() {
+            continue;
+        }
+        let store = state.store.clone();
+        let newest = tokio::task::spawn_blocking(move || {
+            store.activities(&plugboard_store::ActivityQuery {
+                limit: Some(1),
+                ..Default::default()
+            })
+        })
+        .await;
+        let Ok(Ok(newest)) = newest else {
+            // An outage is reported by /health; the next tick asks again.
+            continue;
+        };
+        let Some(entry) = newest.into_iter().next() else {
+            last = Some(0);
+            continue;
+        };
+        if let Some(seen) = last
+            && entry.id > seen
+        {
+            let summary = entry
+                .entry
+                .extra
+                .get("summary")
+                .cloned()
+                .unwrap_or(Value::Null);
+            state.hub.publish(
+                "activity",
+                serde_json::json!({
+                    "id": entry.id,
+                    "kind": entry.entry.kind,
+                    "subject": entry.entry.subject,
+                    "summary": summary,
+                }),
+            );
+        }
+        last = Some(last.unwrap_or(0).max(entry.id));
+    }
+}
+
 /// Forwards the engine's lifecycle events to the hub and the metrics until aborted.
 pub(crate) async fn forward(state: Shared) {
     let mut events = state.engine.subscribe();
@@ -113,7 +166,7 @@ pub(crate) async fn forward(state: Shared) {
     get,
     path = "/api/stream",
     tag = "stream",
-    responses((status = 200, description = "Server-Sent Events: `change` (a lifecycle event), `install` (`{url, received, total}`), `activity` (a recorded entry), `lagged` (`{missed}`)", content_type = "text/event-stream", body = String))
+    responses((status = 200, description = "Server-Sent Events: `change` (a lifecycle event), `install` (`{url, received, total}`), `activity` (new entries were written: `{id, kind, subject, summary}` of the newest), `lagged` (`{missed}`)", content_type = "text/event-stream", body = String))
 )]
 pub(crate) async fn stream(
     State(state): State<Shared>,

@@ -49,6 +49,55 @@ fn the_stream_reports_a_stop() {
 }
 
 #[test]
+fn the_stream_announces_activity_written_by_another_process_after_it_is_written() {
+    let env = Env::start();
+    let req = ureq::http::Request::builder()
+        .uri(env.url("/api/stream"))
+        .header("authorization", format!("Bearer {}", env.token))
+        .body(())
+        .unwrap();
+    let r = crate::agent().run(req).unwrap();
+    let mut lines = BufReader::new(r.into_body().into_reader()).lines();
+    // Another process's log on the same database (as the CLI's would be).
+    let url = format!(
+        "sqlite://{}",
+        env.home.path().join("plugboard.db").display()
+    );
+    let other = plugboard_store::Store::open(&url).unwrap();
+    let log = other.activity_log(None, plugboard_store::LogConfig::default());
+    log.record(plugboard_store::NewActivity::new(
+        plugboard_store::ActivityKind::Setting,
+        "edit",
+        plugboard_store::ActivityStatus::Info,
+        Some("written-elsewhere"),
+        json!({ "summary": "a setting changed elsewhere" }),
+    ));
+    assert!(log.flush(crate::PATIENCE));
+    let mut event = String::new();
+    while let Some(Ok(line)) = lines.next() {
+        if let Some(name) = line.strip_prefix("event: ") {
+            event = name.to_owned();
+        } else if let Some(data) = line.strip_prefix("data: ")
+            && event == "activity"
+        {
+            let v: Value = serde_json::from_str(data).unwrap();
+            if v["subject"] != "written-elsewhere" {
+                continue;
+            }
+            assert_eq!(v["summary"], "a setting changed elsewhere");
+            // Announced once written: the entry is there to be read.
+            let id = v["id"].as_i64().unwrap();
+            let listed = env
+                .api("GET", "/api/activity?subject=written-elsewhere", None)
+                .json();
+            assert_eq!(listed[0]["id"].as_i64(), Some(id), "{listed}");
+            return;
+        }
+    }
+    panic!("no activity event");
+}
+
+#[test]
 fn metrics_have_the_expected_families() {
     let env = Env::start();
     for state in [json!({}), json!({ "data": { "panic": true } })] {
