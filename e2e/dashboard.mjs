@@ -4,7 +4,10 @@
 // and from the CLI), fire the demo sign-up failure and see the audit plugin's effect in the
 // activity page (one readable line per entry, details folded, filters by event and plugin
 // that hold through live updates, a table that fits) and the webhook's post on the demo
-// receiver, revoke a capability and see it take effect. Screenshots go to the directory given.
+// receiver, charts per event and plugin updated live, a trace drawn as a waterfall with
+// each step's changes, a wrapper drawn around its chain, a collecting event's answers per
+// plugin (and the demo's search box), revoke a capability and see it take effect.
+// Screenshots go to the directory given.
 //
 // usage: node dashboard.mjs BASE_URL TOKEN SHOTS_DIR PACKAGE_FILE
 // Protocol with the Rust test driving it: prints `WAIT <what>` and waits for a line on
@@ -297,6 +300,28 @@ try {
   await pluginChart.waitFor();
   if (!(Number(await pluginChart.getAttribute("data-calls")) >= 30)) throw new Error("wasm-audit's chart misses calls");
   await shot(page, "13-plugin-charts");
+
+  step("modes: a wrapper drawn around its chain; a collecting event's answers listed per plugin");
+  await page.goto(`${base}/#/events`);
+  const frame = page.locator('section[data-event="on_content_prepare"] .wrapper[data-wrapper="timing"]');
+  await frame.waitFor();
+  if (await frame.locator('[data-chain="on_content_prepare"] [data-plugin="markdown"]').count() !== 1) {
+    throw new Error("the wrapper's frame does not hold the chain it wraps");
+  }
+  await page.locator('section[data-event="on_content_search"][data-mode="collect"] .k-collect').waitFor();
+  await page.locator('section[data-event="on_content_search"]').screenshot({ path: `${shots}/14-collecting-event.png` });
+  await page.locator('section[data-event="on_content_prepare"]').screenshot({ path: `${shots}/14b-wrapped-chain.png` });
+  await page.goto(`${base}/#/try/on_content_search`);
+  await page.locator("#try-state").fill(JSON.stringify({ data: { text: "search" }, extra: {} }));
+  await page.getByRole("button", { name: "Call" }).click();
+  await page.locator('#collected tr[data-from="pages"]').waitFor();
+  await page.locator('#collected tr[data-from="site-search"]', { hasText: "Search events" }).waitFor();
+  await shot(page, "15-collected");
+  // The demo's search box: every plugin's answer, the wasm package's among them.
+  await demo.goto(`${base}/demo/search?q=search`);
+  await demo.locator('#results li[data-from="site-search"]').waitFor();
+  await demo.locator('#results li[data-from="pages"]').waitFor();
+  await shot(demo, "16-demo-search");
 
   step("a revoke takes effect: wasm-audit without the clock fails its next call");
   await page.getByRole("link", { name: "Packages" }).click();

@@ -72,7 +72,14 @@ fn build_plugins() -> Result<()> {
 /// The example plugins that ship as packages (their directory in `plugins/`). The first
 /// three are contract 0.2.0 builds, kept as released (the tests run them beside 0.3.0
 /// plugins): repack them only on purpose, by name.
-const EXAMPLES: &[&str] = &["audit", "validator", "dependent", "webhook", "ip-ban"];
+const EXAMPLES: &[&str] = &[
+    "audit",
+    "validator",
+    "dependent",
+    "webhook",
+    "ip-ban",
+    "site-search",
+];
 
 /// Packs the named example plugins (all of them when none is named) with their manifest
 /// and settings schema into `examples/packages/NAME-VERSION.pbpkg`.

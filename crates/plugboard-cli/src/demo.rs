@@ -11,8 +11,8 @@ use anyhow::Result;
 use plugboard::broadcast::Receiver;
 use plugboard::prelude::*;
 use plugboard::reference::{
-    Conn, Endpoint, ErrorPayload, Ip, ModifierUser, OnContentPrepare, OnUserAfterSaveFailure,
-    OnUserBeforeLogin, Payload, SaveStatus,
+    Conn, Endpoint, ErrorPayload, Ip, ModifierUser, OnContentPrepare, OnContentSearch,
+    OnUserAfterSaveFailure, OnUserBeforeLogin, Payload, SaveStatus, SearchHit,
 };
 use plugboard::{Cause, LifecycleEvent, StepOutcome, TraceStep};
 use serde_json::{Value, json};
@@ -141,6 +141,74 @@ impl Plugin<OnContentPrepare> for Broken {
     }
 }
 
+/// Answers the content search (a collecting event) with the demo host's own pages whose
+/// title holds a word searched for; the `site-search` example package answers beside it.
+struct Pages;
+
+/// The demo host's pages: (title, path, what is there).
+const PAGES: &[(&str, &str, &str)] = &[
+    ("Sign up", "/demo", "the demo host's sign-up form"),
+    (
+        "Webhook receiver",
+        "/demo/hooks",
+        "what the webhook example posted",
+    ),
+    (
+        "Search",
+        "/demo/search",
+        "this search, answered by several plugins",
+    ),
+];
+
+impl Collector<OnContentSearch> for Pages {
+    fn collect(&self, input: &Payload, _: &Context<'_>) -> Contribute<SearchHit> {
+        let text = input.data.get("text").and_then(Value::as_str).unwrap_or("");
+        let words: Vec<String> = text.split_whitespace().map(str::to_lowercase).collect();
+        let found = PAGES.iter().find(|(title, _, what)| {
+            let page = format!("{title} {what}").to_lowercase();
+            !words.is_empty() && words.iter().any(|w| page.contains(w.as_str()))
+        });
+        match found {
+            Some((title, href, what)) => Contribute::Add(SearchHit {
+                section: Some("demo".into()),
+                ..SearchHit::new(*title, *href).text(*what)
+            }),
+            None => Contribute::Pass,
+        }
+    }
+}
+
+/// Runs around the content chain and says how long it took (`extra.prepared_in_us`): a
+/// wrapper, the shape of a timing or transaction layer.
+struct Timing;
+
+impl Wrapper<OnContentPrepare> for Timing {
+    type Token = std::time::Instant;
+
+    fn before(&self, state: Payload, _: &Context<'_>) -> (Reply<Payload>, std::time::Instant) {
+        (Reply::Continue(state), std::time::Instant::now())
+    }
+
+    fn after(
+        &self,
+        outcome: Outcome<Payload>,
+        started: &mut std::time::Instant,
+        _: &Context<'_>,
+    ) -> After<Payload> {
+        let took = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        After::Return(outcome.map(|reply| {
+            let halt = reply.is_halt();
+            let mut s = reply.into_state();
+            s.extra.insert("prepared_in_us".into(), took.into());
+            if halt {
+                Reply::Halt(s)
+            } else {
+                Reply::Continue(s)
+            }
+        }))
+    }
+}
+
 fn set(extra: &mut Value, key: &str, value: Value) {
     if !extra.is_object() {
         *extra = json!({});
@@ -174,13 +242,15 @@ fn article() -> Payload {
 
 /// Runs the demo, writing to `out`.
 /// The sample plugins' names.
-pub(crate) const SAMPLES: [&str; 7] = [
+pub(crate) const SAMPLES: [&str; 9] = [
     "audit",
     "rate_guard",
     "captcha",
     "remember_me",
     "toc",
     "markdown",
+    "timing",
+    "pages",
     "broken",
 ];
 
@@ -208,6 +278,9 @@ pub(crate) fn register_samples(engine: &Engine) -> Result<()> {
         Toc,
     )?;
     engine.register(Registration::new("markdown").priority(10), Markdown)?;
+    engine.register_wrapper::<OnContentPrepare, _>(Registration::new("timing"), Timing)?;
+    engine
+        .register_collector::<OnContentSearch, _>(Registration::new("pages").priority(10), Pages)?;
     Ok(())
 }
 
@@ -387,6 +460,7 @@ fn outcome(o: &StepOutcome) -> String {
     match o {
         StepOutcome::Continued => "continued".into(),
         StepOutcome::Halted => "halted".into(),
+        StepOutcome::Wrapped => "wrapped".into(),
         StepOutcome::Failed { failure } => format!("failed ({})", failure.kind),
     }
 }

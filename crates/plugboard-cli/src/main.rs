@@ -510,7 +510,20 @@ fn run(cli: Cli) -> Result<()> {
                 .with_context(|| {
                     format!("no event named `{name}`; `plugboard events` lists them")
                 })?;
-            writeln!(out, "{}", serde_json::to_string_pretty(&info.schema)?)?;
+            match &info.output {
+                // A collecting event has two schemas: what every plugin is given, and
+                // what each one answers.
+                Some(output) => writeln!(
+                    out,
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "mode": "collect",
+                        "input": info.schema,
+                        "output": output,
+                    }))?
+                )?,
+                None => writeln!(out, "{}", serde_json::to_string_pretty(&info.schema)?)?,
+            }
         }
         Command::Events { json, show: None } => events(&mut out, catalogue(cli.database)?, json)?,
         Command::Demo => {
@@ -853,21 +866,54 @@ fn events(out: &mut impl Write, events: Vec<plugboard::EventInfo>, json: bool) -
     if json {
         let list: Vec<_> = events
             .iter()
-            .map(|e| serde_json::json!({ "name": e.name, "section": e.section, "doc": e.doc, "fields": e.fields() }))
+            .map(|e| {
+                let mut v = serde_json::json!({ "name": e.name, "section": e.section, "doc": e.doc, "mode": e.mode, "fields": e.fields() });
+                if let Some(output) = &e.output {
+                    v["output"] = output.clone();
+                }
+                v
+            })
             .collect();
         writeln!(out, "{}", serde_json::to_string_pretty(&list)?)?;
         return Ok(());
     }
     let width = events.iter().map(|e| e.name.len()).max().unwrap_or(0);
-    writeln!(out, "{:width$}  {:9}  FIELDS", "EVENT", "SECTION")?;
+    writeln!(
+        out,
+        "{:width$}  {:9}  {:9}  FIELDS",
+        "EVENT", "SECTION", "MODE"
+    )?;
     for e in &events {
         let fields = e.fields();
-        let fields = if fields == ["data", "extra"] {
+        let mut fields = if fields == ["data", "extra"] {
             "(generic payload: data, extra)".to_owned()
         } else {
             fields.join(", ")
         };
-        writeln!(out, "{:width$}  {:9}  {fields}", e.name, e.section)?;
+        // A collecting event answers with contributions: say what one holds.
+        if let Some(output) = &e.output {
+            let of = plugboard::EventInfo::dynamic("", "", "")
+                .with_schema(output.clone())
+                .fields();
+            let title = output
+                .get("title")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("a value");
+            if of.is_empty() {
+                fields.push_str(&format!(" -> {title}"));
+            } else {
+                fields.push_str(&format!(" -> {title} ({})", of.join(", ")));
+            }
+        }
+        let mode = match e.mode {
+            plugboard::Mode::Collect => "collect",
+            plugboard::Mode::Waterfall => "waterfall",
+        };
+        writeln!(
+            out,
+            "{:width$}  {:9}  {mode:9}  {fields}",
+            e.name, e.section
+        )?;
     }
     Ok(())
 }

@@ -32,6 +32,10 @@ const EXAMPLES: &[(&str, &[u8])] = &[
         include_bytes!("../../../examples/packages/ip-ban-1.0.0.pbpkg"),
     ),
     (
+        "site-search-1.0.0.pbpkg",
+        include_bytes!("../../../examples/packages/site-search-1.0.0.pbpkg"),
+    ),
+    (
         WEBHOOK,
         include_bytes!("../../../examples/packages/webhook-1.0.0.pbpkg"),
     ),

@@ -169,6 +169,7 @@ pub(crate) fn run(out: &mut impl Write, t: &Trial) -> Result<bool> {
                 match &step.outcome {
                     StepOutcome::Continued => v["outcome"] = json!("continued"),
                     StepOutcome::Halted => v["outcome"] = json!("halted"),
+                    StepOutcome::Wrapped => v["outcome"] = json!("wrapped"),
                     StepOutcome::Failed { failure } => {
                         v["outcome"] = json!("failed");
                         v["failure"] = json!({
@@ -209,6 +210,9 @@ pub(crate) fn run(out: &mut impl Write, t: &Trial) -> Result<bool> {
             }
             StepOutcome::Halted => {
                 writeln!(out, "  {:24} halted    {micros:>10.0} µs", step.plugin)?
+            }
+            StepOutcome::Wrapped => {
+                writeln!(out, "  {:24} wrapped   {micros:>10.0} µs", step.plugin)?
             }
             StepOutcome::Failed { failure } => writeln!(
                 out,

@@ -36,7 +36,29 @@ pub trait Event: Send + Sync + 'static {
             section: Cow::Borrowed(Self::SECTION),
             doc: Cow::Borrowed(Self::DOC.trim()),
             schema: schema_of::<Self::State>(),
+            mode: Mode::Waterfall,
+            output: None,
         }
+    }
+}
+
+/// How an event's chain runs.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Each plugin takes the state from the one before it and replies continue or halt.
+    #[default]
+    Waterfall,
+    /// Each plugin is given the same input and answers with a contribution; the caller
+    /// gets them all (see [`Collect`](crate::Collect)).
+    Collect,
+}
+
+impl Mode {
+    /// Whether it is the default, [`Mode::Waterfall`].
+    pub fn is_waterfall(&self) -> bool {
+        *self == Mode::Waterfall
     }
 }
 
@@ -54,8 +76,15 @@ pub struct EventInfo {
     pub section: Cow<'static, str>,
     /// When it fires.
     pub doc: Cow<'static, str>,
-    /// The JSON Schema of its state.
+    /// The JSON Schema of its state (for a collecting event, the input every plugin
+    /// is given).
     pub schema: serde_json::Value,
+    /// How its chain runs.
+    #[serde(skip_serializing_if = "Mode::is_waterfall")]
+    pub mode: Mode,
+    /// For a collecting event, the JSON Schema of one plugin's contribution.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<serde_json::Value>,
 }
 
 impl EventInfo {
@@ -70,7 +99,16 @@ impl EventInfo {
             section: section.into(),
             doc: doc.into(),
             schema: serde_json::json!({ "$schema": "https://json-schema.org/draft/2020-12/schema", "title": "AnyValue" }),
+            mode: Mode::Waterfall,
+            output: None,
         }
+    }
+
+    /// Makes it a collecting event whose contributions have this schema.
+    pub fn collecting(mut self, output: serde_json::Value) -> Self {
+        self.mode = Mode::Collect;
+        self.output = Some(output);
+        self
     }
 
     /// Replaces the schema of a dynamic event with a known one.

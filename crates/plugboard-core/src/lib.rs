@@ -35,13 +35,15 @@
 //! The engine that runs plugins lives in `plugboard-engine`; most users depend on the
 //! `plugboard` facade, which re-exports both.
 
+mod collect;
 mod event;
 mod plugin;
 mod record;
 pub mod reference;
 pub mod wire;
 
-pub use event::{Event, EventInfo, Json, schema_of};
+pub use collect::{AsyncCollector, Collect, Collector, Contribute};
+pub use event::{Event, EventInfo, Json, Mode, schema_of};
 pub use plugin::{
     AsyncPlugin, Context, EMPTY_META, FnPlugin, MAX_MESSAGE, Meta, Plugin, Reason, Reply, bounded,
     from_fn,

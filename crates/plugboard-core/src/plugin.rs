@@ -8,7 +8,6 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::event::Event;
-use crate::record::PluginRecord;
 
 /// A plugin's answer to a call: go on with this state, or stop the chain with it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -194,47 +193,52 @@ impl<'a> Context<'a> {
     }
 }
 
-macro_rules! lifecycle_callbacks {
+/// The optional callbacks every plugin trait shares (`initial`, `start`, `stop`, `restart`,
+/// `delete`, `unregister`, `health_check`), for the plugin traits of this crate and of
+/// the engine. Not an API of its own.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __lifecycle_callbacks {
     () => {
         /// Called when the plugin is registered (or re-registered with new code), with the
         /// record it will have. Refusing aborts the registration; nothing changes.
-        fn initial(&self, record: &PluginRecord) -> Result<(), Reason> {
+        fn initial(&self, record: &$crate::PluginRecord) -> Result<(), $crate::Reason> {
             let _ = record;
             Ok(())
         }
 
         /// Called before the plugin is started (or enabled). Refusing leaves it as it was.
-        fn start(&self, record: &PluginRecord) -> Result<(), Reason> {
+        fn start(&self, record: &$crate::PluginRecord) -> Result<(), $crate::Reason> {
             let _ = record;
             Ok(())
         }
 
         /// Called before the plugin is stopped. Refusing leaves it as it was.
-        fn stop(&self, record: &PluginRecord) -> Result<(), Reason> {
+        fn stop(&self, record: &$crate::PluginRecord) -> Result<(), $crate::Reason> {
             let _ = record;
             Ok(())
         }
 
         /// Called before the plugin is restarted. Refusing leaves it as it was.
-        fn restart(&self, record: &PluginRecord) -> Result<(), Reason> {
+        fn restart(&self, record: &$crate::PluginRecord) -> Result<(), $crate::Reason> {
             let _ = record;
             Ok(())
         }
 
         /// Called before the plugin's code is unloaded (its record is kept).
-        fn delete(&self, record: &PluginRecord) -> Result<(), Reason> {
+        fn delete(&self, record: &$crate::PluginRecord) -> Result<(), $crate::Reason> {
             let _ = record;
             Ok(())
         }
 
         /// Called before the plugin's record is removed.
-        fn unregister(&self, record: &PluginRecord) -> Result<(), Reason> {
+        fn unregister(&self, record: &$crate::PluginRecord) -> Result<(), $crate::Reason> {
             let _ = record;
             Ok(())
         }
 
         /// Reports whether the plugin can do its job (e.g. reach its backend).
-        fn health_check(&self) -> Result<(), Reason> {
+        fn health_check(&self) -> Result<(), $crate::Reason> {
             Ok(())
         }
     };
@@ -261,7 +265,7 @@ pub trait Plugin<E: Event>: Send + Sync + 'static {
     /// Handles one call of the event.
     fn call(&self, state: E::State, cx: &Context<'_>) -> Reply<E::State>;
 
-    lifecycle_callbacks!();
+    crate::__lifecycle_callbacks!();
 }
 
 /// A plugin on event `E` whose `call` does I/O and is awaited.
@@ -277,7 +281,7 @@ pub trait AsyncPlugin<E: Event>: Send + Sync + 'static {
         cx: &Context<'_>,
     ) -> impl Future<Output = Reply<E::State>> + Send;
 
-    lifecycle_callbacks!();
+    crate::__lifecycle_callbacks!();
 }
 
 /// A plugin made from a closure; see [`from_fn`].

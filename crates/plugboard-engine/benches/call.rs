@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
-use plugboard_core::{Context, Reply, from_fn};
+use plugboard_core::{Collect, Collector, Context, Contribute, Reply, from_fn};
 use plugboard_engine::{Engine, OnFailure, Registration};
 
 plugboard_core::event! {
@@ -194,9 +194,142 @@ fn contended(c: &mut Criterion) {
     g.finish();
 }
 
+/// The collecting form of the bench event: each plugin answers with a number.
+struct OnBenchCollect;
+
+impl plugboard_core::Event for OnBenchCollect {
+    const NAME: &'static str = "on_bench_collect";
+    const SECTION: &'static str = "bench";
+    const DOC: &'static str = "Each plugin answers the same state with a number.";
+    type State = OnBench;
+}
+
+impl Collect for OnBenchCollect {
+    type Output = u64;
+}
+
+/// What every collector answers, in the baseline and in the engine alike.
+fn answer(i: usize) -> impl Fn(&OnBench) -> u64 + Clone + Send + Sync + 'static {
+    move |s: &OnBench| s.user_id + i as u64 + s.email.len() as u64
+}
+
+struct Answer<F>(F);
+
+impl<F: Fn(&OnBench) -> u64 + Send + Sync + 'static> Collector<OnBenchCollect> for Answer<F> {
+    fn collect(&self, input: &OnBench, _cx: &Context<'_>) -> Contribute<u64> {
+        Contribute::Add((self.0)(input))
+    }
+}
+
+type CollectBaseline = Vec<(Arc<str>, Box<dyn Fn(&OnBench) -> u64>)>;
+
+/// The bare loop: each closure's answer pushed with its name into a vector reserved for
+/// all of them.
+fn run_collect_baseline(v: &CollectBaseline, input: OnBench) -> Vec<(Arc<str>, u64)> {
+    let mut out = Vec::with_capacity(v.len());
+    for (name, f) in v {
+        out.push((name.clone(), f(&input)));
+    }
+    out
+}
+
+fn collect_overhead(c: &mut Criterion) {
+    let mut g = c.benchmark_group("collect");
+    for n in [1usize, 10] {
+        let base: CollectBaseline = (0..n)
+            .map(|i| {
+                (
+                    Arc::from(format!("p{i:03}")),
+                    Box::new(answer(i)) as Box<dyn Fn(&OnBench) -> u64>,
+                )
+            })
+            .collect();
+        g.bench_with_input(BenchmarkId::new("baseline", n), &n, |b, _| {
+            b.iter_batched(
+                state,
+                |s| run_collect_baseline(black_box(&base), s),
+                BatchSize::SmallInput,
+            )
+        });
+        let e = Engine::builder().reference_events(false).build();
+        for i in 0..n {
+            let name = format!("p{i:03}");
+            e.register_collector::<OnBenchCollect, _>(
+                Registration::new(name.clone()).priority((i % 100) as u8),
+                Answer(answer(i)),
+            )
+            .unwrap();
+            e.start(name.as_str()).unwrap();
+        }
+        let hook = e.collector::<OnBenchCollect>().unwrap();
+        g.bench_with_input(BenchmarkId::new("collect", n), &n, |b, _| {
+            b.iter_batched(
+                state,
+                |s| black_box(&hook).collect(s).unwrap(),
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    g.finish();
+}
+
+/// A wrapper that hands the state through both ways: what wrapping itself costs.
+struct Through;
+
+impl plugboard_engine::Wrapper<OnBench> for Through {
+    type Token = ();
+
+    fn before(&self, state: OnBench, _cx: &Context<'_>) -> (Reply<OnBench>, ()) {
+        (Reply::Continue(state), ())
+    }
+
+    fn after(
+        &self,
+        outcome: plugboard_engine::Outcome<OnBench>,
+        _: &mut (),
+        _cx: &Context<'_>,
+    ) -> plugboard_engine::After<OnBench> {
+        plugboard_engine::After::Return(outcome)
+    }
+}
+
+fn wrap_overhead(c: &mut Criterion) {
+    let mut g = c.benchmark_group("wrap");
+    let n = 10;
+    let base = baseline(n);
+    g.bench_with_input(BenchmarkId::new("baseline", n), &n, |b, _| {
+        b.iter_batched(
+            state,
+            |s| run_baseline(black_box(&base), s),
+            BatchSize::SmallInput,
+        )
+    });
+    let e = engine_with(n, OnFailure::Error);
+    let bare = e.hook::<OnBench>().unwrap();
+    g.bench_with_input(BenchmarkId::new("hook", n), &n, |b, _| {
+        b.iter_batched(
+            state,
+            |s| black_box(&bare).call(s).unwrap(),
+            BatchSize::SmallInput,
+        )
+    });
+    e.register_wrapper::<OnBench, _>(Registration::new("through"), Through)
+        .unwrap();
+    e.start("through").unwrap();
+    let hook = e.hook::<OnBench>().unwrap();
+    g.bench_with_input(BenchmarkId::new("wrapped", n), &n, |b, _| {
+        b.iter_batched(
+            state,
+            |s| black_box(&hook).call(s).unwrap(),
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
-    targets = call_overhead, lifecycle_change, contended
+    targets = call_overhead, collect_overhead, wrap_overhead, lifecycle_change, contended
 }
 criterion_main!(benches);

@@ -19,8 +19,10 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::code::{BoxFuture, CatchUnwind, Code, Runner};
+use crate::collect::Gather;
 use crate::engine::Shared;
 use crate::error::{CallError, Failure, FailureKind};
+use crate::wrap::{Around, Outcome};
 
 /// What happens to a call when one of its plugins fails (panics, or replies with an
 /// invalid state).
@@ -105,12 +107,16 @@ pub(crate) struct Step<S> {
 /// An event's compiled chain: immutable once built.
 pub(crate) struct Chain<S> {
     pub(crate) steps: Box<[Step<S>]>,
+    /// The wrappers around the steps, outermost first.
+    pub(crate) wrappers: Box<[Wrap<S>]>,
     /// The first async plugin, if any: a sync call must refuse the chain.
     pub(crate) first_async: Option<Arc<str>>,
     pub(crate) policy: OnFailure,
     pub(crate) profiling: bool,
-    /// Every step is native, the policy is `Error` and profiling is off: the call can take
-    /// the short walk, with nothing to keep per step.
+    /// Every step is native, the policy is `Error` and profiling is off: the steps can
+    /// take the short walk, with nothing to keep per step.
+    pub(crate) plain_steps: bool,
+    /// `plain_steps` and no wrappers: the whole call takes the short walk.
     pub(crate) plain: bool,
 }
 
@@ -118,12 +124,21 @@ impl<S> Chain<S> {
     fn empty(policy: OnFailure) -> Self {
         Chain {
             steps: Box::new([]),
+            wrappers: Box::new([]),
             first_async: None,
             policy,
             profiling: false,
+            plain_steps: true,
             plain: true,
         }
     }
+}
+
+/// A wrapper in a compiled chain.
+pub(crate) struct Wrap<S> {
+    pub(crate) name: Arc<str>,
+    pub(crate) around: Arc<dyn Around<S>>,
+    pub(crate) stats: Arc<Stats>,
 }
 
 /// What the control path hands a slot to build a chain from.
@@ -141,6 +156,8 @@ pub enum StepOutcome {
     Continued,
     /// The plugin replied halt; the chain stopped.
     Halted,
+    /// A wrapper ran around the rest of the chain (its time includes theirs).
+    Wrapped,
     /// The plugin failed.
     Failed {
         /// What happened.
@@ -297,6 +314,8 @@ struct Walk<S> {
     pos: usize,
     backup: Option<S>,
     started: Option<Instant>,
+    /// A step halted the chain (what a wrapper around it is told).
+    halted: bool,
 }
 
 /// One event's chain holder.
@@ -311,7 +330,13 @@ pub(crate) struct Slot<S> {
     /// The whole chain's time per call while profiling (`failures`: calls that ended in
     /// an error); per-plugin times do not add up to a call's percentiles.
     stats: Stats,
+    /// How a plugin's code becomes a step of this chain, when not by its own state type
+    /// (a collecting event's adapters).
+    adapt: Option<Adapt<S>>,
 }
+
+/// Makes the step of a plugin (by name and code) for a chain over `S`.
+pub(crate) type Adapt<S> = fn(&Arc<str>, &Code) -> Option<Runner<S>>;
 
 /// The state bound every slot needs.
 pub(crate) trait State:
@@ -334,7 +359,20 @@ impl<S: State> Slot<S> {
             chain: ArcSwap::from_pointee(Chain::empty(policy)),
             shared,
             stats: Stats::default(),
+            adapt: None,
         }
+    }
+
+    /// Builds its chains' steps with `adapt` (a collecting event's).
+    pub(crate) fn adapted(mut self, adapt: Adapt<S>) -> Self {
+        self.adapt = Some(adapt);
+        self
+    }
+
+    /// How many plugins the chain has now.
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        self.chain.load().steps.len()
     }
 
     pub(crate) fn shared(&self) -> Option<Arc<Shared>> {
@@ -345,7 +383,7 @@ impl<S: State> Slot<S> {
     #[inline]
     pub(crate) fn call(&self, state: S, meta: &Meta) -> Result<S, CallError> {
         let chain = self.chain.load();
-        if chain.steps.is_empty() {
+        if chain.steps.is_empty() && chain.wrappers.is_empty() {
             return Ok(state);
         }
         if chain.plain {
@@ -357,7 +395,14 @@ impl<S: State> Slot<S> {
     /// The short walk of a plain chain: native steps only, and a panic ends the call.
     #[inline]
     fn run_plain(&self, chain: &Chain<S>, state: S, meta: &Meta) -> Result<S, CallError> {
+        self.plain_walk(chain, state, meta).0
+    }
+
+    /// The short walk; says whether a step halted (for a wrapper around it).
+    #[inline(always)]
+    fn plain_walk(&self, chain: &Chain<S>, state: S, meta: &Meta) -> (Result<S, CallError>, bool) {
         let pos = Cell::new(0usize);
+        let halted = Cell::new(false);
         let out = catch_unwind(AssertUnwindSafe(|| {
             let mut state = state;
             for (i, step) in chain.steps.iter().enumerate() {
@@ -371,6 +416,7 @@ impl<S: State> Slot<S> {
                     Reply::Continue(next) => next,
                     Reply::Halt(last) => {
                         step.stats.succeeded();
+                        halted.set(true);
                         return last;
                     }
                 };
@@ -378,7 +424,7 @@ impl<S: State> Slot<S> {
             }
             state
         }));
-        out.map_err(|payload| {
+        let out = out.map_err(|payload| {
             let failure = Failure::from_panic(&*payload);
             match chain.steps.get(pos.get()) {
                 Some(step) => {
@@ -391,7 +437,8 @@ impl<S: State> Slot<S> {
                     failure,
                 },
             }
-        })
+        });
+        (out, halted.get())
     }
 
     pub(crate) fn trace(&self, state: S, meta: &Meta) -> Trace<S> {
@@ -445,11 +492,94 @@ impl<S: State> Slot<S> {
                 plugin: plugin.to_string(),
             });
         }
+        if chain.wrappers.is_empty() {
+            return self.run_inner(chain, state, meta, obs).0;
+        }
+        self.wrapped(chain, 0, state, meta, obs)
+            .map(Reply::into_state)
+    }
+
+    /// Runs wrapper `i` around the rest (the wrappers inside it, then the steps).
+    fn wrapped<O: Observer>(
+        &self,
+        chain: &Chain<S>,
+        i: usize,
+        state: S,
+        meta: &Meta,
+        obs: &mut O,
+    ) -> Outcome<S> {
+        let Some(w) = chain.wrappers.get(i) else {
+            // A plain chain inside wrappers still takes the short walk, unless traced.
+            let (result, halted) = if chain.plain_steps && !O::TIMED {
+                self.plain_walk(chain, state, meta)
+            } else {
+                self.run_inner(chain, state, meta, obs)
+            };
+            return outcome_of(result, halted);
+        };
+        let cx = Context::new(&self.name, &w.name, meta);
+        let started = (O::TIMED || chain.profiling).then(Instant::now);
+        let mut inner = |s: S| self.wrapped(chain, i + 1, s, meta, &mut *obs);
+        let out = w.around.around(state, &cx, &mut inner);
+        self.unwrapped(chain, w, started, out, obs)
+    }
+
+    /// A wrapper's end: timed, and its own failure counted and reported against it.
+    fn unwrapped<O: Observer>(
+        &self,
+        chain: &Chain<S>,
+        w: &Wrap<S>,
+        started: Option<Instant>,
+        out: Result<Outcome<S>, Failure>,
+        obs: &mut O,
+    ) -> Outcome<S> {
+        let elapsed = started.map(|t| t.elapsed()).unwrap_or_default();
+        if chain.profiling {
+            w.stats.timed(elapsed);
+        }
+        match out {
+            Ok(outcome) => {
+                if w.stats.consecutive.load(Relaxed) != 0 {
+                    w.stats.consecutive.store(0, Relaxed);
+                }
+                obs.step(&w.name, elapsed, StepOutcome::Wrapped);
+                if let Ok(Reply::Continue(s) | Reply::Halt(s)) = &outcome {
+                    obs.state(s);
+                }
+                outcome
+            }
+            Err(failure) => {
+                self.failed_named(&w.name, &w.stats, &failure);
+                obs.step(
+                    &w.name,
+                    elapsed,
+                    StepOutcome::Failed {
+                        failure: failure.clone(),
+                    },
+                );
+                Err(CallError::PluginFailed {
+                    event: self.info.name.to_string(),
+                    plugin: w.name.to_string(),
+                    failure,
+                })
+            }
+        }
+    }
+
+    /// The steps of a call, without the wrappers; says whether a step halted.
+    fn run_inner<O: Observer>(
+        &self,
+        chain: &Chain<S>,
+        state: S,
+        meta: &Meta,
+        obs: &mut O,
+    ) -> (Result<S, CallError>, bool) {
         let mut input = (chain.policy == OnFailure::ReturnInput).then(|| state.clone());
         let mut walk = Walk {
             pos: 0,
             backup: None,
             started: None,
+            halted: false,
         };
         let mut state = state;
         loop {
@@ -457,17 +587,18 @@ impl<S: State> Slot<S> {
                 self.walk(chain, state, meta, obs, &mut walk, &mut input)
             }));
             let payload = match out {
-                Ok(result) => return result,
+                Ok(result) => return (result, walk.halted),
                 Err(payload) => payload,
             };
             let Some(step) = chain.steps.get(walk.pos) else {
                 // Not a plugin's panic (the engine's own code is not expected to panic);
                 // report it against the event rather than unwind into the caller.
-                return Err(CallError::PluginFailed {
+                let err = CallError::PluginFailed {
                     event: self.info.name.to_string(),
                     plugin: String::new(),
                     failure: Failure::from_panic(&*payload),
-                });
+                };
+                return (Err(err), false);
             };
             let failure = Failure::from_panic(&*payload);
             let elapsed = walk.started.map(|t| t.elapsed()).unwrap_or_default();
@@ -484,7 +615,7 @@ impl<S: State> Slot<S> {
                     state = next;
                     walk.pos += 1;
                 }
-                Err(done) => return done,
+                Err(done) => return (done, false),
             }
         }
     }
@@ -508,7 +639,10 @@ impl<S: State> Slot<S> {
                         state = next;
                         continue;
                     }
-                    Ok(Reply::Halt(last)) => return Ok(last),
+                    Ok(Reply::Halt(last)) => {
+                        walk.halted = true;
+                        return Ok(last);
+                    }
                     Err(done) => return done,
                 }
             }
@@ -575,6 +709,7 @@ impl<S: State> Slot<S> {
                 Reply::Halt(last) => {
                     obs.step(&step.name, elapsed, StepOutcome::Halted);
                     obs.state(&last);
+                    walk.halted = true;
                     return Ok(last);
                 }
             };
@@ -763,7 +898,7 @@ impl<S: State> Slot<S> {
     /// The async call: runs sync steps inline and awaits async ones.
     pub(crate) async fn call_async(&self, state: S, meta: &Meta) -> Result<S, CallError> {
         let chain = self.chain.load_full();
-        if chain.steps.is_empty() {
+        if chain.steps.is_empty() && chain.wrappers.is_empty() {
             return Ok(state);
         }
         self.run_async(&chain, state, meta, &mut Quiet).await
@@ -799,10 +934,64 @@ impl<S: State> Slot<S> {
     async fn run_steps_async<O: Observer + Send>(
         &self,
         chain: &Chain<S>,
-        mut state: S,
+        state: S,
         meta: &Meta,
         obs: &mut O,
     ) -> Result<S, CallError> {
+        if chain.wrappers.is_empty() {
+            return self.run_inner_async(chain, state, meta, obs).await.0;
+        }
+        self.wrapped_async(chain, 0, state, meta, obs)
+            .await
+            .map(Reply::into_state)
+    }
+
+    /// [`Slot::wrapped`] for async chains: the wrapper's halves around an awaited rest.
+    fn wrapped_async<'a, O: Observer + Send>(
+        &'a self,
+        chain: &'a Chain<S>,
+        i: usize,
+        state: S,
+        meta: &'a Meta,
+        obs: &'a mut O,
+    ) -> BoxFuture<'a, Outcome<S>> {
+        Box::pin(async move {
+            let Some(w) = chain.wrappers.get(i) else {
+                let (result, halted) = self.run_inner_async(chain, state, meta, obs).await;
+                return outcome_of(result, halted);
+            };
+            let cx = Context::new(&self.name, &w.name, meta);
+            let started = (O::TIMED || chain.profiling).then(Instant::now);
+            let out = async {
+                let (reply, mut token) = w.around.before(state, &cx)?;
+                let mut outcome = match reply {
+                    Reply::Continue(s) => {
+                        self.wrapped_async(chain, i + 1, s, meta, &mut *obs).await
+                    }
+                    Reply::Halt(s) => Ok(Reply::Halt(s)),
+                };
+                for _ in 0..=crate::wrap::MAX_RETRIES {
+                    match w.around.after(outcome, &mut token, &cx)? {
+                        crate::wrap::After::Return(o) => return Ok(o),
+                        crate::wrap::After::Retry(s) => {
+                            outcome = self.wrapped_async(chain, i + 1, s, meta, &mut *obs).await;
+                        }
+                    }
+                }
+                Err(crate::wrap::too_many_retries())
+            }
+            .await;
+            self.unwrapped(chain, w, started, out, obs)
+        })
+    }
+
+    async fn run_inner_async<O: Observer + Send>(
+        &self,
+        chain: &Chain<S>,
+        mut state: S,
+        meta: &Meta,
+        obs: &mut O,
+    ) -> (Result<S, CallError>, bool) {
         let mut input = (chain.policy == OnFailure::ReturnInput).then(|| state.clone());
         for step in chain.steps.iter() {
             let cx = Context::new(&self.name, &step.name, meta);
@@ -850,7 +1039,7 @@ impl<S: State> Slot<S> {
                     step.stats.succeeded();
                     obs.step(&step.name, elapsed, StepOutcome::Halted);
                     obs.state(&last);
-                    return Ok(last);
+                    return (Ok(last), true);
                 }
                 Err(failure) => {
                     self.failed(step, &failure);
@@ -862,14 +1051,14 @@ impl<S: State> Slot<S> {
                         },
                     );
                     match (chain.policy, input.take(), backup) {
-                        (OnFailure::ReturnInput, Some(input), _) => return Ok(input),
+                        (OnFailure::ReturnInput, Some(input), _) => return (Ok(input), false),
                         (OnFailure::Skip, _, Some(backup)) => state = backup,
-                        _ => return Err(self.error(step, failure)),
+                        _ => return (Err(self.error(step, failure)), false),
                     }
                 }
             }
         }
-        Ok(state)
+        (Ok(state), false)
     }
 
     fn error(&self, step: &Step<S>, failure: Failure) -> CallError {
@@ -883,35 +1072,47 @@ impl<S: State> Slot<S> {
     /// The failure path: count, publish, and stop the plugin past the threshold.
     #[cold]
     fn failed(&self, step: &Step<S>, failure: &Failure) {
-        let consecutive = step
-            .stats
-            .consecutive
-            .fetch_add(1, Relaxed)
-            .saturating_add(1);
-        step.stats.failures.fetch_add(1, Relaxed);
-        if let Ok(mut last) = step.stats.last_error.lock() {
+        self.failed_named(&step.name, &step.stats, failure);
+    }
+
+    /// [`Slot::failed`] for a plugin given by name and counters (a step or a wrapper).
+    #[cold]
+    fn failed_named(&self, name: &Arc<str>, stats: &Arc<Stats>, failure: &Failure) {
+        let consecutive = stats.consecutive.fetch_add(1, Relaxed).saturating_add(1);
+        stats.failures.fetch_add(1, Relaxed);
+        if let Ok(mut last) = stats.last_error.lock() {
             *last = Some(failure.clone());
         }
         if let Some(shared) = self.shared.upgrade() {
-            shared.plugin_failed(
-                &self.info.name,
-                &step.name,
-                &step.stats,
-                failure,
-                consecutive,
-            );
+            shared.plugin_failed(&self.info.name, name, stats, failure, consecutive);
         }
     }
 
     /// Builds and swaps in a new chain.
     pub(crate) fn install(&self, plan: &[PlanStep], policy: OnFailure, profiling: bool) {
         let mut first_async = None;
+        // Wrappers keep the plan's order among themselves: the first is the outermost.
+        let wrappers: Vec<Wrap<S>> = plan
+            .iter()
+            .filter(|p| p.code.is_wrapper())
+            .filter_map(|p| {
+                Some(Wrap {
+                    name: p.name.clone(),
+                    around: p.code.around::<S>()?,
+                    stats: p.stats.clone(),
+                })
+            })
+            .collect();
         let steps: Vec<Step<S>> = plan
             .iter()
+            .filter(|p| !p.code.is_wrapper())
             .filter_map(|p| {
                 // The control path checked state types at registration; a plugin whose
                 // code cannot run on this state is left out rather than trusted.
-                let runner = p.code.runner::<S>()?;
+                let runner = match self.adapt {
+                    Some(adapt) => adapt(&p.name, &p.code)?,
+                    None => p.code.runner::<S>()?,
+                };
                 if matches!(runner, Runner::Async(_)) && first_async.is_none() {
                     first_async = Some(p.name.clone());
                 }
@@ -927,16 +1128,29 @@ impl<S: State> Slot<S> {
                 })
             })
             .collect();
-        let plain = policy == OnFailure::Error
+        let plain_steps = policy == OnFailure::Error
             && !profiling
             && steps.iter().all(|s| matches!(s.runner, Runner::Native(_)));
+        let plain = plain_steps && wrappers.is_empty();
         self.chain.store(Arc::new(Chain {
             steps: steps.into_boxed_slice(),
+            wrappers: wrappers.into_boxed_slice(),
             first_async,
             policy,
             profiling,
+            plain_steps,
             plain,
         }));
+    }
+
+    /// The wrappers around the current chain, outermost first.
+    pub(crate) fn wrapper_names(&self) -> Vec<String> {
+        self.chain
+            .load()
+            .wrappers
+            .iter()
+            .map(|w| w.name.to_string())
+            .collect()
     }
 
     /// The plugins in the current chain, in order.
@@ -967,17 +1181,20 @@ impl<S: State> Slot<S> {
         }
     }
 
+    /// Each plugin's profile: the steps in chain order, then the wrappers (outermost
+    /// first; a wrapper's time includes the rest of the chain's).
     pub(crate) fn profile(&self) -> Vec<PluginProfile> {
-        self.chain
-            .load()
-            .steps
-            .iter()
+        let chain = self.chain.load();
+        let steps = chain.steps.iter().map(|s| (&s.name, &s.stats));
+        let wrappers = chain.wrappers.iter().map(|w| (&w.name, &w.stats));
+        steps
+            .chain(wrappers)
             .enumerate()
-            .map(|(position, s)| {
-                let calls = s.stats.calls.load(Relaxed);
-                let nanos = s.stats.nanos.load(Relaxed);
+            .map(|(position, (name, stats))| {
+                let calls = stats.calls.load(Relaxed);
+                let nanos = stats.nanos.load(Relaxed);
                 PluginProfile {
-                    plugin: s.name.to_string(),
+                    plugin: name.to_string(),
                     position,
                     calls,
                     mean_us: if calls == 0 {
@@ -985,14 +1202,25 @@ impl<S: State> Slot<S> {
                     } else {
                         nanos as f64 / calls as f64 / 1e3
                     },
-                    max_us: s.stats.max_nanos.load(Relaxed) as f64 / 1e3,
-                    failures: s.stats.failures.load(Relaxed),
-                    buckets: cumulative(&s.stats.buckets),
+                    max_us: stats.max_nanos.load(Relaxed) as f64 / 1e3,
+                    failures: stats.failures.load(Relaxed),
+                    buckets: cumulative(&stats.buckets),
                     sum_us: nanos as f64 / 1e3,
                 }
             })
             .collect()
     }
+}
+
+/// The steps' result as a wrapper sees it: a halt says so.
+fn outcome_of<S>(result: Result<S, CallError>, halted: bool) -> Outcome<S> {
+    result.map(|s| {
+        if halted {
+            Reply::Halt(s)
+        } else {
+            Reply::Continue(s)
+        }
+    })
 }
 
 /// Per-bucket counts made cumulative, as Prometheus histograms count.
@@ -1004,6 +1232,23 @@ fn cumulative(buckets: &[AtomicU64]) -> Vec<u64> {
             Some(*total)
         })
         .collect()
+}
+
+impl<I: State, O: State> Slot<Gather<I, O>> {
+    /// A collecting call: the accumulator is made here, with room for every plugin of
+    /// the chain it runs (the only allocation of a plain collection).
+    #[inline]
+    pub(crate) fn collect(&self, input: I, meta: &Meta) -> Result<Gather<I, O>, CallError> {
+        let chain = self.chain.load();
+        let state = Gather::new(input, chain.steps.len());
+        if chain.steps.is_empty() {
+            return Ok(state);
+        }
+        if chain.plain {
+            return self.run_plain(&chain, state, meta);
+        }
+        self.run(&chain, state, meta, &mut Quiet)
+    }
 }
 
 /// Options of a call by name with a JSON state.
@@ -1043,6 +1288,7 @@ pub(crate) trait AnySlot: Send + Sync {
     fn state_name(&self) -> &'static str;
     fn install(&self, plan: &[PlanStep], policy: OnFailure, profiling: bool);
     fn names(&self) -> Vec<String>;
+    fn wrapper_names(&self) -> Vec<String>;
     fn profile(&self) -> Vec<PluginProfile>;
     fn event_profile(&self) -> EventProfile;
     fn call_json(&self, state: Value, opts: &CallOptions) -> Result<Value, CallError>;
@@ -1161,6 +1407,10 @@ impl<S: State> AnySlot for Slot<S> {
 
     fn names(&self) -> Vec<String> {
         Slot::names(self)
+    }
+
+    fn wrapper_names(&self) -> Vec<String> {
+        Slot::wrapper_names(self)
     }
 
     fn profile(&self) -> Vec<PluginProfile> {

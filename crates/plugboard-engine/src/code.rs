@@ -112,6 +112,8 @@ impl<S> Clone for Runner<S> {
 #[derive(Clone)]
 pub struct Code {
     kind: CodeKind,
+    /// Runs around the rest of the chain rather than as a step of it.
+    wrapper: bool,
     state_type: TypeId,
     state_name: &'static str,
     callbacks: Arc<dyn Callbacks>,
@@ -124,6 +126,7 @@ impl Code {
     pub(crate) fn native<E: Event, P: Plugin<E>>(plugin: P) -> Self {
         let inner = Arc::new(Native::<E, P>(plugin, PhantomData));
         Code {
+            wrapper: false,
             kind: CodeKind::Native,
             state_type: TypeId::of::<E::State>(),
             state_name: type_name::<E::State>(),
@@ -136,6 +139,7 @@ impl Code {
     pub(crate) fn native_async<E: Event, P: AsyncPlugin<E>>(plugin: P) -> Self {
         let inner = Arc::new(NativeAsync::<E, P>(plugin, PhantomData));
         Code {
+            wrapper: false,
             kind: CodeKind::NativeAsync,
             state_type: TypeId::of::<E::State>(),
             state_name: type_name::<E::State>(),
@@ -151,6 +155,7 @@ impl Code {
         T: SyncStep<Value> + Callbacks,
     {
         Code {
+            wrapper: false,
             kind: CodeKind::Json,
             state_type: TypeId::of::<Value>(),
             state_name: type_name::<Value>(),
@@ -167,6 +172,7 @@ impl Code {
         T: EncodedStep + Callbacks,
     {
         Code {
+            wrapper: false,
             kind: CodeKind::Encoded,
             state_type: TypeId::of::<Encoded>(),
             state_name: "encoded JSON",
@@ -182,9 +188,36 @@ impl Code {
         code
     }
 
+    /// Code for a native wrapper on event `E`.
+    pub(crate) fn wrapper<E: Event, W: crate::wrap::Wrapper<E>>(wrapper: W) -> Self {
+        let inner = Arc::new(crate::wrap::NativeWrapper::<E, W>::new(wrapper));
+        let around: Arc<dyn crate::wrap::Around<E::State>> = inner.clone();
+        Code {
+            wrapper: true,
+            kind: CodeKind::Native,
+            state_type: TypeId::of::<E::State>(),
+            state_name: type_name::<E::State>(),
+            callbacks: inner,
+            runner: Arc::new(around),
+        }
+    }
+
     /// The kind of code.
     pub fn kind(&self) -> CodeKind {
         self.kind
+    }
+
+    /// Whether it runs around the rest of its event's chain (a wrapper) rather than as one
+    /// of its steps.
+    pub fn is_wrapper(&self) -> bool {
+        self.wrapper
+    }
+
+    /// A wrapper's runner over state `S`.
+    pub(crate) fn around<S: 'static>(&self) -> Option<Arc<dyn crate::wrap::Around<S>>> {
+        self.runner
+            .downcast_ref::<Arc<dyn crate::wrap::Around<S>>>()
+            .cloned()
     }
 
     pub(crate) fn state_type(&self) -> TypeId {
@@ -209,6 +242,59 @@ impl Code {
     /// Whether two codes are the same loaded code (for change detection).
     pub(crate) fn same(&self, other: &Code) -> bool {
         Arc::ptr_eq(&self.runner, &other.runner)
+    }
+
+    /// The plugin's own runner, when its state is exactly `S`.
+    pub(crate) fn exact_runner<S: 'static>(&self) -> Option<Runner<S>> {
+        self.runner.downcast_ref::<Runner<S>>().cloned()
+    }
+
+    /// The runner of a JSON or encoded plugin, over JSON (an encoded one stays encoded).
+    pub(crate) fn json_runner(&self) -> Option<Runner<Value>> {
+        if let Some(r) = self.runner.downcast_ref::<Arc<dyn EncodedStep>>() {
+            return Some(Runner::Encoded(r.clone()));
+        }
+        self.exact_runner::<Value>()
+    }
+
+    /// Code for a native collector on a collecting event `E`, contributing as `name`.
+    pub(crate) fn collector<E, P>(name: Arc<str>, plugin: P) -> Self
+    where
+        E: plugboard_core::Collect,
+        P: plugboard_core::Collector<E>,
+    {
+        type G<E> =
+            crate::collect::Gather<<E as Event>::State, <E as plugboard_core::Collect>::Output>;
+        let inner = Arc::new(crate::collect::NativeCollector::<E, P>::new(plugin, name));
+        Code {
+            wrapper: false,
+            kind: CodeKind::Native,
+            state_type: TypeId::of::<G<E>>(),
+            state_name: type_name::<G<E>>(),
+            callbacks: inner.clone(),
+            runner: Arc::new(Runner::<G<E>>::Native(inner)),
+        }
+    }
+
+    /// Code for a native async collector on a collecting event `E`.
+    pub(crate) fn async_collector<E, P>(name: Arc<str>, plugin: P) -> Self
+    where
+        E: plugboard_core::Collect,
+        P: plugboard_core::AsyncCollector<E>,
+    {
+        type G<E> =
+            crate::collect::Gather<<E as Event>::State, <E as plugboard_core::Collect>::Output>;
+        let inner = Arc::new(crate::collect::NativeAsyncCollector::<E, P>::new(
+            plugin, name,
+        ));
+        Code {
+            wrapper: false,
+            kind: CodeKind::NativeAsync,
+            state_type: TypeId::of::<G<E>>(),
+            state_name: type_name::<G<E>>(),
+            callbacks: inner.clone(),
+            runner: Arc::new(Runner::<G<E>>::Async(inner)),
+        }
     }
 
     /// The runner over state `S`: the plugin's own, or a JSON bridge around a JSON plugin.
@@ -241,6 +327,36 @@ impl Code {
     }
 }
 
+/// Implements [`Callbacks`] for a holder `$ty<E, P>` whose `.0` is a plugin of trait
+/// `$plugin<E>` (`E: $event`; both names in scope where it is used): the plugin traits
+/// share their callbacks' names.
+macro_rules! plugin_callbacks {
+    ($ty:ident, $plugin:ident, $event:ident) => {
+        impl<E: $event, P: $plugin<E>> $crate::code::Callbacks for $ty<E, P> {
+            fn lifecycle(
+                &self,
+                op: $crate::error::Op,
+                record: &plugboard_core::PluginRecord,
+            ) -> Result<(), plugboard_core::Reason> {
+                use $crate::error::Op;
+                $crate::code::guarded(|| match op {
+                    Op::Register => self.0.initial(record),
+                    Op::Start | Op::Enable => self.0.start(record),
+                    Op::Stop => self.0.stop(record),
+                    Op::Restart => self.0.restart(record),
+                    Op::Delete => self.0.delete(record),
+                    Op::Unregister => self.0.unregister(record),
+                })
+            }
+
+            fn health_check(&self) -> Result<(), plugboard_core::Reason> {
+                $crate::code::guarded(|| self.0.health_check())
+            }
+        }
+    };
+}
+pub(crate) use plugin_callbacks;
+
 struct Native<E, P>(P, PhantomData<fn() -> E>);
 
 impl<E: Event, P: Plugin<E>> NativeStep<E::State> for Native<E, P> {
@@ -250,22 +366,7 @@ impl<E: Event, P: Plugin<E>> NativeStep<E::State> for Native<E, P> {
     }
 }
 
-impl<E: Event, P: Plugin<E>> Callbacks for Native<E, P> {
-    fn lifecycle(&self, op: Op, record: &PluginRecord) -> Result<(), Reason> {
-        guarded(|| match op {
-            Op::Register => self.0.initial(record),
-            Op::Start | Op::Enable => self.0.start(record),
-            Op::Stop => self.0.stop(record),
-            Op::Restart => self.0.restart(record),
-            Op::Delete => self.0.delete(record),
-            Op::Unregister => self.0.unregister(record),
-        })
-    }
-
-    fn health_check(&self) -> Result<(), Reason> {
-        guarded(|| self.0.health_check())
-    }
-}
+plugin_callbacks!(Native, Plugin, Event);
 
 struct NativeAsync<E, P>(P, PhantomData<fn() -> E>);
 
@@ -279,25 +380,10 @@ impl<E: Event, P: AsyncPlugin<E>> AsyncStep<E::State> for NativeAsync<E, P> {
     }
 }
 
-impl<E: Event, P: AsyncPlugin<E>> Callbacks for NativeAsync<E, P> {
-    fn lifecycle(&self, op: Op, record: &PluginRecord) -> Result<(), Reason> {
-        guarded(|| match op {
-            Op::Register => self.0.initial(record),
-            Op::Start | Op::Enable => self.0.start(record),
-            Op::Stop => self.0.stop(record),
-            Op::Restart => self.0.restart(record),
-            Op::Delete => self.0.delete(record),
-            Op::Unregister => self.0.unregister(record),
-        })
-    }
-
-    fn health_check(&self) -> Result<(), Reason> {
-        guarded(|| self.0.health_check())
-    }
-}
+plugin_callbacks!(NativeAsync, AsyncPlugin, Event);
 
 /// A callback that panics refuses, with the panic's message; it never poisons the engine.
-fn guarded(f: impl FnOnce() -> Result<(), Reason>) -> Result<(), Reason> {
+pub(crate) fn guarded(f: impl FnOnce() -> Result<(), Reason>) -> Result<(), Reason> {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|payload| {
         Err(Reason(format!(
             "callback panicked: {}",

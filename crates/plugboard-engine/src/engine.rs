@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwap;
 use plugboard_core::{
-    AsyncPlugin, DependType, EMPTY_META, Event, EventInfo, Json, Meta, Plugin, PluginRecord,
-    Reason, Registration, Status,
+    AsyncCollector, AsyncPlugin, Collect, Collector, DependType, EMPTY_META, Event, EventInfo,
+    Json, Meta, Mode, Plugin, PluginRecord, Reason, Registration, Status,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -23,6 +23,7 @@ use crate::chain::{
 };
 use crate::change::{Cause, LifecycleEvent};
 use crate::code::{Code, CodeKind};
+use crate::collect::{Collected, Gather, gather_runner};
 use crate::error::{CallError, EngineError, Failure, Op};
 use crate::graph::{Node, active_set, chain_order, find_cycle};
 use crate::persist::{Changeset, PersistError, Persistence, StoredRecord};
@@ -33,7 +34,10 @@ mod hook;
 mod register;
 
 use control::{Change, info_of};
-pub use hook::Hook;
+pub use hook::{CollectHook, Hook};
+
+/// A collecting event's slot: a chain over its accumulator.
+type CollectSlot<E> = Slot<Gather<<E as Event>::State, <E as Collect>::Output>>;
 
 /// Which plugins a lifecycle operation applies to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,7 +86,10 @@ pub struct PluginInfo {
     pub loaded: bool,
     /// The kind of code, when loaded.
     pub kind: Option<CodeKind>,
-    /// Whether it is in its event's chain now.
+    /// Its code runs around the rest of its event's chain (a wrapper), when loaded.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub wrapper: bool,
+    /// Whether it is in its event's chain now (around it, for a wrapper).
     pub in_chain: bool,
     /// Hard dependencies that are not active (why a plugin is held).
     pub waiting_for: Vec<String>,
@@ -220,6 +227,10 @@ impl EngineBuilder {
                 fn visit<E: Event>(&mut self) {
                     // A fresh engine has no conflicting names.
                     let _ = self.0.declare::<E>();
+                }
+
+                fn visit_collect<E: Collect>(&mut self) {
+                    let _ = self.0.declare_collect::<E>();
                 }
             }
             plugboard_core::reference::for_each(&mut Declare(&engine));
@@ -453,30 +464,63 @@ impl Engine {
     }
 
     fn typed_slot<E: Event>(&self) -> Result<Arc<Slot<E::State>>, EngineError> {
-        if let Some(slot) = self.lookup::<E>() {
+        self.slot_of::<E, E::State>(Mode::Waterfall, || {
+            Slot::new(
+                E::info(),
+                E::binary_layout(),
+                Arc::downgrade(&self.shared),
+                self.shared.default_policy,
+            )
+        })
+    }
+
+    fn collect_slot<E: Collect>(&self) -> Result<Arc<CollectSlot<E>>, EngineError> {
+        self.slot_of::<E, Gather<E::State, E::Output>>(Mode::Collect, || {
+            Slot::new(
+                E::collect_info(),
+                None,
+                Arc::downgrade(&self.shared),
+                self.shared.default_policy,
+            )
+            .adapted(gather_runner::<E::State, E::Output>)
+        })
+    }
+
+    /// Event `E`'s slot over `S`, declared with `make` if it is not yet.
+    fn slot_of<E: Event, S: crate::chain::State>(
+        &self,
+        mode: Mode,
+        make: impl FnOnce() -> Slot<S>,
+    ) -> Result<Arc<Slot<S>>, EngineError> {
+        let found = |slots: &Slots| {
+            slots
+                .by_type
+                .get(&TypeId::of::<E>())
+                .and_then(|s| s.clone().downcast::<Slot<S>>().ok())
+        };
+        if let Some(slot) = found(&self.shared.slots.load()) {
             return Ok(slot);
         }
         let _g = ControlGuard::enter(Op::Register)?;
         let _ctl = self.shared.lock();
         let slots = self.shared.slots.load();
-        if let Some(slot) = slots.by_type.get(&TypeId::of::<E>())
-            && let Ok(slot) = slot.clone().downcast::<Slot<E::State>>()
-        {
+        if let Some(slot) = found(&slots) {
             return Ok(slot);
         }
         if let Some(existing) = slots.by_name.get(E::NAME) {
+            if existing.info().mode != mode {
+                return Err(EngineError::ModeMismatch {
+                    event: E::NAME.to_owned(),
+                    declared: existing.info().mode,
+                });
+            }
             return Err(EngineError::EventConflict {
                 event: E::NAME.to_owned(),
                 existing: existing.state_name().to_owned(),
-                requested: type_name::<E::State>().to_owned(),
+                requested: type_name::<S>().to_owned(),
             });
         }
-        let slot: Arc<Slot<E::State>> = Arc::new(Slot::new(
-            E::info(),
-            E::binary_layout(),
-            Arc::downgrade(&self.shared),
-            self.shared.default_policy,
-        ));
+        let slot = Arc::new(make());
         let mut next = Slots::clone(&slots);
         next.by_name.insert(E::NAME.to_owned(), slot.clone());
         next.by_type.insert(TypeId::of::<E>(), slot.clone());
@@ -484,13 +528,18 @@ impl Engine {
         Ok(slot)
     }
 
-    fn lookup<E: Event>(&self) -> Option<Arc<Slot<E::State>>> {
-        self.shared
-            .slots
-            .load()
-            .by_type
-            .get(&TypeId::of::<E>())
-            .and_then(|s| s.clone().downcast::<Slot<E::State>>().ok())
+    /// Declares a collecting event `E`: its plugins each answer the same input with a
+    /// contribution (see [`Collect`]).
+    pub fn declare_collect<E: Collect>(&self) -> Result<(), EngineError> {
+        self.collect_slot::<E>().map(|_| ())
+    }
+
+    /// A typed handle on the collecting event `E`. Declares the event if needed.
+    pub fn collector<E: Collect>(&self) -> Result<CollectHook<E>, EngineError> {
+        Ok(CollectHook {
+            slot: self.collect_slot::<E>()?,
+            _e: PhantomData,
+        })
     }
 
     /// A typed handle on event `E`: the fast way to call it. Declares the event if needed.
@@ -525,10 +574,17 @@ impl Engine {
             .map(|s| s.info().clone())
     }
 
-    /// The plugins in an event's chain now, in the order they run.
+    /// The plugins in an event's chain now, in the order they run (wrappers aside).
     pub fn chain(&self, event: &str) -> Result<Vec<String>, EngineError> {
         self.slot(event)
             .map(|s| s.names())
+            .map_err(|_| EngineError::UnknownEvent(event.to_owned()))
+    }
+
+    /// The wrappers running around an event's chain now, outermost first.
+    pub fn wrappers(&self, event: &str) -> Result<Vec<String>, EngineError> {
+        self.slot(event)
+            .map(|s| s.wrapper_names())
             .map_err(|_| EngineError::UnknownEvent(event.to_owned()))
     }
 

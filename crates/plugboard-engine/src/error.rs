@@ -73,6 +73,14 @@ pub enum EngineError {
         /// The state type asked for.
         requested: String,
     },
+    /// The event is declared in the other mode (waterfall or collecting) than asked for.
+    #[error("{}", mode_mismatch(.event, *.declared))]
+    ModeMismatch {
+        /// The event.
+        event: String,
+        /// How it was declared.
+        declared: plugboard_core::Mode,
+    },
     /// The plugin's state type does not match the event's.
     #[error("plugin `{plugin}` handles `{found}`, but event `{event}` carries `{expected}`")]
     StateMismatch {
@@ -232,5 +240,16 @@ pub enum CallError {
 impl From<crate::persist::PersistError> for EngineError {
     fn from(e: crate::persist::PersistError) -> Self {
         EngineError::Persist(e)
+    }
+}
+
+fn mode_mismatch(event: &str, declared: plugboard_core::Mode) -> String {
+    match declared {
+        plugboard_core::Mode::Collect => format!(
+            "event `{event}` collects: its plugins are collectors (`Collector`, `Engine::register_collector`) and it is called with `Engine::collector`"
+        ),
+        plugboard_core::Mode::Waterfall => format!(
+            "event `{event}` is a waterfall: its plugins are `Plugin`s and it is called with `Engine::hook`"
+        ),
     }
 }

@@ -38,11 +38,13 @@ mod background;
 mod chain;
 mod change;
 mod code;
+mod collect;
 mod engine;
 mod error;
 mod graph;
 mod persist;
 mod stopper;
+mod wrap;
 
 pub use background::Spawned;
 pub use chain::{
@@ -51,11 +53,14 @@ pub use chain::{
 };
 pub use change::{Cause, LifecycleEvent};
 pub use code::{AsyncStep, BoxFuture, Callbacks, Code, CodeKind, EncodedStep, SyncStep};
+pub use collect::{Collected, Contribution};
 pub use engine::{
-    BootReport, Engine, EngineBuilder, Health, Hook, PluginInfo, Report, Target, WeakEngine,
+    BootReport, CollectHook, Engine, EngineBuilder, Health, Hook, PluginInfo, Report, Target,
+    WeakEngine,
 };
 pub use error::{CallError, EngineError, Failure, FailureKind, Op};
 pub use persist::{Changeset, PersistError, Persistence, StoredRecord};
 pub use plugboard_core::Registration;
 /// The channel type of [`Engine::subscribe`].
 pub use tokio::sync::broadcast;
+pub use wrap::{After, MAX_RETRIES, Outcome, Wrapper};

@@ -309,8 +309,12 @@ const views = {
       try { st = JSON.parse($("#try-state").value); } catch (e) { toast("state is not JSON: " + e.message, true); return; }
       try {
         const out = await api("POST", `/api/events/${encodeURIComponent($("#try-event").value)}/call`, { state: st });
+        const collected = out.result && Array.isArray(out.result.results) ? out.result : null;
         $("#try-result").innerHTML = `<div class="card"><h3>Trace</h3>
           ${waterfall(out.trace || [])}
+          ${collected ? `<h3>Collected</h3><table id="collected"><thead><tr><th>Plugin</th><th>Answer</th></tr></thead><tbody>
+            ${collected.results.map((r) => `<tr data-from="${esc(r.plugin)}"><td>${esc(r.plugin)}</td><td><code>${esc(JSON.stringify(r.output))}</code></td></tr>`).join("") || '<tr><td colspan="2" class="muted">No plugin answered.</td></tr>'}
+            </tbody></table>${collected.stopped_by ? `<p>Collection ended by <strong>${esc(collected.stopped_by)}</strong>.</p>` : ""}` : ""}
           ${out.halted_by ? `<p>Halted by <strong>${esc(out.halted_by)}</strong>.</p>` : ""}
           ${out.error ? `<p class="outcome-failed">${esc(out.error.message)}</p>` : ""}
           <h3>Result</h3><pre>${esc(JSON.stringify(out.result, null, 2))}</pre></div>`;
@@ -411,12 +415,16 @@ function chart(line, s, wide) {
 // took), with what it changed in the state it was given.
 function waterfall(trace) {
   if (!trace.length) return `<p class="muted">No plugin ran: the chain is empty.</p>`;
-  const total = trace.reduce((a, t) => a + Number(t.elapsed_us || 0), 0) || 1;
+  // Steps follow one another; a wrapper's bar spans the whole call it ran around.
+  const steps = trace.filter((t) => t.outcome !== "wrapped");
+  const total = Math.max(steps.reduce((a, t) => a + Number(t.elapsed_us || 0), 0),
+    ...trace.map((t) => Number(t.elapsed_us || 0))) || 1;
   let start = 0;
   const rows = trace.map((t, i) => {
     const us = Number(t.elapsed_us || 0);
-    const left = (start / total) * 100, width = Math.max(0.6, (us / total) * 100);
-    start += us;
+    const wrapped = t.outcome === "wrapped";
+    const left = wrapped ? 0 : (start / total) * 100, width = Math.max(0.6, (us / total) * 100);
+    if (!wrapped) start += us;
     const changes = t.changes || [];
     const value = (v) => `<code>${esc(JSON.stringify(v))}</code>`;
     const change = (c) => `<li><code class="wf-path">${esc(c.path || "/")}</code> ${
@@ -440,13 +448,20 @@ function eventCard(e) {
   const plugins = (e.plugins || []).map(rec);
   const byName = Object.fromEntries(plugins.map((p) => [p.name, p]));
   const chain = (e.chain || []).map((n) => byName[n] || { name: n });
-  const out = plugins.filter((p) => !(e.chain || []).includes(p.name));
-  return `<section class="card" data-event="${esc(e.name)}" aria-label="${esc(e.name)}">
-    <h3>${esc(e.name)} <span class="muted">${esc(e.section)}</span></h3>
-    <div class="chain" data-chain="${esc(e.name)}">${chain.length ? chain.map((p, i) => `${i ? '<span class="arrow" aria-hidden="true">→</span>' : ""}
+  const wrappers = (e.wrappers || []).map((n) => byName[n] || { name: n });
+  const collect = e.mode === "collect";
+  const out = plugins.filter((p) => !(e.chain || []).includes(p.name) && !(e.wrappers || []).includes(p.name));
+  const steps = `<div class="chain" data-chain="${esc(e.name)}">${chain.length ? chain.map((p, i) => `${i ? `<span class="arrow" aria-hidden="true">${collect ? "+" : "→"}</span>` : ""}
       <div class="step ${p.kind === "encoded" ? "wasm" : ""}" data-plugin="${esc(p.name)}"><div class="name">${esc(p.name)}</div>
       ${statusBadge(p.status)}${kindBadge(p.kind)}${badge("prio " + p.priority)}${p.package ? badge("pkg " + p.package) : ""}</div>`).join("")
-      : '<span class="muted">empty chain: a call returns its state unchanged</span>'}</div>
+      : `<span class="muted">empty chain: ${collect ? "a call collects nothing" : "a call returns its state unchanged"}</span>`}</div>`;
+  // Each wrapper is drawn as a frame around what it wraps: the outermost is the first.
+  const framed = wrappers.reduceRight((inside, w) => `<div class="wrapper" data-wrapper="${esc(w.name)}">
+      <div class="wrapper-name">${esc(w.name)} ${statusBadge(w.status)}${kindBadge(w.kind)}${badge("prio " + w.priority)}<span class="muted">runs around</span></div>${inside}</div>`, steps);
+  return `<section class="card" data-event="${esc(e.name)}" data-mode="${esc(e.mode || "waterfall")}" aria-label="${esc(e.name)}">
+    <h3>${esc(e.name)} <span class="muted">${esc(e.section)}</span> ${collect ? badge("collects", "k-collect") : ""}</h3>
+    ${collect ? `<p class="muted">Each plugin is given the same input and answers; a call returns every answer, each with its plugin.</p>` : ""}
+    ${framed}
     ${out.length ? `<div class="muted">Out of the chain:</div><div class="chain">${out.map((p) => `<div class="step out" data-out="${esc(p.name)}">
       <div class="name">${esc(p.name)}</div>${statusBadge(p.status)}${kindBadge(p.kind)}<div class="muted">${esc(whyOut(p))}</div></div>`).join("")}</div>` : ""}
     <div class="charts" data-series-event="${esc(e.name)}"></div>

@@ -539,6 +539,7 @@ fn plugin_summary(p: &PluginInfo) -> PluginSummary {
         priority: p.record.priority,
         kind: p.kind,
         in_chain: p.in_chain,
+        wrapper: p.wrapper,
         waiting_for: p.waiting_for.clone(),
         package: p.record.package().map(str::to_owned),
     }
@@ -550,6 +551,8 @@ fn event_view(state: &Shared, info: &EventInfo, all: &[PluginInfo], schema: bool
         section: info.section.to_string(),
         doc: info.doc.to_string(),
         fields: info.fields(),
+        mode: info.mode,
+        wrappers: state.engine.wrappers(&info.name).unwrap_or_default(),
         chain: state.engine.chain(&info.name).unwrap_or_default(),
         plugins: all
             .iter()
@@ -557,6 +560,7 @@ fn event_view(state: &Shared, info: &EventInfo, all: &[PluginInfo], schema: bool
             .map(plugin_summary)
             .collect(),
         schema: schema.then(|| info.schema.clone()),
+        output: if schema { info.output.clone() } else { None },
     }
 }
 
@@ -613,6 +617,7 @@ fn call_result(input: &Value, t: Trace<Value>) -> CallResult {
             let (outcome, failure) = match s.outcome {
                 plugboard_engine::StepOutcome::Continued => (StepOutcome::Continued, None),
                 plugboard_engine::StepOutcome::Halted => (StepOutcome::Halted, None),
+                plugboard_engine::StepOutcome::Wrapped => (StepOutcome::Wrapped, None),
                 plugboard_engine::StepOutcome::Failed { failure } => {
                     (StepOutcome::Failed, Some(failure))
                 }
@@ -679,7 +684,14 @@ pub(crate) async fn call_event(
             "`state` must be a JSON object (the event's state)",
         ));
     }
-    let input_state = body.state.clone();
+    // Each step's changes are against what it was given: for a collecting event, what was
+    // gathered so far (nothing, before the first).
+    let input_state = match state.engine.event(&name).map(|e| e.mode) {
+        Some(plugboard_core::Mode::Collect) => {
+            serde_json::json!({ "results": [], "stopped_by": null })
+        }
+        _ => body.state.clone(),
+    };
     let (engine, ev, input) = (state.engine.clone(), name.clone(), body.state.clone());
     let trace =
         tokio::task::spawn_blocking(move || engine.trace_json(&ev, input, &CallOptions::default()))

@@ -27,6 +27,10 @@ use crate::Shared;
 const FORM: &str = include_str!("../assets/demo.html");
 const WELCOME: &str = include_str!("../assets/demo-welcome.html");
 const HOOKS: &str = include_str!("../assets/demo-hooks.html");
+const SEARCH: &str = include_str!("../assets/demo-search.html");
+
+/// The most of a search the demo passes on.
+const SEARCH_TEXT: usize = 200;
 
 /// Sign-ups the demo remembers; past this the oldest is forgotten, so that anyone who
 /// can reach the demo cannot grow the server's memory without bound.
@@ -85,6 +89,7 @@ pub(crate) fn routes() -> axum::Router<Shared> {
     axum::Router::new()
         .route("/demo", get(form))
         .route("/demo/signup", post(signup))
+        .route("/demo/search", get(search))
         .route(
             "/demo/hooks",
             get(hooks)
@@ -154,6 +159,92 @@ async fn hooks(State(state): State<Shared>) -> Html<String> {
         format!("<ol id=\"hooks\" reversed>{items}</ol>")
     };
     Html(HOOKS.replace("{{list}}", &list))
+}
+
+/// The words of a search.
+#[derive(Deserialize)]
+struct SearchQuery {
+    #[serde(default)]
+    q: String,
+}
+
+/// `GET /demo/search?q=…`: calls the collecting event `on_content_search` with the words
+/// and lists every plugin's answer with the plugin that gave it.
+async fn search(
+    State(state): State<Shared>,
+    axum::extract::Query(query): axum::extract::Query<SearchQuery>,
+) -> Response {
+    let text: String = query.q.trim().chars().take(SEARCH_TEXT).collect();
+    let results = if text.is_empty() {
+        String::new()
+    } else {
+        let engine = state.engine.clone();
+        let input = json!({ "data": { "text": text } });
+        let answer = tokio::task::spawn_blocking(move || {
+            engine.call_json(
+                "on_content_search",
+                input,
+                &plugboard_engine::CallOptions::default(),
+            )
+        })
+        .await;
+        match answer {
+            Ok(Ok(found)) => search_results(&found),
+            Ok(Err(e)) => format!(
+                "<p class=\"outcome-failed\" id=\"search-error\">The search failed: {}</p>",
+                escape(&e.to_string())
+            ),
+            Err(e) => format!(
+                "<p class=\"outcome-failed\" id=\"search-error\">The search failed: {}</p>",
+                escape(&e.to_string())
+            ),
+        }
+    };
+    Html(
+        SEARCH
+            .replace("{{q}}", &escape(&text))
+            .replace("{{results}}", &results),
+    )
+    .into_response()
+}
+
+/// Every answer (`{results: [{plugin, output}], stopped_by}`) as a list, each hit with its
+/// plugin.
+fn search_results(found: &Value) -> String {
+    let hits: Vec<String> = found["results"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            let plugin = r["plugin"].as_str().unwrap_or_default();
+            let hit = &r["output"];
+            let text = |k: &str| escape(hit[k].as_str().unwrap_or_default());
+            // Only paths on this host are links: a plugin's answer is not trusted with
+            // where a visitor goes.
+            let href = hit["href"].as_str().unwrap_or_default();
+            let title = if href.starts_with('/') && !href.starts_with("//") {
+                format!("<a href=\"{}\">{}</a>", escape(href), text("title"))
+            } else {
+                text("title")
+            };
+            format!(
+                "<li class=\"card\" data-from=\"{}\"><strong>{title}</strong> <span class=\"badge\">from {}</span><p>{}</p></li>",
+                escape(plugin),
+                escape(plugin),
+                text("text")
+            )
+        })
+        .collect();
+    if hits.is_empty() {
+        "<p id=\"no-results\">No plugin found anything.</p>".to_owned()
+    } else {
+        let n = hits.len();
+        format!(
+            "<p>{n} answer{}.</p><ol id=\"results\">{}</ol>",
+            if n == 1 { "" } else { "s" },
+            hits.concat()
+        )
+    }
 }
 
 /// HTML-escapes text, and `{` too: the pages are filled in by replacing `{{…}}`, so text

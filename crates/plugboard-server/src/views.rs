@@ -3,7 +3,7 @@
 //! types (records, failures, packages, activity) are answered as they are; these add what
 //! the API puts around them.
 
-use plugboard_core::{PluginRecord, Priority, Status};
+use plugboard_core::{Mode, PluginRecord, Priority, Status};
 use plugboard_engine::{CodeKind, Failure, Health, PluginInfo, PluginProfile};
 use serde::Serialize;
 use serde_json::Value;
@@ -79,8 +79,11 @@ pub(crate) struct PluginSummary {
     pub(crate) priority: Priority,
     /// The kind of its code, when loaded.
     pub(crate) kind: Option<CodeKind>,
-    /// Whether it is in the chain now.
+    /// Whether it is in the chain now (around it, for a wrapper).
     pub(crate) in_chain: bool,
+    /// It runs around the rest of the chain (a wrapper).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) wrapper: bool,
     /// Hard dependencies that are not active.
     pub(crate) waiting_for: Vec<String>,
     /// The package that installed it, if one did.
@@ -96,8 +99,14 @@ pub(crate) struct EventView {
     pub(crate) section: String,
     /// When it fires.
     pub(crate) doc: String,
-    /// The top-level fields of its state.
+    /// The top-level fields of its state (of the input every plugin is given, for a
+    /// collecting event).
     pub(crate) fields: Vec<String>,
+    /// How its chain runs: `waterfall` (the state passes from plugin to plugin) or
+    /// `collect` (each plugin answers the same input; a call returns every answer).
+    pub(crate) mode: Mode,
+    /// The wrappers that run around the chain, outermost first.
+    pub(crate) wrappers: Vec<String>,
     /// The plugins that run on a call, in order.
     pub(crate) chain: Vec<String>,
     /// Every plugin registered on it.
@@ -106,6 +115,11 @@ pub(crate) struct EventView {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub(crate) schema: Option<Value>,
+    /// For a collecting event, the JSON Schema of one plugin's contribution
+    /// (`GET /api/events/{name}` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub(crate) output: Option<Value>,
 }
 
 /// How a plugin's step ended.
@@ -118,6 +132,8 @@ pub(crate) enum StepOutcome {
     Halted,
     /// It failed (see `failure`).
     Failed,
+    /// A wrapper ran around the rest of the chain (its time includes theirs).
+    Wrapped,
 }
 
 /// One plugin's step in a call.

@@ -20,10 +20,11 @@ impl Store {
         let rows: Vec<(String, String, String, String)> = events
             .into_iter()
             .map(|e| {
-                let schema = serde_json::to_string(&e.schema).map_err(|e| StoreError::Invalid {
-                    field: "events.schema",
-                    why: e.to_string(),
-                })?;
+                let schema =
+                    serde_json::to_string(&stored_schema(&e)).map_err(|e| StoreError::Invalid {
+                        field: "events.schema",
+                        why: e.to_string(),
+                    })?;
                 Ok((
                     e.name.into_owned(),
                     e.section.into_owned(),
@@ -70,9 +71,34 @@ impl Store {
                             table: "events",
                             why: format!("{name}: {e}"),
                         })?;
-                    Ok(EventInfo::dynamic(name, section, doc).with_schema(schema))
+                    Ok(read_schema(EventInfo::dynamic(name, section, doc), schema))
                 })
                 .collect()
         })
+    }
+}
+
+/// The keyword a collecting event's mode and contribution schema are kept under, inside
+/// its state's schema (JSON Schema ignores keywords it does not know), so that the row
+/// keeps one schema column.
+const EXTENSION: &str = "x-plugboard";
+
+fn stored_schema(e: &EventInfo) -> serde_json::Value {
+    let mut schema = e.schema.clone();
+    if let (Some(output), Some(obj)) = (&e.output, schema.as_object_mut()) {
+        obj.insert(
+            EXTENSION.to_owned(),
+            serde_json::json!({ "mode": e.mode, "output": output }),
+        );
+    }
+    schema
+}
+
+fn read_schema(info: EventInfo, mut schema: serde_json::Value) -> EventInfo {
+    let ext = schema.as_object_mut().and_then(|o| o.remove(EXTENSION));
+    let info = info.with_schema(schema);
+    match ext.and_then(|x| x.get("output").cloned()) {
+        Some(output) => info.collecting(output),
+        None => info,
     }
 }

@@ -42,22 +42,23 @@
 //! ```
 
 pub use plugboard_core::{
-    AsyncPlugin, Context, DependType, EMPTY_META, Event, EventInfo, FnPlugin, Json, Meta, Plugin,
-    PluginRecord, Priority, PriorityError, Reason, Registration, Reply, Status, event, from_fn,
-    reference, schema_of, serde_json,
+    AsyncCollector, AsyncPlugin, Collect, Collector, Context, Contribute, DependType, EMPTY_META,
+    Event, EventInfo, FnPlugin, Json, Meta, Mode, Plugin, PluginRecord, Priority, PriorityError,
+    Reason, Registration, Reply, Status, event, from_fn, reference, schema_of, serde_json,
 };
 pub use plugboard_engine::{
-    AsyncStep, BootReport, BoxFuture, CallError, CallOptions, Callbacks, Cause, Changeset, Code,
-    CodeKind, EncodedStep, Engine, EngineBuilder, EngineError, Failure, FailureKind, Health, Hook,
-    LifecycleEvent, OnFailure, Op, PersistError, Persistence, PluginInfo, PluginProfile, Report,
-    Spawned, StepOutcome, StoredRecord, SyncStep, Target, Trace, TraceStep, broadcast,
+    After, AsyncStep, BootReport, BoxFuture, CallError, CallOptions, Callbacks, Cause, Changeset,
+    Code, CodeKind, CollectHook, Collected, Contribution, EncodedStep, Engine, EngineBuilder,
+    EngineError, EventProfile, Failure, FailureKind, Health, Hook, LifecycleEvent, MAX_RETRIES,
+    OnFailure, Op, Outcome, PersistError, Persistence, PluginInfo, PluginProfile, Report, Spawned,
+    StepOutcome, StoredRecord, SyncStep, Target, Trace, TraceStep, Wrapper, broadcast,
 };
 
 /// The names most hosts and plugins use.
 pub mod prelude {
     pub use crate::{
-        AsyncPlugin, CallOptions, Context, Engine, Event, Hook, Meta, OnFailure, Plugin,
-        Registration, Reply, Status, Target,
+        After, AsyncPlugin, CallOptions, Collect, Collector, Context, Contribute, Engine, Event,
+        Hook, Meta, OnFailure, Outcome, Plugin, Registration, Reply, Status, Target, Wrapper,
     };
 }
 

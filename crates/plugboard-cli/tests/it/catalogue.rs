@@ -41,6 +41,36 @@ fn events_json_has_32_events_with_fields() {
 }
 
 #[test]
+fn a_collecting_event_shows_its_mode_and_both_schemas() {
+    let v: serde_json::Value =
+        serde_json::from_str(&stdout(&plugboard(&["events", "--json"]))).unwrap();
+    let search = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "on_content_search")
+        .unwrap();
+    assert_eq!(search["mode"], "collect");
+    assert_eq!(search["output"]["title"], "SearchHit");
+    let prepare = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "on_content_prepare")
+        .unwrap();
+    assert_eq!(prepare["mode"], "waterfall");
+    let shown: serde_json::Value = serde_json::from_str(&stdout(&plugboard(&[
+        "events",
+        "show",
+        "on_content_search",
+    ])))
+    .unwrap();
+    assert_eq!(shown["mode"], "collect");
+    assert_eq!(shown["input"]["title"], "Payload");
+    assert!(shown["output"]["properties"]["href"].is_object(), "{shown}");
+}
+
+#[test]
 fn events_show_prints_the_json_schema() {
     let schema: serde_json::Value = serde_json::from_str(&stdout(&plugboard(&[
         "events",

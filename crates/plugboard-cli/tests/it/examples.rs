@@ -84,3 +84,43 @@ fn serve_installs_the_webhook_granted_its_demo_receiver_and_it_follows_a_new_por
     );
     drop(third);
 }
+
+#[test]
+fn the_demo_search_lists_every_plugins_answer_a_wasm_packages_among_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    let server = serve(&home);
+    // `on_content_search` collects: the sample `pages` plugin (native) and the
+    // `site-search` example package (WebAssembly) both answer.
+    let (status, event) = http(&server, "GET", "/api/events/on_content_search", None);
+    assert_eq!(status, 200, "{event}");
+    let event: serde_json::Value = serde_json::from_str(&event).unwrap();
+    assert_eq!(event["mode"], "collect");
+    assert_eq!(event["chain"], serde_json::json!(["pages", "site-search"]));
+    let (status, page) = http(&server, "GET", "/demo/search?q=search", None);
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("2 answers"), "{page}");
+    assert!(
+        page.contains("data-from=\"pages\"") && page.contains("data-from=\"site-search\""),
+        "{page}"
+    );
+    assert!(
+        page.contains("<a href=\"/docs/search\">Search events</a>"),
+        "{page}"
+    );
+    // Words no plugin knows: nothing found, said so.
+    let (_, page) = http(&server, "GET", "/demo/search?q=zzzz", None);
+    assert!(page.contains("No plugin found anything."), "{page}");
+    // Markup in the words is shown as text.
+    let (_, page) = http(&server, "GET", "/demo/search?q=%3Cscript%3E", None);
+    assert!(
+        page.contains("value=\"&lt;script&gt;\"") && !page.contains("<script>"),
+        "{page}"
+    );
+    // Stopping the package leaves the native plugin's answer.
+    stdout(&run(&home, &["stop", "site-search"]));
+    wait_for(PROMPTLY, "the stop reaches the server", || {
+        let (_, page) = http(&server, "GET", "/demo/search?q=search", None);
+        page.contains("1 answer.") && !page.contains("data-from=\"site-search\"")
+    });
+}

@@ -381,7 +381,7 @@ fn serve_says_what_it_runs_then_the_address_and_token_last_and_logs_one_readable
     );
     let summary = &out[ready];
     assert!(
-        summary.contains("32 events") && summary.contains("5 of 5 packages loaded"),
+        summary.contains("32 events") && summary.contains("6 of 6 packages loaded"),
         "{summary}"
     );
     assert!(

@@ -169,7 +169,7 @@ fn postgres_restarts_stalls_and_lost_connections_fail_no_call_lose_nothing_ackno
     // The bundled examples stay out: this test is about the database, not packages.
     let offered = serde_json::json!({ "offered": [
         "wasm-audit-1.0.0.pbpkg", "title-validator-1.0.0.pbpkg", "audit-follower-1.0.0.pbpkg",
-        "ip-ban-1.0.0.pbpkg", "webhook-1.0.0.pbpkg"] })
+        "ip-ban-1.0.0.pbpkg", "site-search-1.0.0.pbpkg", "webhook-1.0.0.pbpkg"] })
     .to_string();
     let cli = |args: &[&str]| {
         crate::plugboard_in(&home_a)
@@ -404,7 +404,7 @@ fn sqlite_hosts_killed_mid_write_lose_nothing_acknowledged_and_leave_the_file_to
     }
     let offered = serde_json::json!({ "offered": [
         "wasm-audit-1.0.0.pbpkg", "title-validator-1.0.0.pbpkg", "audit-follower-1.0.0.pbpkg",
-        "ip-ban-1.0.0.pbpkg", "webhook-1.0.0.pbpkg"] })
+        "ip-ban-1.0.0.pbpkg", "site-search-1.0.0.pbpkg", "webhook-1.0.0.pbpkg"] })
     .to_string();
     let out = crate::plugboard_in(&homes[0])
         .env("PLUGBOARD_DATABASE_URL", &url)
@@ -528,7 +528,7 @@ fn a_full_disk_refuses_writes_clearly_keeps_what_was_acknowledged_and_recovers()
     let url = format!("sqlite://{}", disk.join("plugboard.db").display());
     let offered = serde_json::json!({ "offered": [
         "wasm-audit-1.0.0.pbpkg", "title-validator-1.0.0.pbpkg", "audit-follower-1.0.0.pbpkg",
-        "ip-ban-1.0.0.pbpkg", "webhook-1.0.0.pbpkg"] })
+        "ip-ban-1.0.0.pbpkg", "site-search-1.0.0.pbpkg", "webhook-1.0.0.pbpkg"] })
     .to_string();
     let out = crate::plugboard_in(&home)
         .env("PLUGBOARD_DATABASE_URL", &url)

@@ -1,15 +1,22 @@
 //! The reference event catalogue: the 32 events of Mishka Installer 0.0.3.
 //!
 //! Structured events carry typed states with exactly Mishka's fields; the placeholder
-//! events carry the generic [`Payload`]. [`catalogue`] lists them all.
+//! events carry the generic [`Payload`]. The two search events collect: each plugin
+//! answers the search with its own [`SearchHit`]s or [`SearchArea`]s, as Joomla's
+//! `onContentSearch` and `onContentSearchAreas` gather every plugin's results. [`catalogue`]
+//! lists them all.
 
 mod types;
 
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-pub use types::{Conn, Endpoint, ErrorPayload, Ip, ModifierUser, Payload, SaveStatus, UserInfo};
+pub use types::{
+    Conn, Endpoint, ErrorPayload, Ip, ModifierUser, Payload, SaveStatus, SearchArea, SearchHit,
+    UserInfo,
+};
 
+use crate::collect::Collect;
 use crate::event::{Event, EventInfo};
 
 /// Section of the content events.
@@ -352,10 +359,27 @@ placeholders! {
     OnContentAfterDelete("on_content_after_delete", "content");
     /// Fires when a content item's state (published, archived…) changes.
     OnContentChangeState("on_content_change_state", "content");
-    /// Fires when content is searched.
-    OnContentSearch("on_content_search", "content");
-    /// Fires when the content search collects its searchable areas.
-    OnContentSearchAreas("on_content_search_areas", "content");
+}
+
+crate::event! {
+    /// Fires when content is searched: every plugin is given the search (`data.text`, and
+    /// as Joomla passes them `data.phrase`, `data.ordering`, `data.areas`) and answers with
+    /// what it found.
+    pub OnContentSearch("on_content_search", section = "content") => Payload;
+}
+
+impl Collect for OnContentSearch {
+    type Output = SearchHit;
+}
+
+crate::event! {
+    /// Fires when the content search collects its searchable areas: every plugin answers
+    /// with an area it can search.
+    pub OnContentSearchAreas("on_content_search_areas", section = "content") => Payload;
+}
+
+impl Collect for OnContentSearchAreas {
+    type Output = SearchArea;
 }
 
 /// Every reference event's info, structured ones first, in a stable order.
@@ -375,6 +399,8 @@ pub fn catalogue() -> Vec<EventInfo> {
         OnUserLoginFailure::info(),
     ];
     all.extend(placeholder_infos());
+    all.push(OnContentSearch::collect_info());
+    all.push(OnContentSearchAreas::collect_info());
     all
 }
 
@@ -414,15 +440,20 @@ pub fn for_each<V: Visit>(visitor: &mut V) {
         OnContentBeforeDelete,
         OnContentAfterDelete,
         OnContentChangeState,
-        OnContentSearch,
-        OnContentSearchAreas,
     );
+    visitor.visit_collect::<OnContentSearch>();
+    visitor.visit_collect::<OnContentSearchAreas>();
 }
 
 /// A generic visitor over event types, for [`for_each`].
 pub trait Visit {
-    /// Called once per event type.
+    /// Called once per waterfall event type.
     fn visit<E: Event>(&mut self);
+
+    /// Called once per collecting event type; by default as [`Visit::visit`] is.
+    fn visit_collect<E: Collect>(&mut self) {
+        self.visit::<E>();
+    }
 }
 
 // Decoding in place overwrites every field of these but a request's skipped native object.

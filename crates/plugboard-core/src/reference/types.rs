@@ -339,3 +339,48 @@ pub struct Payload {
 
 /// Fields of a user, as a map (Mishka's `user_info`).
 pub type UserInfo = Map<String, Value>;
+
+/// One thing a plugin found for `on_content_search` (Joomla's search result: a title, a
+/// link, a snippet, where it lives).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SearchHit {
+    /// What to show as the result's title.
+    pub title: String,
+    /// Where it leads.
+    pub href: String,
+    /// A snippet of the matching text.
+    #[serde(default)]
+    pub text: String,
+    /// The area it belongs to (one of `on_content_search_areas`' names), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub section: Option<String>,
+    /// Anything else the plugin adds.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub extra: Map<String, Value>,
+}
+
+impl SearchHit {
+    /// A hit with a title and a link.
+    pub fn new(title: impl Into<String>, href: impl Into<String>) -> Self {
+        SearchHit {
+            title: title.into(),
+            href: href.into(),
+            ..SearchHit::default()
+        }
+    }
+
+    /// The snippet.
+    pub fn text(mut self, text: impl Into<String>) -> Self {
+        self.text = text.into();
+        self
+    }
+}
+
+/// An area the content search can be narrowed to, from `on_content_search_areas`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SearchArea {
+    /// Its name, as searches and hits refer to it.
+    pub name: String,
+    /// What to show for it.
+    pub label: String,
+}

@@ -52,6 +52,7 @@ pub(super) fn info_of(views: &Views, e: &Entry, dependents: Vec<String>) -> Plug
         record: e.record.clone(),
         loaded: e.code.is_some(),
         kind: e.code.as_ref().map(Code::kind),
+        wrapper: e.code.as_ref().is_some_and(Code::is_wrapper),
         in_chain: active.contains(&e.record.name) && e.record.status.is_active(),
         waiting_for: waiting_for(&e.record, active),
         dependents,

@@ -125,3 +125,91 @@ impl<E: Event> Hook<E> {
         self.slot.names()
     }
 }
+
+/// A typed handle on a collecting event: asks each plugin of its chain, in order, and
+/// returns their contributions. Cheap to clone.
+///
+/// ```
+/// use plugboard_core::reference::{OnContentSearch, Payload, SearchHit};
+/// use plugboard_core::{Collector, Context, Contribute};
+/// use plugboard_engine::{Engine, Registration};
+///
+/// struct Pages;
+/// impl Collector<OnContentSearch> for Pages {
+///     fn collect(&self, input: &Payload, _cx: &Context<'_>) -> Contribute<SearchHit> {
+///         let text = input.data["text"].as_str().unwrap_or_default();
+///         Contribute::Add(SearchHit::new(format!("Pages about {text}"), "/pages"))
+///     }
+/// }
+///
+/// let engine = Engine::new();
+/// engine.register_collector::<OnContentSearch, _>(Registration::new("pages"), Pages)?;
+/// engine.start("pages")?;
+/// let search = engine.collector::<OnContentSearch>()?;
+/// let mut input = Payload::default();
+/// input.data.insert("text".into(), "rust".into());
+/// let found = search.collect(input)?;
+/// assert_eq!(&*found.results[0].plugin, "pages");
+/// assert_eq!(found.results[0].output.title, "Pages about rust");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct CollectHook<E: Collect> {
+    pub(super) slot: Arc<Slot<Gather<E::State, E::Output>>>,
+    pub(super) _e: PhantomData<fn() -> E>,
+}
+
+impl<E: Collect> Clone for CollectHook<E> {
+    fn clone(&self) -> Self {
+        CollectHook {
+            slot: self.slot.clone(),
+            _e: PhantomData,
+        }
+    }
+}
+
+impl<E: Collect> CollectHook<E> {
+    /// Asks every plugin, in chain order, until one ends the collection. A failing
+    /// plugin is handled by the event's failure policy: `Error` fails the call, `Skip`
+    /// leaves its contribution out, `ReturnInput` returns nothing collected.
+    #[inline]
+    pub fn collect(&self, input: E::State) -> Result<Collected<E::Output>, CallError> {
+        self.slot
+            .collect(input, &EMPTY_META)
+            .map(Gather::into_collected)
+    }
+
+    /// [`CollectHook::collect`] with read-only meta for the plugins.
+    #[inline]
+    pub fn collect_with(
+        &self,
+        input: E::State,
+        meta: &Meta,
+    ) -> Result<Collected<E::Output>, CallError> {
+        self.slot.collect(input, meta).map(Gather::into_collected)
+    }
+
+    /// Asks a chain that may contain async plugins.
+    pub async fn collect_async(&self, input: E::State) -> Result<Collected<E::Output>, CallError> {
+        let room = self.slot.len();
+        self.slot
+            .call_async(Gather::new(input, room), &EMPTY_META)
+            .await
+            .map(Gather::into_collected)
+    }
+
+    /// Asks every plugin and reports each one's step.
+    pub fn trace(&self, input: E::State) -> Trace<Collected<E::Output>> {
+        let room = self.slot.len();
+        let t = self.slot.trace(Gather::new(input, room), &EMPTY_META);
+        Trace {
+            result: t.result.map(Gather::into_collected),
+            steps: t.steps,
+            halted_by: t.halted_by,
+        }
+    }
+
+    /// The plugins in the chain now, in order.
+    pub fn plugins(&self) -> Vec<String> {
+        self.slot.names()
+    }
+}

@@ -30,8 +30,51 @@ impl Engine {
         self.register_code(E::NAME, registration, Code::native_async::<E, P>(plugin))
     }
 
+    /// Registers (or re-registers) a wrapper on event `E`: it runs around the rest of the
+    /// chain (see [`Wrapper`](crate::Wrapper)). Wrappers are ordered among themselves as
+    /// plugins are; the first runs outermost.
+    pub fn register_wrapper<E: Event, W: crate::wrap::Wrapper<E>>(
+        &self,
+        registration: Registration,
+        wrapper: W,
+    ) -> Result<PluginRecord, EngineError> {
+        validate_name("plugin", &registration.name)?;
+        self.typed_slot::<E>()?;
+        self.register_code(E::NAME, registration, Code::wrapper::<E, W>(wrapper))
+    }
+
+    /// Registers (or re-registers) a collector on the collecting event `E`.
+    pub fn register_collector<E: Collect, P: Collector<E>>(
+        &self,
+        registration: Registration,
+        plugin: P,
+    ) -> Result<PluginRecord, EngineError> {
+        validate_name("plugin", &registration.name)?;
+        self.collect_slot::<E>()?;
+        let name: Arc<str> = Arc::from(registration.name.as_str());
+        self.register_code(E::NAME, registration, Code::collector::<E, P>(name, plugin))
+    }
+
+    /// Registers (or re-registers) an async collector on the collecting event `E`.
+    pub fn register_async_collector<E: Collect, P: AsyncCollector<E>>(
+        &self,
+        registration: Registration,
+        plugin: P,
+    ) -> Result<PluginRecord, EngineError> {
+        validate_name("plugin", &registration.name)?;
+        self.collect_slot::<E>()?;
+        let name: Arc<str> = Arc::from(registration.name.as_str());
+        self.register_code(
+            E::NAME,
+            registration,
+            Code::async_collector::<E, P>(name, plugin),
+        )
+    }
+
     /// Registers a plugin that works on JSON on any declared event, by name. On a typed
-    /// event the state is converted to JSON around this plugin's step only.
+    /// event the state is converted to JSON around this plugin's step only; on a
+    /// collecting event it is given the input and replies its contribution (`null`: none;
+    /// halt to end the collection).
     pub fn register_json<P: Plugin<Json>>(
         &self,
         event: &str,

@@ -8,6 +8,7 @@
 
 mod alloc;
 mod calls;
+mod collect;
 mod encoded;
 mod failures;
 mod json_async;
@@ -15,6 +16,7 @@ mod lifecycle;
 mod model;
 mod review;
 mod stress;
+mod wrap;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

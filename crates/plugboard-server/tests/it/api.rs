@@ -470,3 +470,130 @@ fn series_give_each_event_and_plugin_the_last_minutes_per_interval() {
         "{v}"
     );
 }
+
+/// Answers a search with one hit naming the words.
+struct Hits;
+
+impl plugboard_core::Collector<plugboard_core::reference::OnContentSearch> for Hits {
+    fn collect(
+        &self,
+        input: &plugboard_core::reference::Payload,
+        _: &plugboard_core::Context<'_>,
+    ) -> plugboard_core::Contribute<plugboard_core::reference::SearchHit> {
+        let text = input.data["text"].as_str().unwrap_or_default();
+        plugboard_core::Contribute::Add(plugboard_core::reference::SearchHit::new(
+            format!("about {text}"),
+            "/about",
+        ))
+    }
+}
+
+/// Marks the state on the way out.
+struct Mark;
+
+impl plugboard_engine::Wrapper<plugboard_core::reference::OnContentPrepare> for Mark {
+    type Token = ();
+
+    fn before(
+        &self,
+        state: plugboard_core::reference::Payload,
+        _: &plugboard_core::Context<'_>,
+    ) -> (
+        plugboard_core::Reply<plugboard_core::reference::Payload>,
+        (),
+    ) {
+        (plugboard_core::Reply::Continue(state), ())
+    }
+
+    fn after(
+        &self,
+        outcome: plugboard_engine::Outcome<plugboard_core::reference::Payload>,
+        _: &mut (),
+        _: &plugboard_core::Context<'_>,
+    ) -> plugboard_engine::After<plugboard_core::reference::Payload> {
+        plugboard_engine::After::Return(outcome.map(|r| {
+            let mut s = r.into_state();
+            s.extra.insert("marked".into(), true.into());
+            plugboard_core::Reply::Continue(s)
+        }))
+    }
+}
+
+#[test]
+fn collecting_events_and_wrappers_over_http() {
+    let env = Env::start();
+    env.engine
+        .register_collector::<plugboard_core::reference::OnContentSearch, _>(
+            plugboard_core::Registration::new("hits"),
+            Hits,
+        )
+        .unwrap();
+    env.engine.start("hits").unwrap();
+    env.engine
+        .register_wrapper::<plugboard_core::reference::OnContentPrepare, _>(
+            plugboard_core::Registration::new("mark"),
+            Mark,
+        )
+        .unwrap();
+    env.engine.start("mark").unwrap();
+
+    // The mode and the contribution's schema are part of the event's description.
+    let search = env.api("GET", "/api/events/on_content_search", None).json();
+    assert_eq!(search["mode"], "collect");
+    assert_eq!(search["chain"], json!(["hits"]));
+    assert!(
+        search["output"]["properties"]["href"].is_object(),
+        "{search}"
+    );
+    // A call answers every contribution with its plugin; the trace says what each added.
+    let r = env
+        .api(
+            "POST",
+            "/api/events/on_content_search/call",
+            Some(json!({ "state": { "data": { "text": "rust" } } })),
+        )
+        .json();
+    assert_eq!(r["result"]["results"][0]["plugin"], "hits");
+    assert_eq!(r["result"]["results"][0]["output"]["title"], "about rust");
+    assert_eq!(r["trace"][0]["changes"][0]["path"], "/results/0");
+
+    // Wrappers are listed apart from the chain, and run around it.
+    let prepare = env
+        .api("GET", "/api/events/on_content_prepare", None)
+        .json();
+    assert_eq!(prepare["mode"], "waterfall");
+    assert_eq!(prepare["wrappers"], json!(["mark"]));
+    assert_eq!(prepare["chain"], json!(["greeter", "shouter"]));
+    let mark = prepare["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "mark")
+        .unwrap();
+    assert_eq!(mark["wrapper"], true);
+    let r = env
+        .api(
+            "POST",
+            "/api/events/on_content_prepare/call",
+            Some(json!({ "state": { "data": {}, "extra": {} } })),
+        )
+        .json();
+    assert_eq!(r["result"]["extra"]["marked"], true);
+    assert_eq!(r["result"]["extra"]["shout"], "HELLO");
+    let outcomes: Vec<_> = r["trace"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["plugin"].clone(), s["outcome"].clone()))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            (json!("greeter"), json!("continued")),
+            (json!("shouter"), json!("continued")),
+            (json!("mark"), json!("wrapped")),
+        ]
+    );
+    let plugin = env.api("GET", "/api/plugins/mark", None).json();
+    assert_eq!(plugin["wrapper"], true);
+}

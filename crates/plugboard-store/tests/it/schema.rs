@@ -261,5 +261,21 @@ fn a_hosts_event_catalogue_is_recorded_and_read_back_with_its_schemas() {
         assert_eq!(events[0].section, "test");
         assert_eq!(events[0].doc, "A test event.");
         assert_eq!(events[0].schema, engine.event("on_store").unwrap().schema);
+        assert_eq!(events[0].mode, plugboard_core::Mode::Waterfall);
+        // A collecting event keeps its mode and its contribution's schema.
+        engine
+            .declare_collect::<plugboard_core::reference::OnContentSearch>()
+            .unwrap();
+        assert_eq!(store.publish_events(&engine).unwrap(), 2);
+        let search = store
+            .stored_events()
+            .unwrap()
+            .into_iter()
+            .find(|e| e.name == "on_content_search")
+            .unwrap();
+        let declared = engine.event("on_content_search").unwrap();
+        assert_eq!(search.mode, plugboard_core::Mode::Collect, "{backend:?}");
+        assert_eq!(search.output, declared.output);
+        assert_eq!(search.schema, declared.schema);
     });
 }
