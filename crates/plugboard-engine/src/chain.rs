@@ -395,14 +395,7 @@ impl<S: State> Slot<S> {
     /// The short walk of a plain chain: native steps only, and a panic ends the call.
     #[inline]
     fn run_plain(&self, chain: &Chain<S>, state: S, meta: &Meta) -> Result<S, CallError> {
-        self.plain_walk(chain, state, meta).0
-    }
-
-    /// The short walk; says whether a step halted (for a wrapper around it).
-    #[inline(always)]
-    fn plain_walk(&self, chain: &Chain<S>, state: S, meta: &Meta) -> (Result<S, CallError>, bool) {
         let pos = Cell::new(0usize);
-        let halted = Cell::new(false);
         let out = catch_unwind(AssertUnwindSafe(|| {
             let mut state = state;
             for (i, step) in chain.steps.iter().enumerate() {
@@ -416,7 +409,6 @@ impl<S: State> Slot<S> {
                     Reply::Continue(next) => next,
                     Reply::Halt(last) => {
                         step.stats.succeeded();
-                        halted.set(true);
                         return last;
                     }
                 };
@@ -424,20 +416,68 @@ impl<S: State> Slot<S> {
             }
             state
         }));
-        let out = out.map_err(|payload| {
-            let failure = Failure::from_panic(&*payload);
-            match chain.steps.get(pos.get()) {
-                Some(step) => {
-                    self.failed(step, &failure);
-                    self.error(step, failure)
-                }
-                None => CallError::PluginFailed {
-                    event: self.info.name.to_string(),
-                    plugin: String::new(),
-                    failure,
-                },
+        out.map_err(|payload| self.plain_failure(chain, pos.get(), &*payload))
+    }
+
+    /// A panic in a short walk, charged to the step at `pos`.
+    #[cold]
+    fn plain_failure(
+        &self,
+        chain: &Chain<S>,
+        pos: usize,
+        payload: &(dyn std::any::Any + Send),
+    ) -> CallError {
+        let failure = Failure::from_panic(payload);
+        match chain.steps.get(pos) {
+            Some(step) => {
+                self.failed(step, &failure);
+                self.error(step, failure)
             }
-        });
+            None => CallError::PluginFailed {
+                event: self.info.name.to_string(),
+                plugin: String::new(),
+                failure,
+            },
+        }
+    }
+
+    /// The short walk of plain steps that may collect, in wrappers or a collecting chain;
+    /// says whether a step halted (what a wrapper around it is told).
+    #[inline]
+    fn plain_walk(&self, chain: &Chain<S>, state: S, meta: &Meta) -> (Result<S, CallError>, bool) {
+        let pos = Cell::new(0usize);
+        let halted = Cell::new(false);
+        let out = catch_unwind(AssertUnwindSafe(|| {
+            let mut state = state;
+            for (i, step) in chain.steps.iter().enumerate() {
+                pos.set(i);
+                let cx = Context::new(&self.name, &step.name, meta);
+                match &step.runner {
+                    Runner::Native(runner) => {
+                        state = match runner.run(state, &cx) {
+                            Reply::Continue(next) => next,
+                            Reply::Halt(last) => {
+                                step.stats.succeeded();
+                                halted.set(true);
+                                return last;
+                            }
+                        };
+                    }
+                    Runner::Collect(runner) => {
+                        if runner.collect_into(&mut state, &cx) {
+                            step.stats.succeeded();
+                            halted.set(true);
+                            return state;
+                        }
+                    }
+                    // `plain_steps` is only set when every step is native.
+                    _ => continue,
+                }
+                step.stats.succeeded();
+            }
+            state
+        }));
+        let out = out.map_err(|payload| self.plain_failure(chain, pos.get(), &*payload));
         (out, halted.get())
     }
 
@@ -659,6 +699,13 @@ impl<S: State> Slot<S> {
             // wrapper is another copy of the state.
             let reply = match &step.runner {
                 Runner::Native(runner) => runner.run(state, &cx),
+                Runner::Collect(runner) => {
+                    if runner.collect_into(&mut state, &cx) {
+                        Reply::Halt(state)
+                    } else {
+                        Reply::Continue(state)
+                    }
+                }
                 Runner::Sync(runner) => match runner.run(state, &cx) {
                     Ok(reply) => reply,
                     Err(failure) => {
@@ -1001,6 +1048,15 @@ impl<S: State> Slot<S> {
             let out = match &step.runner {
                 Runner::Native(runner) => catch_unwind(AssertUnwindSafe(|| runner.run(state, &cx)))
                     .map_err(|payload| Failure::from_panic(&*payload)),
+                Runner::Collect(runner) => catch_unwind(AssertUnwindSafe(|| {
+                    let mut state = state;
+                    if runner.collect_into(&mut state, &cx) {
+                        Reply::Halt(state)
+                    } else {
+                        Reply::Continue(state)
+                    }
+                }))
+                .map_err(|payload| Failure::from_panic(&*payload)),
                 // Synchronous steps (a wasm plugin may run up to its deadline) must not hold
                 // an executor thread: they run where blocking is allowed.
                 Runner::Sync(runner) => blocking(|| {
@@ -1130,8 +1186,13 @@ impl<S: State> Slot<S> {
             .collect();
         let plain_steps = policy == OnFailure::Error
             && !profiling
+            && steps
+                .iter()
+                .all(|s| matches!(s.runner, Runner::Native(_) | Runner::Collect(_)));
+        // The hot walk of waterfalls takes native steps only.
+        let plain = plain_steps
+            && wrappers.is_empty()
             && steps.iter().all(|s| matches!(s.runner, Runner::Native(_)));
-        let plain = plain_steps && wrappers.is_empty();
         self.chain.store(Arc::new(Chain {
             steps: steps.into_boxed_slice(),
             wrappers: wrappers.into_boxed_slice(),
@@ -1241,11 +1302,11 @@ impl<I: State, O: State> Slot<Gather<I, O>> {
     pub(crate) fn collect(&self, input: I, meta: &Meta) -> Result<Gather<I, O>, CallError> {
         let chain = self.chain.load();
         let state = Gather::new(input, chain.steps.len());
-        if chain.steps.is_empty() {
+        if chain.steps.is_empty() && chain.wrappers.is_empty() {
             return Ok(state);
         }
-        if chain.plain {
-            return self.run_plain(&chain, state, meta);
+        if chain.plain_steps && chain.wrappers.is_empty() {
+            return self.plain_walk(&chain, state, meta).0;
         }
         self.run(&chain, state, meta, &mut Quiet)
     }

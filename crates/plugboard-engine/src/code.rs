@@ -89,9 +89,17 @@ pub(crate) trait NativeStep<S>: Send + Sync + 'static {
     fn run(&self, state: S, cx: &Context<'_>) -> Reply<S>;
 }
 
+/// A native collector's step: adds its answer to the accumulator in place (nothing is
+/// moved through it), and says whether it ends the collection.
+pub(crate) trait CollectStep<S>: Send + Sync + 'static {
+    fn collect_into(&self, acc: &mut S, cx: &Context<'_>) -> bool;
+}
+
 /// A step, native, fallible (JSON bridges, sandboxed plugins) or async.
 pub(crate) enum Runner<S> {
     Native(Arc<dyn NativeStep<S>>),
+    /// A native collector in a collecting chain.
+    Collect(Arc<dyn CollectStep<S>>),
     Sync(Arc<dyn SyncStep<S>>),
     Async(Arc<dyn AsyncStep<S>>),
     Encoded(Arc<dyn EncodedStep>),
@@ -101,6 +109,7 @@ impl<S> Clone for Runner<S> {
     fn clone(&self) -> Self {
         match self {
             Runner::Native(r) => Runner::Native(r.clone()),
+            Runner::Collect(r) => Runner::Collect(r.clone()),
             Runner::Sync(r) => Runner::Sync(r.clone()),
             Runner::Async(r) => Runner::Async(r.clone()),
             Runner::Encoded(r) => Runner::Encoded(r.clone()),
@@ -272,7 +281,7 @@ impl Code {
             state_type: TypeId::of::<G<E>>(),
             state_name: type_name::<G<E>>(),
             callbacks: inner.clone(),
-            runner: Arc::new(Runner::<G<E>>::Native(inner)),
+            runner: Arc::new(Runner::<G<E>>::Collect(inner)),
         }
     }
 
@@ -311,6 +320,8 @@ impl Code {
         let json = self.runner.downcast_ref::<Runner<Value>>()?;
         Some(match json {
             Runner::Encoded(r) => Runner::Encoded(r.clone()),
+            // Collectors are typed: none works on JSON.
+            Runner::Collect(_) => return None,
             Runner::Native(inner) => Runner::Sync(Arc::new(Bridge {
                 inner: inner.clone(),
                 _s: PhantomData::<fn(S) -> S>,

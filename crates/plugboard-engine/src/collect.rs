@@ -20,7 +20,7 @@ use serde::ser::SerializeStruct;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
-use crate::code::{AsyncStep, BoxFuture, Code, NativeStep, Runner, SyncStep};
+use crate::code::{AsyncStep, BoxFuture, Code, CollectStep, Runner, SyncStep};
 use crate::error::{Failure, FailureKind};
 
 /// One plugin's contribution to a collecting call.
@@ -82,9 +82,9 @@ impl<S, O> Gather<S, O> {
         }
     }
 
-    /// Adds a plugin's answer; halts when it ends the collection.
+    /// Adds a plugin's answer in place; whether it ends the collection.
     #[inline]
-    fn answer(mut self, plugin: &Arc<str>, answer: Contribute<O>) -> Reply<Self> {
+    fn add(&mut self, plugin: &Arc<str>, answer: Contribute<O>) -> bool {
         let ends = answer.ends();
         if let Some(output) = answer.into_output() {
             self.results.push(Contribution {
@@ -94,6 +94,13 @@ impl<S, O> Gather<S, O> {
         }
         if ends {
             self.stopped_by = Some(plugin.clone());
+        }
+        ends
+    }
+
+    /// Adds a plugin's answer; halts when it ends the collection.
+    fn answer(mut self, plugin: &Arc<str>, answer: Contribute<O>) -> Reply<Self> {
+        if self.add(plugin, answer) {
             Reply::Halt(self)
         } else {
             Reply::Continue(self)
@@ -135,17 +142,13 @@ impl<E: Collect, P: Collector<E>> NativeCollector<E, P> {
     }
 }
 
-impl<E: Collect, P: Collector<E>> NativeStep<Gather<E::State, E::Output>>
+impl<E: Collect, P: Collector<E>> CollectStep<Gather<E::State, E::Output>>
     for NativeCollector<E, P>
 {
     #[inline]
-    fn run(
-        &self,
-        g: Gather<E::State, E::Output>,
-        cx: &Context<'_>,
-    ) -> Reply<Gather<E::State, E::Output>> {
+    fn collect_into(&self, g: &mut Gather<E::State, E::Output>, cx: &Context<'_>) -> bool {
         let answer = self.0.collect(&g.input, cx);
-        g.answer(&self.1, answer)
+        g.add(&self.1, answer)
     }
 }
 
@@ -263,7 +266,7 @@ where
                     Reply::Halt(b) => Reply::Halt(json_of(&b)?),
                 }
             }
-            Runner::Async(_) => {
+            Runner::Async(_) | Runner::Collect(_) => {
                 return Err(Failure::new(
                     FailureKind::InvalidReply,
                     "an async plugin in a synchronous collection",

@@ -161,18 +161,23 @@ impl<E: Event, W: Wrapper<E>> Around<E::State> for NativeWrapper<E, W> {
         cx: &Context<'_>,
         inner: &mut dyn FnMut(E::State) -> Outcome<E::State>,
     ) -> Result<Outcome<E::State>, Failure> {
-        let (reply, mut token) = self.typed_before(state, cx)?;
-        let mut outcome = match reply {
-            Reply::Continue(s) => inner(s),
-            Reply::Halt(s) => Ok(Reply::Halt(s)),
-        };
-        for _ in 0..=MAX_RETRIES {
-            match self.typed_after(outcome, &mut token, cx)? {
-                After::Return(o) => return Ok(o),
-                After::Retry(s) => outcome = inner(s),
+        // One guard for both halves: the rest of the chain catches its own panics, so
+        // whatever unwinds to here is the wrapper's.
+        catch_unwind(AssertUnwindSafe(|| {
+            let (reply, mut token) = self.0.before(state, cx);
+            let mut outcome = match reply {
+                Reply::Continue(s) => inner(s),
+                Reply::Halt(s) => Ok(Reply::Halt(s)),
+            };
+            for _ in 0..=MAX_RETRIES {
+                match self.0.after(outcome, &mut token, cx) {
+                    After::Return(o) => return Ok(o),
+                    After::Retry(s) => outcome = inner(s),
+                }
             }
-        }
-        Err(too_many_retries())
+            Err(too_many_retries())
+        }))
+        .unwrap_or_else(|payload| Err(Failure::from_panic(&*payload)))
     }
 
     fn before(
