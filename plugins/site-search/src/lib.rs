@@ -37,7 +37,10 @@ impl Plugin for SiteSearch {
     type State = Value;
 
     fn call(&self, _event: &str, input: Value) -> Result<Reply<Value>, String> {
-        let text = input["data"]["text"].as_str().unwrap_or_default().to_lowercase();
+        let text = input["data"]["text"]
+            .as_str()
+            .unwrap_or_default()
+            .to_lowercase();
         let words: Vec<&str> = text.split_whitespace().collect();
         if words.is_empty() {
             return Ok(Reply::Continue(Value::Null));
