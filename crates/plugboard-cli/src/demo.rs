@@ -287,7 +287,12 @@ pub(crate) fn register_samples(engine: &Engine) -> Result<()> {
 /// A sample content call, for hosts that show what their chain does.
 pub(crate) fn prepare_article(engine: &Engine) -> Result<Vec<String>> {
     let t = engine.hook::<OnContentPrepare>()?.trace(article());
-    Ok(t.steps.into_iter().map(|s| s.plugin).collect())
+    // The chain's plugins: a wrapper runs around them, it is not one of them.
+    Ok(t.steps
+        .into_iter()
+        .filter(|s| s.outcome != StepOutcome::Wrapped)
+        .map(|s| s.plugin)
+        .collect())
 }
 
 /// Runs the demo on `engine` (whose records are stored), writing to `out`.

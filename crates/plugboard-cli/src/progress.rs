@@ -32,6 +32,7 @@ fn bar(len: Option<u64>) -> ProgressBar {
 pub(crate) struct Download {
     tty: bool,
     last: Option<(u64, Option<u64>)>,
+    started: Option<std::time::Instant>,
 }
 
 impl Download {
@@ -39,6 +40,7 @@ impl Download {
         Download {
             tty: on_terminal(),
             last: None,
+            started: None,
         }
     }
 
@@ -51,6 +53,9 @@ impl Download {
 
     /// `received` so far of `total` (when the server said); a retry starts again at 0.
     pub(crate) fn update(&mut self, received: u64, total: Option<u64>) {
+        if self.last.is_none() {
+            self.started = Some(std::time::Instant::now());
+        }
         self.last = Some((received, total));
         if !self.tty {
             return;
@@ -69,6 +74,16 @@ impl Download {
         if total == Some(received)
             && let Some(done) = slot.take()
         {
+            // What was downloaded stays on the screen: a bar may be drawn at most 20 times
+            // a second, and a fast download would leave no trace of itself.
+            let took = self.started.map(|t| t.elapsed()).unwrap_or_default();
+            let rate = received as f64 / took.as_secs_f64().max(1e-3);
+            done.println(format!(
+                "downloaded {} in {:.1} s ({}/s)",
+                indicatif::HumanBytes(received),
+                took.as_secs_f64(),
+                indicatif::HumanBytes(rate as u64)
+            ));
             done.finish_and_clear();
         }
     }
@@ -151,6 +166,9 @@ impl Stages {
                 };
                 let b = slot.get_or_insert_with(|| bar(None));
                 b.set_style(style("{spinner} {msg} ({elapsed})"));
+                // Each stage is said once as a line (drawn at once, whatever the bar's
+                // rate limit), then spun while it lasts.
+                b.println(format!("{what} {package}"));
                 b.set_message(format!("{what} {package}"));
             }
             // Later stages this version does not know: nothing to draw.
