@@ -251,7 +251,9 @@ pub fn check_binary_event(index: u8, wire: Wire, other: Option<Wire>, bytes: &[u
 pub fn engine() -> &'static Engine {
     static ENGINE: OnceLock<Engine> = OnceLock::new();
     ENGINE.get_or_init(|| {
-        let engine = Engine::new();
+        // The echo on a collecting event fails on every input that is not a contribution:
+        // it must never be stopped for it, or later runs would meet an empty chain.
+        let engine = Engine::builder().failure_threshold(u32::MAX).build();
         for (i, event) in all_events().into_iter().enumerate() {
             let name = format!("fuzz_echo_{i}");
             engine
@@ -309,13 +311,74 @@ pub fn check_call<S: DeserializeOwned + Serialize>(event: &str, state: &Value, o
     }
 }
 
+/// [`check_call`] for a collecting event whose contributions are `O`: [`engine`]'s echo
+/// plugin answers with the input itself, so the call gathers the input as its one
+/// contribution when it is one (none when it is `null`), fails on the plugin's account
+/// (`invalid_reply`) when it is not, and refuses an input that is not the event's state.
+pub fn check_collect<S: DeserializeOwned, O: DeserializeOwned + Serialize>(
+    event: &str,
+    state: &Value,
+    options: u8,
+) {
+    let opts = CallOptions {
+        return_input: options & 1 != 0,
+        // Nothing of the input can change: `private` has nothing to protect.
+        private: match (options & 2 != 0, state.as_object()) {
+            (true, Some(fields)) => fields.keys().take(2).cloned().collect(),
+            _ => Vec::new(),
+        },
+        ..CallOptions::default()
+    };
+    let typed = S::deserialize(state);
+    let answer = serde_json::from_value::<Option<O>>(state.clone());
+    let trace = engine().trace_json(event, state.clone(), &opts);
+    let echo = trace.steps.first().map(|s| s.plugin.clone());
+    match (typed, trace.result) {
+        (Ok(_), Ok(out)) => {
+            if opts.return_input {
+                assert_eq!(&out, state, "return_input did not return the input");
+                return;
+            }
+            let results = match answer {
+                Ok(Some(o)) => serde_json::json!([{ "plugin": echo, "output": as_json(&o) }]),
+                Ok(None) => serde_json::json!([]),
+                Err(e) => panic!("a call gathered an answer that is not a contribution: {e}"),
+            };
+            assert_eq!(
+                out,
+                serde_json::json!({ "results": results, "stopped_by": null }),
+                "the call gathered something else"
+            );
+        }
+        (Ok(_), Err(CallError::PluginFailed { failure, .. })) => {
+            assert_eq!(failure.kind, plugboard_engine::FailureKind::InvalidReply);
+            assert!(
+                answer.is_err(),
+                "a valid contribution was refused: {failure:?}"
+            );
+        }
+        (Err(_), Err(CallError::InvalidState { .. })) => {}
+        (Ok(_), Err(e)) => panic!("an input that decodes was refused: {e}"),
+        (Err(e), Ok(_)) => panic!("an input that does not decode was accepted: {e}"),
+        (Err(_), Err(e)) => panic!("an invalid input gave another error: {e}"),
+    }
+}
+
 /// [`check_call`] for the reference event `index` selects (binary events first).
 pub fn check_call_event(index: u8, state: &Value, options: u8) {
     macro_rules! table {
         ($($ty:ty),*) => { &[$(check_call_typed::<$ty>),*] };
     }
     fn check_call_typed<E: Event>(state: &Value, options: u8) {
-        check_call::<E::State>(E::NAME, state, options)
+        use plugboard_core::reference::{SearchArea, SearchHit};
+        // The search events collect: their plugins answer with contributions.
+        match E::NAME {
+            "on_content_search" => check_collect::<E::State, SearchHit>(E::NAME, state, options),
+            "on_content_search_areas" => {
+                check_collect::<E::State, SearchArea>(E::NAME, state, options)
+            }
+            _ => check_call::<E::State>(E::NAME, state, options),
+        }
     }
     let binary: &[fn(&Value, u8)] = binary_events!(table);
     let payload: &[fn(&Value, u8)] = payload_events!(table);

@@ -1382,7 +1382,11 @@ impl<S: State> Slot<S> {
             event: self.info.name.to_string(),
             error,
         })?;
-        restore_private(&mut out, input, &opts.private);
+        // A collecting event's plugins cannot change its input, and its answer is what
+        // they gathered: there is nothing to put back.
+        if self.info.mode == plugboard_core::Mode::Waterfall {
+            restore_private(&mut out, input, &opts.private);
+        }
         Ok(out)
     }
 }

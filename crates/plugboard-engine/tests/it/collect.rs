@@ -326,6 +326,16 @@ fn by_name_with_json_the_answers_are_results_with_their_plugins() {
             "stopped_by": "two",
         })
     );
+    // `private` protects a waterfall's input from its plugins; a collection's answer is
+    // what was gathered, with nothing of the input put back into it.
+    let private = CallOptions {
+        private: vec!["word".into()],
+        ..CallOptions::default()
+    };
+    let out = e
+        .call_json("on_find", json!({ "word": "w" }), &private)
+        .unwrap();
+    assert!(out.get("word").is_none(), "{out}");
     // A trace shows what was gathered after each step.
     let t = e.trace_json("on_find", json!({ "word": "w" }), &CallOptions::default());
     let sizes: Vec<usize> = t
