@@ -25,6 +25,17 @@ pub struct StreamEvent {
     pub data: Value,
 }
 
+/// One Server-Sent Event as it goes over the wire, for the OpenAPI document: the stream
+/// is a sequence of them.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub(crate) struct SseMessage {
+    /// Its name: `change`, `install`, `activity`, `outdated` or `lagged`.
+    event: String,
+    /// Its JSON data, as text.
+    data: String,
+}
+
 /// Fans messages out to every connected stream.
 pub(crate) struct Hub {
     tx: broadcast::Sender<StreamEvent>,
@@ -166,7 +177,7 @@ pub(crate) async fn forward(state: Shared) {
     get,
     path = "/api/stream",
     tag = "stream",
-    responses((status = 200, description = "Server-Sent Events: `change` (a lifecycle event), `install` (`{url, received, total}`), `activity` (new entries were written: `{id, kind, subject, summary}` of the newest), `lagged` (`{missed}`)", content_type = "text/event-stream", body = String))
+    responses((status = 200, description = "Server-Sent Events: `change` (a lifecycle event), `install` (`{url, received, total}`), `activity` (new entries were written: `{id, kind, subject, summary}` of the newest), `lagged` (`{missed}`)", content_type = "text/event-stream", body = SseMessage))
 )]
 pub(crate) async fn stream(
     State(state): State<Shared>,

@@ -158,13 +158,13 @@ pub(crate) struct TraceStep {
 pub(crate) struct StateChange {
     /// Where, e.g. `/extra/flagged` or `/tags/2`.
     pub(crate) path: String,
-    /// The value before the step (absent: added).
+    /// The value before the step, any JSON (absent: added).
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<Value>)]
     pub(crate) before: Option<Value>,
-    /// The value after it (absent: removed).
+    /// The value after it, any JSON (absent: removed).
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<Value>)]
     pub(crate) after: Option<Value>,
 }
 
