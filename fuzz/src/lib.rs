@@ -269,21 +269,26 @@ pub fn engine() -> &'static Engine {
     })
 }
 
+/// The call's options the fuzz input's selector picks: bit 0 `return_input`, bit 1 the
+/// state's first two keys `private`.
+fn call_options(state: &Value, options: u8) -> CallOptions {
+    CallOptions {
+        return_input: options & 1 != 0,
+        private: match (options & 2 != 0, state.as_object()) {
+            (true, Some(fields)) => fields.keys().take(2).cloned().collect(),
+            _ => Vec::new(),
+        },
+        ..CallOptions::default()
+    }
+}
+
 /// A call by name as the admin API makes it (`POST /api/events/{name}/call`): `state`
 /// through [`engine`]'s `trace_json`. Checks that the call fails with `InvalidState`
 /// exactly when the state does not decode into the event's type `S`, and otherwise
 /// returns the decoded state (its JSON), or the input (`return_input`), with the `private`
 /// keys put back from the input.
 pub fn check_call<S: DeserializeOwned + Serialize>(event: &str, state: &Value, options: u8) {
-    let private: Vec<String> = match (options & 2 != 0, state.as_object()) {
-        (true, Some(fields)) => fields.keys().take(2).cloned().collect(),
-        _ => Vec::new(),
-    };
-    let opts = CallOptions {
-        return_input: options & 1 != 0,
-        private,
-        ..CallOptions::default()
-    };
+    let opts = call_options(state, options);
     let typed = S::deserialize(state);
     let trace = engine().trace_json(event, state.clone(), &opts);
     match (typed, trace.result) {
@@ -320,15 +325,8 @@ pub fn check_collect<S: DeserializeOwned, O: DeserializeOwned + Serialize>(
     state: &Value,
     options: u8,
 ) {
-    let opts = CallOptions {
-        return_input: options & 1 != 0,
-        // Nothing of the input can change: `private` has nothing to protect.
-        private: match (options & 2 != 0, state.as_object()) {
-            (true, Some(fields)) => fields.keys().take(2).cloned().collect(),
-            _ => Vec::new(),
-        },
-        ..CallOptions::default()
-    };
+    // Nothing of the input can change: `private` has nothing to protect, and is ignored.
+    let opts = call_options(state, options);
     let typed = S::deserialize(state);
     let answer = serde_json::from_value::<Option<O>>(state.clone());
     let trace = engine().trace_json(event, state.clone(), &opts);

@@ -579,9 +579,7 @@ impl<S: State> Slot<S> {
         }
         match out {
             Ok(outcome) => {
-                if w.stats.consecutive.load(Relaxed) != 0 {
-                    w.stats.consecutive.store(0, Relaxed);
-                }
+                w.stats.succeeded();
                 obs.step(&w.name, elapsed, StepOutcome::Wrapped);
                 if let Ok(Reply::Continue(s) | Reply::Halt(s)) = &outcome {
                     obs.state(s);

@@ -672,11 +672,11 @@ pub(crate) async fn call_event(
     Path(name): Path<String>,
     Json(body): Json<CallBody>,
 ) -> ApiResult<Json<CallResult>> {
-    if state.engine.event(&name).is_none() {
+    let Some(info) = state.engine.event(&name) else {
         return Err(ApiError::not_found(format!(
             "no event named `{name}` is declared"
         )));
-    }
+    };
     if !body.state.is_object() {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -686,8 +686,8 @@ pub(crate) async fn call_event(
     }
     // Each step's changes are against what it was given: for a collecting event, what was
     // gathered so far (nothing, before the first).
-    let input_state = match state.engine.event(&name).map(|e| e.mode) {
-        Some(plugboard_core::Mode::Collect) => {
+    let input_state = match info.mode {
+        plugboard_core::Mode::Collect => {
             serde_json::json!({ "results": [], "stopped_by": null })
         }
         _ => body.state.clone(),

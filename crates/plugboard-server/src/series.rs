@@ -134,29 +134,19 @@ impl Series {
     /// Reads the engine's counters and appends one point to every series.
     pub(crate) fn sample(&self, engine: &Engine) {
         let mut now: BTreeMap<Key, Reading> = BTreeMap::new();
-        let failures: BTreeMap<(String, String), u64> = engine
-            .plugins()
-            .into_iter()
-            .map(|p| ((p.record.event.clone(), p.record.name.clone()), p.failures))
-            .collect();
         for event in engine.events() {
             let name = event.name.to_string();
             let mut event_failures = 0;
             if let Ok(profile) = engine.profile(&name) {
                 for p in profile {
-                    // The plugin's failures since registration (counted with or without
-                    // profiling); its calls are timed ones.
-                    let f = failures
-                        .get(&(name.clone(), p.plugin.clone()))
-                        .copied()
-                        .unwrap_or(p.failures);
-                    event_failures += f;
+                    // Failures are counted with or without profiling; calls are timed ones.
+                    event_failures += p.failures;
                     now.insert(
                         Key::Plugin {
                             event: name.clone(),
                             plugin: p.plugin,
                         },
-                        Reading::from_cumulative(p.calls, f, &p.buckets),
+                        Reading::from_cumulative(p.calls, p.failures, &p.buckets),
                     );
                 }
             }
