@@ -54,15 +54,15 @@ pub use record::{
 };
 pub use wire::Wire;
 
-/// The newest version of the WIT contract, `plugboard:plugin@0.3.0`, between the host and a
+/// The newest version of the WIT contract, `plugboard:plugin@0.4.0`, between the host and a
 /// WebAssembly plugin: what a package's `contract` requirement is checked against and
 /// what a component's `plugboard:plugin/guest` export must be compatible with. The one
 /// place it is written (a test checks that `wit/plugin.wit` says the same).
-pub const CONTRACT_VERSION: &str = "0.3.0";
+pub const CONTRACT_VERSION: &str = "0.4.0";
 
 /// Every contract version a host serves, newest first: components built against an older
 /// one keep running unchanged.
-pub const CONTRACT_VERSIONS: &[&str] = &[CONTRACT_VERSION, "0.2.0"];
+pub const CONTRACT_VERSIONS: &[&str] = &[CONTRACT_VERSION, "0.3.0", "0.2.0"];
 
 /// Re-exported so that hosts and plugins name the same versions.
 pub use serde_json;

@@ -211,6 +211,22 @@ impl Code {
         }
     }
 
+    /// Code for a wrapper that works on JSON (for example a sandboxed WebAssembly
+    /// plugin's two calls). It can wrap any waterfall event's chain.
+    pub fn json_wrapper<T>(wrapper: Arc<T>) -> Self
+    where
+        T: crate::wrap::JsonWrapper + Callbacks,
+    {
+        Code {
+            wrapper: true,
+            kind: CodeKind::Encoded,
+            state_type: TypeId::of::<Encoded>(),
+            state_name: "encoded JSON",
+            callbacks: wrapper.clone(),
+            runner: Arc::new(wrapper as Arc<dyn crate::wrap::JsonWrapper>),
+        }
+    }
+
     /// The kind of code.
     pub fn kind(&self) -> CodeKind {
         self.kind
@@ -222,8 +238,17 @@ impl Code {
         self.wrapper
     }
 
-    /// A wrapper's runner over state `S`.
-    pub(crate) fn around<S: 'static>(&self) -> Option<Arc<dyn crate::wrap::Around<S>>> {
+    /// A wrapper's runner over state `S`: its own, or a JSON wrapper's adapter.
+    pub(crate) fn around<S>(&self) -> Option<Arc<dyn crate::wrap::Around<S>>>
+    where
+        S: Serialize + DeserializeOwned + Send + 'static,
+    {
+        if let Some(json) = self
+            .runner
+            .downcast_ref::<Arc<dyn crate::wrap::JsonWrapper>>()
+        {
+            return Some(Arc::new(crate::wrap::JsonAround::<S>::new(json.clone())));
+        }
         self.runner
             .downcast_ref::<Arc<dyn crate::wrap::Around<S>>>()
             .cloned()

@@ -81,6 +81,16 @@ pub enum EngineError {
         /// How it was declared.
         declared: plugboard_core::Mode,
     },
+    /// A wrapper was registered on a collecting event: wrappers run around waterfalls.
+    #[error(
+        "plugin `{plugin}` is a wrapper, and event `{event}` collects: wrappers run around waterfall chains only"
+    )]
+    WrapperOnCollecting {
+        /// The plugin.
+        plugin: String,
+        /// The event.
+        event: String,
+    },
     /// The plugin's state type does not match the event's.
     #[error("plugin `{plugin}` handles `{found}`, but event `{event}` carries `{expected}`")]
     StateMismatch {

@@ -63,4 +63,4 @@ pub use persist::{Changeset, PersistError, Persistence, StoredRecord};
 pub use plugboard_core::Registration;
 /// The channel type of [`Engine::subscribe`].
 pub use tokio::sync::broadcast;
-pub use wrap::{After, MAX_RETRIES, Outcome, Wrapper};
+pub use wrap::{After, Closing, JsonWrapper, MAX_RETRIES, Opened, Outcome, Told, Wrapper};

@@ -10,13 +10,17 @@
 //! be one (two calls across the boundary, no continuation to hand over).
 //!
 //! Wrappers are ordered among themselves as plugins are (dependencies, then priority,
-//! then name); the first is the outermost.
+//! then name); the first is the outermost. Native wrappers implement [`Wrapper`];
+//! sandboxed ones implement [`JsonWrapper`] (the state crosses as JSON) and join any
+//! waterfall's chain.
 
 use std::any::Any;
 use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use plugboard_core::{Context, Event, Reply};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use crate::error::{CallError, Failure, FailureKind};
 
@@ -206,3 +210,183 @@ impl<E: Event, W: Wrapper<E>> Around<E::State> for NativeWrapper<E, W> {
 }
 
 crate::code::plugin_callbacks!(NativeWrapper, Wrapper, Event);
+
+/// What a JSON wrapper's `before` answered.
+#[derive(Debug)]
+pub struct Opened {
+    /// `Continue`: run the rest of the chain with this state (JSON); `Halt`: answer with
+    /// it without running the rest.
+    pub entry: Reply<String>,
+    /// What `after` is handed in the same call.
+    pub token: Vec<u8>,
+}
+
+/// What the rest of the chain did, as a JSON wrapper's `after` is told.
+#[derive(Debug)]
+pub enum Told<'a> {
+    /// Every plugin continued; the state they ended with (JSON).
+    Continued(&'a str),
+    /// A plugin halted the chain with this state (JSON).
+    Halted(&'a str),
+    /// The rest of the chain failed.
+    Failed(&'a CallError),
+}
+
+/// A JSON wrapper's last word on one call.
+#[derive(Debug)]
+pub enum Closing {
+    /// The outcome stands as it is.
+    Keep,
+    /// The call ends with this state (JSON), as if every plugin continued.
+    Continue(String),
+    /// The call ends with this state (JSON), as a halt.
+    Halt(String),
+    /// Run the rest of the chain again from this state (JSON); the next `after` is
+    /// handed this token.
+    Retry {
+        /// The state to run the rest from.
+        state: String,
+        /// The token for the next `after`.
+        token: Vec<u8>,
+    },
+}
+
+/// A wrapper that works on the state as JSON and may fail in its own ways: a sandboxed
+/// plugin's two calls. It can wrap any waterfall event's chain; the engine encodes the
+/// state for it and decodes (and so checks) what it replies, charging it with a reply
+/// that is not the event's state.
+pub trait JsonWrapper: Send + Sync + 'static {
+    /// The first half: called before the rest of the chain with the state as JSON.
+    fn before(&self, state: &str, cx: &Context<'_>) -> Result<Opened, Failure>;
+
+    /// The second half: called with the rest of the chain's outcome and `before`'s token.
+    fn after(&self, told: Told<'_>, token: &[u8], cx: &Context<'_>) -> Result<Closing, Failure>;
+}
+
+/// A JSON wrapper over state `S`.
+pub(crate) struct JsonAround<S> {
+    inner: std::sync::Arc<dyn JsonWrapper>,
+    _s: PhantomData<fn(S) -> S>,
+}
+
+impl<S> JsonAround<S> {
+    pub(crate) fn new(inner: std::sync::Arc<dyn JsonWrapper>) -> Self {
+        JsonAround {
+            inner,
+            _s: PhantomData,
+        }
+    }
+}
+
+fn encode_json<S: Serialize>(state: &S) -> Result<String, Failure> {
+    serde_json::to_string(state).map_err(|e| {
+        Failure::new(
+            FailureKind::InvalidReply,
+            format!("state could not be turned into JSON: {e}"),
+        )
+    })
+}
+
+fn decode_json<S: DeserializeOwned>(json: &str) -> Result<S, Failure> {
+    serde_json::from_str(json).map_err(|e| {
+        Failure::new(
+            FailureKind::InvalidReply,
+            format!("the wrapper replied a state that is not the event's: {e}"),
+        )
+    })
+}
+
+impl<S> JsonAround<S>
+where
+    S: Serialize + DeserializeOwned + Send + 'static,
+{
+    /// Tells `after` the outcome: the state crosses as JSON, a failure as its message.
+    fn tell(
+        &self,
+        outcome: &Outcome<S>,
+        token: &[u8],
+        cx: &Context<'_>,
+    ) -> Result<Closing, Failure> {
+        match outcome {
+            Ok(Reply::Continue(s)) => {
+                self.inner
+                    .after(Told::Continued(&encode_json(s)?), token, cx)
+            }
+            Ok(Reply::Halt(s)) => self.inner.after(Told::Halted(&encode_json(s)?), token, cx),
+            Err(e) => self.inner.after(Told::Failed(e), token, cx),
+        }
+    }
+
+    /// The closing as the chain takes it; a retry's token replaces `token`.
+    fn close(
+        outcome: Outcome<S>,
+        closing: Closing,
+        token: &mut Vec<u8>,
+    ) -> Result<After<S>, Failure> {
+        Ok(match closing {
+            Closing::Keep => After::Return(outcome),
+            Closing::Continue(s) => After::Return(Ok(Reply::Continue(decode_json(&s)?))),
+            Closing::Halt(s) => After::Return(Ok(Reply::Halt(decode_json(&s)?))),
+            Closing::Retry { state, token: next } => {
+                *token = next;
+                After::Retry(decode_json(&state)?)
+            }
+        })
+    }
+
+    fn open(&self, state: &S, cx: &Context<'_>) -> Result<(Reply<S>, Vec<u8>), Failure> {
+        let opened = self.inner.before(&encode_json(state)?, cx)?;
+        let reply = match opened.entry {
+            Reply::Continue(s) => Reply::Continue(decode_json(&s)?),
+            Reply::Halt(s) => Reply::Halt(decode_json(&s)?),
+        };
+        Ok((reply, opened.token))
+    }
+}
+
+impl<S> Around<S> for JsonAround<S>
+where
+    S: Serialize + DeserializeOwned + Send + 'static,
+{
+    fn around(
+        &self,
+        state: S,
+        cx: &Context<'_>,
+        inner: &mut dyn FnMut(S) -> Outcome<S>,
+    ) -> Result<Outcome<S>, Failure> {
+        let (reply, mut token) = self.open(&state, cx)?;
+        let mut outcome = match reply {
+            Reply::Continue(s) => inner(s),
+            Reply::Halt(s) => Ok(Reply::Halt(s)),
+        };
+        for _ in 0..=MAX_RETRIES {
+            let closing = self.tell(&outcome, &token, cx)?;
+            match Self::close(outcome, closing, &mut token)? {
+                After::Return(o) => return Ok(o),
+                After::Retry(s) => outcome = inner(s),
+            }
+        }
+        Err(too_many_retries())
+    }
+
+    fn before(&self, state: S, cx: &Context<'_>) -> Result<(Reply<S>, Token), Failure> {
+        let (reply, token) = self.open(&state, cx)?;
+        Ok((reply, Box::new(token)))
+    }
+
+    fn after(
+        &self,
+        outcome: Outcome<S>,
+        token: &mut Token,
+        cx: &Context<'_>,
+    ) -> Result<After<S>, Failure> {
+        let Some(token) = token.downcast_mut::<Vec<u8>>() else {
+            return Err(Failure::new(
+                FailureKind::PluginError,
+                "a wrapper was handed another wrapper's token",
+            ));
+        };
+        let closing = self.tell(&outcome, token, cx)?;
+        Self::close(outcome, closing, token)
+    }
+}

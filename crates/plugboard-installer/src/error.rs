@@ -34,6 +34,19 @@ pub enum InstallError {
         /// Each unmet dependency, e.g. `validator ^1.0 (not installed)`.
         unmet: Vec<String>,
     },
+    /// A hook makes its plugin a wrapper on a collecting event (wrappers run around
+    /// waterfall chains only).
+    #[error(
+        "package `{package}` makes `{plugin}` a wrapper on `{event}`, which collects: wrappers run around waterfall chains only"
+    )]
+    WrapperOnCollecting {
+        /// The package.
+        package: String,
+        /// The hook's plugin.
+        plugin: String,
+        /// The event.
+        event: String,
+    },
     /// A hook names an event this host does not declare.
     #[error("package `{package}` hooks `{event}`, which this host does not declare")]
     UnknownEvent {

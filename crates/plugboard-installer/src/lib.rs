@@ -68,7 +68,7 @@ use plugboard_core::{DependType, PluginRecord, Status};
 use plugboard_engine::{Callbacks, Engine, EngineError, Op, PersistError, Registration};
 use plugboard_package::fetch::fetch;
 use plugboard_package::semver::Version;
-use plugboard_package::{Manifest, VerifiedPackage, VerifyOptions, sha256_hex, verify};
+use plugboard_package::{Manifest, Role, VerifiedPackage, VerifyOptions, sha256_hex, verify};
 use plugboard_store::{ActivityKind, ActivityLog, ActivityStatus, NewActivity, PackageRow, Store};
 use plugboard_wasm::{Limits, WasmHost, WasmPlugin};
 use serde::Serialize;
@@ -844,9 +844,16 @@ impl Installer {
         // An upgrade asking for less drops the rest.
         let effective = m.capabilities.within(&given);
         for hook in &m.hooks {
-            if engine.event(&hook.event).is_none() {
+            let Some(event) = engine.event(&hook.event) else {
                 return Err(InstallError::UnknownEvent {
                     package: name,
+                    event: hook.event.clone(),
+                });
+            };
+            if hook.role == Role::Wrapper && event.mode == plugboard_core::Mode::Collect {
+                return Err(InstallError::WrapperOnCollecting {
+                    package: name,
+                    plugin: hook.plugin.clone(),
                     event: hook.event.clone(),
                 });
             }
@@ -1095,6 +1102,16 @@ impl Installer {
                 package: m.package.name.clone(),
                 error,
             })?;
+        if m.hooks.iter().any(|h| h.role == Role::Wrapper) {
+            // Only to refuse now a component that cannot be one; `register` makes the code.
+            plugin
+                .clone()
+                .wrapper_code()
+                .map_err(|error| InstallError::Component {
+                    package: m.package.name.clone(),
+                    error,
+                })?;
+        }
         // An operator's deadline for the package replaces the one its manifest asks for.
         plugin.set_deadline(self.config().deadlines.get(&m.package.name).copied());
         self.give_settings(&m.package.name, &plugin)?;
@@ -1215,11 +1232,21 @@ impl Installer {
         let mut names = Vec::new();
         for hook in &m.hooks {
             let fresh = engine.plugin(&hook.plugin).is_none();
-            engine.register_code(
-                &hook.event,
-                registration(m, hook, dep_plugins),
-                plugin.clone().code(),
-            )?;
+            let code = match hook.role {
+                Role::Step => plugin.clone().code(),
+                // `load_component` already refused a component without the export.
+                Role::Wrapper => {
+                    plugin
+                        .clone()
+                        .wrapper_code()
+                        .map_err(|e| EngineError::Refused {
+                            plugin: hook.plugin.clone(),
+                            op: Op::Register,
+                            reason: plugboard_core::Reason(e.to_string()),
+                        })?
+                }
+            };
+            engine.register_code(&hook.event, registration(m, hook, dep_plugins), code)?;
             if fresh {
                 match engine.start(hook.plugin.as_str()) {
                     Ok(_) | Err(EngineError::Stopped(_)) => {}

@@ -67,7 +67,7 @@ pub use error::PackageError;
 pub use grants::{Capability, GrantError, HttpTarget, Scheme};
 pub use imports::{check_imports, component_imports};
 pub use manifest::{
-    Capabilities, Hook, Manifest, PackageInfo, PackageLimits, README, SETTINGS_SCHEMA,
+    Capabilities, Hook, Manifest, PackageInfo, PackageLimits, README, Role, SETTINGS_SCHEMA,
     contract_version, contract_versions, invalid_record_name, is_valid_package_name,
 };
 pub use policy::{ArchiveLimits, InstallPolicy, PolicyViolation, host_version};

@@ -93,7 +93,31 @@ pub struct Hook {
     /// Plugins this one depends on.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub depends: Vec<String>,
+    /// A step of the chain (the default), or a wrapper around the rest of it.
+    #[serde(skip_serializing_if = "Role::is_step")]
+    pub role: Role,
 }
+
+/// What a hook's plugin is on its event's chain.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// A step: takes the state, replies continue or halt (the guest's `call`).
+    #[default]
+    Step,
+    /// A wrapper: runs around the rest of the chain (the guest's `wrapper` interface,
+    /// contract 0.4 and later).
+    Wrapper,
+}
+
+impl Role {
+    fn is_step(&self) -> bool {
+        *self == Role::Step
+    }
+}
+
+/// The first contract version with the `wrapper` interface.
+const WRAPPER_CONTRACT: Version = Version::new(0, 4, 0);
 
 /// The `[limits]` a package asks for; `None` takes the host's default.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -171,6 +195,8 @@ struct RawHook {
     depend_type: DependType,
     #[serde(default)]
     depends: Vec<Spanned<String>>,
+    #[serde(default)]
+    role: Option<Spanned<Role>>,
 }
 
 /// Whether `name` may name a package: `^[a-z][a-z0-9_-]{1,49}$`.
@@ -349,12 +375,27 @@ impl Manifest {
                 }
                 depends.push(d.get_ref().clone());
             }
+            let role = h.role.as_ref().map_or(Role::Step, |r| *r.get_ref());
+            if role == Role::Wrapper
+                && !contract_versions()
+                    .iter()
+                    .any(|v| *v >= WRAPPER_CONTRACT && contract.matches(v))
+            {
+                return invalid(
+                    &at("role"),
+                    h.role.as_ref().and_then(|r| lines.of(r)),
+                    format!(
+                        "a wrapper needs contract {WRAPPER_CONTRACT} or later (its `wrapper` interface); package.contract is `{contract}`"
+                    ),
+                );
+            }
             hooks.push(Hook {
                 event: h.event.get_ref().clone(),
                 priority,
                 plugin,
                 depend_type: h.depend_type,
                 depends,
+                role,
             });
         }
 

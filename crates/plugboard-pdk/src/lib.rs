@@ -46,7 +46,9 @@
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
-        world: "plugin",
+        // Every PDK component exports `wrapper` too; a plugin's answers an error, and
+        // the host calls it only for a hook whose role is `wrapper`.
+        world: "plugin-wrapper",
         path: "../../wit",
         pub_export_macro: true,
         export_macro_name: "export_guest",
@@ -231,6 +233,178 @@ pub trait Plugin: Send + Sync + 'static {
     fn health(&self) -> Result<(), String> {
         Ok(())
     }
+}
+
+/// What the rest of the chain did, as a [`Wrapper`]'s `after` is told.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome<S> {
+    /// Every plugin continued; the state they ended with.
+    Continued(S),
+    /// A plugin halted the chain with this state.
+    Halted(S),
+    /// The rest of the chain failed: the host's message, naming the plugin.
+    Failed(String),
+}
+
+/// A [`Wrapper`]'s last word on one call.
+#[derive(Debug, Clone, PartialEq)]
+pub enum After<S> {
+    /// The outcome stands as it is (nothing crosses back to the host).
+    Keep,
+    /// The call ends with this state, as if every plugin continued (replaces a failure:
+    /// a fallback).
+    Continue(S),
+    /// The call ends with this state, as a halt.
+    Halt(S),
+    /// Run the rest of the chain again from this state; `after` is called again with
+    /// the new outcome and the token as this `after` left it (the host allows 16
+    /// retries per call).
+    Retry(S),
+}
+
+/// A sandboxed wrapper: runs around the rest of an event's chain (the plugins after it
+/// and the wrappers inside it), the shape of a tower `Layer` or a pluggy hookwrapper,
+/// in two calls. Export it with [`export_wrapper!`] and give its hook
+/// `role = "wrapper"` in `plugboard.toml`.
+///
+/// ```no_run
+/// use plugboard_pdk::serde_json::Value;
+/// use plugboard_pdk::{After, Outcome, Reply, Wrapper};
+///
+/// /// Turns a failure of the rest of the chain into the input, marked.
+/// struct Fallback;
+///
+/// impl Wrapper for Fallback {
+///     type State = Value;
+///     type Token = Value;
+///
+///     fn before(&self, _event: &str, state: Value) -> Result<(Reply<Value>, Value), String> {
+///         Ok((Reply::Continue(state.clone()), state))
+///     }
+///
+///     fn after(&self, _event: &str, outcome: Outcome<Value>, input: &mut Value) -> Result<After<Value>, String> {
+///         Ok(match outcome {
+///             Outcome::Failed(why) => {
+///                 let mut state = input.clone();
+///                 state["fallback"] = why.into();
+///                 After::Continue(state)
+///             }
+///             _ => After::Keep,
+///         })
+///     }
+/// }
+///
+/// plugboard_pdk::export_wrapper!(Fallback, Fallback);
+/// ```
+pub trait Wrapper: Send + Sync + 'static {
+    /// The event's state, as for [`Plugin::State`] (crossing as JSON).
+    type State: Serialize + DeserializeOwned;
+
+    /// What `before` hands `after` in the same call (a start time, a cache key, the
+    /// input); `()` when nothing. The host keeps it between the two calls, which may run
+    /// on different instances: keep nothing for `after` anywhere else.
+    type Token: Serialize + DeserializeOwned;
+
+    /// Called before the rest of the chain: `Continue` runs it with the state given;
+    /// `Halt` answers with that state without running it (`after` is still called, told
+    /// `Halted`). An `Err` fails the call on this wrapper's account.
+    fn before(
+        &self,
+        event: &str,
+        state: Self::State,
+    ) -> Result<(Reply<Self::State>, Self::Token), String>;
+
+    /// Called with the rest of the chain's outcome and the token (as `before` made it,
+    /// or as the `after` that asked for a retry left it). An `Err` fails the call on
+    /// this wrapper's account (how a wrapper turns a result into a failure).
+    fn after(
+        &self,
+        event: &str,
+        outcome: Outcome<Self::State>,
+        token: &mut Self::Token,
+    ) -> Result<After<Self::State>, String>;
+
+    /// As [`Plugin::initial`].
+    fn initial(&self, record: &PluginRecord) -> Result<(), String> {
+        let _ = record;
+        Ok(())
+    }
+
+    /// As [`Plugin::lifecycle`].
+    fn lifecycle(&self, op: &str, record: &PluginRecord) -> Result<(), String> {
+        let _ = (op, record);
+        Ok(())
+    }
+
+    /// As [`Plugin::health`].
+    fn health(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+use bindings::exports::plugboard::plugin::wrapper as wit_wrapper;
+
+fn state_in<S: DeserializeOwned>(json: &str) -> Result<S, String> {
+    serde_json::from_str(json).map_err(|e| format!("the state does not decode: {e}"))
+}
+
+fn state_out<S: Serialize>(state: &S) -> Result<String, String> {
+    serde_json::to_string(state).map_err(|e| format!("the state does not encode: {e}"))
+}
+
+fn encode_token<T: Serialize>(token: &T) -> Result<Vec<u8>, String> {
+    serde_json::to_vec(token).map_err(|e| format!("the token does not encode: {e}"))
+}
+
+#[doc(hidden)]
+pub fn __before<W: Wrapper>(
+    wrapper: &W,
+    event: &str,
+    state: &str,
+) -> Result<wit_wrapper::Opened, String> {
+    let (reply, token) = wrapper.before(event, state_in(state)?)?;
+    let token = encode_token(&token)?;
+    let entry = match reply {
+        Reply::Continue(s) => wit_wrapper::Entry::Continue(state_out(&s)?),
+        Reply::Halt(s) => wit_wrapper::Entry::Halt(state_out(&s)?),
+    };
+    Ok(wit_wrapper::Opened { entry, token })
+}
+
+#[doc(hidden)]
+pub fn __after<W: Wrapper>(
+    wrapper: &W,
+    event: &str,
+    outcome: wit_wrapper::Outcome,
+    token: &[u8],
+) -> Result<wit_wrapper::Closing, String> {
+    let mut token: W::Token =
+        serde_json::from_slice(token).map_err(|e| format!("the token does not decode: {e}"))?;
+    let outcome = match outcome {
+        wit_wrapper::Outcome::Continued(s) => Outcome::Continued(state_in(&s)?),
+        wit_wrapper::Outcome::Halted(s) => Outcome::Halted(state_in(&s)?),
+        wit_wrapper::Outcome::Failed(why) => Outcome::Failed(why),
+    };
+    Ok(match wrapper.after(event, outcome, &mut token)? {
+        After::Keep => wit_wrapper::Closing::Keep,
+        After::Continue(s) => wit_wrapper::Closing::Continue(state_out(&s)?),
+        After::Halt(s) => wit_wrapper::Closing::Halt(state_out(&s)?),
+        After::Retry(s) => wit_wrapper::Closing::Retry(wit_wrapper::Again {
+            state: state_out(&s)?,
+            token: encode_token(&token)?,
+        }),
+    })
+}
+
+#[doc(hidden)]
+pub fn __not_a_wrapper() -> String {
+    "this plugin is not a wrapper: give its hook no `role` (it was built with export_plugin!)"
+        .to_owned()
+}
+
+#[doc(hidden)]
+pub fn __not_a_step() -> String {
+    "this plugin is a wrapper: give its hook `role = \"wrapper\"` (it was built with export_wrapper!)".to_owned()
 }
 
 /// Writes a log line through the host (the `log` capability), attributed to the plugin.
@@ -704,6 +878,84 @@ macro_rules! export_plugin {
 
             fn health() -> Result<(), String> {
                 $crate::Plugin::health(__plugboard_instance())
+            }
+        }
+
+        impl $crate::bindings::exports::plugboard::plugin::wrapper::Guest for __PlugboardGuest {
+            fn before(
+                _event: String,
+                _state: String,
+            ) -> Result<$crate::bindings::exports::plugboard::plugin::wrapper::Opened, String> {
+                Err($crate::__not_a_wrapper())
+            }
+
+            fn after(
+                _event: String,
+                _outcome: $crate::bindings::exports::plugboard::plugin::wrapper::Outcome,
+                _token: Vec<u8>,
+            ) -> Result<$crate::bindings::exports::plugboard::plugin::wrapper::Closing, String> {
+                Err($crate::__not_a_wrapper())
+            }
+        }
+
+        $crate::bindings::export_guest!(__PlugboardGuest with_types_in $crate::bindings);
+    };
+}
+
+/// Exports a wrapper: `export_wrapper!(Type, constructor expression)`, like
+/// [`export_plugin!`]; one per crate. See [`Wrapper`].
+#[macro_export]
+macro_rules! export_wrapper {
+    ($ty:ty, $init:expr) => {
+        struct __PlugboardGuest;
+
+        fn __plugboard_instance() -> &'static $ty {
+            static INSTANCE: ::std::sync::OnceLock<$ty> = ::std::sync::OnceLock::new();
+            INSTANCE.get_or_init(|| $init)
+        }
+
+        impl $crate::bindings::exports::plugboard::plugin::guest::Guest for __PlugboardGuest {
+            fn initial(record: String) -> Result<(), String> {
+                let record = $crate::__record(&record)?;
+                $crate::Wrapper::initial(__plugboard_instance(), &record)
+            }
+
+            fn layout(_event: String) -> Option<u64> {
+                None
+            }
+
+            fn call(
+                _event: String,
+                _wire: $crate::bindings::exports::plugboard::plugin::guest::Wire,
+                _state: Vec<u8>,
+            ) -> Result<$crate::bindings::exports::plugboard::plugin::guest::Reply, String> {
+                Err($crate::__not_a_step())
+            }
+
+            fn lifecycle(op: String, record: String) -> Result<(), String> {
+                let record = $crate::__record(&record)?;
+                $crate::Wrapper::lifecycle(__plugboard_instance(), &op, &record)
+            }
+
+            fn health() -> Result<(), String> {
+                $crate::Wrapper::health(__plugboard_instance())
+            }
+        }
+
+        impl $crate::bindings::exports::plugboard::plugin::wrapper::Guest for __PlugboardGuest {
+            fn before(
+                event: String,
+                state: String,
+            ) -> Result<$crate::bindings::exports::plugboard::plugin::wrapper::Opened, String> {
+                $crate::__before(__plugboard_instance(), &event, &state)
+            }
+
+            fn after(
+                event: String,
+                outcome: $crate::bindings::exports::plugboard::plugin::wrapper::Outcome,
+                token: Vec<u8>,
+            ) -> Result<$crate::bindings::exports::plugboard::plugin::wrapper::Closing, String> {
+                $crate::__after(__plugboard_instance(), &event, outcome, &token)
             }
         }
 

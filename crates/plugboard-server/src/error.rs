@@ -192,6 +192,7 @@ impl From<EngineError> for ApiError {
             EngineError::InvalidName { .. } => (StatusCode::BAD_REQUEST, "bad_request"),
             EngineError::EventConflict { .. }
             | EngineError::StateMismatch { .. }
+            | EngineError::WrapperOnCollecting { .. }
             | EngineError::Cycle(_)
             | EngineError::Persist(PersistError::Conflict { .. }) => {
                 (StatusCode::CONFLICT, "conflict")

@@ -9,7 +9,7 @@ use wasmtime::component::{Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use crate::bindings::{v2, v3};
+use crate::bindings::{v2, v3, v4};
 use crate::capabilities::{CapabilityError, Emitter, KeyValue};
 
 /// Why loading or running a plugin failed (outside a call: calls report
@@ -386,12 +386,7 @@ impl wasmtime_wasi_http::WasiHttpView for HostState {
 }
 
 impl HostState {
-    fn log_line(
-        &mut self,
-        level: v3::plugboard::plugin::host::Level,
-        message: String,
-    ) -> wasmtime::Result<()> {
-        use v3::plugboard::plugin::host::Level;
+    fn log_line(&mut self, level: tracing::Level, message: String) -> wasmtime::Result<()> {
         if !self.grants.log {
             return Err(self.denied("log", "log"));
         }
@@ -403,11 +398,21 @@ impl HostState {
         let message = plugboard_core::bounded(message);
         let plugin = &*self.plugin;
         match level {
-            Level::Trace => tracing::trace!(target: "plugboard::wasm::guest", plugin, "{message}"),
-            Level::Debug => tracing::debug!(target: "plugboard::wasm::guest", plugin, "{message}"),
-            Level::Info => tracing::info!(target: "plugboard::wasm::guest", plugin, "{message}"),
-            Level::Warn => tracing::warn!(target: "plugboard::wasm::guest", plugin, "{message}"),
-            Level::Error => tracing::error!(target: "plugboard::wasm::guest", plugin, "{message}"),
+            tracing::Level::TRACE => {
+                tracing::trace!(target: "plugboard::wasm::guest", plugin, "{message}")
+            }
+            tracing::Level::DEBUG => {
+                tracing::debug!(target: "plugboard::wasm::guest", plugin, "{message}")
+            }
+            tracing::Level::INFO => {
+                tracing::info!(target: "plugboard::wasm::guest", plugin, "{message}")
+            }
+            tracing::Level::WARN => {
+                tracing::warn!(target: "plugboard::wasm::guest", plugin, "{message}")
+            }
+            tracing::Level::ERROR => {
+                tracing::error!(target: "plugboard::wasm::guest", plugin, "{message}")
+            }
         }
         Ok(())
     }
@@ -430,73 +435,28 @@ impl HostState {
     }
 
     /// The plugin's key-value service, or the contract's `denied` error.
-    fn kv(&self) -> Result<Arc<dyn KeyValue>, v3::plugboard::plugin::types::Error> {
+    fn kv(&self) -> Result<Arc<dyn KeyValue>, CapabilityError> {
         let granted = self.kv.read().ok().and_then(|kv| kv.clone());
         granted.ok_or_else(|| {
             self.report_denied("kv");
-            v3::plugboard::plugin::types::Error::Denied(format!(
+            CapabilityError::Denied(format!(
                 "`{}` is not granted the `kv` capability (a package asks for it under [capabilities])",
                 self.plugin
             ))
         })
     }
-}
 
-impl v2::plugboard::plugin::host::Host for HostState {
-    fn log(
-        &mut self,
-        level: v2::plugboard::plugin::host::Level,
-        message: String,
-    ) -> wasmtime::Result<()> {
-        use v2::plugboard::plugin::host::Level as V2;
-        use v3::plugboard::plugin::host::Level;
-        let level = match level {
-            V2::Trace => Level::Trace,
-            V2::Debug => Level::Debug,
-            V2::Info => Level::Info,
-            V2::Warn => Level::Warn,
-            V2::Error => Level::Error,
-        };
-        self.log_line(level, message)
-    }
-
-    fn settings(&mut self) -> wasmtime::Result<Option<String>> {
-        self.read_settings()
-    }
-
-    fn now_ms(&mut self) -> wasmtime::Result<u64> {
-        self.clock_ms()
-    }
-}
-
-impl v3::plugboard::plugin::host::Host for HostState {
-    fn log(
-        &mut self,
-        level: v3::plugboard::plugin::host::Level,
-        message: String,
-    ) -> wasmtime::Result<()> {
-        self.log_line(level, message)
-    }
-
-    fn settings(&mut self) -> wasmtime::Result<Option<String>> {
-        self.read_settings()
-    }
-
-    fn now_ms(&mut self) -> wasmtime::Result<u64> {
-        self.clock_ms()
-    }
-}
-
-impl v3::plugboard::plugin::types::Host for HostState {}
-
-impl From<CapabilityError> for v3::plugboard::plugin::types::Error {
-    fn from(e: CapabilityError) -> Self {
-        use v3::plugboard::plugin::types::Error;
-        match e {
-            CapabilityError::Denied(m) => Error::Denied(m),
-            CapabilityError::Quota(m) => Error::Quota(m),
-            CapabilityError::Invalid(m) => Error::Invalid(m),
-            CapabilityError::Unavailable(m) => Error::Unavailable(m),
+    fn emit(&mut self, event: &str, state: &str) -> Result<(), CapabilityError> {
+        let granted = self.emitter.read().ok().and_then(|e| e.clone());
+        match granted {
+            Some(e) => e.emit(event, state, self.emit_depth),
+            None => {
+                self.report_denied("emit");
+                Err(CapabilityError::Denied(format!(
+                    "`{}` is not granted the `emit` capability (a package asks for it under [capabilities] emit)",
+                    self.plugin
+                )))
+            }
         }
     }
 }
@@ -506,69 +466,138 @@ fn ttl(ms: Option<u64>) -> Option<Duration> {
     ms.map(Duration::from_millis)
 }
 
-/// The answer of a kv call: the service's errors are the plugin's to handle, never a trap.
-type KvResult<T> = wasmtime::Result<Result<T, v3::plugboard::plugin::types::Error>>;
-
-impl v3::plugboard::plugin::events::Host for HostState {
-    fn emit(&mut self, event: String, state: String) -> KvResult<()> {
-        let granted = self.emitter.read().ok().and_then(|e| e.clone());
-        Ok(match granted {
-            Some(e) => e.emit(&event, &state, self.emit_depth).map_err(Into::into),
-            None => {
-                self.report_denied("emit");
-                Err(v3::plugboard::plugin::types::Error::Denied(format!(
-                    "`{}` is not granted the `emit` capability (a package asks for it under [capabilities] emit)",
-                    self.plugin
-                )))
+/// Implements the imports of a contract version (`$v`: its bindings' module) on the one
+/// set of host functions above; the interfaces are the same in every version that has
+/// them, their generated types are not.
+macro_rules! host_imports {
+    ($v:ident) => {
+        impl $v::plugboard::plugin::host::Host for HostState {
+            fn log(
+                &mut self,
+                level: $v::plugboard::plugin::host::Level,
+                message: String,
+            ) -> wasmtime::Result<()> {
+                use $v::plugboard::plugin::host::Level;
+                let level = match level {
+                    Level::Trace => tracing::Level::TRACE,
+                    Level::Debug => tracing::Level::DEBUG,
+                    Level::Info => tracing::Level::INFO,
+                    Level::Warn => tracing::Level::WARN,
+                    Level::Error => tracing::Level::ERROR,
+                };
+                self.log_line(level, message)
             }
-        })
-    }
+
+            fn settings(&mut self) -> wasmtime::Result<Option<String>> {
+                self.read_settings()
+            }
+
+            fn now_ms(&mut self) -> wasmtime::Result<u64> {
+                self.clock_ms()
+            }
+        }
+    };
+    ($v:ident, capabilities) => {
+        host_imports!($v);
+
+        impl $v::plugboard::plugin::types::Host for HostState {}
+
+        impl From<CapabilityError> for $v::plugboard::plugin::types::Error {
+            fn from(e: CapabilityError) -> Self {
+                use $v::plugboard::plugin::types::Error;
+                match e {
+                    CapabilityError::Denied(m) => Error::Denied(m),
+                    CapabilityError::Quota(m) => Error::Quota(m),
+                    CapabilityError::Invalid(m) => Error::Invalid(m),
+                    CapabilityError::Unavailable(m) => Error::Unavailable(m),
+                }
+            }
+        }
+
+        // The service's errors are the plugin's to handle, never a trap.
+        impl $v::plugboard::plugin::events::Host for HostState {
+            fn emit(
+                &mut self,
+                event: String,
+                state: String,
+            ) -> wasmtime::Result<Result<(), $v::plugboard::plugin::types::Error>> {
+                Ok(HostState::emit(self, &event, &state).map_err(Into::into))
+            }
+        }
+
+        impl $v::plugboard::plugin::kv::Host for HostState {
+            fn get(
+                &mut self,
+                key: String,
+            ) -> wasmtime::Result<Result<Option<Vec<u8>>, $v::plugboard::plugin::types::Error>>
+            {
+                Ok(self.kv().and_then(|kv| kv.get(&key)).map_err(Into::into))
+            }
+
+            fn set(
+                &mut self,
+                key: String,
+                value: Vec<u8>,
+                ttl_ms: Option<u64>,
+            ) -> wasmtime::Result<Result<(), $v::plugboard::plugin::types::Error>> {
+                Ok(self
+                    .kv()
+                    .and_then(|kv| kv.set(&key, &value, ttl(ttl_ms)))
+                    .map_err(Into::into))
+            }
+
+            fn delete(
+                &mut self,
+                key: String,
+            ) -> wasmtime::Result<Result<bool, $v::plugboard::plugin::types::Error>> {
+                Ok(self.kv().and_then(|kv| kv.delete(&key)).map_err(Into::into))
+            }
+
+            fn list_keys(
+                &mut self,
+                prefix: String,
+                after: Option<String>,
+                limit: u32,
+            ) -> wasmtime::Result<Result<Vec<String>, $v::plugboard::plugin::types::Error>> {
+                Ok(self
+                    .kv()
+                    .and_then(|kv| kv.list_keys(&prefix, after.as_deref(), limit))
+                    .map_err(Into::into))
+            }
+
+            fn increment(
+                &mut self,
+                key: String,
+                delta: i64,
+                ttl_ms: Option<u64>,
+            ) -> wasmtime::Result<Result<i64, $v::plugboard::plugin::types::Error>> {
+                Ok(self
+                    .kv()
+                    .and_then(|kv| kv.increment(&key, delta, ttl(ttl_ms)))
+                    .map_err(Into::into))
+            }
+
+            fn compare_and_swap(
+                &mut self,
+                key: String,
+                expected: Option<Vec<u8>>,
+                new: Option<Vec<u8>>,
+                ttl_ms: Option<u64>,
+            ) -> wasmtime::Result<Result<bool, $v::plugboard::plugin::types::Error>> {
+                Ok(self
+                    .kv()
+                    .and_then(|kv| {
+                        kv.compare_and_swap(&key, expected.as_deref(), new.as_deref(), ttl(ttl_ms))
+                    })
+                    .map_err(Into::into))
+            }
+        }
+    };
 }
 
-impl v3::plugboard::plugin::kv::Host for HostState {
-    fn get(&mut self, key: String) -> KvResult<Option<Vec<u8>>> {
-        Ok(self.kv().and_then(|kv| Ok(kv.get(&key)?)))
-    }
-
-    fn set(&mut self, key: String, value: Vec<u8>, ttl_ms: Option<u64>) -> KvResult<()> {
-        Ok(self
-            .kv()
-            .and_then(|kv| Ok(kv.set(&key, &value, ttl(ttl_ms))?)))
-    }
-
-    fn delete(&mut self, key: String) -> KvResult<bool> {
-        Ok(self.kv().and_then(|kv| Ok(kv.delete(&key)?)))
-    }
-
-    fn list_keys(
-        &mut self,
-        prefix: String,
-        after: Option<String>,
-        limit: u32,
-    ) -> KvResult<Vec<String>> {
-        Ok(self
-            .kv()
-            .and_then(|kv| Ok(kv.list_keys(&prefix, after.as_deref(), limit)?)))
-    }
-
-    fn increment(&mut self, key: String, delta: i64, ttl_ms: Option<u64>) -> KvResult<i64> {
-        Ok(self
-            .kv()
-            .and_then(|kv| Ok(kv.increment(&key, delta, ttl(ttl_ms))?)))
-    }
-
-    fn compare_and_swap(
-        &mut self,
-        key: String,
-        expected: Option<Vec<u8>>,
-        new: Option<Vec<u8>>,
-        ttl_ms: Option<u64>,
-    ) -> KvResult<bool> {
-        Ok(self.kv().and_then(|kv| {
-            Ok(kv.compare_and_swap(&key, expected.as_deref(), new.as_deref(), ttl(ttl_ms))?)
-        }))
-    }
-}
+host_imports!(v2);
+host_imports!(v3, capabilities);
+host_imports!(v4, capabilities);
 
 /// Bounds WASI's waits by the call's deadline. A wait happens in the host, where the epoch
 /// deadline cannot interrupt it: without this, a plugin calling `sleep` (or waiting on a

@@ -8,11 +8,13 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use plugboard_core::{Context, PluginRecord, Reason, Reply, Wire};
-use plugboard_engine::{Callbacks, Code, EncodedStep, Failure, FailureKind, Op};
+use plugboard_engine::{
+    Callbacks, Closing, Code, EncodedStep, Failure, FailureKind, JsonWrapper, Op, Opened, Told,
+};
 use wasmtime::Store;
 use wasmtime::component::types::ComponentItem;
 
-use crate::bindings::{Contract, Guest, GuestPre, GuestReply};
+use crate::bindings::{self, Contract, Guest, GuestPre, GuestReply};
 use crate::cache::{self, Origin};
 use crate::capabilities::{Emitter, KeyValue};
 use crate::host::{Grants, HostState, Stopped, WasmError, WasmHost};
@@ -245,7 +247,28 @@ impl WasmPlugin {
         match self.contract {
             Contract::V2 => "0.2",
             Contract::V3 => "0.3",
+            Contract::V4 => "0.4",
         }
+    }
+
+    /// Whether the component exports the `wrapper` interface (contract 0.4 and later):
+    /// whether it can run around an event's chain ([`WasmPlugin::wrapper_code`]).
+    pub fn exports_wrapper(&self) -> bool {
+        self.pre.has_wrapper()
+    }
+
+    /// The plugin as engine code for a wrapper, ready for `Engine::register_code`: its
+    /// `before` and `after` run around the rest of the event's chain. Refused for a
+    /// component that does not export the `wrapper` interface.
+    pub fn wrapper_code(self: Arc<Self>) -> Result<Code, WasmError> {
+        if !self.exports_wrapper() {
+            return Err(WasmError::Refused(format!(
+                "`{}` cannot be a wrapper: its component does not export `plugboard:plugin/wrapper` (contract {}; wrappers need 0.4 or later, built against the world `plugin-wrapper` or `wrapper-basic`)",
+                self.name,
+                self.contract()
+            )));
+        }
+        Ok(Code::json_wrapper(self))
     }
 
     /// The names of the component's imports, e.g. `plugboard:plugin/kv@0.3.0`: what it
@@ -556,14 +579,87 @@ fn classify(plugin: &str, what: &str, e: wasmtime::Error) -> Failure {
     )
 }
 
+/// How deep in a chain of emits the call is (0: not from an emit).
+fn emit_depth(cx: &Context<'_>) -> u32 {
+    cx.meta()
+        .get(crate::EMIT_DEPTH)
+        .and_then(serde_json::Value::as_u64)
+        .map_or(0, |d| u32::try_from(d).unwrap_or(u32::MAX))
+}
+
+impl WasmPlugin {
+    /// Refuses a reply larger than the plugin's limit.
+    fn check_reply(&self, len: usize) -> Result<(), Failure> {
+        if len > self.limits.max_reply {
+            return Err(failure(
+                FailureKind::ResourceLimit,
+                format!(
+                    "`{}` replied with {len} bytes; the limit is {}",
+                    self.name, self.limits.max_reply
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl JsonWrapper for WasmPlugin {
+    fn before(&self, state: &str, cx: &Context<'_>) -> Result<Opened, Failure> {
+        let depth = emit_depth(cx);
+        let opened = self.with_instance("before", |w| {
+            w.store.data_mut().emit_depth = depth;
+            w.plugin.before(&mut w.store, cx.event(), state)
+        })?;
+        let opened = opened.map_err(|msg| failure(FailureKind::PluginError, msg))?;
+        self.check_reply(opened.state.len() + opened.token.len())?;
+        Ok(Opened {
+            entry: if opened.halt {
+                Reply::Halt(opened.state)
+            } else {
+                Reply::Continue(opened.state)
+            },
+            token: opened.token,
+        })
+    }
+
+    fn after(&self, told: Told<'_>, token: &[u8], cx: &Context<'_>) -> Result<Closing, Failure> {
+        let depth = emit_depth(cx);
+        let message;
+        let told = match told {
+            Told::Continued(s) => bindings::Told::Continued(s),
+            Told::Halted(s) => bindings::Told::Halted(s),
+            Told::Failed(e) => {
+                message = e.to_string();
+                bindings::Told::Failed(&message)
+            }
+        };
+        let closing = self.with_instance("after", |w| {
+            w.store.data_mut().emit_depth = depth;
+            w.plugin.after(&mut w.store, cx.event(), told, token)
+        })?;
+        let closing = closing.map_err(|msg| failure(FailureKind::PluginError, msg))?;
+        Ok(match closing {
+            bindings::Closing::Keep => Closing::Keep,
+            bindings::Closing::Continue(s) => {
+                self.check_reply(s.len())?;
+                Closing::Continue(s)
+            }
+            bindings::Closing::Halt(s) => {
+                self.check_reply(s.len())?;
+                Closing::Halt(s)
+            }
+            bindings::Closing::Retry { state, token } => {
+                self.check_reply(state.len() + token.len())?;
+                Closing::Retry { state, token }
+            }
+        })
+    }
+}
+
 impl EncodedStep for WasmPlugin {
     fn run(&self, state: &[u8], wire: Wire, cx: &Context<'_>) -> Result<Reply<Vec<u8>>, Failure> {
         let event = cx.event();
-        let depth = cx
-            .meta()
-            .get(crate::EMIT_DEPTH)
-            .and_then(serde_json::Value::as_u64)
-            .map_or(0, |d| u32::try_from(d).unwrap_or(u32::MAX));
+        let depth = emit_depth(cx);
         let reply = self.with_instance("call", |w| {
             w.store.data_mut().emit_depth = depth;
             w.plugin.call(&mut w.store, event, wire, state)
@@ -573,17 +669,7 @@ impl EncodedStep for WasmPlugin {
             GuestReply::Continue(b) => (false, b),
             GuestReply::Halt(b) => (true, b),
         };
-        if out.len() > self.limits.max_reply {
-            return Err(failure(
-                FailureKind::ResourceLimit,
-                format!(
-                    "`{}` replied with {} bytes; the limit is {}",
-                    self.name,
-                    out.len(),
-                    self.limits.max_reply
-                ),
-            ));
-        }
+        self.check_reply(out.len())?;
         // The engine decodes (and so validates) the state after the last of consecutive
         // encoded steps, not here.
         Ok(if halt {

@@ -60,4 +60,22 @@ impl Guest for Probe {
     }
 }
 
+// Every PDK component exports the wrapper interface; the probe is not one.
+impl plugboard_pdk::bindings::exports::plugboard::plugin::wrapper::Guest for Probe {
+    fn before(
+        _: String,
+        _: String,
+    ) -> Result<plugboard_pdk::bindings::exports::plugboard::plugin::wrapper::Opened, String> {
+        Err(plugboard_pdk::__not_a_wrapper())
+    }
+
+    fn after(
+        _: String,
+        _: plugboard_pdk::bindings::exports::plugboard::plugin::wrapper::Outcome,
+        _: Vec<u8>,
+    ) -> Result<plugboard_pdk::bindings::exports::plugboard::plugin::wrapper::Closing, String> {
+        Err(plugboard_pdk::__not_a_wrapper())
+    }
+}
+
 plugboard_pdk::bindings::export_guest!(Probe with_types_in plugboard_pdk::bindings);

@@ -113,6 +113,12 @@ impl Engine {
         let slot = self
             .slot(event)
             .map_err(|_| EngineError::UnknownEvent(event.to_owned()))?;
+        if code.is_wrapper() && slot.info().mode == plugboard_core::Mode::Collect {
+            return Err(EngineError::WrapperOnCollecting {
+                plugin: registration.name,
+                event: event.to_owned(),
+            });
+        }
         // JSON and encoded steps fit any event; native ones only their own.
         if code.state_type() != slot.state_type()
             && code.state_type() != TypeId::of::<Value>()

@@ -435,3 +435,111 @@ fn a_plugin_may_call_only_the_imports_its_manifest_asks_for() {
         "{e}"
     );
 }
+
+/// The safety net's manifest: contract 0.4, its hook a wrapper on `event`.
+fn wrapper_manifest(contract: &str, event: &str) -> String {
+    plugboard_testkit::manifest("safety-net", "1.0.0", event, "role = \"wrapper\"\n")
+        .replace("contract = \"0.2\"", &format!("contract = \"{contract}\""))
+        .replace("clock = true", "clock = true\nsettings = true")
+        + &format!("\n[limits]\ndeadline_ms = {}\n", crate::DEADLINE_MS)
+}
+
+#[test]
+fn a_hook_with_the_wrapper_role_runs_around_the_chain_and_after_a_restart() {
+    for backend in BOTH {
+        let tmp = tempfile::tempdir().unwrap();
+        let url = fresh_url(backend, tmp.path());
+        {
+            let h = HostEnv::boot(&url, tmp.path());
+            let audit = package(
+                tmp.path(),
+                &manifest("audit", "1.0.0", ""),
+                &component("audit"),
+            );
+            h.install(&audit).unwrap();
+            let net = package(
+                tmp.path(),
+                &wrapper_manifest("0.4", "on_user_after_save_failure"),
+                &component("safety_net"),
+            );
+            assert_eq!(h.install(&net).unwrap().plugins, ["safety-net"]);
+            let info = h.engine.plugin("safety-net").unwrap();
+            assert!(info.wrapper, "{backend:?}");
+            assert_eq!(info.record.status, Status::Started);
+            assert_eq!(
+                h.engine.wrappers("on_user_after_save_failure").unwrap(),
+                ["safety-net"]
+            );
+            // `after` saw the audit's reply and added to it.
+            let out = h.call();
+            assert_eq!(out.extra["audited_by"], "wasm-audit", "{backend:?}");
+            assert_eq!(out.extra["attempts"], 1, "{backend:?}");
+        }
+        // Booted again from the database: still a wrapper, still around the chain.
+        let h = HostEnv::boot(&url, tmp.path());
+        assert!(h.engine.plugin("safety-net").unwrap().wrapper);
+        assert_eq!(h.call().extra["attempts"], 1, "{backend:?}");
+    }
+}
+
+#[test]
+fn a_wrapper_hook_that_cannot_be_one_is_refused_and_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let h = HostEnv::boot(
+        &fresh_url(plugboard_testkit::Backend::Sqlite, tmp.path()),
+        tmp.path(),
+    );
+    // A contract without the `wrapper` interface: the manifest says so, with its line.
+    let e = refused(
+        &h,
+        &crate::raw_package(
+            tmp.path(),
+            &wrapper_manifest("0.3", "on_user_after_save_failure"),
+            &component("safety_net"),
+        ),
+    );
+    assert!(
+        e.to_string()
+            .contains("hooks[0].role: a wrapper needs contract 0.4.0 or later"),
+        "{e}"
+    );
+    // A component built against 0.3 (the ip-ban example's) has no `wrapper` export.
+    let old = plugboard_package::verify(
+        &std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/packages/ip-ban-1.0.0.pbpkg"
+        ))
+        .unwrap(),
+        &plugboard_package::VerifyOptions::default(),
+    )
+    .unwrap();
+    let e = refused(
+        &h,
+        &package(
+            tmp.path(),
+            &wrapper_manifest("0.4", "on_user_after_save_failure")
+                .replace("settings = true", "settings = true\nkv = true"),
+            &old.component,
+        ),
+    );
+    assert!(
+        matches!(e, InstallError::Component { .. })
+            && e.to_string()
+                .contains("does not export `plugboard:plugin/wrapper`"),
+        "{e}"
+    );
+    // A collecting event has no chain to wrap.
+    let e = refused(
+        &h,
+        &package(
+            tmp.path(),
+            &wrapper_manifest("0.4", "on_content_search"),
+            &component("safety_net"),
+        ),
+    );
+    assert!(matches!(e, InstallError::WrapperOnCollecting { .. }), "{e}");
+    assert_eq!(
+        e.to_string(),
+        "package `safety-net` makes `safety-net` a wrapper on `on_content_search`, which collects: wrappers run around waterfall chains only"
+    );
+}

@@ -14,7 +14,7 @@ fn a_component_of_an_unknown_contract_version_is_refused() {
     assert!(matches!(err, WasmError::ContractVersion { .. }), "{err}");
     assert_eq!(
         err.to_string(),
-        "the component implements plugboard:plugin@0.9.0, but this host serves 0.2.x and 0.3.x"
+        "the component implements plugboard:plugin@0.9.0, but this host serves 0.2.x, 0.3.x and 0.4.x"
     );
 }
 
@@ -32,25 +32,28 @@ fn the_contract_version_is_the_wit_packages_and_the_manifests() {
         wit.lines().any(|l| l.trim() == declared),
         "wit/plugin.wit lacks `{declared}`"
     );
-    // The older contract the host still serves is kept as it was released.
-    let old = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/contracts/0.2.0/plugin.wit"
-    ))
-    .unwrap();
-    assert!(
-        old.lines()
-            .any(|l| l.trim() == "package plugboard:plugin@0.2.0;")
+    // The older contracts the host still serves are kept as they were released.
+    for v in ["0.3.0", "0.2.0"] {
+        let old = std::fs::read_to_string(format!(
+            "{}/contracts/{v}/plugin.wit",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        let declared = format!("package plugboard:plugin@{v};");
+        assert!(old.lines().any(|l| l.trim() == declared), "{v}");
+    }
+    assert_eq!(
+        plugboard_core::CONTRACT_VERSIONS,
+        ["0.4.0", "0.3.0", "0.2.0"]
     );
-    assert_eq!(plugboard_core::CONTRACT_VERSIONS, ["0.3.0", "0.2.0"]);
 }
 
 #[test]
-fn components_of_both_served_contract_versions_load_and_run() {
+fn components_of_every_served_contract_version_load_and_run() {
     let host = crate::host();
-    // Built now, against 0.3.0.
+    // Built now, against 0.4.0.
     let new = crate::load(&host, "audit", "audit-new");
-    assert_eq!(new.contract(), "0.3");
+    assert_eq!(new.contract(), "0.4");
     // A Rust guest imports only the interfaces it calls: the audit does not call kv.
     assert!(!new.imports_kv(), "{:?}", new.imports());
     assert!(crate::load(&host, "ip_ban", "ip-ban").imports_kv());
@@ -69,6 +72,26 @@ fn components_of_both_served_contract_versions_load_and_run() {
             .unwrap(),
     );
     assert_eq!(old.contract(), "0.2");
+    // Built against 0.3.0 and committed then.
+    let file = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/packages/ip-ban-1.0.0.pbpkg"
+    );
+    let verified = plugboard_package::verify(
+        &std::fs::read(file).unwrap(),
+        &plugboard_package::VerifyOptions::default(),
+    )
+    .unwrap();
+    let v3 = host
+        .load("ip-ban-old", &verified.component, crate::limits())
+        .unwrap();
+    assert_eq!(v3.contract(), "0.3");
+    assert!(v3.imports_kv());
+    assert!(!v3.exports_wrapper() && !old.exports_wrapper());
+    assert!(
+        new.exports_wrapper(),
+        "every PDK component of 0.4 exports `wrapper`"
+    );
     let engine = plugboard_engine::Engine::new();
     crate::add(
         &engine,

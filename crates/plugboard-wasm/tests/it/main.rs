@@ -6,6 +6,7 @@ mod hostile;
 mod http;
 mod loading;
 mod python;
+mod wrap;
 
 use std::sync::Arc;
 

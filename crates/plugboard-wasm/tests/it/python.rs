@@ -48,7 +48,7 @@ fn a_python_plugin_joins_a_chain() {
                 || i.starts_with("plugboard:plugin/events@")),
         "built against plugin-basic, it imports no kv or events: {imports:?}"
     );
-    assert_eq!(plugin.contract(), "0.3");
+    assert_eq!(plugin.contract(), "0.4");
     let engine = Engine::new();
     crate::add(
         &engine,
