@@ -247,10 +247,17 @@ fn wit_dir() -> Result<tempfile::TempDir> {
 
 /// componentize-py and componentize-js import every interface of the world they build
 /// against, and a package must ask for each import's capability: the narrowest world that
-/// has what the manifest asks for.
+/// has what the manifest asks for (a wrapper's exports `wrapper` too: `wrapper-basic`,
+/// or `plugin-wrapper` with every import).
 fn narrowest_world(manifest: &Manifest) -> &'static str {
     let caps = &manifest.capabilities;
+    let wrapper = manifest
+        .hooks
+        .iter()
+        .any(|h| h.role == plugboard_package::Role::Wrapper);
     match (caps.kv, !caps.http.is_empty(), !caps.emit.is_empty()) {
+        (false, false, false) if wrapper => "wrapper-basic",
+        _ if wrapper => "plugin-wrapper",
         (false, false, false) => "plugin-basic",
         (true, false, false) => "plugin-kv",
         (false, true, false) => "plugin-http",
@@ -433,7 +440,7 @@ version = "0.1.0"
 description = "A Plugboard plugin on `{event}`."
 # An SPDX expression: yours to choose.
 license = "MIT"
-contract = "0.3"
+contract = "{contract}"
 readme = "README.md"
 
 # What it may reach, each granted by an operator at install: log, settings, clock,
@@ -445,8 +452,15 @@ log = true
 event = "{event}"
 plugin = "{name}"
 priority = 50
-"#
+"#,
+        contract = contract_minor(),
     )
+}
+
+/// The newest contract as a manifest asks for it: `0.4`.
+fn contract_minor() -> &'static str {
+    let v = plugboard::CONTRACT_VERSION;
+    v.rsplit_once('.').map_or(v, |(minor, _)| minor)
 }
 
 fn cargo_toml(name: &str, pdk: &Path) -> String {
@@ -572,10 +586,10 @@ fn js_app(name: &str, event: &str) -> String {
     format!(
         r#"// {name}: a Plugboard plugin on `{event}`, in JavaScript (componentize-js).
 //
-// The WIT contract's interfaces are modules: `plugboard:plugin/host@0.3.0` gives `log`,
+// The WIT contract's interfaces are modules: `plugboard:plugin/host@{version}` gives `log`,
 // `settings` and `nowMs`; a `result` import throws its error. The export is `guest`.
 
-import {{ log }} from 'plugboard:plugin/host@0.3.0';
+import {{ log }} from 'plugboard:plugin/host@{version}';
 
 const decoder = new TextDecoder();
 const encoder = new TextEncoder();
@@ -601,7 +615,8 @@ export const guest = {{
 
   health() {{}},
 }};
-"#
+"#,
+        version = plugboard::CONTRACT_VERSION,
     )
 }
 

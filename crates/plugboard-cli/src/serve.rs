@@ -13,7 +13,8 @@ use plugboard_store::Store;
 
 /// The example packages, built by `cargo xtask package-examples` and shipped inside the
 /// binary so that the first run needs nothing else. The first three are contract 0.2.0
-/// builds, kept as released; `webhook` and `ip-ban` use contract 0.3.0's capabilities.
+/// builds, kept as released; `webhook` and `ip-ban` are 0.3.0 builds (its capabilities),
+/// also as released.
 const EXAMPLES: &[(&str, &[u8])] = &[
     (
         "wasm-audit-1.0.0.pbpkg",

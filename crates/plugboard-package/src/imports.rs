@@ -15,7 +15,7 @@ use crate::error::PackageError;
 use crate::manifest::Manifest;
 
 /// The names of a component's own imports (not those of the modules and components nested
-/// in it), e.g. `plugboard:plugin/kv@0.3.0`.
+/// in it), e.g. `plugboard:plugin/kv@0.4.0`.
 pub fn component_imports(bytes: &[u8]) -> Result<Vec<String>, PackageError> {
     let bad = |e: wasmparser::BinaryReaderError| PackageError::NotAComponent {
         why: format!("it cannot be read: {e}"),

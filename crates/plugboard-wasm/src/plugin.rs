@@ -68,7 +68,7 @@ pub struct WasmPlugin {
     pre: GuestPre,
     /// The contract version it was built against.
     contract: Contract,
-    /// The names of the component's imports (`plugboard:plugin/kv@0.3.0`, `wasi:…`).
+    /// The names of the component's imports (`plugboard:plugin/kv@0.4.0`, `wasi:…`).
     imports: Vec<String>,
     limits: Limits,
     settings: Arc<RwLock<Option<String>>>,
@@ -271,7 +271,7 @@ impl WasmPlugin {
         Ok(Code::json_wrapper(self))
     }
 
-    /// The names of the component's imports, e.g. `plugboard:plugin/kv@0.3.0`: what it
+    /// The names of the component's imports, e.g. `plugboard:plugin/kv@0.4.0`: what it
     /// may call, whether or not it is granted (a loader can refuse a component that
     /// imports a capability its package did not ask for).
     pub fn imports(&self) -> &[String] {

@@ -42,16 +42,18 @@
 //! ```
 
 pub use plugboard_core::{
-    AsyncCollector, AsyncPlugin, Collect, Collector, Context, Contribute, DependType, EMPTY_META,
-    Event, EventInfo, FnPlugin, Json, Meta, Mode, Plugin, PluginRecord, Priority, PriorityError,
-    Reason, Registration, Reply, Status, event, from_fn, reference, schema_of, serde_json,
+    AsyncCollector, AsyncPlugin, CONTRACT_VERSION, CONTRACT_VERSIONS, Collect, Collector, Context,
+    Contribute, DependType, EMPTY_META, Event, EventInfo, FnPlugin, Json, Meta, Mode, Plugin,
+    PluginRecord, Priority, PriorityError, Reason, Registration, Reply, Status, event, from_fn,
+    reference, schema_of, serde_json,
 };
 pub use plugboard_engine::{
     After, AsyncStep, BootReport, BoxFuture, CallError, CallOptions, Callbacks, Cause, Changeset,
-    Code, CodeKind, CollectHook, Collected, Contribution, EncodedStep, Engine, EngineBuilder,
-    EngineError, EventProfile, Failure, FailureKind, Health, Hook, LifecycleEvent, MAX_RETRIES,
-    OnFailure, Op, Outcome, PersistError, Persistence, PluginInfo, PluginProfile, Report, Spawned,
-    StepOutcome, StoredRecord, SyncStep, Target, Trace, TraceStep, Wrapper, broadcast,
+    Closing, Code, CodeKind, CollectHook, Collected, Contribution, EncodedStep, Engine,
+    EngineBuilder, EngineError, EventProfile, Failure, FailureKind, Health, Hook, JsonWrapper,
+    LifecycleEvent, MAX_RETRIES, OnFailure, Op, Opened, Outcome, PersistError, Persistence,
+    PluginInfo, PluginProfile, Report, Spawned, StepOutcome, StoredRecord, SyncStep, Target, Told,
+    Trace, TraceStep, Wrapper, broadcast,
 };
 
 /// The names most hosts and plugins use.

@@ -375,7 +375,7 @@ fn refusals_name_the_reason_and_change_nothing() {
     ));
     assert!(
         err.contains(
-            "the component implements plugboard:plugin@0.9.0, but this host serves 0.2.x and 0.3.x"
+            "the component implements plugboard:plugin@0.9.0, but this host serves 0.2.x, 0.3.x and 0.4.x"
         ),
         "{err}"
     );

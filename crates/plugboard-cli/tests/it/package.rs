@@ -375,7 +375,7 @@ fn a_component_importing_what_its_manifest_does_not_ask_for_is_refused_up_front(
             "ip-ban",
             "ip_ban",
             "kv = true\n",
-            "plugboard:plugin/kv@0.3.0",
+            "plugboard:plugin/kv@0.4.0",
             "add `kv = true`",
         ),
         (
