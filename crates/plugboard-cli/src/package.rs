@@ -162,9 +162,13 @@ fn print_summary(out: &mut impl Write, p: &VerifiedPackage, violations: &[String
         } else {
             format!("{} ({})", h.depends.join(", "), h.depend_type)
         };
+        let role = match h.role {
+            plugboard_package::Role::Step => "",
+            plugboard_package::Role::Wrapper => "  (wrapper: runs around the chain)",
+        };
         writeln!(
             out,
-            "  {:16} {:28} {:>4}  {depends}",
+            "  {:16} {:28} {:>4}  {depends}{role}",
             h.plugin,
             h.event,
             h.priority.get()

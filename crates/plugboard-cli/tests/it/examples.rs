@@ -1,6 +1,8 @@
 //! The bundled examples of contract 0.3.0 in `plugboard serve`: `ip-ban` installed with
 //! what it asks for, and `webhook` granted this server's origin and posting failed sign-ups
-//! to the demo receiver; restarted on another port, the webhook follows.
+//! to the demo receiver; restarted on another port, the webhook follows. The demo search
+//! (a collecting event) with a wasm package among its answers, and a wasm wrapper (0.4.0)
+//! installed from the command line around the server's chain.
 
 use crate::{PATIENCE, PROMPTLY, Serve, arrivals, http, run, serve, stdout, wait_for};
 
@@ -123,4 +125,53 @@ fn the_demo_search_lists_every_plugins_answer_a_wasm_packages_among_them() {
         let (_, page) = http(&server, "GET", "/demo/search?q=search", None);
         page.contains("1 answer.") && !page.contains("data-from=\"site-search\"")
     });
+}
+
+#[test]
+fn a_wasm_wrapper_installed_from_the_command_line_runs_around_the_servers_chain() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    let server = serve(&home);
+    let file = crate::pack_example(&home, tmp.path(), "safety-net", "safety_net", |m| m);
+    let shown = stdout(&run(&home, &["inspect", file.to_str().unwrap()]));
+    assert!(
+        shown.contains("on_user_after_save_failure")
+            && shown.contains("(wrapper: runs around the chain)"),
+        "{shown}"
+    );
+    let out = stdout(&run(
+        &home,
+        &["install", "--grant", "all", file.to_str().unwrap()],
+    ));
+    assert!(out.starts_with("installed safety-net 1.0.0"), "{out}");
+    // Another process installed it: the server loads it from the database.
+    wait_for(PATIENCE, "the server wraps the chain in safety-net", || {
+        let (_, body) = http(
+            &server,
+            "GET",
+            "/api/events/on_user_after_save_failure",
+            None,
+        );
+        serde_json::from_str::<serde_json::Value>(&body)
+            .is_ok_and(|e| e["wrappers"] == serde_json::json!(["safety-net"]))
+    });
+    let (_, plugin) = http(&server, "GET", "/api/plugins/safety-net", None);
+    let plugin: serde_json::Value = serde_json::from_str(&plugin).unwrap();
+    assert_eq!(plugin["wrapper"], true, "{plugin}");
+    assert_eq!(plugin["kind"], "encoded", "{plugin}");
+    // A call runs inside it: its step spans the call, and its `after` marked the result
+    // (attempts when the chain went through; a fallback when the webhook's post to this
+    // server overran its deadline on a loaded machine, even after the retries).
+    let answer = crate::failed_save(&server);
+    let net = answer["trace"]
+        .as_array()
+        .and_then(|t| t.iter().find(|s| s["plugin"] == "safety-net"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no safety-net step: {answer}"));
+    assert_eq!(net["outcome"], "wrapped", "{answer}");
+    let extra = &answer["result"]["extra"];
+    assert!(
+        extra["attempts"].is_u64() || extra["fallback"].is_string(),
+        "{answer}"
+    );
 }

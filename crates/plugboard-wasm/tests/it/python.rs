@@ -1,5 +1,5 @@
-//! A plugin in a second language (Python, built with componentize-py) shows that the
-//! contract is not Rust-only. Outside CI it is skipped, with a message, when
+//! A plugin and a wrapper in a second language (Python, built with componentize-py) show
+//! that the contract is not Rust-only. Outside CI it is skipped, with a message, when
 //! componentize-py is not installed; in CI (`CI=true`, where `.ci/run` installs it) it must run.
 
 use std::path::Path;
@@ -85,4 +85,82 @@ fn a_python_plugin_joins_a_chain() {
     assert_eq!(out.extra["audited_by"], "python-audit");
     assert_eq!(out.extra["code"], "validation_failed");
     assert_eq!(engine.chain(event).unwrap(), ["rust-audit", "python-audit"]);
+}
+
+/// A native step that fails its first call.
+struct FailsOnce(std::sync::atomic::AtomicBool);
+
+impl plugboard_core::Plugin<OnUserAfterSaveFailure> for FailsOnce {
+    fn call(
+        &self,
+        s: OnUserAfterSaveFailure,
+        _: &plugboard_core::Context<'_>,
+    ) -> plugboard_core::Reply<OnUserAfterSaveFailure> {
+        let failed_before = self.0.swap(true, std::sync::atomic::Ordering::SeqCst);
+        assert!(failed_before, "the first call fails");
+        plugboard_core::Reply::Continue(s)
+    }
+}
+
+#[test]
+fn a_python_wrapper_runs_around_a_chain_and_retries_it() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    // `wrapper-basic`: the host interface, and the `guest` and `wrapper` exports.
+    let Some(out) = plugboard_testkit::python_component("python-wrapper", "wrapper-basic") else {
+        return;
+    };
+    let host = plugboard_wasm::WasmHost::new(plugboard_wasm::HostConfig {
+        cache_dir: Some(root.join("target/wasm-cache")),
+        ..plugboard_wasm::HostConfig::default()
+    })
+    .unwrap();
+    let plugin = Arc::new(
+        host.load_file(
+            "python-wrapper",
+            &out,
+            Limits {
+                memory: 128 << 20,
+                ..crate::limits()
+            },
+        )
+        .unwrap(),
+    );
+    assert!(plugin.exports_wrapper());
+    let engine = Engine::new();
+    engine
+        .register_code(
+            "on_user_after_save_failure",
+            Registration::new("python-wrapper"),
+            plugin.wrapper_code().unwrap(),
+        )
+        .unwrap();
+    engine.start("python-wrapper").unwrap();
+    engine
+        .register(
+            Registration::new("fails-once"),
+            FailsOnce(std::sync::atomic::AtomicBool::new(false)),
+        )
+        .unwrap();
+    engine.start("fails-once").unwrap();
+    let state = OnUserAfterSaveFailure {
+        error: ErrorPayload::new("validation_failed", "email taken"),
+        ip: Ip::LOCALHOST,
+        endpoint: Endpoint::Api,
+        status: SaveStatus::Added,
+        conn: Conn::new("POST", "/users"),
+        modifier_user: ModifierUser::SelfUser,
+        extra: serde_json::Value::Null,
+    };
+    // The first run fails; the wrapper runs the rest again from its input, which goes
+    // through; `after` marks it with the runs its token counted.
+    let out = engine
+        .call::<OnUserAfterSaveFailure>(state.clone())
+        .unwrap();
+    assert_eq!(out.extra, serde_json::json!({ "python_runs": 2 }));
+    // From then on the step goes through the first time, seeing `before`'s mark.
+    let out = engine.call::<OnUserAfterSaveFailure>(state).unwrap();
+    assert_eq!(
+        out.extra,
+        serde_json::json!({ "python_before": true, "python_runs": 1 })
+    );
 }
