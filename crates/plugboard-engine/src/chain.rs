@@ -116,7 +116,10 @@ pub(crate) struct Chain<S> {
     /// Every step is native, the policy is `Error` and profiling is off: the steps can
     /// take the short walk, with nothing to keep per step.
     pub(crate) plain_steps: bool,
-    /// `plain_steps` and no wrappers: the whole call takes the short walk.
+    /// `plain_steps` and every step a waterfall's native one: the steps inside wrappers
+    /// take the shortest walk.
+    pub(crate) native: bool,
+    /// `native` and no wrappers: the whole call takes the short walk.
     pub(crate) plain: bool,
 }
 
@@ -129,6 +132,7 @@ impl<S> Chain<S> {
             policy,
             profiling: false,
             plain_steps: true,
+            native: true,
             plain: true,
         }
     }
@@ -441,6 +445,33 @@ impl<S: State> Slot<S> {
         }
     }
 
+    /// [`Slot::run_plain`] inside wrappers: the same walk, its end as a wrapper is told.
+    #[inline]
+    fn native_walk(&self, chain: &Chain<S>, state: S, meta: &Meta) -> Outcome<S> {
+        let pos = Cell::new(0usize);
+        let out = catch_unwind(AssertUnwindSafe(|| {
+            let mut state = state;
+            for (i, step) in chain.steps.iter().enumerate() {
+                pos.set(i);
+                let Runner::Native(runner) = &step.runner else {
+                    // `native` is only set when every step is native.
+                    continue;
+                };
+                let cx = Context::new(&self.name, &step.name, meta);
+                state = match runner.run(state, &cx) {
+                    Reply::Continue(next) => next,
+                    Reply::Halt(last) => {
+                        step.stats.succeeded();
+                        return Reply::Halt(last);
+                    }
+                };
+                step.stats.succeeded();
+            }
+            Reply::Continue(state)
+        }));
+        out.map_err(|payload| self.plain_failure(chain, pos.get(), &*payload))
+    }
+
     /// The short walk of plain steps that may collect, in wrappers or a collecting chain;
     /// says whether a step halted (what a wrapper around it is told).
     #[inline]
@@ -549,7 +580,10 @@ impl<S: State> Slot<S> {
         obs: &mut O,
     ) -> Outcome<S> {
         let Some(w) = chain.wrappers.get(i) else {
-            // A plain chain inside wrappers still takes the short walk, unless traced.
+            // A plain chain inside wrappers still takes a short walk, unless traced.
+            if chain.native && !O::TIMED {
+                return self.native_walk(chain, state, meta);
+            }
             let (result, halted) = if chain.plain_steps && !O::TIMED {
                 self.plain_walk(chain, state, meta)
             } else {
@@ -559,12 +593,19 @@ impl<S: State> Slot<S> {
         };
         let cx = Context::new(&self.name, &w.name, meta);
         let started = (O::TIMED || chain.profiling).then(Instant::now);
-        let mut inner = |s: S| self.wrapped(chain, i + 1, s, meta, &mut *obs);
-        let out = w.around.around(state, &cx, &mut inner);
+        let out = if chain.native && !O::TIMED && i + 1 == chain.wrappers.len() {
+            // The innermost wrapper around native steps: straight to their walk.
+            w.around
+                .around(state, &cx, &mut |s: S| self.native_walk(chain, s, meta))
+        } else {
+            let mut inner = |s: S| self.wrapped(chain, i + 1, s, meta, &mut *obs);
+            w.around.around(state, &cx, &mut inner)
+        };
         self.unwrapped(chain, w, started, out, obs)
     }
 
     /// A wrapper's end: timed, and its own failure counted and reported against it.
+    #[inline]
     fn unwrapped<O: Observer>(
         &self,
         chain: &Chain<S>,
@@ -1188,9 +1229,8 @@ impl<S: State> Slot<S> {
                 .iter()
                 .all(|s| matches!(s.runner, Runner::Native(_) | Runner::Collect(_)));
         // The hot walk of waterfalls takes native steps only.
-        let plain = plain_steps
-            && wrappers.is_empty()
-            && steps.iter().all(|s| matches!(s.runner, Runner::Native(_)));
+        let native = plain_steps && steps.iter().all(|s| matches!(s.runner, Runner::Native(_)));
+        let plain = native && wrappers.is_empty();
         self.chain.store(Arc::new(Chain {
             steps: steps.into_boxed_slice(),
             wrappers: wrappers.into_boxed_slice(),
@@ -1198,6 +1238,7 @@ impl<S: State> Slot<S> {
             policy,
             profiling,
             plain_steps,
+            native,
             plain,
         }));
     }
