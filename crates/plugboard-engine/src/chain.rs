@@ -201,6 +201,10 @@ pub struct Trace<S> {
     pub steps: Vec<TraceStep>,
     /// The plugin that halted the chain, if one did.
     pub halted_by: Option<String>,
+    /// The state the call started from, as JSON: what the first step was given (for a
+    /// collecting event, the contributions so far: none). `None` when the call did not
+    /// start.
+    pub given: Option<Value>,
 }
 
 /// A plugin's share of an event's time, from [`Engine::profile`](crate::Engine::profile).
@@ -515,11 +519,13 @@ impl<S: State> Slot<S> {
     pub(crate) fn trace(&self, state: S, meta: &Meta) -> Trace<S> {
         let chain = self.chain.load_full();
         let mut rec = Recorder::default();
+        let given = serde_json::to_value(&state).ok();
         let result = self.run(&chain, state, meta, &mut rec);
         Trace {
             result,
             steps: rec.steps,
             halted_by: rec.halted_by,
+            given,
         }
     }
 
@@ -993,11 +999,13 @@ impl<S: State> Slot<S> {
     pub(crate) async fn trace_async(&self, state: S, meta: &Meta) -> Trace<S> {
         let chain = self.chain.load_full();
         let mut rec = Recorder::default();
+        let given = serde_json::to_value(&state).ok();
         let result = self.run_async(&chain, state, meta, &mut rec).await;
         Trace {
             result,
             steps: rec.steps,
             halted_by: rec.halted_by,
+            given,
         }
     }
 
@@ -1539,12 +1547,14 @@ impl<S: State> AnySlot for Slot<S> {
                     result: t.result.and_then(|s| self.encode(s, &state, opts)),
                     steps: t.steps,
                     halted_by: t.halted_by,
+                    given: t.given,
                 }
             }
             Err(e) => Trace {
                 result: Err(e),
                 steps: Vec::new(),
                 halted_by: None,
+                given: None,
             },
         }
     }
@@ -1574,12 +1584,14 @@ impl<S: State> AnySlot for Slot<S> {
                         result: t.result.and_then(|s| self.encode(s, &state, opts)),
                         steps: t.steps,
                         halted_by: t.halted_by,
+                        given: t.given,
                     }
                 }
                 Err(e) => Trace {
                     result: Err(e),
                     steps: Vec::new(),
                     halted_by: None,
+                    given: None,
                 },
             }
         })

@@ -824,6 +824,7 @@ impl Engine {
                 result: Err(e),
                 steps: Vec::new(),
                 halted_by: None,
+                given: None,
             },
         }
     }
@@ -841,6 +842,7 @@ impl Engine {
                 result: Err(e),
                 steps: Vec::new(),
                 halted_by: None,
+                given: None,
             },
         }
     }

@@ -607,9 +607,10 @@ pub(crate) struct CallBody {
     state: Value,
 }
 
-fn call_result(input: &Value, t: Trace<Value>) -> CallResult {
-    // Each step is compared with the state it was given: the last reply, or the input.
-    let mut given = input.clone();
+fn call_result(t: Trace<Value>) -> CallResult {
+    // Each step is compared with the state it was given: the last reply, or the state the
+    // call started from (for a collecting event, nothing gathered yet).
+    let mut given = t.given.unwrap_or(Value::Null);
     let trace = t
         .steps
         .into_iter()
@@ -672,11 +673,11 @@ pub(crate) async fn call_event(
     Path(name): Path<String>,
     Json(body): Json<CallBody>,
 ) -> ApiResult<Json<CallResult>> {
-    let Some(info) = state.engine.event(&name) else {
+    if state.engine.event(&name).is_none() {
         return Err(ApiError::not_found(format!(
             "no event named `{name}` is declared"
         )));
-    };
+    }
     if !body.state.is_object() {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -684,14 +685,6 @@ pub(crate) async fn call_event(
             "`state` must be a JSON object (the event's state)",
         ));
     }
-    // Each step's changes are against what it was given: for a collecting event, what was
-    // gathered so far (nothing, before the first).
-    let input_state = match info.mode {
-        plugboard_core::Mode::Collect => {
-            serde_json::json!({ "results": [], "stopped_by": null })
-        }
-        _ => body.state.clone(),
-    };
     let (engine, ev, input) = (state.engine.clone(), name.clone(), body.state.clone());
     let trace =
         tokio::task::spawn_blocking(move || engine.trace_json(&ev, input, &CallOptions::default()))
@@ -712,7 +705,7 @@ pub(crate) async fn call_event(
             e.to_string(),
         ));
     }
-    Ok(Json(call_result(&input_state, trace)))
+    Ok(Json(call_result(trace)))
 }
 
 // ----- plugins -----

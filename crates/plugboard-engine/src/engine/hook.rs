@@ -205,6 +205,7 @@ impl<E: Collect> CollectHook<E> {
             result: t.result.map(Gather::into_collected),
             steps: t.steps,
             halted_by: t.halted_by,
+            given: t.given,
         }
     }
 

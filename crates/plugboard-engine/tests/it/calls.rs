@@ -197,6 +197,11 @@ fn trace_reports_order_and_who_halted() {
         .map(|s| s.state.as_ref().map(|v| v["trail"].clone()))
         .collect();
     assert_eq!(replied, [Some(json!(["one"])), Some(json!(["one", "two"]))]);
+    // And the trace the state the first was given.
+    assert_eq!(
+        t.given.as_ref().map(|v| v["trail"].clone()),
+        Some(json!([]))
+    );
     let t = e.trace_json(
         "on_test",
         serde_json::to_value(OnTest::new()).unwrap(),

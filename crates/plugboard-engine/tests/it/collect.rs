@@ -350,6 +350,8 @@ fn by_name_with_json_the_answers_are_results_with_their_plugins() {
         .collect();
     assert_eq!(sizes, [1, 2]);
     assert_eq!(t.halted_by.as_deref(), Some("two"));
+    // The first step was given nothing gathered yet.
+    assert_eq!(t.given, Some(json!({ "results": [], "stopped_by": null })));
     // The input is checked against the event's state.
     assert!(matches!(
         e.call_json("on_find", json!({ "word": 5 }), &CallOptions::default()),
