@@ -22,6 +22,10 @@
 //! plugboard_pdk::export_plugin!(Audit, Audit);
 //! ```
 //!
+//! A plugin on a collecting event implements [`Collector`] instead (the input in, a
+//! typed contribution out; [`export_collector!`]), and one that runs around the rest of a
+//! chain implements [`Wrapper`] ([`export_wrapper!`], contract 0.4).
+//!
 //! States cross the sandbox as JSON, or, for states that have one (every reference event's,
 //! and `event!` structs declared `binary`), in a binary layout that is several times
 //! cheaper to decode; the host picks it only when this plugin was built against the same
@@ -86,7 +90,7 @@ use bindings::plugboard::plugin::host;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use plugboard_core::{Event, PluginRecord, Reply, Wire, reference};
+pub use plugboard_core::{Contribute, Event, PluginRecord, Reply, Wire, reference};
 /// Re-exported so that a plugin derives its settings' struct without depending on serde
 /// itself: `#[derive(plugboard_pdk::serde::Deserialize)] #[serde(crate = "plugboard_pdk::serde")]`.
 pub use serde;
@@ -343,6 +347,94 @@ pub trait Wrapper: Send + Sync + 'static {
 }
 
 use bindings::exports::plugboard::plugin::wrapper as wit_wrapper;
+
+/// A sandboxed plugin on a collecting event (`plugboard events` says `collect`): given
+/// the caller's input, it answers with its contribution, typed. Export it with
+/// [`export_collector!`].
+///
+/// ```no_run
+/// use plugboard_pdk::reference::{Payload, SearchHit};
+/// use plugboard_pdk::{Collector, Contribute};
+///
+/// /// Answers any search for "upgrade" with one page.
+/// struct Docs;
+///
+/// impl Collector for Docs {
+///     type Input = Payload;
+///     type Output = SearchHit;
+///
+///     fn collect(&self, _event: &str, input: Payload) -> Result<Contribute<SearchHit>, String> {
+///         let words = input.data.get("text").and_then(|t| t.as_str()).unwrap_or_default();
+///         Ok(if words.contains("upgrade") {
+///             Contribute::Add(SearchHit::new("Upgrading", "/docs/upgrades").text("Install a newer version."))
+///         } else {
+///             Contribute::Pass
+///         })
+///     }
+/// }
+///
+/// plugboard_pdk::export_collector!(Docs, Docs);
+/// ```
+pub trait Collector: Send + Sync + 'static {
+    /// The event's input: its state type (a reference event's, your own serde type, or
+    /// `serde_json::Value`).
+    type Input: DeserializeOwned;
+
+    /// One contribution: the event's output type (`SearchHit` for `on_content_search`).
+    type Output: Serialize;
+
+    /// Answers one call: [`Contribute::Add`] a contribution, [`Contribute::Pass`]
+    /// (nothing), or end the collection with [`Contribute::Last`] or [`Contribute::Stop`]
+    /// (no plugin after this one is asked). An `Err` fails this plugin's answer, as the
+    /// event's failure policy says.
+    fn collect(&self, event: &str, input: Self::Input) -> Result<Contribute<Self::Output>, String>;
+
+    /// As [`Plugin::initial`].
+    fn initial(&self, record: &PluginRecord) -> Result<(), String> {
+        let _ = record;
+        Ok(())
+    }
+
+    /// As [`Plugin::lifecycle`].
+    fn lifecycle(&self, op: &str, record: &PluginRecord) -> Result<(), String> {
+        let _ = (op, record);
+        Ok(())
+    }
+
+    /// As [`Plugin::health`].
+    fn health(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// A collector's answer as the contract carries it: the contribution as JSON (`null`
+/// for none), halting to end the collection.
+#[doc(hidden)]
+pub fn __collect<C: Collector>(
+    collector: &C,
+    event: &str,
+    wire: WitWire,
+    input: &[u8],
+) -> Result<WitReply, String> {
+    if !matches!(wire, WitWire::Json) {
+        return Err("a collecting event's input comes as JSON".into());
+    }
+    let input = serde_json::from_slice(input)
+        .map_err(|e| format!("the input of `{event}` does not decode: {e}"))?;
+    let answer = collector.collect(event, input)?;
+    let ends = answer.ends();
+    let out = match answer.into_output() {
+        Some(o) => {
+            serde_json::to_vec(&o).map_err(|e| format!("the contribution does not encode: {e}"))?
+        }
+        None => b"null".to_vec(),
+    };
+    Ok(if ends {
+        WitReply::Halt(out)
+    } else {
+        WitReply::Continue(out)
+    })
+}
 
 fn state_in<S: DeserializeOwned>(json: &str) -> Result<S, String> {
     serde_json::from_str(json).map_err(|e| format!("the state does not decode: {e}"))
@@ -878,6 +970,67 @@ macro_rules! export_plugin {
 
             fn health() -> Result<(), String> {
                 $crate::Plugin::health(__plugboard_instance())
+            }
+        }
+
+        impl $crate::bindings::exports::plugboard::plugin::wrapper::Guest for __PlugboardGuest {
+            fn before(
+                _event: String,
+                _state: String,
+            ) -> Result<$crate::bindings::exports::plugboard::plugin::wrapper::Opened, String> {
+                Err($crate::__not_a_wrapper())
+            }
+
+            fn after(
+                _event: String,
+                _outcome: $crate::bindings::exports::plugboard::plugin::wrapper::Outcome,
+                _token: Vec<u8>,
+            ) -> Result<$crate::bindings::exports::plugboard::plugin::wrapper::Closing, String> {
+                Err($crate::__not_a_wrapper())
+            }
+        }
+
+        $crate::bindings::export_guest!(__PlugboardGuest with_types_in $crate::bindings);
+    };
+}
+
+/// Exports a collector: `export_collector!(Type, constructor expression)`, like
+/// [`export_plugin!`]; one per crate. See [`Collector`].
+#[macro_export]
+macro_rules! export_collector {
+    ($ty:ty, $init:expr) => {
+        struct __PlugboardGuest;
+
+        fn __plugboard_instance() -> &'static $ty {
+            static INSTANCE: ::std::sync::OnceLock<$ty> = ::std::sync::OnceLock::new();
+            INSTANCE.get_or_init(|| $init)
+        }
+
+        impl $crate::bindings::exports::plugboard::plugin::guest::Guest for __PlugboardGuest {
+            fn initial(record: String) -> Result<(), String> {
+                let record = $crate::__record(&record)?;
+                $crate::Collector::initial(__plugboard_instance(), &record)
+            }
+
+            fn layout(_event: String) -> Option<u64> {
+                None
+            }
+
+            fn call(
+                event: String,
+                wire: $crate::bindings::exports::plugboard::plugin::guest::Wire,
+                input: Vec<u8>,
+            ) -> Result<$crate::bindings::exports::plugboard::plugin::guest::Reply, String> {
+                $crate::__collect(__plugboard_instance(), &event, wire, &input)
+            }
+
+            fn lifecycle(op: String, record: String) -> Result<(), String> {
+                let record = $crate::__record(&record)?;
+                $crate::Collector::lifecycle(__plugboard_instance(), &op, &record)
+            }
+
+            fn health() -> Result<(), String> {
+                $crate::Collector::health(__plugboard_instance())
             }
         }
 

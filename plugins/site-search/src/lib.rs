@@ -1,11 +1,11 @@
 //! Site search: answers `on_content_search`, a collecting event. Every plugin of a
-//! collecting event is given the same input (here the search, `data.text`) and replies
-//! its contribution instead of a state: this one replies the first documentation page
-//! whose title or text holds every word searched for, as a search hit (`title`, `href`,
-//! `text`, `section`), or `null` when none does.
+//! collecting event is given the same input (here the search, `data.text`) and answers
+//! with its contribution instead of a state: this one, a typed collector, adds the first
+//! documentation page whose title or text holds every word searched for, as a search
+//! hit, or passes when none does.
 
-use plugboard_pdk::serde_json::{Value, json};
-use plugboard_pdk::{Plugin, Reply};
+use plugboard_pdk::reference::{Payload, SearchHit};
+use plugboard_pdk::{Collector, Contribute};
 
 /// The pages this plugin knows: (title, path, text).
 const PAGES: &[(&str, &str, &str)] = &[
@@ -33,29 +33,34 @@ const PAGES: &[(&str, &str, &str)] = &[
 
 struct SiteSearch;
 
-impl Plugin for SiteSearch {
-    type State = Value;
+impl Collector for SiteSearch {
+    type Input = Payload;
+    type Output = SearchHit;
 
-    fn call(&self, _event: &str, input: Value) -> Result<Reply<Value>, String> {
-        let text = input["data"]["text"]
-            .as_str()
+    fn collect(&self, _event: &str, input: Payload) -> Result<Contribute<SearchHit>, String> {
+        let text = input
+            .data
+            .get("text")
+            .and_then(|t| t.as_str())
             .unwrap_or_default()
             .to_lowercase();
         let words: Vec<&str> = text.split_whitespace().collect();
         if words.is_empty() {
-            return Ok(Reply::Continue(Value::Null));
+            return Ok(Contribute::Pass);
         }
         let found = PAGES.iter().find(|(title, _, body)| {
             let page = format!("{title} {body}").to_lowercase();
             words.iter().all(|w| page.contains(w))
         });
-        Ok(Reply::Continue(match found {
+        Ok(match found {
             Some((title, href, body)) => {
-                json!({ "title": title, "href": href, "text": body, "section": "docs" })
+                let mut hit = SearchHit::new(*title, *href).text(*body);
+                hit.section = Some("docs".into());
+                Contribute::Add(hit)
             }
-            None => Value::Null,
-        }))
+            None => Contribute::Pass,
+        })
     }
 }
 
-plugboard_pdk::export_plugin!(SiteSearch, SiteSearch);
+plugboard_pdk::export_collector!(SiteSearch, SiteSearch);

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod chains;
+mod collect;
 mod hostile;
 mod http;
 mod loading;
