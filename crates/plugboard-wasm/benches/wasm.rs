@@ -3,7 +3,8 @@
 //! (bare, and with the host's codec); ten wasm plugins in one chain (that do real work,
 //! that decode and re-encode the state, that only read it, that never decode it); the
 //! floor of a component call; cold load of a cached plugin; the two wires' encode +
-//! decode. Run with `cargo xtask build-plugins && cargo bench -p plugboard-wasm --bench wasm`.
+//! decode; a sandboxed wrapper around a native step. Run with `cargo xtask build-plugins &&
+//! cargo bench -p plugboard-wasm --bench wasm`.
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
@@ -339,5 +340,43 @@ fn encodings(c: &mut Criterion) {
     .unwrap();
 }
 
-criterion_group!(benches, one_plugin, cold_load, encodings);
+/// A sandboxed wrapper (`plugins/safety-net`: its `before` and `after` each decode and
+/// re-encode the state as JSON) around a one-step native chain, against the same chain
+/// bare: what wrapping costs when the wrapper is a wasm plugin.
+fn wasm_wrapper(c: &mut Criterion) {
+    let mut g = c.benchmark_group("wasm_wrap");
+    let host = WasmHost::new(HostConfig::default()).unwrap();
+    let e = Engine::new();
+    e.register::<OnUserAfterSaveFailure, _>(
+        Registration::new("step"),
+        plugboard_core::from_fn(
+            |mut s: OnUserAfterSaveFailure, _: &plugboard_core::Context<'_>| {
+                s.error.message.push('.');
+                plugboard_core::Reply::Continue(s)
+            },
+        ),
+    )
+    .unwrap();
+    e.start("step").unwrap();
+    let bare = e.hook::<OnUserAfterSaveFailure>().unwrap();
+    g.bench_function("bare", |b| {
+        b.iter_batched(state, |s| bare.call(s).unwrap(), BatchSize::SmallInput)
+    });
+    let bytes = std::fs::read(component("safety_net")).unwrap();
+    let net = Arc::new(host.load("net", &bytes, Limits::default()).unwrap());
+    e.register_code(
+        "on_user_after_save_failure",
+        Registration::new("net"),
+        net.wrapper_code().unwrap(),
+    )
+    .unwrap();
+    e.start("net").unwrap();
+    let wrapped = e.hook::<OnUserAfterSaveFailure>().unwrap();
+    g.bench_function("wrapped", |b| {
+        b.iter_batched(state, |s| wrapped.call(s).unwrap(), BatchSize::SmallInput)
+    });
+    g.finish();
+}
+
+criterion_group!(benches, one_plugin, cold_load, encodings, wasm_wrapper);
 criterion_main!(benches);
