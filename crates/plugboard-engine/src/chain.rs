@@ -397,6 +397,10 @@ impl<S: State> Slot<S> {
         if chain.plain {
             return self.run_plain(&chain, state, meta);
         }
+        // A plain collecting chain: its collectors add in place, under one unwind guard.
+        if chain.plain_steps && chain.wrappers.is_empty() {
+            return self.plain_walk(&chain, state, meta).0;
+        }
         self.run(&chain, state, meta, &mut Quiet)
     }
 
