@@ -231,7 +231,7 @@ fn the_policy_checks_plugin_names_host_and_contract() {
         }]
     );
     let m =
-        Manifest::parse(&SMALL.replace("contract = \"0.2\"", "contract = \"0.4\"\nhost = \">=2\""))
+        Manifest::parse(&SMALL.replace("contract = \"0.2\"", "contract = \"0.5\"\nhost = \">=2\""))
             .unwrap();
     let v: Vec<String> = m
         .violations(&InstallPolicy::default())
@@ -242,7 +242,7 @@ fn the_policy_checks_plugin_names_host_and_contract() {
         v,
         [
             "package.host: the package requires host >=2, this host is 0.1.0",
-            "package.contract: the package requires contract ^0.4, this host serves plugboard:plugin 0.3.0, 0.2.0",
+            "package.contract: the package requires contract ^0.5, this host serves plugboard:plugin 0.4.0, 0.3.0, 0.2.0",
         ]
     );
 }
