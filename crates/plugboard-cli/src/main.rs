@@ -547,6 +547,18 @@ fn run(cli: Cli) -> Result<()> {
             } else if plugins.is_empty() {
                 writeln!(out, "no plugins registered in {}", store.url())?;
             } else {
+                // The records say nothing of code; an installed package's manifest says
+                // which of its hooks are wrappers. Only a mark: a packages table that
+                // cannot be read leaves the listing of records as it is.
+                let wrappers: std::collections::BTreeSet<String> = store
+                    .packages()
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|row| plugboard_package::Manifest::parse(&row.manifest).ok())
+                    .flat_map(|m| m.hooks)
+                    .filter(|h| h.role == plugboard_package::Role::Wrapper)
+                    .map(|h| h.plugin)
+                    .collect();
                 writeln!(
                     out,
                     "{:16} {:28} {:>4}  {:10} DEPENDS",
@@ -559,9 +571,14 @@ fn run(cli: Cli) -> Result<()> {
                     } else {
                         format!("{} ({})", r.depends.join(", "), r.depend_type)
                     };
+                    let role = if wrappers.contains(&r.name) {
+                        "  (wrapper: runs around the chain)"
+                    } else {
+                        ""
+                    };
                     writeln!(
                         out,
-                        "{:16} {:28} {:>4}  {:10} {depends}",
+                        "{:16} {:28} {:>4}  {:10} {depends}{role}",
                         r.name,
                         r.event,
                         r.priority.get(),

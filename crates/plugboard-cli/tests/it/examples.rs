@@ -144,6 +144,13 @@ fn a_wasm_wrapper_installed_from_the_command_line_runs_around_the_servers_chain(
         &["install", "--grant", "all", file.to_str().unwrap()],
     ));
     assert!(out.starts_with("installed safety-net 1.0.0"), "{out}");
+    let listed = stdout(&run(&home, &["plugins"]));
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("safety-net") && l.ends_with("(wrapper: runs around the chain)")),
+        "{listed}"
+    );
     // Another process installed it: the server loads it from the database.
     wait_for(PATIENCE, "the server wraps the chain in safety-net", || {
         let (_, body) = http(
