@@ -454,6 +454,9 @@ impl<S: State> Slot<S> {
     }
 
     /// [`Slot::run_plain`] inside wrappers: the same walk, its end as a wrapper is told.
+    /// Kept apart on purpose: `run_plain` written as this walk plus `into_state` made
+    /// `Hook::call` at 10 plugins 1.19x its baseline instead of 1.07x (the reply's tag
+    /// through the unwind guard).
     #[inline]
     fn native_walk(&self, chain: &Chain<S>, state: S, meta: &Meta) -> Outcome<S> {
         let pos = Cell::new(0usize);

@@ -893,6 +893,46 @@ pub fn __record(record: &str) -> Result<PluginRecord, String> {
     serde_json::from_str(record).map_err(|e| format!("invalid record: {e}"))
 }
 
+/// The guest type and its one instance, made on the first call (the export macros').
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __guest_instance {
+    ($ty:ty, $init:expr) => {
+        struct __PlugboardGuest;
+
+        fn __plugboard_instance() -> &'static $ty {
+            static INSTANCE: ::std::sync::OnceLock<$ty> = ::std::sync::OnceLock::new();
+            INSTANCE.get_or_init(|| $init)
+        }
+    };
+}
+
+/// The `wrapper` export of a component that is not a wrapper: every PDK component has
+/// the export (its world has it); this one answers that it is not one.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __not_a_wrapper_export {
+    () => {
+        impl $crate::bindings::exports::plugboard::plugin::wrapper::Guest for __PlugboardGuest {
+            fn before(
+                _event: String,
+                _state: String,
+            ) -> Result<$crate::bindings::exports::plugboard::plugin::wrapper::Opened, String> {
+                Err($crate::__not_a_wrapper())
+            }
+
+            fn after(
+                _event: String,
+                _outcome: $crate::bindings::exports::plugboard::plugin::wrapper::Outcome,
+                _token: Vec<u8>,
+            ) -> Result<$crate::bindings::exports::plugboard::plugin::wrapper::Closing, String>
+            {
+                Err($crate::__not_a_wrapper())
+            }
+        }
+    };
+}
+
 /// Exports a plugin: `export_plugin!(Type, constructor expression)`. The expression runs
 /// once, on the instance's first call; one per crate.
 ///
@@ -919,12 +959,7 @@ pub fn __record(record: &str) -> Result<PluginRecord, String> {
 #[macro_export]
 macro_rules! export_plugin {
     ($ty:ty, $init:expr) => {
-        struct __PlugboardGuest;
-
-        fn __plugboard_instance() -> &'static $ty {
-            static INSTANCE: ::std::sync::OnceLock<$ty> = ::std::sync::OnceLock::new();
-            INSTANCE.get_or_init(|| $init)
-        }
+        $crate::__guest_instance!($ty, $init);
 
         impl $crate::bindings::exports::plugboard::plugin::guest::Guest for __PlugboardGuest {
             fn initial(record: String) -> Result<(), String> {
@@ -973,22 +1008,7 @@ macro_rules! export_plugin {
             }
         }
 
-        impl $crate::bindings::exports::plugboard::plugin::wrapper::Guest for __PlugboardGuest {
-            fn before(
-                _event: String,
-                _state: String,
-            ) -> Result<$crate::bindings::exports::plugboard::plugin::wrapper::Opened, String> {
-                Err($crate::__not_a_wrapper())
-            }
-
-            fn after(
-                _event: String,
-                _outcome: $crate::bindings::exports::plugboard::plugin::wrapper::Outcome,
-                _token: Vec<u8>,
-            ) -> Result<$crate::bindings::exports::plugboard::plugin::wrapper::Closing, String> {
-                Err($crate::__not_a_wrapper())
-            }
-        }
+        $crate::__not_a_wrapper_export!();
 
         $crate::bindings::export_guest!(__PlugboardGuest with_types_in $crate::bindings);
     };
@@ -999,12 +1019,7 @@ macro_rules! export_plugin {
 #[macro_export]
 macro_rules! export_collector {
     ($ty:ty, $init:expr) => {
-        struct __PlugboardGuest;
-
-        fn __plugboard_instance() -> &'static $ty {
-            static INSTANCE: ::std::sync::OnceLock<$ty> = ::std::sync::OnceLock::new();
-            INSTANCE.get_or_init(|| $init)
-        }
+        $crate::__guest_instance!($ty, $init);
 
         impl $crate::bindings::exports::plugboard::plugin::guest::Guest for __PlugboardGuest {
             fn initial(record: String) -> Result<(), String> {
@@ -1034,22 +1049,7 @@ macro_rules! export_collector {
             }
         }
 
-        impl $crate::bindings::exports::plugboard::plugin::wrapper::Guest for __PlugboardGuest {
-            fn before(
-                _event: String,
-                _state: String,
-            ) -> Result<$crate::bindings::exports::plugboard::plugin::wrapper::Opened, String> {
-                Err($crate::__not_a_wrapper())
-            }
-
-            fn after(
-                _event: String,
-                _outcome: $crate::bindings::exports::plugboard::plugin::wrapper::Outcome,
-                _token: Vec<u8>,
-            ) -> Result<$crate::bindings::exports::plugboard::plugin::wrapper::Closing, String> {
-                Err($crate::__not_a_wrapper())
-            }
-        }
+        $crate::__not_a_wrapper_export!();
 
         $crate::bindings::export_guest!(__PlugboardGuest with_types_in $crate::bindings);
     };
@@ -1060,12 +1060,7 @@ macro_rules! export_collector {
 #[macro_export]
 macro_rules! export_wrapper {
     ($ty:ty, $init:expr) => {
-        struct __PlugboardGuest;
-
-        fn __plugboard_instance() -> &'static $ty {
-            static INSTANCE: ::std::sync::OnceLock<$ty> = ::std::sync::OnceLock::new();
-            INSTANCE.get_or_init(|| $init)
-        }
+        $crate::__guest_instance!($ty, $init);
 
         impl $crate::bindings::exports::plugboard::plugin::guest::Guest for __PlugboardGuest {
             fn initial(record: String) -> Result<(), String> {

@@ -73,17 +73,12 @@ fn components_of_every_served_contract_version_load_and_run() {
     );
     assert_eq!(old.contract(), "0.2");
     // Built against 0.3.0 and committed then.
-    let file = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../examples/packages/ip-ban-1.0.0.pbpkg"
-    );
-    let verified = plugboard_package::verify(
-        &std::fs::read(file).unwrap(),
-        &plugboard_package::VerifyOptions::default(),
-    )
-    .unwrap();
     let v3 = host
-        .load("ip-ban-old", &verified.component, crate::limits())
+        .load(
+            "ip-ban-old",
+            &crate::released("ip-ban-1.0.0.pbpkg"),
+            crate::limits(),
+        )
         .unwrap();
     assert_eq!(v3.contract(), "0.3");
     assert!(v3.imports_kv());

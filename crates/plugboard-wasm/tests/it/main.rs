@@ -36,6 +36,21 @@ pub fn load(host: &WasmHost, file: &str, name: &str) -> Arc<WasmPlugin> {
     Arc::new(host.load_file(name, &component(file), limits()).unwrap())
 }
 
+/// The component of a committed example package (`examples/packages/FILE`), as it was
+/// released: an older contract's build.
+pub fn released(file: &str) -> Vec<u8> {
+    let path = format!(
+        "{}/../../examples/packages/{file}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    plugboard_package::verify(
+        &std::fs::read(path).unwrap(),
+        &plugboard_package::VerifyOptions::default(),
+    )
+    .unwrap()
+    .component
+}
+
 /// Registers and starts a wasm plugin on `event`.
 pub fn add(engine: &Engine, event: &str, plugin: Arc<WasmPlugin>, reg: Registration) {
     let name = reg.name.clone();

@@ -11,23 +11,20 @@ use plugboard_core::reference::{
 use plugboard_engine::{Engine, Registration};
 use plugboard_wasm::Limits;
 
-#[test]
-fn a_python_plugin_joins_a_chain() {
+/// Builds `plugins/DIR` against `world` with componentize-py and loads it; `None` (the
+/// test skipped) where componentize-py is missing outside CI.
+fn load_python(dir: &str, world: &str) -> Option<Arc<plugboard_wasm::WasmPlugin>> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    // The narrowest world with what it uses: componentize-py imports every interface of
-    // its world, and a package must ask for each import's capability.
-    let Some(out) = plugboard_testkit::python_component("python-audit", "plugin-basic") else {
-        return;
-    };
+    let out = plugboard_testkit::python_component(dir, world)?;
     // CPython makes an 18 MB component: keep its compiled form across test runs.
     let host = plugboard_wasm::WasmHost::new(plugboard_wasm::HostConfig {
         cache_dir: Some(root.join("target/wasm-cache")),
         ..plugboard_wasm::HostConfig::default()
     })
     .unwrap();
-    let plugin = Arc::new(
+    Some(Arc::new(
         host.load_file(
-            "python-audit",
+            dir,
             &out,
             // CPython's calls are much slower than a Rust guest's: the default 100 ms
             // deadline would be a race on a busy machine (`crate::limits` is generous).
@@ -37,7 +34,16 @@ fn a_python_plugin_joins_a_chain() {
             },
         )
         .unwrap(),
-    );
+    ))
+}
+
+#[test]
+fn a_python_plugin_joins_a_chain() {
+    // The narrowest world with what it uses: componentize-py imports every interface of
+    // its world, and a package must ask for each import's capability.
+    let Some(plugin) = load_python("python-audit", "plugin-basic") else {
+        return;
+    };
     let imports = plugin.imports();
     eprintln!("python-audit imports {imports:?}");
     assert!(
@@ -104,27 +110,10 @@ impl plugboard_core::Plugin<OnUserAfterSaveFailure> for FailsOnce {
 
 #[test]
 fn a_python_wrapper_runs_around_a_chain_and_retries_it() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     // `wrapper-basic`: the host interface, and the `guest` and `wrapper` exports.
-    let Some(out) = plugboard_testkit::python_component("python-wrapper", "wrapper-basic") else {
+    let Some(plugin) = load_python("python-wrapper", "wrapper-basic") else {
         return;
     };
-    let host = plugboard_wasm::WasmHost::new(plugboard_wasm::HostConfig {
-        cache_dir: Some(root.join("target/wasm-cache")),
-        ..plugboard_wasm::HostConfig::default()
-    })
-    .unwrap();
-    let plugin = Arc::new(
-        host.load_file(
-            "python-wrapper",
-            &out,
-            Limits {
-                memory: 128 << 20,
-                ..crate::limits()
-            },
-        )
-        .unwrap(),
-    );
     assert!(plugin.exports_wrapper());
     let engine = Engine::new();
     engine

@@ -286,18 +286,13 @@ fn a_wasm_wrapper_works_on_an_event_known_only_by_name() {
 fn what_cannot_be_a_wrapper_is_refused() {
     let host = host();
     // A 0.3 component has no `wrapper` export.
-    let file = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../examples/packages/ip-ban-1.0.0.pbpkg"
-    );
-    let verified = plugboard_package::verify(
-        &std::fs::read(file).unwrap(),
-        &plugboard_package::VerifyOptions::default(),
-    )
-    .unwrap();
     let old = Arc::new(
-        host.load("ip-ban", &verified.component, crate::limits())
-            .unwrap(),
+        host.load(
+            "ip-ban",
+            &crate::released("ip-ban-1.0.0.pbpkg"),
+            crate::limits(),
+        )
+        .unwrap(),
     );
     let err = old.wrapper_code().err().unwrap().to_string();
     assert!(
